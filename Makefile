@@ -1,0 +1,38 @@
+# sharedzarr: everything runs in .venv, created on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: install test demo bench stress lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test,bench,dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: install
+	$(BIN)/python examples/producer_consumer.py
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+stress: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m stress tests
+
+lint: install
+	$(BIN)/ruff check sharedzarr tests benchmarks examples
+	$(BIN)/ruff format --check sharedzarr tests benchmarks examples
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	-$(BIN)/sharedzarr gc 2>/dev/null || true

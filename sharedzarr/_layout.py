@@ -1,0 +1,183 @@
+"""The shared-memory byte format of a table: a spec, pinned by a golden-bytes test.
+
+Every offset and struct format of the on-memory layout lives here and nowhere
+else.  All integers are little-endian; every 64-bit word that other processes
+read while a writer runs is 8-byte aligned and is loaded and stored whole
+(see :func:`sharedzarr._table` for the memory-ordering argument).
+
+Segments of table ``T`` (``ls /dev/shm`` shows the table name in each)::
+
+    sz.T.hdr        header, HEADER_SIZE bytes (one page)
+    sz.T.idx.<gen>  hash index of generation <gen>
+    sz.T.a<id>      data arena <id> (ids are never reused)
+
+Header byte map (``H_*`` are word indices: byte offset // 8)::
+
+    off  size  field
+      0     8  magic b"SZTABLE\\0"
+      8     4  layout version (u32)            12  4  header size (u32)
+     16     1  table type  17 1 access  18 1 named_table  19 1 persistent
+     20     4  segment mode (u32)
+     24     8  owner pid                      32  8  owner start time (ticks)
+     40     8  heir pid (0: none)             48  8  heir start time
+     56     8  created (f64, unix time)
+     64     8  deleted flag                   72  8  index generation (published)
+     80     8  lock holder pid                88  8  dirty: pid of a writer mid-operation
+     96     8  write count                   104  8  objects (ETS size)
+    112     8  keys (distinct live keys)     120  8  used index slots (incl. tombstones)
+    128     8  live value bytes              136  8  live record bytes
+    144     8  garbage record bytes          152  8  current arena id (0: none)
+    160     8  next arena id                 168  8  reclaim generation
+
+Index segment::
+
+      0     8  magic b"SZINDEX\\0"            8  8  capacity (slots, a power of two)
+     16     8  generation                    24..63 reserved
+     64        capacity slots of 16 bytes: [u64 key hash][u64 reference]
+
+A slot with hash 0 is empty (computed hashes are never 0).  Reference 0 means
+"being filled", 1 is a tombstone; otherwise ``(arena_id << 40) | offset``.
+
+Arena segment::
+
+      0     8  magic b"SZARENA\\0"            8  8  size
+     16     8  used (bump pointer)           24  8  reserved (fallocated) bytes
+     32     8  live record bytes             40  8  garbage record bytes
+     64        records, each 64-byte aligned
+
+Record (immutable once published)::
+
+      0     8  total length (a multiple of 64)
+      8     4  key length                    12  4  number of values n
+     16   8*n  value lengths
+               key bytes (msgpack), zero padding to a multiple of 64
+               value 0, padding to 64, value 1, padding to 64, ...
+
+Values start 64-byte aligned, so numpy views of any dtype are aligned.
+"""
+
+from __future__ import annotations
+
+import struct
+
+MAGIC = b"SZTABLE\0"
+INDEX_MAGIC = b"SZINDEX\0"
+ARENA_MAGIC = b"SZARENA\0"
+VERSION = 1
+HEADER_SIZE = 4096
+PREFIX = "sz."
+
+# header: fixed fields
+HDR_FIXED = struct.Struct("<8sII4BIQQQQd")  # magic .. created, 64 bytes
+assert HDR_FIXED.size == 64
+
+# header word indices (byte offset // 8)
+H_OWNER_PID = 3
+H_OWNER_START = 4
+H_HEIR_PID = 5
+H_HEIR_START = 6
+H_DELETED = 8
+H_GEN = 9
+H_HOLDER = 10
+H_DIRTY = 11
+H_WRITES = 12
+H_OBJECTS = 13
+H_KEYS = 14
+H_USED_SLOTS = 15
+H_LIVE_VALUE = 16
+H_LIVE_RECORD = 17
+H_GARBAGE = 18
+H_CUR_ARENA = 19
+H_NEXT_ARENA = 20
+H_RECLAIM = 21
+H_WORDS = HEADER_SIZE // 8
+
+TABLE_TYPES = ("set", "ordered_set", "bag", "duplicate_bag")
+ACCESS_LEVELS = ("public", "protected", "private")
+
+# index
+INDEX_HEADER = 64
+SLOT = 16
+INDEX_HDR = struct.Struct("<8sQQ")
+MIN_CAPACITY = 64
+MAX_LOAD = 0.5  # grow or rebuild when used slots (incl. tombstones) exceed this
+
+# references
+EMPTY_REF = 0
+TOMBSTONE = 1
+OFFSET_BITS = 40
+OFFSET_MASK = (1 << OFFSET_BITS) - 1
+MAX_ARENA_ID = (1 << 24) - 1
+
+# arenas
+ARENA_HEADER = 64
+ARENA_HDR = struct.Struct("<8sQQQQQ")
+A_SIZE = 1
+A_USED = 2
+A_RESERVED = 3
+A_LIVE = 4
+A_GARBAGE = 5
+MIN_ARENA = 1 << 20  # 1 MiB
+MAX_ARENA = 64 << 20  # 64 MiB; bigger values get an arena of their own
+RESERVE_STEP = 1 << 20  # fallocate this much ahead of the bump pointer
+
+# records
+ALIGN = 64
+REC_HEAD = struct.Struct("<QII")  # total, key length, n values
+REC_HEAD1 = struct.Struct("<QIIQ")  # the same plus the first value length
+
+
+def align(n: int) -> int:
+    """Round ``n`` up to a multiple of :data:`ALIGN`."""
+    return (n + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def make_ref(arena_id: int, offset: int) -> int:
+    """Pack an arena id and an offset into a 64-bit reference."""
+    return (arena_id << OFFSET_BITS) | offset
+
+
+def record_layout(key_len: int, value_lens: list[int]) -> tuple[int, list[int]]:
+    """Return ``(total length, [value offsets])`` of a record, offsets relative to its start."""
+    pos = align(16 + 8 * len(value_lens) + key_len)
+    offs = []
+    for n in value_lens:
+        offs.append(pos)
+        pos += align(n)
+    return max(pos, ALIGN), offs
+
+
+def value_offset(key_len: int, n_values: int) -> int:
+    """Offset of the first value in a record."""
+    return align(16 + 8 * n_values + key_len)
+
+
+def pack_record(buf, off: int, key: bytes, values: list) -> int:
+    """Write a record at ``buf[off:]``; return its total length.
+
+    ``buf`` is a writable buffer (an arena memoryview); ``values`` are buffers
+    of bytes (``memoryview(v).cast("B")``).  Padding is not written: arenas are
+    zero-filled by the kernel and never reused in place.
+    """
+    lens = [v.nbytes for v in values]
+    total, offs = record_layout(len(key), lens)
+    REC_HEAD.pack_into(buf, off, total, len(key), len(values))
+    if lens:
+        struct.pack_into(f"<{len(lens)}Q", buf, off + 16, *lens)
+    kpos = off + 16 + 8 * len(lens)
+    buf[kpos : kpos + len(key)] = key
+    for v, vo, n in zip(values, offs, lens, strict=True):
+        if n:
+            buf[off + vo : off + vo + n] = v
+    return total
+
+
+def index_bytes(capacity: int) -> int:
+    """Size in bytes of an index segment with ``capacity`` slots."""
+    return INDEX_HEADER + capacity * SLOT
+
+
+def segment_names(table: str) -> tuple[str, str, str]:
+    """Return the header name and the index/arena name prefixes of ``table``."""
+    base = PREFIX + table
+    return base + ".hdr", base + ".idx.", base + ".a"

@@ -1,0 +1,277 @@
+"""Named POSIX shared-memory segments: create, attach, map, reserve, close, unlink.
+
+One of the three modules that touch the OS.  Segments are opened with
+``posix_ipc.SharedMemory`` and mapped with :mod:`mmap` by us, so that:
+
+* attaching never resizes a segment (``size=0`` is always passed to posix_ipc:
+  with ``size>0`` it truncates an existing segment);
+* no resource tracker is involved (``multiprocessing.shared_memory`` on Python
+  <= 3.12 unlinks segments an attaching process opened when that process exits);
+* the file descriptor is closed right after mapping (a process attached to
+  100,000 chunks holds no descriptors for them), except where a caller asks to
+  keep it (the header, whose descriptor carries the writer ``flock``, and the
+  arena being appended to, which is reserved with ``posix_fallocate``);
+* memory is reserved with ``posix_fallocate`` before it is written, so a full
+  ``/dev/shm`` is an :class:`~sharedzarr.errors.OutOfSpaceError` from the write
+  that needed the space, never a SIGBUS.
+
+All posix_ipc and OS errors are translated to sharedzarr errors in
+:func:`map_os_errors`, the single boundary where that happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import mmap
+import os
+from collections.abc import Iterator
+
+import posix_ipc
+
+from .errors import (
+    AccessDeniedError,
+    OutOfSpaceError,
+    SharedZarrError,
+    TableExistsError,
+    TableNotFoundError,
+)
+
+SHM_DIR = "/dev/shm"
+
+__all__ = [
+    "SHM_DIR",
+    "Segment",
+    "exists",
+    "list_names",
+    "map_os_errors",
+    "size_on_disk",
+    "unlink",
+]
+
+
+@contextlib.contextmanager
+def map_os_errors(table: str, what: str = "") -> Iterator[None]:
+    """Translate posix_ipc / OS errors raised inside the block to sharedzarr errors.
+
+    Parameters
+    ----------
+    table : str
+        The table name, used in messages.
+    what : str
+        The segment or operation, used in messages.
+    """
+    try:
+        yield
+    except SharedZarrError:
+        raise
+    except posix_ipc.ExistentialError as e:
+        if "exists" in str(e).lower():
+            raise TableExistsError(
+                f"table {table!r} already exists ({what}); attach to it with "
+                f"sharedzarr.Table.attach({table!r}), or delete it first "
+                f"(sharedzarr.storage.shm.delete_table({table!r}) or `sharedzarr rm {table}`)"
+            ) from e
+        raise TableNotFoundError(
+            f"table {table!r} does not exist ({what} is missing); "
+            f"sharedzarr.create(..., table_name={table!r}) creates it, `sharedzarr ls` lists tables"
+        ) from e
+    except posix_ipc.PermissionsError as e:
+        raise AccessDeniedError(
+            f"access to table {table!r} denied by its segment mode ({what}): it belongs to "
+            "another user or was created with a restrictive `mode`; create it with e.g. "
+            "mode=0o660 and a shared group to share it between users"
+        ) from e
+    except (posix_ipc.BusyError, posix_ipc.SignalError, posix_ipc.Error) as e:
+        raise SharedZarrError(f"table {table!r}: shared-memory call failed ({what}): {e}") from e
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise OutOfSpaceError(
+                f"table {table!r}: {SHM_DIR} is full ({what}); free space "
+                "(delete tables with `sharedzarr rm`/`sharedzarr gc`) or enlarge the tmpfs; "
+                "the table is unchanged and still usable"
+            ) from e
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise AccessDeniedError(
+                f"access to table {table!r} denied ({what}): {e.strerror}"
+            ) from e
+        if e.errno == errno.ENOENT:
+            raise TableNotFoundError(
+                f"table {table!r} does not exist ({what} is missing); "
+                f"sharedzarr.create(..., table_name={table!r}) creates it, "
+                "`sharedzarr ls` lists tables"
+            ) from e
+        if e.errno == errno.ENOMEM:
+            raise OutOfSpaceError(
+                f"table {table!r}: out of memory or mappings while mapping {what}: {e.strerror}"
+            ) from e
+        raise
+
+
+class Segment:
+    """One mapped shared-memory segment.
+
+    Attributes
+    ----------
+    name : str
+        The segment name without the leading slash (the file in ``/dev/shm``).
+    size : int
+        The mapped size in bytes.
+    mm : mmap.mmap or None
+        The mapping.
+    buf : memoryview or None
+        A byte view of the mapping (read-only for read-only mappings).
+    rbuf : memoryview or None
+        A read-only byte view of the mapping (what zero-copy reads hand out).
+    fd : int
+        The open descriptor, or -1 when it was closed after mapping.
+    """
+
+    # class-level defaults make close() safe on a half-built object
+    name: str = ""
+    size: int = 0
+    mm: mmap.mmap | None = None
+    buf: memoryview | None = None
+    rbuf: memoryview | None = None
+    fd: int = -1
+    readonly: bool = False
+
+    def __init__(self, name: str, fd: int, size: int, readonly: bool, keep_fd: bool) -> None:
+        self.name = name
+        self.readonly = readonly
+        try:
+            if size > 0:
+                prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
+                self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+                self.buf = memoryview(self.mm)
+                self.rbuf = self.buf.toreadonly()
+                if readonly:
+                    self.buf = self.rbuf
+            self.size = size
+        except BaseException:
+            os.close(fd)
+            raise
+        if keep_fd:
+            self.fd = fd
+        else:
+            os.close(fd)
+
+    @classmethod
+    def create(
+        cls, name: str, size: int, mode: int, *, reserve: int | None = None, keep_fd: bool = False
+    ) -> Segment:
+        """Create segment ``name`` (exclusive) of ``size`` bytes and map it read-write.
+
+        ``reserve`` bytes (default: all) are allocated up front with ``posix_fallocate``;
+        on ENOSPC the segment is unlinked and :class:`OutOfSpaceError` propagates.
+        """
+        shm = posix_ipc.SharedMemory("/" + name, posix_ipc.O_CREX, mode=mode, size=0)
+        fd = shm.fd
+        try:
+            os.fchmod(fd, mode)  # shm_open applies the umask; the table's mode is exact
+            os.ftruncate(fd, size)
+            r = size if reserve is None else min(reserve, size)
+            if r > 0:
+                os.posix_fallocate(fd, 0, r)
+            return cls(name, fd, size, False, keep_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            unlink(name)
+            raise
+
+    @classmethod
+    def attach(cls, name: str, *, readonly: bool = False, keep_fd: bool = False) -> Segment:
+        """Attach existing segment ``name`` without changing its size."""
+        shm = posix_ipc.SharedMemory("/" + name, 0, size=0, read_only=readonly)
+        fd = shm.fd
+        try:
+            size = os.fstat(fd).st_size
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(name, fd, size, readonly, keep_fd)
+
+    def reserve(self, offset: int, length: int) -> None:
+        """Allocate ``[offset, offset+length)`` of the segment (``posix_fallocate``)."""
+        os.posix_fallocate(self.fd, offset, length)
+
+    def unlinked(self) -> bool:
+        """Return True when the segment was unlinked (needs a kept descriptor)."""
+        if self.fd < 0:
+            return not exists(self.name)
+        try:
+            return os.fstat(self.fd).st_nlink == 0
+        except OSError:
+            return True
+
+    def close_fd(self) -> None:
+        """Close the kept descriptor, if any (idempotent)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def close(self) -> None:
+        """Unmap and close (idempotent; never unlinks).
+
+        A mapping that still has views exported (zero-copy reads a caller
+        holds) is left to the garbage collector: it is unmapped when the last
+        view is released, so those views stay valid.
+        """
+        self.close_fd()
+        bufs = (self.buf, self.rbuf)
+        self.buf = self.rbuf = None
+        mm, self.mm = self.mm, None
+        for b in bufs:
+            if b is not None:
+                try:
+                    b.release()
+                except BufferError:
+                    pass
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass  # views still exported: the mapping lives until they go
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.name} size={self.size}{' ro' if self.readonly else ''}>"
+
+
+def unlink(name: str) -> bool:
+    """Unlink segment ``name``; return False when it did not exist."""
+    try:
+        posix_ipc.unlink_shared_memory("/" + name)
+        return True
+    except posix_ipc.ExistentialError:
+        return False
+
+
+def exists(name: str) -> bool:
+    """Return True when segment ``name`` exists."""
+    return os.path.exists(os.path.join(SHM_DIR, name))
+
+
+def list_names(prefix: str) -> list[str]:
+    """Names of the segments in ``/dev/shm`` that start with ``prefix``."""
+    try:
+        return [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+    except FileNotFoundError:
+        return []
+
+
+def size_on_disk(name: str) -> int:
+    """Bytes of shared memory a segment really uses (allocated blocks), 0 if gone."""
+    try:
+        return os.stat(os.path.join(SHM_DIR, name)).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def stat(name: str) -> os.stat_result | None:
+    """``os.stat`` of a segment, or None when it does not exist."""
+    try:
+        return os.stat(os.path.join(SHM_DIR, name))
+    except OSError:
+        return None

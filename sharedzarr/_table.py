@@ -1,0 +1,1835 @@
+"""Table: an ETS-style key/value table in named POSIX shared memory.
+
+A table is a header segment, a hash-index segment and append-only data arenas
+(byte map in :mod:`sharedzarr._layout`).  Any process that knows the name
+attaches and reads with no lock; writers serialise on one writer lock
+(:mod:`sharedzarr._lock`).
+
+Why a reader never sees a torn value
+------------------------------------
+Records are immutable once published.  A writer appends a new record past the
+arena's bump pointer, then publishes it with one aligned 8-byte store of the
+slot's reference (``memoryview.cast("Q")`` item assignment: CPython packs it
+with a fixed-size ``memcpy`` that compilers emit as one ``mov``, unlike
+``struct``'s ``'<Q'`` which stores byte by byte).  A reader loads the
+reference once (one aligned 8-byte load) and reads the immutable record, so it
+sees the old or the new value, whole.  Memory ordering: we rely on x86-64's
+TSO (stores become visible in program order, loads are not reordered with
+older loads), so a reader that sees a reference also sees the record it
+points to.  On a weakly ordered CPU this needs fences; the package refuses to
+publish on anything but x86-64/little-endian (see ``_check_platform``).
+
+Overwritten and deleted records become garbage; when garbage exceeds a quarter
+of the live data the writer copies the live records of the most wasteful arena
+forward, republishes them and unlinks that arena.  A mapping of an unlinked
+segment stays valid, so a zero-copy view a reader holds never changes.
+
+Crash consistency
+-----------------
+A writer stores its pid in the header's dirty word while it works.  The
+kernel releases the ``flock`` writer lock when a writer dies, and the next
+writer that finds the dirty word set recomputes the counters from the index
+and unlinks the segments nothing references (``_recover``).  Because a value
+becomes visible only through the single publishing store, a killed write is
+either fully visible or not at all.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import secrets
+import struct
+import sys
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from . import _layout as L
+from . import _proc
+from ._lock import WriterLock
+from ._segment import Segment, list_names, map_os_errors, size_on_disk
+from ._segment import exists as _seg_exists
+from ._segment import unlink as _unlink
+from .errors import (
+    AccessDeniedError,
+    CorruptTableError,
+    NotFoundError,
+    SharedZarrError,
+    TableExistsError,
+    TableNotFoundError,
+)
+
+__all__ = ["Table", "validate_name", "encode_key", "decode_key"]
+
+DEFAULT_TIMEOUT = 60.0
+MAX_MAPPED = 4096  # arena mappings cached per handle (Linux allows ~65k maps)
+RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
+RECLAIM_RATIO = 0.25  # reclaim when garbage > this fraction of live records
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_SEED = 0x9E3779B9
+_REC_HEAD = L.REC_HEAD
+_REC_HEAD1 = L.REC_HEAD1
+_OFFSET_MASK = L.OFFSET_MASK
+_OFFSET_BITS = L.OFFSET_BITS
+
+
+def _check_platform() -> None:
+    if sys.byteorder != "little" or os.uname().machine not in ("x86_64", "AMD64", "amd64"):
+        raise RuntimeError(
+            "sharedzarr publishes values with plain aligned 8-byte stores and relies on "
+            "x86-64 (TSO) memory ordering; this machine is "
+            f"{os.uname().machine}/{sys.byteorder}-endian, which is not supported yet"
+        )
+
+
+_check_platform()
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def validate_name(name: str) -> str:
+    """Check a table name: letters, digits, ``_ . -``, 1 to 64 characters.
+
+    Raises
+    ------
+    ValueError
+        When the name is not valid; the message says which characters are allowed.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"table name must be a str, got {type(name).__name__}")
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"invalid table name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-' "
+            "(e.g. 'my_array_data')"
+        )
+    return name
+
+
+def _check_key(key: Any, depth: int = 0) -> None:
+    if key is None or isinstance(key, (str, bytes, int, float, bool)):
+        return
+    if isinstance(key, (tuple, list)) and depth < 32:
+        for k in key:
+            _check_key(k, depth + 1)
+        return
+    raise TypeError(
+        f"unsupported key type {type(key).__name__}: keys are str, int, float, bool, None, "
+        "bytes, or tuples/lists of these (e.g. ('chunk', (0, 1)))"
+    )
+
+
+def encode_key(key: Any) -> bytes:
+    """Encode a key to its canonical msgpack bytes (lists encode as tuples).
+
+    Raises
+    ------
+    TypeError
+        For a key that is not msgpack-encodable as a supported type.
+    """
+    try:
+        return msgpack.packb(key, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as e:
+        _check_key(key)
+        raise TypeError(f"key {key!r} cannot be encoded: {e} (integers must fit in 64 bits)") from e
+
+
+def decode_key(kb: bytes) -> Any:
+    """Decode msgpack key bytes (arrays come back as tuples)."""
+    return msgpack.unpackb(kb, use_list=False, raw=False, strict_map_key=False)
+
+
+def key_hash(kb: bytes) -> int:
+    """Stable 64-bit hash of encoded key bytes (never 0; the same in every process)."""
+    h = zlib.crc32(kb) | (zlib.crc32(kb, _SEED) << 32)
+    return h or 1
+
+
+def _as_buffer(value: Any) -> memoryview:
+    if isinstance(value, bytes):
+        return memoryview(value)
+    if isinstance(value, str):
+        raise TypeError("values must be bytes-like; encode str values first (value.encode())")
+    try:
+        mv = memoryview(value)
+    except TypeError as e:
+        raise TypeError(
+            f"values must be bytes-like (bytes, bytearray, memoryview, numpy array), "
+            f"got {type(value).__name__}"
+        ) from e
+    if not mv.c_contiguous:
+        raise ValueError(
+            "values must be C-contiguous; pass np.ascontiguousarray(value) or bytes(value)"
+        )
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    return mv
+
+
+_TYPE_ORDER = {type(None): 0, bool: 1, int: 1, float: 1, str: 2, bytes: 3, tuple: 4, list: 4}
+
+
+def _sort_key(k: Any) -> tuple:
+    """A total order on keys (numbers < str < bytes < tuples), like ETS term order."""
+    t = _TYPE_ORDER.get(type(k), 5)
+    if t == 4:
+        return (t, len(k), tuple(_sort_key(x) for x in k))
+    if t == 1:
+        return (
+            t,
+            float(k) if not isinstance(k, int) or abs(k) < 2**53 else k,
+            0 if isinstance(k, int) else 1,
+        )
+    return (t, k)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+_OWNED: dict[str, None] = {}
+_HANDLES: weakref.WeakSet[Table] = weakref.WeakSet()
+_cleanup_registered = False
+_registry_lock = threading.Lock()
+
+
+def _register_owned(name: str) -> None:
+    global _cleanup_registered
+    with _registry_lock:
+        _OWNED[name] = None
+        if not _cleanup_registered:
+            atexit.register(_exit_cleanup)
+            try:  # forked multiprocessing children skip atexit but run these finalizers
+                from multiprocessing import util
+
+                util.Finalize(None, _exit_cleanup, exitpriority=-100)
+            except Exception:  # pragma: no cover
+                pass
+            _cleanup_registered = True
+
+
+def _exit_cleanup() -> None:
+    """At exit: delete the tables this process owns, or hand them to a live heir."""
+    me = _proc.current()
+    for name in list(_OWNED):
+        _OWNED.pop(name, None)
+        with contextlib.suppress(Exception):
+            _release_ownership(name, me)
+
+
+def _after_fork_in_child() -> None:
+    _OWNED.clear()
+    for t in list(_HANDLES):
+        with contextlib.suppress(Exception):
+            t._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _release_ownership(name: str, me: tuple[int, int]) -> None:
+    """Owner ``me`` is exiting: give the table to a live heir, keep it if persistent, else delete."""
+    try:
+        hdr = Segment.attach(L.segment_names(name)[0], keep_fd=False)
+    except Exception:
+        return
+    try:
+        H = hdr.buf.cast("Q")
+        try:
+            if bytes(hdr.buf[:8]) != L.MAGIC or H[L.H_DELETED]:
+                return
+            if (H[L.H_OWNER_PID], H[L.H_OWNER_START]) != me:
+                return  # given away meanwhile
+            heir = (H[L.H_HEIR_PID], H[L.H_HEIR_START])
+            if heir[0] and _proc.alive(*heir):
+                H[L.H_OWNER_START] = heir[1]
+                H[L.H_OWNER_PID] = heir[0]
+                H[L.H_HEIR_PID] = 0
+                H[L.H_HEIR_START] = 0
+                return
+            if hdr.buf[19]:  # persistent
+                return
+        finally:
+            H.release()
+    finally:
+        hdr.close()
+    _destroy(name)
+
+
+def _owner_state(H: memoryview) -> str:
+    """'alive' when the owner runs, 'heir' when only the heir does, else 'dead'."""
+    if _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]):
+        return "alive"
+    if H[L.H_HEIR_PID] and _proc.alive(H[L.H_HEIR_PID], H[L.H_HEIR_START]):
+        return "heir"
+    return "dead"
+
+
+def _reap_if_orphaned(name: str, H: memoryview, persistent: bool) -> bool:
+    """Apply the owner-death rules to a table; return True when it was deleted.
+
+    The owner is dead (it was killed and could not clean up): a live heir becomes
+    the owner; otherwise a non-persistent table is deleted.
+    """
+    state = _owner_state(H)
+    if state == "alive":
+        return False
+    if state == "heir":
+        H[L.H_OWNER_START] = H[L.H_HEIR_START]
+        H[L.H_OWNER_PID] = H[L.H_HEIR_PID]
+        H[L.H_HEIR_PID] = 0
+        H[L.H_HEIR_START] = 0
+        return False
+    if persistent:
+        return False
+    _destroy(name)
+    return True
+
+
+def table_segments(name: str) -> list[str]:
+    """Every segment in ``/dev/shm`` that belongs to table ``name`` (header last)."""
+    hdr, idx, arena = L.segment_names(name)
+    out = []
+    base = L.PREFIX + name + "."
+    for n in list_names(base):
+        rest = n[len(base) :]
+        if (rest.startswith("idx.") and rest[4:].isdigit()) or (
+            rest.startswith("a") and rest[1:].isdigit()
+        ):
+            out.append(n)
+    out.sort()
+    if _seg_exists(hdr):
+        out.append(hdr)
+    return out
+
+
+def _destroy(name: str, timeout: float = 2.0) -> bool:
+    """Mark table ``name`` deleted, then unlink all its segments; False if it had no header."""
+    hdr_name = L.segment_names(name)[0]
+    try:
+        hdr = Segment.attach(hdr_name, keep_fd=True)
+    except Exception:
+        hdr = None
+    try:
+        if hdr is not None and hdr.size >= L.HEADER_SIZE:
+            H = hdr.buf.cast("Q")
+            H[L.H_DELETED] = 1
+            H.release()
+            # let a writer in mid-operation finish (bounded: it may be stopped)
+            lock = WriterLock(lambda: hdr.fd, lambda: 0, name)
+            took = False
+            with contextlib.suppress(Exception):
+                took = lock.acquire(timeout)
+            try:
+                for n in table_segments(name):
+                    if n != hdr_name:
+                        _unlink(n)
+                _unlink(hdr_name)
+            finally:
+                if took:
+                    lock.release()
+            return True
+        for n in table_segments(name):
+            _unlink(n)
+        return hdr is not None
+    finally:
+        if hdr is not None:
+            hdr.close()
+
+
+def list_tables() -> list[str]:
+    """Names of all tables with a header in ``/dev/shm`` (no liveness check)."""
+    out = []
+    for n in list_names(L.PREFIX):
+        if n.endswith(".hdr"):
+            out.append(n[len(L.PREFIX) : -4])
+    return sorted(out)
+
+
+# --------------------------------------------------------------------------- Table
+
+
+class Table:
+    """An ETS-style table shared between processes through named POSIX shared memory.
+
+    Create one with :meth:`create`, attach to it from any process with
+    :meth:`attach`.  Reads take no lock; writes serialise on one writer lock
+    per table (:meth:`writer`).  A handle pickles as its name: a worker process
+    that receives it attaches, copying no data.
+
+    Attributes
+    ----------
+    name : str
+        The table name (what :meth:`attach` takes).
+    table_type : str
+        ``"set"``, ``"ordered_set"``, ``"bag"`` or ``"duplicate_bag"``.
+    access : str
+        ``"public"``, ``"protected"`` or ``"private"``.
+    """
+
+    # class-level defaults: close() is safe on a half-built object
+    _hdr: Segment | None = None
+    _H: memoryview | None = None
+    _idx_seg: Segment | None = None
+    _idx: memoryview | None = None
+    _wseg: Segment | None = None
+    _closed: bool = True
+    name: str = ""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __init__(self, name: str, hdr: Segment, readonly: bool) -> None:
+        self.name = name
+        self._hdr = hdr
+        self._ro = readonly
+        self._pid = os.getpid()
+        self._arenas: dict[int, Segment] = {}
+        self._idx_gen = -1
+        self._mask = 0
+        self._lock_fd = hdr.fd
+        if hdr.size < L.HEADER_SIZE:
+            raise CorruptTableError(
+                f"table {name!r}: header segment is {hdr.size} bytes, expected {L.HEADER_SIZE}; "
+                f"it is not a sharedzarr table of this version (`sharedzarr rm {name}` removes it)"
+            )
+        magic, version, hsize, ttype, access, named, persistent, mode = struct.unpack_from(
+            "<8sII4BI", hdr.buf, 0
+        )
+        if magic != L.MAGIC or version != L.VERSION or hsize != L.HEADER_SIZE:
+            raise CorruptTableError(
+                f"table {name!r}: header has magic {magic!r} version {version}, expected "
+                f"{L.MAGIC!r} version {L.VERSION}; it was not made by this sharedzarr version "
+                f"or is damaged (`sharedzarr rm {name}` removes it)"
+            )
+        if ttype >= len(L.TABLE_TYPES) or access >= len(L.ACCESS_LEVELS):
+            raise CorruptTableError(f"table {name!r}: header has invalid type/access bytes")
+        self.table_type = L.TABLE_TYPES[ttype]
+        self.access = L.ACCESS_LEVELS[access]
+        self.named_table = bool(named)
+        self.persistent = bool(persistent)
+        self.mode = mode
+        self._bag = ttype >= 2
+        self._dup = ttype == 3
+        self._H = hdr.buf.cast("Q")
+        self._reclaim_seen = self._H[L.H_RECLAIM]
+        self._lock = WriterLock(self._get_lock_fd, self._holder, name)
+        self._reads = 0
+        self._closed = False
+        _HANDLES.add(self)
+
+    @classmethod
+    def create(
+        cls,
+        name: str | None = None,
+        *,
+        table_type: str = "set",
+        access: str = "public",
+        heir: int | None = None,
+        named_table: bool = True,
+        persistent: bool = False,
+        mode: int = 0o600,
+    ) -> Table:
+        """Create a new table owned by this process.
+
+        ETS: ``ets:new/2``.
+
+        Parameters
+        ----------
+        name : str, optional
+            1-64 letters, digits, ``_ . -``.  ``None`` generates a unique name.
+        table_type : {"set", "ordered_set", "bag", "duplicate_bag"}
+            ETS table type.
+        access : {"public", "protected", "private"}
+            Who may read and write (see the README for what this can and cannot stop).
+        heir : int, optional
+            Pid of a running process that becomes the owner when this one exits.
+        named_table : bool
+            With ``False`` the name gets a unique suffix (like an ETS tid), so
+            several unnamed tables may share a base name; use ``table.name``.
+        persistent : bool
+            Keep the table after the owner exits, until it is deleted.
+        mode : int
+            Permission bits of the segments (default ``0o600``: this user only).
+
+        Returns
+        -------
+        Table
+
+        Raises
+        ------
+        TableExistsError
+            When a live table already has this name.
+        ValueError
+            For an invalid name, type, access or heir.
+        """
+        if table_type not in L.TABLE_TYPES:
+            raise ValueError(
+                f"invalid table_type {table_type!r}: use one of {', '.join(L.TABLE_TYPES)}"
+            )
+        if access not in L.ACCESS_LEVELS:
+            raise ValueError(f"invalid access {access!r}: use one of {', '.join(L.ACCESS_LEVELS)}")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"invalid mode {mode!r}: use permission bits such as 0o600 or 0o660")
+        if not mode & 0o600 == 0o600:
+            raise ValueError(f"mode {oct(mode)} must give the owner read and write (0o600)")
+        heir_ident = _heir_ident(heir)
+        if name is None:
+            name = f"t{os.getpid()}-{secrets.token_hex(4)}"
+        validate_name(name)
+        if not named_table:
+            name = f"{name[:55]}.{secrets.token_hex(4)}"
+        hdr_name = L.segment_names(name)[0]
+        for attempt in range(2):
+            try:
+                with map_os_errors(name, "header"):
+                    hdr = Segment.create(hdr_name, L.HEADER_SIZE, mode, keep_fd=True)
+                break
+            except TableExistsError:
+                if attempt == 0 and _try_reap(name):
+                    continue
+                raise TableExistsError(
+                    f"table {name!r} already exists; attach with "
+                    f"sharedzarr.Table.attach({name!r}), pass overwrite=True to "
+                    f"sharedzarr.create, or delete it (`sharedzarr rm {name}`)"
+                ) from None
+        try:
+            # we hold the name: anything else named like our segments is a stray
+            for n in table_segments(name):
+                if n != hdr_name:
+                    _unlink(n)
+            with map_os_errors(name, "index"):
+                idx = Segment.create(
+                    L.segment_names(name)[1] + "1", L.index_bytes(L.MIN_CAPACITY), mode
+                )
+            L.INDEX_HDR.pack_into(idx.buf, 0, L.INDEX_MAGIC, L.MIN_CAPACITY, 1)
+            idx.close()
+            me = _proc.current()
+            buf = hdr.buf
+            H = buf.cast("Q")
+            H[L.H_OWNER_PID], H[L.H_OWNER_START] = me
+            if heir_ident:
+                H[L.H_HEIR_PID], H[L.H_HEIR_START] = heir_ident
+            struct.pack_into("<d", buf, 56, time.time())
+            H[L.H_GEN] = 1
+            H[L.H_NEXT_ARENA] = 1
+            H.release()
+            struct.pack_into(
+                "<IIBBBBI",
+                buf,
+                8,
+                L.VERSION,
+                L.HEADER_SIZE,
+                L.TABLE_TYPES.index(table_type),
+                L.ACCESS_LEVELS.index(access),
+                int(named_table),
+                int(persistent),
+                mode,
+            )
+            buf[0:8] = L.MAGIC  # last: attachers wait for the magic
+        except BaseException:
+            hdr.close()
+            _destroy(name)
+            raise
+        _register_owned(name)
+        return cls(name, hdr, readonly=False)
+
+    @classmethod
+    def attach(cls, name: str, *, readonly: bool = False) -> Table:
+        """Attach to an existing table by name, from any process.
+
+        Parameters
+        ----------
+        name : str
+            The table name.
+        readonly : bool
+            Map the segments read-only; writes through this handle raise
+            :class:`AccessDeniedError`.
+
+        Returns
+        -------
+        Table
+
+        Raises
+        ------
+        TableNotFoundError
+            When no such table exists (or its owner died and it was deleted).
+        AccessDeniedError
+            For a private table of another process, or a segment mode that
+            denies this user.
+        CorruptTableError
+            When the segment is not a table of this layout version.
+        """
+        validate_name(name)
+        hdr_name = L.segment_names(name)[0]
+        with map_os_errors(name, "header"):
+            try:
+                hdr = Segment.attach(hdr_name, readonly=readonly, keep_fd=True)
+            except AccessDeniedError:
+                if readonly:
+                    raise
+                hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
+                readonly = True
+        try:
+            _wait_for_magic(name, hdr)
+            t = cls(name, hdr, readonly=readonly)
+        except BaseException:
+            hdr.close()
+            raise
+        try:
+            t._check_alive()
+            if not t._ro and t._reap_check():
+                raise t._not_found()
+            owner = t.is_owner
+            if t.access == "private" and not owner:
+                raise AccessDeniedError(
+                    f"table {name!r} is private to its owner (pid {t.owner_pid}); create it "
+                    "with access='protected' or 'public' to share it"
+                )
+            if owner:
+                _register_owned(name)
+            elif t.access == "protected" and not t._ro:
+                t._remap(readonly=True)
+        except BaseException:
+            t.close()
+            raise
+        return t
+
+    def _reap_check(self) -> bool:
+        H = self._H
+        if _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]):
+            return False
+        return _reap_if_orphaned(self.name, H, self.persistent)
+
+    def _remap(self, *, readonly: bool) -> None:
+        hdr = Segment.attach(L.segment_names(self.name)[0], readonly=readonly, keep_fd=True)
+        self._drop_maps()
+        old = self._hdr
+        if self._H is not None:
+            self._H.release()
+        self._hdr = hdr
+        self._H = hdr.buf.cast("Q")
+        self._lock_fd = hdr.fd
+        self._ro = readonly
+        self._lock = WriterLock(self._get_lock_fd, self._holder, self.name)
+        if old is not None:
+            old.close()
+
+    def _drop_maps(self) -> None:
+        for seg in self._arenas.values():
+            seg.close()
+        self._arenas.clear()
+        if self._idx is not None:
+            with contextlib.suppress(BufferError):
+                self._idx.release()
+            self._idx = None
+        if self._idx_seg is not None:
+            self._idx_seg.close()
+            self._idx_seg = None
+        self._idx_gen = -1
+        if self._wseg is not None:
+            self._wseg.close()
+            self._wseg = None
+
+    def close(self) -> None:
+        """Release this process's mappings; the table itself is untouched. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_maps()
+        if self._H is not None:
+            with contextlib.suppress(BufferError):
+                self._H.release()
+            self._H = None
+        hdr_fd = -1
+        if self._hdr is not None:
+            hdr_fd = self._hdr.fd
+            self._hdr.close()  # closing an inherited copy of the fd does not touch the parent
+            self._hdr = None
+        if self._lock_fd >= 0 and self._lock_fd != hdr_fd:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # reopened after fork
+        self._lock_fd = -1
+
+    def __enter__(self) -> Table:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __reduce__(self) -> tuple:
+        return (Table.attach, (self.name,))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self)} objects"
+        return f"<sharedzarr.Table {self.name!r} {self.table_type} {self.access}, {state}>"
+
+    def _after_fork(self) -> None:
+        # the child must not share the parent's flock description nor close its fd
+        self._lock.reset_after_fork()
+        self._lock_fd = -1
+        self._wseg = None
+
+    def _get_lock_fd(self) -> int:
+        if self._lock_fd < 0 or os.getpid() != self._pid:
+            path = os.path.join("/dev/shm", L.segment_names(self.name)[0])
+            with map_os_errors(self.name, "header"):
+                self._lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        return self._lock_fd
+
+    def _holder(self) -> int:
+        H = self._H
+        return H[L.H_HOLDER] if H is not None else 0
+
+    # ------------------------------------------------------------------ checks
+
+    def _not_found(self) -> TableNotFoundError:
+        return TableNotFoundError(
+            f"table {self.name!r} was deleted; sharedzarr.create(..., table_name={self.name!r}) "
+            "creates a new one, `sharedzarr ls` lists tables"
+        )
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
+        if self._H[L.H_DELETED] or self._hdr.unlinked():
+            raise self._not_found()
+
+    def _check_open(self) -> memoryview:
+        H = self._H
+        if H is None:
+            raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
+        if H[L.H_DELETED]:
+            raise self._not_found()
+        self._reads += 1
+        if not self._reads & 255 and self._hdr.unlinked():
+            raise self._not_found()
+        return H
+
+    @property
+    def owner_pid(self) -> int:
+        """Pid of the owning process (ETS ``info(T, owner)``)."""
+        return int(self._H[L.H_OWNER_PID])
+
+    @property
+    def heir_pid(self) -> int | None:
+        """Pid of the heir, or None (ETS ``info(T, heir)``)."""
+        return int(self._H[L.H_HEIR_PID]) or None
+
+    @property
+    def is_owner(self) -> bool:
+        """True when this process owns the table."""
+        H = self._H
+        return (H[L.H_OWNER_PID], H[L.H_OWNER_START]) == _proc.current()
+
+    @property
+    def write_count(self) -> int:
+        """Number of write operations ever applied (changes on every write)."""
+        return int(self._check_open()[L.H_WRITES])
+
+    # ------------------------------------------------------------------ mapping
+
+    def _seg_name_idx(self, gen: int) -> str:
+        return f"{L.PREFIX}{self.name}.idx.{gen}"
+
+    def _seg_name_arena(self, aid: int) -> str:
+        return f"{L.PREFIX}{self.name}.a{aid}"
+
+    def _load_index(self) -> None:
+        """Map the current index generation (retrying while a writer replaces it)."""
+        H = self._H
+        for _ in range(1000):
+            gen = H[L.H_GEN]
+            if H[L.H_DELETED]:
+                raise self._not_found()
+            try:
+                seg = Segment.attach(self._seg_name_idx(gen), readonly=self._ro)
+            except Exception as e:
+                if H[L.H_GEN] != gen:
+                    continue  # replaced meanwhile: map the newer one
+                if self._hdr.unlinked() or H[L.H_DELETED]:
+                    raise self._not_found() from None
+                with map_os_errors(self.name, f"index generation {gen}"):
+                    raise e
+            if seg.size < L.INDEX_HEADER:
+                seg.close()
+                raise CorruptTableError(f"table {self.name!r}: index segment is truncated")
+            magic, cap, sgen = L.INDEX_HDR.unpack_from(seg.buf, 0)
+            if (
+                magic != L.INDEX_MAGIC
+                or cap < 1
+                or cap & (cap - 1)
+                or seg.size < L.index_bytes(cap)
+                or sgen != gen
+            ):
+                seg.close()
+                raise CorruptTableError(
+                    f"table {self.name!r}: index segment generation {gen} is damaged "
+                    f"(`sharedzarr rm {self.name}` removes the table)"
+                )
+            if self._idx is not None:
+                with contextlib.suppress(BufferError):
+                    self._idx.release()
+            if self._idx_seg is not None:
+                self._idx_seg.close()
+            self._idx_seg = seg
+            self._idx = seg.buf[L.INDEX_HEADER : L.index_bytes(cap)].cast("Q")
+            self._mask = cap - 1
+            self._idx_gen = gen
+            return
+        raise SharedZarrError(f"table {self.name!r}: index kept changing; retry")
+
+    def _map_arena(self, aid: int) -> Segment:
+        arenas = self._arenas
+        if len(arenas) >= MAX_MAPPED:
+            for k in list(arenas)[: MAX_MAPPED // 2]:
+                arenas.pop(k).close()
+        if self._H[L.H_RECLAIM] != self._reclaim_seen:
+            self._forget_reclaimed()
+        seg = Segment.attach(self._seg_name_arena(aid), readonly=self._ro)
+        arenas[aid] = seg
+        return seg
+
+    def _forget_reclaimed(self) -> None:
+        """Drop cached mappings of arenas a writer unlinked (their memory can then be freed)."""
+        self._reclaim_seen = self._H[L.H_RECLAIM]
+        for aid in list(self._arenas):
+            if not _seg_exists(self._seg_name_arena(aid)):
+                self._arenas.pop(aid).close()
+
+    # ------------------------------------------------------------------ read path
+
+    def _find(self, kb: bytes, h: int) -> tuple[int, int, Segment | None, int]:
+        """Locate key bytes ``kb``: ``(slot, ref, arena segment, record offset)`` or ``(-1, ...)``.
+
+        Lock-free.  Retries when the arena a reference points to was reclaimed
+        between loading the reference and mapping the arena.
+        """
+        H = self._check_open()
+        for _attempt in range(100):
+            if H[L.H_GEN] != self._idx_gen:
+                self._load_index()
+            idx = self._idx
+            mask = self._mask
+            i = h & mask
+            arenas = self._arenas
+            for _ in range(mask + 1):
+                j = i << 1
+                sh = idx[j]
+                if sh == h:
+                    ref = idx[j + 1]
+                    if ref > 1:
+                        aid = ref >> _OFFSET_BITS
+                        off = ref & _OFFSET_MASK
+                        seg = arenas.get(aid)
+                        if seg is None:
+                            try:
+                                seg = self._map_arena(aid)
+                            except Exception:
+                                break  # reclaimed meanwhile (or gone): look again
+                        mm = seg.mm
+                        try:
+                            _total, klen, n = _REC_HEAD.unpack_from(mm, off)
+                        except struct.error:
+                            raise self._corrupt(ref) from None
+                        ko = off + 16 + 8 * n
+                        if mm[ko : ko + klen] == kb:
+                            return i, ref, seg, off
+                elif sh == 0:
+                    return -1, 0, None, 0
+                i = (i + 1) & mask
+            else:
+                return -1, 0, None, 0
+            # retry after a reclaimed arena: the slot now holds the moved reference
+            if H[L.H_DELETED] or self._hdr.unlinked():
+                raise self._not_found()
+            time.sleep(0)
+        raise SharedZarrError(
+            f"table {self.name!r}: a data segment is missing; the table is damaged"
+        )
+
+    def _corrupt(self, ref: int) -> CorruptTableError:
+        return CorruptTableError(
+            f"table {self.name!r}: reference {ref:#x} points outside its data segment; "
+            f"the table is damaged (`sharedzarr rm {self.name}` removes it)"
+        )
+
+    def _values(self, seg: Segment, off: int, copy: bool) -> list:
+        mm = seg.mm
+        _total, klen, n = _REC_HEAD.unpack_from(mm, off)
+        lens = struct.unpack_from(f"<{n}Q", mm, off + 16)
+        pos = off + L.value_offset(klen, n)
+        out = []
+        buf = seg.rbuf if not copy else None
+        for vlen in lens:
+            if pos + vlen > seg.size:
+                raise self._corrupt((0 << 40) | off)
+            out.append(mm[pos : pos + vlen] if copy else buf[pos : pos + vlen])
+            pos += (vlen + 63) & ~63
+        return out
+
+    def prepare_key(self, key: Any) -> tuple[bytes, int]:
+        """Encode and hash a key once, for repeated use with :meth:`get_prepared`."""
+        kb = encode_key(key)
+        return kb, key_hash(kb)
+
+    def get_prepared(self, pk: tuple[bytes, int], *, copy: bool = True) -> Any:
+        """The first value of a prepared key (see :meth:`prepare_key`), or None when absent.
+
+        The fastest read: one probe, no list.  ``copy=False`` returns a
+        read-only memoryview into shared memory.
+        """
+        kb, h = pk
+        slot, _ref, seg, off = self._find(kb, h)
+        if slot < 0:
+            return None
+        mm = seg.mm
+        _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+        if n == 0:
+            return None
+        pos = off + ((16 + 8 * n + klen + 63) & ~63)
+        if pos + vlen > seg.size:
+            raise self._corrupt(_ref)
+        return mm[pos : pos + vlen] if copy else seg.rbuf[pos : pos + vlen]
+
+    def get(self, key: Any, default: Any = None, *, copy: bool = True) -> Any:
+        """Return the (first) value stored under ``key``, or ``default``.
+
+        ETS: ``ets:lookup_element/3`` with a default (``lookup_element/4``).
+
+        Parameters
+        ----------
+        key : key
+            The key.
+        default : object
+            Returned when the key is absent.
+        copy : bool
+            ``False`` returns a read-only memoryview into shared memory (zero copy).
+        """
+        kb = encode_key(key)
+        v = self.get_prepared((kb, key_hash(kb)), copy=copy)
+        return default if v is None else v
+
+    def lookup(self, key: Any, *, copy: bool = True) -> list:
+        """Return the list of values stored under ``key`` (empty when absent).
+
+        ETS: ``ets:lookup/2``.  ``set``/``ordered_set`` give at most one value.
+
+        Parameters
+        ----------
+        key : key
+            The key.
+        copy : bool
+            ``True`` (default) returns ``bytes``; ``False`` returns read-only
+            memoryviews into shared memory that stay valid and unchanged while
+            held, even if the key is overwritten or deleted meanwhile.
+        """
+        kb = encode_key(key)
+        slot, _ref, seg, off = self._find(kb, key_hash(kb))
+        if slot < 0:
+            return []
+        return self._values(seg, off, copy)
+
+    def __getitem__(self, key: Any) -> bytes:
+        """Return the value of ``key`` in a set/ordered_set table.
+
+        ETS: ``ets:lookup_element(T, Key, 2)``.
+
+        Raises
+        ------
+        NotFoundError
+            When the key is absent (also a ``KeyError``).
+        """
+        kb = encode_key(key)
+        slot, _ref, seg, off = self._find(kb, key_hash(kb))
+        if slot < 0:
+            raise NotFoundError(f"key {key!r} is not in table {self.name!r}")
+        vals = self._values(seg, off, True)
+        if self._bag:
+            raise TypeError(
+                f"table {self.name!r} is a {self.table_type}: use table.lookup(key), "
+                "which returns every value"
+            )
+        return vals[0]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.insert(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if not self.member(key):
+            raise NotFoundError(f"key {key!r} is not in table {self.name!r}")
+        self.delete(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.member(key)
+
+    def member(self, key: Any) -> bool:
+        """Return True when ``key`` is in the table.  ETS: ``ets:member/2``."""
+        kb = encode_key(key)
+        return self._find(kb, key_hash(kb))[0] >= 0
+
+    def __len__(self) -> int:
+        """Number of objects (ETS ``info(T, size)``; a bag counts every value)."""
+        return int(self._check_open()[L.H_OBJECTS])
+
+    def _iter_slots(self) -> Iterator[tuple[int, int]]:
+        self._check_open()
+        if self._H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        idx = self._idx
+        arr = np.frombuffer(idx, dtype=np.uint64).reshape(-1, 2)
+        live = np.nonzero(arr[:, 1] > 1)[0]
+        refs = arr[live, 1].tolist()
+        del arr
+        for i, ref in zip(live.tolist(), refs, strict=True):
+            yield i, ref
+
+    def _record_at(self, ref: int) -> tuple[Segment, int] | None:
+        aid, off = ref >> _OFFSET_BITS, ref & _OFFSET_MASK
+        seg = self._arenas.get(aid)
+        if seg is None:
+            try:
+                seg = self._map_arena(aid)
+            except Exception:
+                return None
+        return seg, off
+
+    def _key_at(self, seg: Segment, off: int) -> bytes:
+        _t, klen, n = _REC_HEAD.unpack_from(seg.mm, off)
+        ko = off + 16 + 8 * n
+        return seg.mm[ko : ko + klen]
+
+    def _raw_items(self, with_values: bool, copy: bool = True) -> list:
+        out = []
+        for _i, ref in self._iter_slots():
+            r = self._record_at(ref)
+            if r is None:
+                continue
+            seg, off = r
+            kb = self._key_at(seg, off)
+            out.append((kb, self._values(seg, off, copy) if with_values else None))
+        return out
+
+    def keys(self) -> list:
+        """All keys (``ordered_set``: sorted; others: any order).  ETS: ``first/next``."""
+        keys = [decode_key(kb) for kb, _ in self._raw_items(False)]
+        if self.table_type == "ordered_set":
+            keys.sort(key=_sort_key)
+        return keys
+
+    def __iter__(self) -> Iterator:
+        """Iterate over the keys (a snapshot; ``ordered_set`` in key order)."""
+        return iter(self.keys())
+
+    def items(self, *, copy: bool = True) -> list[tuple[Any, Any]]:
+        """All objects as ``(key, value)`` pairs; a bag gives one pair per value.
+
+        ETS: ``ets:tab2list/1``.
+        """
+        pairs = []
+        for kb, vals in self._raw_items(True, copy):
+            k = decode_key(kb)
+            for v in vals:
+                pairs.append((k, v))
+        if self.table_type == "ordered_set":
+            pairs.sort(key=lambda kv: _sort_key(kv[0]))
+        return pairs
+
+    # ------------------------------------------------------------------ write path
+
+    @contextlib.contextmanager
+    def writer(self, timeout: float | None = DEFAULT_TIMEOUT) -> Iterator[Table]:
+        """Hold the table's writer lock across several operations.
+
+        Single operations take the lock by themselves; reads never take it.
+        Reentrant within a thread.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait; ``None`` waits forever.
+
+        Raises
+        ------
+        LockTimeoutError
+            When the lock is not acquired in time; names the holder's pid.
+        AccessDeniedError
+            When this process may not write (protected table, read-only handle).
+        """
+        self._begin_write(timeout)
+        ok = False
+        try:
+            yield self
+            ok = True
+        finally:
+            self._end_write(ok)
+
+    def _writable_check(self) -> None:
+        if self._closed:
+            raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
+        if self.access != "public" and not self.is_owner:
+            raise AccessDeniedError(
+                f"table {self.name!r} is {self.access}: only its owner (pid {self.owner_pid}) "
+                "may write; create it with access='public' to let every process write"
+            )
+        if self._ro:
+            if self.access == "public" or self.is_owner:
+                try:
+                    self._remap(readonly=False)
+                    return
+                except Exception:
+                    pass
+            raise AccessDeniedError(
+                f"this handle of table {self.name!r} is read-only; attach with "
+                "readonly=False (and a segment mode that lets this user write) to write"
+            )
+
+    def _begin_write(self, timeout: float | None) -> None:
+        if self._lock.depth:
+            self._lock.acquire(timeout)
+            return
+        self._writable_check()
+        self._lock.acquire(timeout)
+        try:
+            H = self._H
+            if H[L.H_DELETED] or self._hdr.unlinked():
+                raise self._not_found()
+            H[L.H_HOLDER] = os.getpid()
+            if H[L.H_DIRTY]:
+                self._recover()
+            H[L.H_DIRTY] = os.getpid()
+            if self.is_owner and self.name not in _OWNED:
+                _register_owned(self.name)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _end_write(self, ok: bool) -> None:
+        if self._lock.depth == 1:
+            H = self._H
+            if H is not None:
+                if ok:
+                    H[L.H_DIRTY] = 0  # an exception leaves it set: the next writer repairs
+                H[L.H_HOLDER] = 0
+        self._lock.release()
+
+    def _grow_if_needed(self, extra: int = 1) -> None:
+        H = self._H
+        if H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        cap = self._mask + 1
+        if H[L.H_USED_SLOTS] + extra <= cap * L.MAX_LOAD:
+            return
+        need = max(H[L.H_KEYS] + extra, 1)
+        new_cap = L.MIN_CAPACITY
+        while need > new_cap * L.MAX_LOAD / 2:
+            new_cap *= 2
+        self._rebuild_index(new_cap)
+
+    def _rebuild_index(self, new_cap: int) -> None:
+        """Build index generation gen+1 with ``new_cap`` slots, publish it, drop the old one."""
+        H = self._H
+        old_gen = self._idx_gen
+        arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)
+        live = arr[arr[:, 1] > 1].copy()
+        del arr
+        new = _build_slots(live, new_cap)
+        new_gen = old_gen + 1
+        name = self._seg_name_idx(new_gen)
+        _unlink(name)  # a stray from a crashed rebuild
+        with map_os_errors(self.name, "index growth"):
+            seg = Segment.create(name, L.index_bytes(new_cap), self.mode)
+        try:
+            L.INDEX_HDR.pack_into(seg.buf, 0, L.INDEX_MAGIC, new_cap, new_gen)
+            seg.buf[L.INDEX_HEADER : L.index_bytes(new_cap)] = new.view(np.uint8).reshape(-1)
+        finally:
+            seg.close()
+        _crash_point("grow.built")
+        H[L.H_USED_SLOTS] = len(live)
+        H[L.H_GEN] = new_gen  # publish
+        _crash_point("grow.published")
+        _unlink(self._seg_name_idx(old_gen))
+        self._load_index()
+
+    def _slot_for_new(self, h: int) -> int:
+        idx = self._idx
+        mask = self._mask
+        i = h & mask
+        while idx[i << 1] != 0:
+            i = (i + 1) & mask
+        return i
+
+    def _write_arena(self, total: int) -> tuple[Segment, int, int]:
+        """Return ``(segment, arena id, offset)`` with room for a record of ``total`` bytes."""
+        H = self._H
+        cur = H[L.H_CUR_ARENA]
+        seg = self._wseg
+        if cur:
+            if seg is None or seg.name != self._seg_name_arena(cur) or seg.fd < 0:
+                if seg is not None:
+                    seg.close()
+                self._wseg = None
+                try:
+                    seg = self._wseg = Segment.attach(self._seg_name_arena(cur), keep_fd=True)
+                except Exception:
+                    seg = None
+                    H[L.H_CUR_ARENA] = cur = 0
+            if seg is not None:
+                used = _arena_word(seg, L.A_USED)
+                if used + total <= seg.size:
+                    return seg, cur, used
+        # a new arena: sized to the table, or a dedicated one for a big record
+        live = H[L.H_LIVE_RECORD]
+        size = L.MIN_ARENA
+        while size < L.MAX_ARENA and size < live // 4:
+            size *= 2
+        dedicated = total + L.ARENA_HEADER > size // 4
+        if dedicated:
+            size = (total + L.ARENA_HEADER + 4095) & ~4095
+            reserve = size
+        else:
+            reserve = L.ARENA_HEADER
+        aid = H[L.H_NEXT_ARENA]
+        if aid > L.MAX_ARENA_ID:
+            raise SharedZarrError(f"table {self.name!r}: arena ids exhausted; copy the table")
+        name = self._seg_name_arena(aid)
+        _unlink(name)
+        with map_os_errors(self.name, f"data segment {name}"):
+            new = Segment.create(name, size, self.mode, reserve=reserve, keep_fd=True)
+        L.ARENA_HDR.pack_into(new.buf, 0, L.ARENA_MAGIC, size, L.ARENA_HEADER, reserve, 0, 0)
+        H[L.H_NEXT_ARENA] = aid + 1
+        _crash_point("arena.created")
+        if dedicated:  # a big record's own segment: never the current arena
+            self._dedicated = new
+            return new, aid, L.ARENA_HEADER
+        if self._wseg is not None:
+            self._wseg.close()
+        self._wseg = new
+        H[L.H_CUR_ARENA] = aid
+        return new, aid, L.ARENA_HEADER
+
+    def _append(self, kb: bytes, values: list[memoryview]) -> tuple[int, int]:
+        """Append a record; return ``(reference, record length)``.  Not yet published."""
+        lens = [v.nbytes for v in values]
+        total, _offs = L.record_layout(len(kb), lens)
+        self._dedicated = None
+        seg, aid, off = self._write_arena(total)
+        try:
+            reserved = _arena_word(seg, L.A_RESERVED)
+            if off + total > reserved:
+                want = min(seg.size, max(off + total, reserved + min(L.RESERVE_STEP, off // 8)))
+                with map_os_errors(self.name, "reserving memory"):
+                    seg.reserve(reserved, want - reserved)
+                _set_arena_word(seg, L.A_RESERVED, want)
+            L.pack_record(seg.buf, off, kb, values)
+            _crash_point("append.written")
+            _set_arena_word(seg, L.A_USED, off + total)
+            _set_arena_word(seg, L.A_LIVE, _arena_word(seg, L.A_LIVE) + total)
+        finally:
+            if self._dedicated is not None:
+                self._dedicated.close()
+                self._dedicated = None
+        return L.make_ref(aid, off), total
+
+    def _append_raw(self, rec: memoryview) -> int:
+        total = rec.nbytes
+        self._dedicated = None
+        seg, aid, off = self._write_arena(total)
+        try:
+            reserved = _arena_word(seg, L.A_RESERVED)
+            if off + total > reserved:
+                want = min(seg.size, max(off + total, reserved + min(L.RESERVE_STEP, off // 8)))
+                with map_os_errors(self.name, "reserving memory"):
+                    seg.reserve(reserved, want - reserved)
+                _set_arena_word(seg, L.A_RESERVED, want)
+            seg.buf[off : off + total] = rec
+            _set_arena_word(seg, L.A_USED, off + total)
+            _set_arena_word(seg, L.A_LIVE, _arena_word(seg, L.A_LIVE) + total)
+        finally:
+            if self._dedicated is not None:
+                self._dedicated.close()
+                self._dedicated = None
+        return L.make_ref(aid, off)
+
+    def _garbage(self, ref: int, total: int) -> None:
+        """Account the record at ``ref`` (``total`` bytes) as garbage."""
+        H = self._H
+        H[L.H_GARBAGE] += total
+        H[L.H_LIVE_RECORD] -= total
+        r = self._record_at(ref)
+        if r is None or r[0].readonly:
+            return
+        seg = r[0]
+        live = _arena_word(seg, L.A_LIVE) - total
+        garbage = _arena_word(seg, L.A_GARBAGE) + total
+        _set_arena_word(seg, L.A_LIVE, live)
+        _set_arena_word(seg, L.A_GARBAGE, garbage)
+        aid = ref >> _OFFSET_BITS
+        if live <= 0 and aid != H[L.H_CUR_ARENA]:
+            # nothing left in it (typically a big value's own segment): free it now
+            H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
+            H[L.H_RECLAIM] += 1
+            _unlink(self._seg_name_arena(aid))
+            s = self._arenas.pop(aid, None)
+            if s is not None:
+                s.close()
+
+    def _record_info(self, seg: Segment, off: int) -> tuple[int, list[int]]:
+        total, klen, n = _REC_HEAD.unpack_from(seg.mm, off)
+        lens = list(struct.unpack_from(f"<{n}Q", seg.mm, off + 16))
+        return total, lens
+
+    def _put(self, kb: bytes, h: int, values: list[memoryview], mode: str) -> bool:
+        """The one write primitive.  Call with the writer lock held.
+
+        ``mode``: "replace" (set insert, bag rewrite), "new" (insert_new).
+        Returns False when ``mode == "new"`` and the key exists.
+        """
+        H = self._H
+        slot, ref, seg, off = self._find(kb, h)
+        if slot >= 0 and mode == "new":
+            return False
+        if slot >= 0:
+            old_total, old_lens = self._record_info(seg, off)
+        else:
+            if not values:
+                return True
+            self._grow_if_needed()
+        new_ref, total = self._append(kb, values)
+        vbytes = sum(v.nbytes for v in values)
+        if slot >= 0:
+            if values:
+                self._idx[(slot << 1) + 1] = new_ref  # publish: one aligned 8-byte store
+            else:
+                self._idx[(slot << 1) + 1] = L.TOMBSTONE
+                H[L.H_KEYS] -= 1
+            _crash_point("put.published")
+            H[L.H_OBJECTS] += len(values) - len(old_lens)
+            H[L.H_LIVE_VALUE] += vbytes - sum(old_lens)
+            H[L.H_LIVE_RECORD] += total
+            self._garbage(ref, old_total)
+        else:
+            i = self._slot_for_new(h)
+            self._idx[i << 1] = h
+            self._idx[(i << 1) + 1] = new_ref  # publish
+            _crash_point("put.published")
+            H[L.H_USED_SLOTS] += 1
+            H[L.H_KEYS] += 1
+            H[L.H_OBJECTS] += len(values)
+            H[L.H_LIVE_VALUE] += vbytes
+            H[L.H_LIVE_RECORD] += total
+        H[L.H_WRITES] += 1
+        self._maybe_reclaim()
+        return True
+
+    def _remove(self, kb: bytes, h: int) -> list | None:
+        """Delete a key (lock held); return its values (copies) or None when absent."""
+        H = self._H
+        slot, ref, seg, off = self._find(kb, h)
+        if slot < 0:
+            return None
+        vals = self._values(seg, off, True)
+        total, lens = self._record_info(seg, off)
+        self._idx[(slot << 1) + 1] = L.TOMBSTONE  # publish the deletion
+        _crash_point("delete.published")
+        H[L.H_KEYS] -= 1
+        H[L.H_OBJECTS] -= len(lens)
+        H[L.H_LIVE_VALUE] -= sum(lens)
+        self._garbage(ref, total)
+        H[L.H_WRITES] += 1
+        self._maybe_reclaim()
+        return vals
+
+    def insert(self, key: Any, value: Any) -> None:
+        """Insert an object.  ETS: ``ets:insert/2``.
+
+        ``set``/``ordered_set``: replaces the value of ``key``.  ``bag``: adds
+        the value unless the same value is already stored under ``key``.
+        ``duplicate_bag``: always adds.
+
+        Parameters
+        ----------
+        key : key
+            str, int, float, bool, None, bytes, or tuples/lists of these.
+        value : bytes-like
+            bytes, bytearray, memoryview or C-contiguous numpy array (0 bytes to
+            hundreds of MiB).
+        """
+        kb = encode_key(key)
+        h = key_hash(kb)
+        v = _as_buffer(value)
+        with self.writer():
+            if not self._bag:
+                self._put(kb, h, [v], "replace")
+                return
+            old = self._existing(kb, h)
+            if not self._dup and any(o == v for o in old):
+                return
+            self._put(kb, h, old + [v], "replace")
+
+    def _existing(self, kb: bytes, h: int) -> list[memoryview]:
+        slot, _ref, seg, off = self._find(kb, h)
+        if slot < 0:
+            return []
+        return [memoryview(b) for b in self._values(seg, off, False)]
+
+    def insert_new(self, key: Any, value: Any) -> bool:
+        """Insert only if ``key`` is absent; return whether it was inserted.
+
+        ETS: ``ets:insert_new/2``.  Atomic: the check and the insert happen
+        under the writer lock.
+        """
+        kb = encode_key(key)
+        h = key_hash(kb)
+        v = _as_buffer(value)
+        with self.writer():
+            return self._put(kb, h, [v], "new")
+
+    def delete(self, key: Any) -> None:
+        """Delete every object with ``key``; no error when absent.  ETS: ``ets:delete/2``."""
+        kb = encode_key(key)
+        h = key_hash(kb)
+        with self.writer():
+            self._remove(kb, h)
+
+    def delete_object(self, key: Any, value: Any) -> None:
+        """Delete the exact object ``(key, value)``.  ETS: ``ets:delete_object/2``.
+
+        In a ``duplicate_bag`` every instance of the object is deleted.
+        """
+        kb = encode_key(key)
+        h = key_hash(kb)
+        v = _as_buffer(value)
+        with self.writer():
+            old = self._existing(kb, h)
+            keep = [o for o in old if o != v]
+            if len(keep) == len(old):
+                return
+            if keep:
+                self._put(kb, h, keep, "replace")
+            else:
+                self._remove(kb, h)
+
+    def take(self, key: Any) -> list[bytes]:
+        """Return and delete the values of ``key`` (empty list when absent).  ETS: ``ets:take/2``."""
+        kb = encode_key(key)
+        h = key_hash(kb)
+        with self.writer():
+            vals = self._remove(kb, h)
+        return vals or []
+
+    def clear(self) -> None:
+        """Delete every object, keeping the table.  ETS: ``ets:delete_all_objects/1``.
+
+        Zero-copy views that readers hold stay valid (the data segments are
+        unlinked, not overwritten).
+        """
+        with self.writer():
+            H = self._H
+            old_gen = self._idx_gen if self._idx_gen >= 0 else H[L.H_GEN]
+            new_gen = old_gen + 1
+            name = self._seg_name_idx(new_gen)
+            _unlink(name)
+            with map_os_errors(self.name, "index"):
+                seg = Segment.create(name, L.index_bytes(L.MIN_CAPACITY), self.mode)
+            L.INDEX_HDR.pack_into(seg.buf, 0, L.INDEX_MAGIC, L.MIN_CAPACITY, new_gen)
+            seg.close()
+            H[L.H_GEN] = new_gen  # publish the empty index
+            for f in (L.H_OBJECTS, L.H_KEYS, L.H_USED_SLOTS, L.H_LIVE_VALUE):
+                H[f] = 0
+            H[L.H_LIVE_RECORD] = 0
+            H[L.H_GARBAGE] = 0
+            H[L.H_CUR_ARENA] = 0
+            H[L.H_WRITES] += 1
+            if self._wseg is not None:
+                self._wseg.close()
+                self._wseg = None
+            for n in table_segments(self.name):
+                if n.endswith(".hdr") or n == name:
+                    continue
+                _unlink(n)
+            H[L.H_RECLAIM] += 1
+            self._forget_reclaimed()
+            self._load_index()
+
+    # ------------------------------------------------------------------ reclamation
+
+    def _maybe_reclaim(self) -> None:
+        H = self._H
+        garbage = H[L.H_GARBAGE]
+        if garbage <= RECLAIM_MIN or garbage <= H[L.H_LIVE_RECORD] * RECLAIM_RATIO:
+            return
+        self.reclaim()
+
+    def reclaim(self) -> int:
+        """Copy live records out of wasteful data segments and unlink them.
+
+        Runs by itself when garbage exceeds a quarter of the live data; call it
+        to compact now.  Returns the bytes of garbage freed.
+        """
+        freed = 0
+        with self.writer():
+            H = self._H
+            for _ in range(64):
+                garbage = H[L.H_GARBAGE]
+                if garbage <= RECLAIM_MIN // 2 or garbage <= H[L.H_LIVE_RECORD] * RECLAIM_RATIO / 2:
+                    break
+                victim = self._most_garbage()
+                if victim is None:
+                    break
+                freed += self._compact(victim)
+        return freed
+
+    def _arena_ids(self) -> list[int]:
+        base = f"{L.PREFIX}{self.name}.a"
+        out = []
+        for n in list_names(base):
+            rest = n[len(base) :]
+            if rest.isdigit():
+                out.append(int(rest))
+        return sorted(out)
+
+    def _most_garbage(self) -> int | None:
+        best, best_g = None, 0
+        for aid in self._arena_ids():
+            r = self._arenas.get(aid)
+            if r is None:
+                try:
+                    r = self._map_arena(aid)
+                except Exception:
+                    continue
+            g = _arena_word(r, L.A_GARBAGE)
+            if g > best_g:
+                best, best_g = aid, g
+        return best
+
+    def _compact(self, aid: int) -> int:
+        """Move the live records of arena ``aid`` forward, then unlink it."""
+        H = self._H
+        if H[L.H_CUR_ARENA] == aid:
+            H[L.H_CUR_ARENA] = 0  # seal it: new records go elsewhere
+            if self._wseg is not None:
+                self._wseg.close()
+                self._wseg = None
+        seg = self._arenas.get(aid) or self._map_arena(aid)
+        used = _arena_word(seg, L.A_USED)
+        garbage = _arena_word(seg, L.A_GARBAGE)
+        off = L.ARENA_HEADER
+        mm = seg.mm
+        while off < used:
+            total, klen, n = _REC_HEAD.unpack_from(mm, off)
+            if total < L.ALIGN or off + total > used:
+                break
+            ko = off + 16 + 8 * n
+            kb = mm[ko : ko + klen]
+            slot, ref, _s, _o = self._find(kb, key_hash(kb))
+            if slot >= 0 and ref == L.make_ref(aid, off):
+                new_ref = self._append_raw(seg.buf[off : off + total])
+                self._idx[(slot << 1) + 1] = new_ref  # republish
+                _crash_point("reclaim.moved")
+            off += total
+        H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
+        H[L.H_RECLAIM] += 1
+        _unlink(self._seg_name_arena(aid))
+        s = self._arenas.pop(aid, None)
+        if s is not None:
+            s.close()
+        return garbage
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        """Repair after a writer died mid-operation (lock held).
+
+        Recomputes the counters from the published index and unlinks the
+        segments nothing references.  Every published value was complete
+        before it was published, so no value needs repair.
+        """
+        H = self._H
+        gen = H[L.H_GEN]
+        base_idx = f"{L.PREFIX}{self.name}.idx."
+        for n in list_names(base_idx):
+            rest = n[len(base_idx) :]
+            if rest.isdigit() and int(rest) != gen:
+                _unlink(n)
+        self._load_index()
+        arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)
+        used_slots = int(np.count_nonzero(arr[:, 0]))
+        refs = arr[arr[:, 1] > 1, 1].tolist()
+        del arr
+        keys = objects = live_value = live_record = 0
+        per_arena: dict[int, int] = {}
+        for ref in refs:
+            r = self._record_at(ref)
+            if r is None:
+                continue
+            seg, off = r
+            total, lens = self._record_info(seg, off)
+            keys += 1
+            objects += len(lens)
+            live_value += sum(lens)
+            live_record += total
+            aid = ref >> _OFFSET_BITS
+            per_arena[aid] = per_arena.get(aid, 0) + total
+        cur = H[L.H_CUR_ARENA]
+        garbage = 0
+        max_id = 0
+        for aid in self._arena_ids():
+            max_id = max(max_id, aid)
+            if aid not in per_arena and aid != cur:
+                _unlink(self._seg_name_arena(aid))
+                s = self._arenas.pop(aid, None)
+                if s is not None:
+                    s.close()
+                continue
+            seg = self._arenas.get(aid) or self._map_arena(aid)
+            used = _arena_word(seg, L.A_USED)
+            live = per_arena.get(aid, 0)
+            _set_arena_word(seg, L.A_LIVE, live)
+            _set_arena_word(seg, L.A_GARBAGE, max(used - L.ARENA_HEADER - live, 0))
+            garbage += max(used - L.ARENA_HEADER - live, 0)
+        if cur and not _seg_exists(self._seg_name_arena(cur)):
+            H[L.H_CUR_ARENA] = 0
+        H[L.H_NEXT_ARENA] = max(H[L.H_NEXT_ARENA], max_id + 1)
+        H[L.H_USED_SLOTS] = used_slots
+        H[L.H_KEYS] = keys
+        H[L.H_OBJECTS] = objects
+        H[L.H_LIVE_VALUE] = live_value
+        H[L.H_LIVE_RECORD] = live_record
+        H[L.H_GARBAGE] = garbage
+        H[L.H_RECLAIM] += 1
+        if self._wseg is not None:
+            self._wseg.close()
+            self._wseg = None
+        H[L.H_DIRTY] = 0
+
+    # ------------------------------------------------------------------ ownership
+
+    def give_away(self, pid: int) -> None:
+        """Make process ``pid`` the owner.  ETS: ``ets:give_away/3``.
+
+        Raises
+        ------
+        AccessDeniedError
+            When this process is not the owner.
+        ValueError
+            When ``pid`` is not a running process.
+        """
+        ident = _heir_ident(pid)
+        if ident is None:
+            raise ValueError("give_away needs the pid of a running process")
+        with self._owner_write("give_away"):
+            H = self._H
+            H[L.H_OWNER_START] = ident[1]
+            H[L.H_OWNER_PID] = ident[0]
+        _OWNED.pop(self.name, None)
+
+    def set_heir(self, pid: int | None) -> None:
+        """Set (or with None clear) the heir.  ETS: ``ets:setopts(T, {heir, Pid, Data})``.
+
+        Raises
+        ------
+        AccessDeniedError
+            When this process is not the owner.
+        """
+        ident = _heir_ident(pid)
+        with self._owner_write("set_heir"):
+            H = self._H
+            H[L.H_HEIR_START] = ident[1] if ident else 0
+            H[L.H_HEIR_PID] = ident[0] if ident else 0
+
+    @contextlib.contextmanager
+    def _owner_write(self, what: str) -> Iterator[None]:
+        if not self.is_owner:
+            raise AccessDeniedError(
+                f"only the owner (pid {self.owner_pid}) of table {self.name!r} may call {what}"
+            )
+        if self._ro:
+            self._remap(readonly=False)
+        with self.writer():
+            yield
+
+    def delete_table(self) -> None:
+        """Delete the table for every process.  ETS: ``ets:delete/1``.
+
+        Other handles get :class:`TableNotFoundError` on their next call;
+        zero-copy views they hold stay readable.
+
+        Raises
+        ------
+        AccessDeniedError
+            When the table is protected or private and this process is not the owner.
+        """
+        self._check_alive()
+        if self.access != "public" and not self.is_owner:
+            raise AccessDeniedError(
+                f"table {self.name!r} is {self.access}: only its owner (pid {self.owner_pid}) "
+                "may delete it (`sharedzarr rm` can, as an administrator)"
+            )
+        name = self.name
+        self.close()
+        _OWNED.pop(name, None)
+        _destroy(name)
+
+    # ------------------------------------------------------------------ info
+
+    def info(self) -> dict[str, Any]:
+        """Table information.  ETS: ``ets:info/1``.
+
+        Returns
+        -------
+        dict
+            name, type, access, size (objects), keys, memory (bytes of shared
+            memory), owner, heir, named_table, persistent, segments, created,
+            write_count, live_bytes, garbage_bytes, index_capacity, index_generation.
+        """
+        H = self._check_open()
+        if H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        segs = table_segments(self.name)
+        created = struct.unpack_from("<d", self._hdr.buf, 56)[0]
+        return {
+            "name": self.name,
+            "type": self.table_type,
+            "access": self.access,
+            "size": int(H[L.H_OBJECTS]),
+            "keys": int(H[L.H_KEYS]),
+            "memory": sum(size_on_disk(n) for n in segs),
+            "owner": int(H[L.H_OWNER_PID]),
+            "owner_alive": _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]),
+            "heir": int(H[L.H_HEIR_PID]) or None,
+            "named_table": self.named_table,
+            "persistent": self.persistent,
+            "segments": len(segs),
+            "created": created,
+            "write_count": int(H[L.H_WRITES]),
+            "live_bytes": int(H[L.H_LIVE_VALUE]),
+            "record_bytes": int(H[L.H_LIVE_RECORD]),
+            "garbage_bytes": int(H[L.H_GARBAGE]),
+            "index_capacity": self._mask + 1,
+            "index_generation": int(H[L.H_GEN]),
+            "mode": self.mode,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _arena_word(seg: Segment, i: int) -> int:
+    return struct.unpack_from("<Q", seg.mm, i * 8)[0]
+
+
+def _set_arena_word(seg: Segment, i: int, v: int) -> None:
+    struct.pack_into("<Q", seg.buf, i * 8, v)
+
+
+def _heir_ident(pid: int | None) -> tuple[int, int] | None:
+    if pid is None or pid == "none":
+        return None
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise ValueError(f"heir/owner must be a process id (a positive int) or None, got {pid!r}")
+    ident = _proc.ident_of(pid)
+    if ident is None:
+        raise ValueError(f"process {pid} is not running; the heir must be a live process")
+    return ident
+
+
+def _wait_for_magic(name: str, hdr: Segment, timeout: float = 1.0) -> None:
+    """A table being created has no magic yet: wait briefly for its creator."""
+    if hdr.size < L.HEADER_SIZE:
+        return
+    deadline = time.monotonic() + timeout
+    while bytes(hdr.buf[:8]) == b"\0" * 8 and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def _try_reap(name: str) -> bool:
+    """For create(): if table ``name`` is orphaned or half-made, delete it; True if gone."""
+    hdr_name = L.segment_names(name)[0]
+    try:
+        hdr = Segment.attach(hdr_name, keep_fd=False)
+    except Exception:
+        return not _seg_exists(hdr_name)
+    try:
+        if hdr.size < L.HEADER_SIZE:
+            return False
+        _wait_for_magic(name, hdr)
+        if bytes(hdr.buf[:8]) != L.MAGIC:
+            return False
+        H = hdr.buf.cast("Q")
+        try:
+            if H[L.H_DELETED]:
+                gone = True
+            else:
+                gone = _reap_if_orphaned(name, H, bool(hdr.buf[19]))
+        finally:
+            H.release()
+    finally:
+        hdr.close()
+    if gone:
+        _destroy(name)
+    return gone
+
+
+def _build_slots(live: np.ndarray, cap: int) -> np.ndarray:
+    """Place ``(hash, ref)`` rows into a linear-probing table of ``cap`` slots (vectorised).
+
+    Rows sorted by home slot are placed at ``max(home, previous + 1)``, a
+    cumulative maximum; the few that run past the end wrap to the first free
+    slots from 0.  This is exactly the table sequential insertion would build.
+    """
+    out = np.zeros((cap, 2), dtype=np.uint64)
+    if len(live) == 0:
+        return out
+    mask = np.uint64(cap - 1)
+    home = (live[:, 0] & mask).astype(np.int64)
+    order = np.argsort(home, kind="stable")
+    home = home[order]
+    rows = live[order]
+    k = np.arange(len(home), dtype=np.int64)
+    pos = np.maximum.accumulate(home - k) + k
+    fit = pos < cap
+    out[pos[fit]] = rows[fit]
+    if not fit.all():
+        free = np.nonzero(out[:, 0] == 0)[0]
+        spill = rows[~fit]
+        out[free[: len(spill)]] = spill
+    return out
+
+
+# --------------------------------------------------------------------------- crash injection
+
+_CRASH_AT: str | None = os.environ.get("SHAREDZARR_CRASH_AT") or None
+_CRASH_AFTER = int(os.environ.get("SHAREDZARR_CRASH_AFTER", "0") or 0)
+_crash_count = 0
+
+
+def _crash_point(where: str) -> None:
+    """Test hook: SIGKILL this process at the N-th pass of a named point.
+
+    Enabled only by ``SHAREDZARR_CRASH_AT`` (a point name or ``*``) and
+    ``SHAREDZARR_CRASH_AFTER`` (N) in the environment; a no-op otherwise.
+    """
+    global _crash_count
+    if _CRASH_AT is None:
+        return
+    if _CRASH_AT != "*" and _CRASH_AT != where:
+        return
+    _crash_count += 1
+    if _crash_count > _CRASH_AFTER:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
