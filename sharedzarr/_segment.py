@@ -66,7 +66,7 @@ def map_os_errors(table: str, what: str = "") -> Iterator[None]:
     except SharedZarrError:
         raise
     except posix_ipc.ExistentialError as e:
-        if "exists" in str(e).lower():
+        if "already exists" in str(e).lower():
             raise TableExistsError(
                 f"table {table!r} already exists ({what}); attach to it with "
                 f"sharedzarr.Table.attach({table!r}), or delete it first "

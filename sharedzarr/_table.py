@@ -136,11 +136,15 @@ def encode_key(key: Any) -> bytes:
     TypeError
         For a key that is not msgpack-encodable as a supported type.
     """
+    tk = type(key)
+    if tk is not str and tk is not int and tk is not bytes:
+        _check_key(key)
     try:
         return msgpack.packb(key, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as e:
-        _check_key(key)
-        raise TypeError(f"key {key!r} cannot be encoded: {e} (integers must fit in 64 bits)") from e
+        raise TypeError(
+            f"key {key!r} cannot be encoded: {e} (integers must fit in 64 bits)"
+        ) from e
 
 
 def decode_key(kb: bytes) -> Any:
@@ -383,6 +387,7 @@ class Table:
     _idx: memoryview | None = None
     _wseg: Segment | None = None
     _closed: bool = True
+    _deleted: bool = False
     name: str = ""
 
     # ------------------------------------------------------------------ lifecycle
@@ -603,6 +608,23 @@ class Table:
             raise
         return t
 
+    @classmethod
+    def _attach_for_admin(cls, name: str) -> Table:
+        """A read-only handle for inspection (``info``, ``ls``), ignoring the access level."""
+        validate_name(name)
+        with map_os_errors(name, "header"):
+            hdr = Segment.attach(L.segment_names(name)[0], readonly=True, keep_fd=True)
+        try:
+            _wait_for_magic(name, hdr)
+            t = cls(name, hdr, readonly=True)
+        except BaseException:
+            hdr.close()
+            raise
+        return t
+
+    def _owner_start(self) -> int:
+        return int(self._H[L.H_OWNER_START])
+
     def _reap_check(self) -> bool:
         H = self._H
         if _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]):
@@ -704,6 +726,8 @@ class Table:
 
     def _check_alive(self) -> None:
         if self._closed:
+            if self._deleted:
+                raise self._not_found()
             raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
         if self._H[L.H_DELETED] or self._hdr.unlinked():
             raise self._not_found()
@@ -711,6 +735,8 @@ class Table:
     def _check_open(self) -> memoryview:
         H = self._H
         if H is None:
+            if self._deleted:
+                raise self._not_found()
             raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
         if H[L.H_DELETED]:
             raise self._not_found()
@@ -905,6 +931,19 @@ class Table:
             raise self._corrupt(_ref)
         return mm[pos : pos + vlen] if copy else seg.rbuf[pos : pos + vlen]
 
+    def insert_prepared(self, pk: tuple[bytes, int], value: Any) -> None:
+        """:meth:`insert` with a prepared key (see :meth:`prepare_key`); set types only."""
+        v = _as_buffer(value)
+        if self._bag:
+            raise TypeError(f"insert_prepared needs a set table; {self.name!r} is a bag")
+        with self.writer():
+            self._put(pk[0], pk[1], [v], "replace")
+
+    def delete_prepared(self, pk: tuple[bytes, int]) -> None:
+        """:meth:`delete` with a prepared key (see :meth:`prepare_key`)."""
+        with self.writer():
+            self._remove(pk[0], pk[1])
+
     def get(self, key: Any, default: Any = None, *, copy: bool = True) -> Any:
         """Return the (first) value stored under ``key``, or ``default``.
 
@@ -1079,6 +1118,8 @@ class Table:
 
     def _writable_check(self) -> None:
         if self._closed:
+            if self._deleted:
+                raise self._not_found()
             raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
         if self.access != "public" and not self.is_owner:
             raise AccessDeniedError(
@@ -1681,6 +1722,7 @@ class Table:
             )
         name = self.name
         self.close()
+        self._deleted = True
         _OWNED.pop(name, None)
         _destroy(name)
 
@@ -1756,32 +1798,57 @@ def _wait_for_magic(name: str, hdr: Segment, timeout: float = 1.0) -> None:
         time.sleep(0.005)
 
 
-def _try_reap(name: str) -> bool:
-    """For create(): if table ``name`` is orphaned or half-made, delete it; True if gone."""
+def probe(name: str, *, reap: bool = True) -> str:
+    """Classify table ``name`` and apply the owner-death rules.
+
+    Returns ``"missing"`` (no header), ``"alive"`` (usable), ``"orphan"`` (owner
+    and heir dead, persistent: kept), ``"reaped"`` (it was orphaned and has just
+    been deleted; only when ``reap``), ``"deleted"`` (marked deleted, segments
+    left behind by a crashed deleter) or ``"corrupt"`` (not a table of ours).
+    A live heir of a dead owner becomes the owner here.
+    """
     hdr_name = L.segment_names(name)[0]
     try:
         hdr = Segment.attach(hdr_name, keep_fd=False)
     except Exception:
-        return not _seg_exists(hdr_name)
+        try:
+            hdr = Segment.attach(hdr_name, readonly=True, keep_fd=False)
+        except Exception:
+            return "missing" if not _seg_exists(hdr_name) else "corrupt"
     try:
         if hdr.size < L.HEADER_SIZE:
-            return False
+            return "corrupt"
         _wait_for_magic(name, hdr)
         if bytes(hdr.buf[:8]) != L.MAGIC:
-            return False
+            return "corrupt"
         H = hdr.buf.cast("Q")
         try:
             if H[L.H_DELETED]:
-                gone = True
+                state = "deleted"
             else:
-                gone = _reap_if_orphaned(name, H, bool(hdr.buf[19]))
+                who = _owner_state(H)
+                persistent = bool(hdr.buf[19])
+                if who == "alive":
+                    state = "alive"
+                elif who == "heir" and not hdr.readonly:
+                    _reap_if_orphaned(name, H, persistent)  # the heir takes over
+                    state = "alive"
+                elif persistent or who == "heir":
+                    state = "alive" if who == "heir" else "orphan"
+                else:
+                    state = "reaped" if reap else "orphan"
         finally:
             H.release()
     finally:
         hdr.close()
-    if gone:
+    if state in ("reaped", "deleted") and reap:
         _destroy(name)
-    return gone
+    return state
+
+
+def _try_reap(name: str) -> bool:
+    """For create(): if table ``name`` is orphaned or half-deleted, delete it; True if gone."""
+    return probe(name) in ("reaped", "deleted", "missing")
 
 
 def _build_slots(live: np.ndarray, cap: int) -> np.ndarray:

@@ -1,0 +1,136 @@
+"""Functions run in spawned child processes by the tests (must be importable)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+import sharedzarr as sz
+from sharedzarr._table import Table
+
+
+def read_keys(name: str, keys: list) -> list:
+    """Attach and return lookup(k) for each key."""
+    with Table.attach(name) as t:
+        return [t.lookup(k) for k in keys]
+
+
+def write_keys(name: str, items: list) -> None:
+    """Attach and insert each (key, value)."""
+    with Table.attach(name) as t:
+        for k, v in items:
+            t.insert(k, v)
+
+
+def hold_lock_forever(name: str, ready) -> None:
+    """Take the writer lock, signal, then wait to be killed."""
+    t = Table.attach(name)
+    with t.writer():
+        t.insert("held", b"1")
+        ready.set()
+        time.sleep(600)
+
+
+def torn_writer(name: str, keys: int, size: int, stop, count) -> None:
+    """Rewrite every key with a uniform value (the version byte repeated) until stopped."""
+    t = Table.attach(name)
+    v = 0
+    while not stop.is_set():
+        v = (v + 1) % 251
+        val = bytes([v]) * size
+        for k in range(keys):
+            t.insert(k, val)
+        count.value += 1
+    t.close()
+
+
+def torn_reader(name: str, keys: int, reads: int, copy: bool) -> tuple[int, int]:
+    """Read keys repeatedly; return (reads done, mixtures seen)."""
+    t = Table.attach(name)
+    bad = 0
+    done = 0
+    while done < reads:
+        for k in range(keys):
+            v = t.get(k, copy=copy)
+            if v is None:
+                bad += 1
+                continue
+            b = bytes(v) if not copy else v
+            if b.count(b[:1]) != len(b):
+                bad += 1
+            done += 1
+    t.close()
+    return done, bad
+
+
+def counter_increments(name: str, n: int, die_holding: bool) -> None:
+    """Increment the 'count' value n times under the writer lock; optionally die holding it."""
+    t = Table.attach(name)
+    for i in range(n):
+        with t.writer():
+            c = int(t["count"])
+            t.insert("count", str(c + 1).encode())
+            if die_holding and i == n // 2:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def crash_insert(name: str, keys: int, point: str, after: int) -> None:
+    """Insert keys with a crash point armed (run in a fresh interpreter via env)."""
+    t = Table.attach(name)
+    for k in range(keys):
+        t.insert(k, bytes([k % 251]) * (100 + 10 * k))
+
+
+def publish_toggle(shm_name: str, stop) -> None:
+    """Flip one aligned word between two bit patterns with the table's publishing store."""
+    from sharedzarr._segment import Segment
+
+    seg = Segment.attach(shm_name)
+    q = seg.buf.cast("Q")
+    a, b = 0x0101010101010101, 0xFEFEFEFEFEFEFEFE
+    while not stop.is_set():
+        for _ in range(10000):
+            q[8] = a
+            q[8] = b
+    q.release()
+    seg.close()
+
+
+def publish_watch(shm_name: str, reads: int) -> int:
+    """Load the word ``reads`` times; return how many loads were neither pattern."""
+    from sharedzarr._segment import Segment
+
+    seg = Segment.attach(shm_name, readonly=True)
+    q = seg.buf.cast("Q")
+    ok = (0x0101010101010101, 0xFEFEFEFEFEFEFEFE, 0)
+    bad = 0
+    for _ in range(reads):
+        if q[8] not in ok:
+            bad += 1
+    q.release()
+    seg.close()
+    return bad
+
+
+def create_and_exit(name: str, heir: int | None, chunks: int, how: str) -> None:
+    """Create a table (array when chunks>0), write, then exit the way `how` says."""
+    if chunks:
+        a = sz.create(shape=(10 * chunks,), chunks=(10,), dtype="int64", table_name=name,
+                      heir=heir)
+        for i in range(chunks):
+            a[i * 10 : (i + 1) * 10] = np.arange(10) + i
+    else:
+        t = Table.create(name, heir=heir)
+        t.insert("k", b"v")
+    if how == "raise":
+        raise RuntimeError("owner fails on purpose")
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if how == "sigterm":
+        os.kill(os.getpid(), signal.SIGTERM)
+    if how == "exit":
+        sys.exit(0)
