@@ -75,7 +75,6 @@ MAX_MAPPED = 4096  # arena mappings cached per handle (Linux allows ~65k maps)
 RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
 RECLAIM_RATIO = 0.25  # reclaim when garbage > this fraction of live records
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_SEED = 0x9E3779B9
 _REC_HEAD = L.REC_HEAD
 _REC_HEAD1 = L.REC_HEAD1
 _OFFSET_MASK = L.OFFSET_MASK
@@ -116,7 +115,7 @@ def validate_name(name: str) -> str:
 
 
 def _check_key(key: Any, depth: int = 0) -> None:
-    if key is None or isinstance(key, (str, bytes, int, float, bool)):
+    if key is None or isinstance(key, (str, bytes, int, float, bool, np.generic)):
         return
     if isinstance(key, (tuple, list)) and depth < 32:
         for k in key:
@@ -136,15 +135,31 @@ def encode_key(key: Any) -> bytes:
     TypeError
         For a key that is not msgpack-encodable as a supported type.
     """
-    tk = type(key)
-    if tk is not str and tk is not int and tk is not bytes:
-        _check_key(key)
     try:
-        return msgpack.packb(key, use_bin_type=True)
+        kb = _packer.pack(key)
     except (TypeError, ValueError, OverflowError) as e:
-        raise TypeError(
-            f"key {key!r} cannot be encoded: {e} (integers must fit in 64 bits)"
-        ) from e
+        _packer.reset()
+        _check_key(key)
+        raise TypeError(f"key {key!r} cannot be encoded: {e} (integers must fit in 64 bits)") from e
+    if not kb.isascii() and _MAP_BYTES.search(kb):
+        _check_key(key)  # may hold a dict (a msgpack map): reject it by type
+    return kb
+
+
+_MAP_BYTES = re.compile(rb"[\x80-\x8f\xde\xdf]")
+
+
+def _numpy_scalar(o: Any) -> Any:
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    raise TypeError(f"can not serialize {type(o).__name__!r} object")
+
+
+_packer = msgpack.Packer(use_bin_type=True, default=_numpy_scalar)
 
 
 def decode_key(kb: bytes) -> Any:
@@ -153,9 +168,13 @@ def decode_key(kb: bytes) -> Any:
 
 
 def key_hash(kb: bytes) -> int:
-    """Stable 64-bit hash of encoded key bytes (never 0; the same in every process)."""
-    h = zlib.crc32(kb) | (zlib.crc32(kb, _SEED) << 32)
-    return h or 1
+    """Stable 64-bit hash of encoded key bytes (never 0; the same in every process).
+
+    CRC-32 spread over 64 bits by a Fibonacci multiplier: slot placement uses
+    the low bits, which keep CRC-32's distribution; equal hashes are resolved
+    by comparing the key bytes, so 32 bits of entropy only cost a compare.
+    """
+    return ((zlib.crc32(kb) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) or 1
 
 
 def _as_buffer(value: Any) -> memoryview:
@@ -241,7 +260,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def _release_ownership(name: str, me: tuple[int, int]) -> None:
-    """Owner ``me`` is exiting: give the table to a live heir, keep it if persistent, else delete."""
+    """Owner ``me`` exits: hand the table to a live heir, keep it if persistent, else delete."""
     try:
         hdr = Segment.attach(L.segment_names(name)[0], keep_fd=False)
     except Exception:
@@ -1033,8 +1052,7 @@ class Table:
         live = np.nonzero(arr[:, 1] > 1)[0]
         refs = arr[live, 1].tolist()
         del arr
-        for i, ref in zip(live.tolist(), refs, strict=True):
-            yield i, ref
+        yield from zip(live.tolist(), refs, strict=True)
 
     def _record_at(self, ref: int) -> tuple[Segment, int] | None:
         aid, off = ref >> _OFFSET_BITS, ref & _OFFSET_MASK
@@ -1465,7 +1483,7 @@ class Table:
                 self._remove(kb, h)
 
     def take(self, key: Any) -> list[bytes]:
-        """Return and delete the values of ``key`` (empty list when absent).  ETS: ``ets:take/2``."""
+        """Return and delete the values of ``key`` (empty when absent).  ETS: ``ets:take/2``."""
         kb = encode_key(key)
         h = key_hash(kb)
         with self.writer():

@@ -119,8 +119,7 @@ def publish_watch(shm_name: str, reads: int) -> int:
 def create_and_exit(name: str, heir: int | None, chunks: int, how: str) -> None:
     """Create a table (array when chunks>0), write, then exit the way `how` says."""
     if chunks:
-        a = sz.create(shape=(10 * chunks,), chunks=(10,), dtype="int64", table_name=name,
-                      heir=heir)
+        a = sz.create(shape=(10 * chunks,), chunks=(10,), dtype="int64", table_name=name, heir=heir)
         for i in range(chunks):
             a[i * 10 : (i + 1) * 10] = np.arange(10) + i
     else:
@@ -134,3 +133,24 @@ def create_and_exit(name: str, heir: int | None, chunks: int, how: str) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
     if how == "exit":
         sys.exit(0)
+
+
+def churn(name: str, rounds: int, keys: int) -> None:
+    """Inserts, overwrites, deletes, index growth and reclamation: the crash-injection workload.
+
+    Key k holds bytes([round]) * size(k), so any value read later is checkable.
+    """
+    t = Table.attach(name)
+    for r in range(1, rounds + 1):
+        for k in range(keys):
+            t.insert(k, bytes([r]) * (1000 + 37 * k))
+        for k in range(0, keys, 7):
+            t.delete(k)
+        for k in range(keys, keys + 40 * r):  # growth
+            t.insert(("g", k), bytes([r]) * 64)
+    t.close()
+
+
+def churn_size(k) -> int:
+    """The value size of churn key k."""
+    return 64 if isinstance(k, tuple) else 1000 + 37 * k

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+import _workers as W
 import numpy as np
 import pytest
 
@@ -26,8 +27,6 @@ from sharedzarr.errors import (
     TableExistsError,
     TableNotFoundError,
 )
-
-import _workers as W
 
 CTX = mp.get_context("spawn")
 TYPES = ["set", "ordered_set", "bag", "duplicate_bag"]
@@ -240,8 +239,12 @@ def test_growth_through_several_index_generations(table):
     assert info["size"] == n
     with CTX.Pool(1) as pool:
         got = pool.apply(W.read_keys, (table.name, [0, 777, n - 1, n]))
-    assert got == [[(0).to_bytes(4, "little")], [(777).to_bytes(4, "little")],
-                   [(n - 1).to_bytes(4, "little")], []]
+    assert got == [
+        [(0).to_bytes(4, "little")],
+        [(777).to_bytes(4, "little")],
+        [(n - 1).to_bytes(4, "little")],
+        [],
+    ]
 
 
 def test_overwrites_keep_memory_within_1_5x_of_live(table):
@@ -351,7 +354,9 @@ def test_publishing_store_is_one_aligned_8_byte_store():
 
 def test_counter_exact_with_writer_killed_holding_lock(table):
     table.insert("count", b"0")
-    ps = [CTX.Process(target=W.counter_increments, args=(table.name, 100, i == 0)) for i in range(3)]
+    ps = [
+        CTX.Process(target=W.counter_increments, args=(table.name, 100, i == 0)) for i in range(3)
+    ]
     for p in ps:
         p.start()
     for p in ps:
@@ -363,14 +368,21 @@ def test_counter_exact_with_writer_killed_holding_lock(table):
     assert int(table["count"]) == 200 + 51
 
 
-@pytest.mark.parametrize("point", ["append.written", "put.published", "grow.built",
-                                   "grow.published", "arena.created"])
+@pytest.mark.parametrize(
+    "point", ["append.written", "put.published", "grow.built", "grow.published", "arena.created"]
+)
 def test_crash_points_recover(table, point):
     env = dict(os.environ, SHAREDZARR_CRASH_AT=point, SHAREDZARR_CRASH_AFTER="1")
-    code = ("import sys; sys.path.insert(0, 'tests'); import _workers as W; "
-            f"W.crash_insert({table.name!r}, 500, None, None)")
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(
-        os.path.dirname(os.path.abspath(__file__))), timeout=120)
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); import _workers as W; "
+        f"W.crash_insert({table.name!r}, 500, None, None)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        timeout=120,
+    )
     assert r.returncode == -signal.SIGKILL
     t0 = time.monotonic()
     table.insert("after", b"x")
@@ -389,11 +401,9 @@ def test_crash_points_recover(table, point):
 def test_header_layout_golden_bytes(table):
     raw = open(f"/dev/shm/sz.{table.name}.hdr", "rb").read()
     assert raw[:8] == MAGIC
-    version, hsize, ttype, access, named, persistent, mode = struct.unpack_from(
-        "<IIBBBBI", raw, 8)
-    assert (version, hsize, ttype, access, named, persistent, mode) == (
-        1, 4096, 0, 0, 1, 0, 0o600)
-    pid, = struct.unpack_from("<Q", raw, 24)
+    version, hsize, ttype, access, named, persistent, mode = struct.unpack_from("<IIBBBBI", raw, 8)
+    assert (version, hsize, ttype, access, named, persistent, mode) == (1, 4096, 0, 0, 1, 0, 0o600)
+    (pid,) = struct.unpack_from("<Q", raw, 24)
     assert pid == os.getpid()
     assert os.stat(f"/dev/shm/sz.{table.name}.hdr").st_mode & 0o777 == 0o600
 
@@ -408,7 +418,13 @@ def test_errors_are_builtin_subclasses():
     assert issubclass(AccessDeniedError, PermissionError)
     assert issubclass(LockTimeoutError, TimeoutError)
     assert issubclass(TableExistsError, FileExistsError)
-    for cls in (AccessDeniedError, CorruptTableError, LockTimeoutError, NotFoundError,
-                TableExistsError, TableNotFoundError):
+    for cls in (
+        AccessDeniedError,
+        CorruptTableError,
+        LockTimeoutError,
+        NotFoundError,
+        TableExistsError,
+        TableNotFoundError,
+    ):
         assert issubclass(cls, SharedZarrError)
     assert AccessDeniedError.reason == "access_denied"

@@ -1,0 +1,464 @@
+"""The ``"shm"`` storage: arrays on shared-memory tables, and the seed's management functions.
+
+ExZarr's ETS backend keeps a chunk under ``{:chunk, {i, j}}`` and the metadata
+under ``:metadata``; so do we: ``("chunk", (i, j))`` and ``"metadata"`` in a
+:class:`sharedzarr.Table`.  Any process reads them with
+``sharedzarr.Table.attach(name).lookup(("chunk", (0, 0)))``, as with ``:ets.lookup``.
+
+The management functions keep the seed's names: :func:`clear_table`,
+:func:`delete_table`, :func:`get_state`, :func:`table_exists` (``table_exists?``)
+and :func:`table_info`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from .. import _proc
+from .._layout import TABLE_TYPES
+from .._segment import size_on_disk
+from .._table import DEFAULT_TIMEOUT, Table, list_tables, probe, table_segments, validate_name
+from .._table import _destroy as _destroy_table
+from ..errors import TableExistsError, TableNotFoundError
+from .base import Backend, ChunkIndex
+
+__all__ = [
+    "SharedMemoryBackend",
+    "State",
+    "TableInfo",
+    "clear_table",
+    "delete_table",
+    "gc",
+    "get_state",
+    "list_tables",
+    "table_exists",
+    "table_info",
+]
+
+METADATA_KEY = "metadata"
+CHUNK_TAG = "chunk"
+_KEY_CACHE_MAX = 1 << 20
+
+
+def _not_found(name: str) -> TableNotFoundError:
+    return TableNotFoundError(
+        f"table {name!r} does not exist; sharedzarr.create(..., table_name={name!r}) "
+        "creates it, `sharedzarr ls` lists tables"
+    )
+
+
+class SharedMemoryBackend(Backend):
+    """Array storage on a named shared-memory :class:`~sharedzarr.Table` (ExZarr's ETS backend).
+
+    Chunk ``(i, j, ...)`` is the table key ``("chunk", (i, j, ...))``; the Zarr v3
+    metadata document is the key ``"metadata"``.
+    """
+
+    id: ClassVar[str] = "shm"
+
+    def __init__(self, table: Table, readonly: bool = False) -> None:
+        self.table = table
+        self.name = table.name
+        self.readonly = readonly
+        self._keys: dict[tuple, tuple[bytes, int]] = {}
+        self._meta_key = table.prepare_key(METADATA_KEY)
+
+    def _key(self, idx: ChunkIndex) -> tuple[bytes, int]:
+        pk = self._keys.get(idx)
+        if pk is None:
+            if len(self._keys) >= _KEY_CACHE_MAX:
+                self._keys.clear()
+            norm = tuple(int(i) for i in idx)
+            pk = self._keys[norm] = self.table.prepare_key((CHUNK_TAG, norm))
+        return pk
+
+    @classmethod
+    def create(cls, name: str | None, *, overwrite: bool = False, **options: Any) -> Backend:
+        """Create a table for a new array; see :meth:`sharedzarr.storage.base.Backend.create`."""
+        table_type = options.pop("table_type", "set")
+        if table_type not in TABLE_TYPES:
+            raise ValueError(
+                f"invalid table_type {table_type!r}: use one of {', '.join(TABLE_TYPES)}"
+            )
+        if table_type in ("bag", "duplicate_bag"):
+            raise ValueError(
+                f"table_type={table_type!r} cannot hold an array: arrays need one value per key "
+                "('set' or 'ordered_set'); use sharedzarr.Table for a bag"
+            )
+        allowed = {"named_table", "access", "heir", "persistent", "mode"}
+        unknown = set(options) - allowed
+        if unknown:
+            raise TypeError(f"unknown shm storage options: {sorted(unknown)}")
+        if name is not None:
+            validate_name(name)
+            if overwrite and options.get("named_table", True) and table_exists(name):
+                _destroy_table(name)
+        try:
+            t = Table.create(name, table_type=table_type, **options)
+        except TableExistsError as e:
+            raise TableExistsError(
+                f"table {name!r} already exists; open it with sharedzarr.open({name!r}), "
+                "pass overwrite=True to replace it, or delete it "
+                f"(sharedzarr.storage.shm.delete_table({name!r}) / `sharedzarr rm {name}`)"
+            ) from e
+        return cls(t)
+
+    @classmethod
+    def open(cls, name: str, *, mode: str = "r+") -> Backend:
+        """Attach to the table ``name``; ``mode="r"`` maps it read-only."""
+        if mode not in ("r", "r+"):
+            raise ValueError(f"invalid mode {mode!r}: use 'r' (read-only) or 'r+' (read-write)")
+        t = Table.attach(name, readonly=(mode == "r"))
+        return cls(t, readonly=(mode == "r"))
+
+    @classmethod
+    def exists(cls, name: str) -> bool:
+        """Return True when a live table ``name`` exists."""
+        return table_exists(name)
+
+    def read_chunk(self, idx: ChunkIndex, *, copy: bool = True) -> bytes | memoryview | None:
+        """Return chunk ``idx``'s bytes (``copy=False``: a read-only view), or None."""
+        return self.table.get_prepared(self._key(idx), copy=copy)
+
+    def write_chunk(self, idx: ChunkIndex, data: Any) -> None:
+        """Store chunk ``idx`` (one atomic publish; readers see old or new)."""
+        self._check_writable()
+        self.table.insert_prepared(self._key(idx), data)
+
+    def delete_chunk(self, idx: ChunkIndex) -> None:
+        """Delete chunk ``idx``; no error when absent."""
+        self._check_writable()
+        self.table.delete_prepared(self._key(idx))
+
+    def list_chunks(self) -> list[ChunkIndex]:
+        """Indices of the stored chunks."""
+        out = []
+        for k in self.table.keys():
+            if isinstance(k, tuple) and len(k) == 2 and k[0] == CHUNK_TAG:
+                out.append(tuple(k[1]))
+        return out
+
+    def read_metadata(self) -> bytes | None:
+        """The ``zarr.json`` bytes, or None."""
+        v = self.table.get_prepared(self._meta_key, copy=True)
+        return None if v is None else bytes(v)
+
+    def write_metadata(self, data: bytes) -> None:
+        """Store the ``zarr.json`` bytes."""
+        self._check_writable()
+        self.table.insert_prepared(self._meta_key, data)
+
+    def writer(self, timeout: float | None = DEFAULT_TIMEOUT) -> contextlib.AbstractContextManager:
+        """The table's writer lock (reentrant per thread)."""
+        self._check_writable()
+        return self.table.writer(timeout)
+
+    def write_count(self) -> int:
+        """The table's write counter."""
+        return self.table.write_count
+
+    def delete(self) -> None:
+        """Delete the table (ETS ``delete/1``)."""
+        self.table.delete_table()
+
+    def close(self) -> None:
+        """Release this process's mappings; the table stays."""
+        self.table.close()
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            from ..errors import AccessDeniedError
+
+            raise AccessDeniedError(
+                f"array {self.name!r} was opened with mode='r'; open it with mode='r+' to write"
+            )
+
+
+# ----------------------------------------------------------------------------- management
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """Everything in a table holding an array (ExZarr ``get_state/1``).
+
+    Attributes
+    ----------
+    chunks : dict
+        Chunk index tuple -> chunk bytes.
+    metadata : bytes or None
+        The ``zarr.json`` document.
+    """
+
+    chunks: dict[tuple, bytes]
+    metadata: bytes | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    """What :func:`table_info` reports (ExZarr ``table_info/1``, ETS ``info/1``).
+
+    Attributes
+    ----------
+    name : str
+    size : int
+        Objects in the table.
+    memory : int
+        Bytes of shared memory its segments use.
+    type : str
+    access : str
+    owner : int
+        Owner pid.
+    owner_alive : bool
+    heir : int or None
+    named_table : bool
+    persistent : bool
+    segments : int
+        Number of shared-memory segments.
+    created : float
+        Unix time of creation.
+    array : dict or None
+        ``shape``, ``chunks``, ``dtype`` when the table holds an array.
+    """
+
+    name: str
+    size: int
+    memory: int
+    type: str
+    access: str
+    owner: int
+    owner_alive: bool
+    heir: int | None
+    named_table: bool
+    persistent: bool
+    segments: int
+    created: float
+    array: dict | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def table_exists(name: str) -> bool:
+    """Return True when a live table ``name`` exists (ExZarr ``table_exists?/1``).
+
+    A table whose owner was killed and that has no live heir and is not
+    persistent is deleted here, and reported as absent.
+    """
+    validate_name(name)
+    return probe(name) in ("alive", "orphan")
+
+
+def _attach(name: str) -> Table:
+    validate_name(name)
+    if not table_exists(name):
+        raise _not_found(name)
+    return Table.attach(name)
+
+
+def delete_table(name: str) -> None:
+    """Delete table ``name`` (ExZarr ``delete_table/1``, ETS ``delete/1``).
+
+    An administrative call: it works whatever the table's access level (the
+    segment mode still applies).  Handles other processes hold raise
+    :class:`~sharedzarr.errors.TableNotFoundError` on their next call.
+
+    Raises
+    ------
+    TableNotFoundError
+        When there is no such table (a second call raises).
+    """
+    validate_name(name)
+    state = probe(name)
+    if state in ("missing", "reaped", "deleted"):
+        raise _not_found(name)
+    _destroy_table(name)
+
+
+def clear_table(name: str) -> None:
+    """Remove every object (chunks and metadata) and keep the table (ExZarr ``clear_table/1``)."""
+    with _attach(name) as t:
+        t.clear()
+
+
+def get_state(name: str) -> State:
+    """Return all chunks and the metadata of table ``name`` (ExZarr ``get_state/1``).
+
+    Raises
+    ------
+    TableNotFoundError
+        When there is no such table.
+    """
+    with _attach(name) as t:
+        chunks: dict[tuple, bytes] = {}
+        metadata = None
+        for k, v in t.items():
+            if k == METADATA_KEY:
+                metadata = bytes(v)
+            elif isinstance(k, tuple) and len(k) == 2 and k[0] == CHUNK_TAG:
+                chunks[tuple(k[1])] = bytes(v)
+        return State(chunks=chunks, metadata=metadata)
+
+
+def _array_summary(t: Table) -> dict | None:
+    raw = t.get(METADATA_KEY)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(bytes(raw))
+        return {
+            "shape": list(doc["shape"]),
+            "chunks": list(doc["chunk_grid"]["configuration"]["chunk_shape"]),
+            "dtype": doc["data_type"],
+        }
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def table_info(name: str) -> TableInfo:
+    """Information about table ``name`` (ExZarr ``table_info/1``).
+
+    Raises
+    ------
+    TableNotFoundError
+        When there is no such table.
+    """
+    t = _attach_any(name)
+    try:
+        return _info_of(t)
+    finally:
+        t.close()
+
+
+def _attach_any(name: str) -> Table:
+    """Attach for inspection: private tables of other processes are inspected read-only."""
+    validate_name(name)
+    if not table_exists(name):
+        raise _not_found(name)
+    from ..errors import AccessDeniedError
+
+    try:
+        return Table.attach(name)
+    except AccessDeniedError:
+        return Table._attach_for_admin(name)
+
+
+def _info_of(t: Table) -> TableInfo:
+    i = t.info()
+    return TableInfo(
+        name=i["name"],
+        size=i["size"],
+        memory=i["memory"],
+        type=i["type"],
+        access=i["access"],
+        owner=i["owner"],
+        owner_alive=i["owner_alive"],
+        heir=i["heir"],
+        named_table=i["named_table"],
+        persistent=i["persistent"],
+        segments=i["segments"],
+        created=i["created"],
+        array=_array_summary(t) if t.access != "private" or t.is_owner else None,
+    )
+
+
+def list_infos() -> list[TableInfo]:
+    """:class:`TableInfo` of every live table (orphans are reaped first)."""
+    out = []
+    for name in list_tables():
+        try:
+            out.append(table_info(name))
+        except Exception:  # vanished or not ours to read: skip
+            continue
+    return out
+
+
+def gc(*, dry_run: bool = False) -> list[str]:
+    """Delete orphaned tables and stray segments of ours; return what was (or would be) removed.
+
+    Orphaned: the owner and heir are dead and the table is not persistent.
+    Stray: a ``sz.*`` segment whose table has no header (left by a crash),
+    or a table marked deleted whose deleter died.
+    """
+    removed: list[str] = []
+    tables = set(list_tables())
+    for name in sorted(tables):
+        state = probe(name, reap=not dry_run)
+        if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphan(name)):
+            removed.append(name)
+        elif state == "corrupt" and _stale_corrupt(name):
+            removed.append(name)
+            if not dry_run:
+                for n in table_segments(name):
+                    _unlink_seg(n)
+    from .._segment import list_names
+
+    for seg in list_names("sz."):
+        owner = _table_of(seg)
+        if owner is None or owner in tables:
+            continue
+        removed.append(seg)
+        if not dry_run:
+            _unlink_seg(seg)
+    return removed
+
+
+def _orphan(name: str) -> bool:
+    try:
+        t = Table._attach_for_admin(name)
+    except Exception:
+        return False
+    try:
+        return not t.persistent and not _proc.alive(t.owner_pid, t._owner_start())
+    finally:
+        t.close()
+
+
+def _stale_corrupt(name: str, age: float = 10.0) -> bool:
+    import os
+    import time
+
+    try:
+        st = os.stat(f"/dev/shm/sz.{name}.hdr")
+    except OSError:
+        return False
+    return time.time() - st.st_mtime > age
+
+
+def _unlink_seg(n: str) -> None:
+    from .._segment import unlink
+
+    unlink(n)
+
+
+def _table_of(seg: str) -> str | None:
+    """The table a segment name belongs to, or None when it is not one of ours."""
+    if not seg.startswith("sz."):
+        return None
+    rest = seg[3:]
+    if rest.endswith(".hdr"):
+        return None  # a header is a table
+    head, _, tail = rest.rpartition(".")
+    if tail.startswith("a") and tail[1:].isdigit() and head:
+        return head
+    if tail.isdigit():
+        h2, _, mid = head.rpartition(".")
+        if mid == "idx" and h2:
+            return h2
+    return None
+
+
+def iter_array_tables() -> Iterator[str]:
+    """Names of tables that hold an array (have a ``"metadata"`` key)."""
+    for info in list_infos():
+        if info.array is not None:
+            yield info.name
+
+
+def memory_of(name: str) -> int:
+    """Bytes of shared memory the segments of table ``name`` use."""
+    return sum(size_on_disk(n) for n in table_segments(name))
