@@ -154,3 +154,15 @@ def churn(name: str, rounds: int, keys: int) -> None:
 def churn_size(k) -> int:
     """The value size of churn key k."""
     return 64 if isinstance(k, tuple) else 1000 + 37 * k
+
+
+def read_all_million(name: str, n: int) -> int:
+    """Read every key i < n (value: i repeated as 8-byte words); return how many matched."""
+    t = Table.attach(name)
+    ok = 0
+    for i in range(n):
+        v = t.get(i, copy=False)
+        if v is not None and v[:8] == i.to_bytes(8, "little") and len(v) == 1024:
+            ok += 1
+    t.close()
+    return ok
