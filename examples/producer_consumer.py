@@ -38,19 +38,23 @@ def main() -> None:
             a.set_slice(block, start=(r, 0), stop=(r + chunks[0], shape[1]))
             expected[r : r + chunks[0]] = block
         wrote = time.perf_counter() - t0
-        print(f"producer: wrote {a.nbytes / 2**20:.1f} MiB in {a.nchunks_initialized} chunks "
-              f"to table {a.name!r} in {wrote * 1e3:.0f} ms")
+        print(
+            f"producer: wrote {a.nbytes / 2**20:.1f} MiB in {a.nchunks_initialized} chunks "
+            f"to table {a.name!r} in {wrote * 1e3:.0f} ms"
+        )
 
         ctx = mp.get_context("spawn")
         halves = [(0, shape[0] // 2), (shape[0] // 2, shape[0])]
         with ctx.Pool(2) as pool:
             results = pool.starmap(consume, [(NAME, h) for h in halves])
-        for (r0, mean, mx), (h0, h1) in zip(results, halves, strict=True):
+        for (_r0, mean, mx), (h0, h1) in zip(results, halves, strict=True):
             assert np.isclose(mean, expected[h0:h1].mean()) and mx == expected[h0:h1].max()
             print(f"consumer: rows {h0}-{h1}: mean {mean:.3f}, max {mx:.3f} (read by name)")
         info = sz.storage.shm.table_info(NAME)
-        print(f"table {info.name}: {info.size} objects, {info.memory / 2**20:.1f} MiB of "
-              f"/dev/shm in {info.segments} segments, owner pid {info.owner}")
+        print(
+            f"table {info.name}: {info.size} objects, {info.memory / 2**20:.1f} MiB of "
+            f"/dev/shm in {info.segments} segments, owner pid {info.owner}"
+        )
     finally:
         a.delete()
     print("done: table deleted, /dev/shm clean")

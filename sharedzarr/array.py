@@ -1,0 +1,1285 @@
+"""Chunked N-d arrays on a storage backend: the Zarr v3 layout of ExZarr's ETS backend.
+
+An :class:`Array` is a thin handle: a :class:`~sharedzarr.storage.base.Backend` (a shared-memory
+table for ``storage="shm"``) plus the parsed ``zarr.json`` and the per-array constants derived
+from it (chunk dtype, chunk grid, codec pipeline, fill chunk).  Chunks are stored whole, C-order,
+little-endian, edge chunks padded with the fill value; chunks never written read as the fill
+value and are not stored.
+
+Read path
+    ``get_slice``/``__getitem__`` normalise the selection once (:mod:`sharedzarr._chunking`),
+    then for each touched chunk copy straight from the backend's zero-copy view
+    (``read_chunk(copy=False)``) into the output with one numpy slice assignment; there is no
+    per-element Python work and no intermediate copy.  Compressed chunks are decoded first.
+
+Write path
+    The data is validated (dtype castable without losing information, shape broadcastable) before
+    anything is written.  The writes run under the backend's writer lock: whole chunks are
+    written directly; partial chunks are read-modify-write, so two processes writing different
+    parts of one chunk never lose each other's update.  Under the lock the handle also
+    re-reads ``zarr.json`` (one small lookup) so a write always uses the current shape even if
+    another handle resized the array.
+
+Metadata freshness
+    Reads use the metadata cached at open time, so they cost no metadata lookups.  A handle
+    notices another handle's ``resize`` or ``attrs`` change on its next write, when a read's
+    bounds check fails (it re-reads and retries once), or on :meth:`Array.refresh`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import storage as _storage
+from ._chunking import (
+    DimSelection,
+    chunk_grid_shape,
+    chunk_valid_shape,
+    covers_chunk,
+    iter_chunk_indices,
+    iter_chunk_selections,
+    normalize_chunk_index,
+    normalize_index,
+    normalize_shape,
+    normalize_start_stop,
+    selection_shape,
+)
+from ._codecs import CodecPipeline
+from ._metadata import ArrayMetadata, dtype_name, encode_fill_value
+from .errors import AccessDeniedError, CorruptTableError
+from .storage.base import MODES, Backend
+
+__all__ = ["Array", "Attributes", "create", "open"]
+
+# For each destination dtype kind, the source kinds that convert without losing information
+# ("same kind" in numpy's terms; integer narrowing is range-checked).
+_SOURCE_KINDS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc"}
+
+_ARRAY_TABLE_TYPES = ("set", "ordered_set")
+
+
+def _byte_view(arr: np.ndarray) -> memoryview:
+    """Return a 1-d unsigned-byte memoryview of a C-contiguous array (no copy)."""
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+class Array:
+    """A chunked N-d array whose chunks live in a storage backend.
+
+    Create one with :func:`sharedzarr.create` and reach it from anywhere with
+    :func:`sharedzarr.open`; do not call the constructor directly.
+
+    Parameters
+    ----------
+    backend : Backend
+        The open storage handle.
+    metadata : ArrayMetadata
+        The parsed ``zarr.json``.
+    metadata_bytes : bytes, optional
+        The raw ``zarr.json`` the metadata came from (to detect changes cheaply).
+
+    Notes
+    -----
+    Pickling an array pickles its name, storage id and mode: it arrives in a
+    ``multiprocessing`` worker attached to the same shared memory, with no data copied.
+    ``memory`` arrays pickle by name too, which only resolves inside the same process.
+    """
+
+    _backend: Backend | None = None
+    _closed: bool = True
+
+    def __init__(
+        self, backend: Backend, metadata: ArrayMetadata, metadata_bytes: bytes | None = None
+    ) -> None:
+        self._backend = backend
+        self._attrs: Attributes | None = None
+        self._set_metadata(metadata, metadata_bytes)
+        self._closed = False
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def _set_metadata(self, meta: ArrayMetadata, raw: bytes | None = None) -> None:
+        """Install metadata and precompute the per-array constants the hot paths use."""
+        self._meta = meta
+        self._meta_raw = raw if raw is not None else meta.to_json()
+        self._shape = meta.shape
+        self._chunks = meta.chunks
+        self._dtype = meta.dtype
+        order = "<" if meta.endian == "little" else ">"
+        self._chunk_dtype = (
+            meta.dtype.newbyteorder(order) if meta.dtype.itemsize > 1 else meta.dtype
+        )
+        self._pipeline = CodecPipeline(meta.codecs)
+        self._raw = self._pipeline.raw
+        self._grid = chunk_grid_shape(meta.shape, meta.chunks)
+        self._chunk_size = math.prod(meta.chunks)
+        self._chunk_nbytes = self._chunk_size * meta.dtype.itemsize
+        self._fill = self._chunk_dtype.type(meta.fill_value)
+        self._fill_chunk_cache: np.ndarray | None = None
+
+    def _fill_chunk(self) -> np.ndarray:
+        """A read-only chunk full of the fill value (chunk dtype), built on first use."""
+        fc = self._fill_chunk_cache
+        if fc is None:
+            fc = np.full(self._chunks, self._fill, dtype=self._chunk_dtype)
+            fc.flags.writeable = False
+            self._fill_chunk_cache = fc
+        return fc
+
+    def _load_metadata(self) -> tuple[ArrayMetadata, bytes]:
+        raw = self._live().read_metadata()
+        if raw is None:
+            raise CorruptTableError(
+                f"array {self.name!r}: its zarr.json ('metadata' key) is gone; the storage no "
+                "longer holds an array"
+            )
+        raw = bytes(raw)
+        if raw == self._meta_raw:
+            return self._meta, raw
+        return ArrayMetadata.from_json(raw), raw
+
+    def refresh(self) -> bool:
+        """Re-read ``zarr.json`` so this handle sees another handle's resize or attrs change.
+
+        Returns
+        -------
+        bool
+            True if the metadata had changed.
+        """
+        meta, raw = self._load_metadata()
+        if raw == self._meta_raw:
+            return False
+        self._set_metadata(meta, raw)
+        return True
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _live(self) -> Backend:
+        backend = self._backend
+        if backend is None or self._closed:
+            raise ValueError(f"array {self._name_or_unknown()!r} is closed")
+        return backend
+
+    def _writable(self) -> Backend:
+        backend = self._live()
+        if backend.readonly:
+            raise AccessDeniedError(
+                f"array {backend.name!r} was opened read-only (mode='r'); "
+                f"open it with sharedzarr.open({backend.name!r}, mode='r+') to write"
+            )
+        return backend
+
+    def _name_or_unknown(self) -> str:
+        backend = self._backend
+        return getattr(backend, "name", "?") if backend is not None else "?"
+
+    def _decode(self, raw: Any, idx: tuple[int, ...]) -> np.ndarray:
+        """Stored bytes -> ndarray of the chunk shape (chunk dtype); read-only if ``raw`` is."""
+        if not self._raw:
+            raw = self._pipeline.decode(raw)
+        if len(raw) != self._chunk_nbytes:
+            size = memoryview(raw).nbytes
+            if size != self._chunk_nbytes:
+                raise CorruptTableError(
+                    f"array {self.name!r}: chunk {idx} holds {size} bytes after decoding, "
+                    f"expected {self._chunk_nbytes} ({self._chunks} x {self._dtype})"
+                )
+        return np.ndarray(self._chunks, self._chunk_dtype, raw)
+
+    def _check_data(self, data: Any) -> np.ndarray:
+        """Return ``data`` as an ndarray whose values convert to the array dtype without loss.
+
+        The conversion itself happens when the values are copied into chunks.
+        """
+        try:
+            arr = np.asarray(data)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"cannot convert data to an array: {exc}") from None
+        src, dst = arr.dtype, self._dtype
+        if src == dst:
+            return arr
+        if src.kind not in _SOURCE_KINDS[dst.kind]:
+            raise TypeError(
+                f"cannot write data of dtype {src} into a {dst} array without losing "
+                f"information; convert it explicitly first (e.g. data.astype({str(dst)!r}))"
+            )
+        if dst.kind in "iu" and src.kind in "iu" and arr.size and not np.can_cast(src, dst):
+            info = np.iinfo(dst)
+            lo, hi = int(arr.min()), int(arr.max())
+            if lo < info.min or hi > info.max:
+                raise ValueError(
+                    f"data values range from {lo} to {hi}, which does not fit {dst} "
+                    f"({info.min} to {info.max})"
+                )
+        return arr
+
+    @staticmethod
+    def _broadcast(
+        arr: np.ndarray, sels: Sequence[DimSelection], result_shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """Broadcast data to the selection and add the integer-indexed axes back (views)."""
+        try:
+            value = np.broadcast_to(arr, result_shape)
+        except ValueError:
+            raise ValueError(
+                f"data of shape {arr.shape} does not fit a selection of shape {result_shape}"
+            ) from None
+        if any(s.dropped for s in sels):
+            value = value[tuple(None if s.dropped else slice(None) for s in sels)]
+        return value
+
+    def _refreshed(self) -> bool:
+        """After a failed bounds check: re-read the metadata; True if it had changed."""
+        return self._backend is not None and not self._closed and self.refresh()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_into(self, sels: Sequence[DimSelection], out: np.ndarray) -> None:
+        read = self._live().read_chunk
+        fill = self._fill
+        pieces = iter_chunk_selections(sels, self._chunks)
+        if self._raw:  # the hot path: view the stored bytes, copy the selection into out
+            ndarray, shape, dtype, nbytes = (
+                np.ndarray,
+                self._chunks,
+                self._chunk_dtype,
+                self._chunk_nbytes,
+            )
+            for idx, csel, osel in pieces:
+                raw = read(idx, copy=False)
+                if raw is None:
+                    out[osel] = fill
+                elif len(raw) == nbytes:
+                    out[osel] = ndarray(shape, dtype, raw)[csel]
+                else:
+                    out[osel] = self._decode(raw, idx)[csel]
+            return
+        decode = self._decode
+        for idx, csel, osel in pieces:
+            raw = read(idx, copy=False)
+            if raw is None:
+                out[osel] = fill
+            else:
+                out[osel] = decode(raw, idx)[csel]
+
+    def get_slice(
+        self,
+        start: Sequence[int] | None = None,
+        stop: Sequence[int] | None = None,
+        *,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Read the region ``start <= index < stop`` (ExZarr's ``get_slice``).
+
+        Parameters
+        ----------
+        start : sequence of int, optional
+            The region's first index in each dimension; default the origin.
+        stop : sequence of int, optional
+            The region's exclusive end; default the array's shape.
+        out : numpy.ndarray, optional
+            A preallocated, writeable array of the region's shape to fill in place (chunks are
+            copied straight into it, no intermediate copy).  Its dtype must accept the array's
+            dtype under numpy's ``same_kind`` casting.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``out`` if given, else a new array.
+
+        Raises
+        ------
+        ValueError
+            If the bounds are out of range, ``start > stop`` or the rank is wrong, or ``out``
+            has the wrong shape.
+        TypeError
+            For non-integer bounds or an ``out`` of an incompatible dtype.
+
+        Examples
+        --------
+        >>> a.get_slice(start=(0, 0), stop=(100, 100))  # doctest: +SKIP
+        """
+        try:
+            sels = normalize_start_stop(start, stop, self._shape)
+        except (IndexError, ValueError):
+            if not self._refreshed():
+                raise
+            sels = normalize_start_stop(start, stop, self._shape)
+        full, _ = selection_shape(sels)
+        if out is None:
+            out = np.empty(full, dtype=self._dtype)
+        else:
+            if not isinstance(out, np.ndarray):
+                raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+            if out.shape != full:
+                raise ValueError(f"out has shape {out.shape} but the region has shape {full}")
+            if not out.flags.writeable:
+                raise ValueError("out is read-only; pass a writeable array")
+            if not np.can_cast(self._dtype, out.dtype, "same_kind"):
+                raise TypeError(
+                    f"out has dtype {out.dtype}, which cannot hold {self._dtype} values "
+                    "(same_kind casting); use an out array of dtype "
+                    f"{self._dtype}"
+                )
+        self._read_into(sels, out)
+        return out
+
+    def __getitem__(self, key: Any) -> Any:
+        """Read with numpy basic indexing: ints, slices (any step), ``...``.
+
+        Parameters
+        ----------
+        key : int, slice, Ellipsis or tuple of those
+
+        Returns
+        -------
+        numpy.ndarray or numpy scalar
+        """
+        point = self._point(key)
+        if point is not None:
+            return point
+        try:
+            sels, scalar = normalize_index(key, self._shape)
+        except (IndexError, ValueError):
+            if not self._refreshed():
+                raise
+            sels, scalar = normalize_index(key, self._shape)
+        full, result = selection_shape(sels)
+        out = np.empty(full, dtype=self._dtype)
+        self._read_into(sels, out)
+        out = out.reshape(result)
+        return out[()] if scalar else out
+
+    def _point(self, key: Any) -> Any:
+        """Fast path for ``a[i, j, ...]`` with one plain int per dimension; else None."""
+        if type(key) is int:
+            key = (key,)
+        elif type(key) is not tuple:
+            return None
+        shape = self._shape
+        if len(key) != len(shape) or not shape:
+            return None
+        idx = []
+        off = []
+        for k, n, c in zip(key, shape, self._chunks, strict=True):
+            if type(k) is not int:
+                return None
+            if k < 0:
+                k += n
+            if not 0 <= k < n:
+                return None  # the general path raises the IndexError
+            idx.append(k // c)
+            off.append(k % c)
+        chunk_idx = tuple(idx)
+        raw = self._live().read_chunk(chunk_idx, copy=False)
+        if raw is None:
+            return self._dtype.type(self._fill)
+        return self._dtype.type(self._decode(raw, chunk_idx)[tuple(off)])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """Return the whole array as a new numpy array (``np.asarray(a)``).
+
+        Parameters
+        ----------
+        dtype : dtype-like, optional
+        copy : bool or None
+            ``False`` raises ValueError: reading always makes a copy.
+
+        Returns
+        -------
+        numpy.ndarray
+        """
+        if copy is False:
+            raise ValueError(
+                "a sharedzarr.Array cannot be converted without a copy; use "
+                "read_chunk(idx, copy=False) for zero-copy views of single chunks"
+            )
+        arr = self.get_slice()
+        if dtype is not None:
+            arr = arr.astype(dtype, copy=False)
+        return arr
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def _write_locked(self, sels: Sequence[DimSelection], value: np.ndarray) -> None:
+        """Write ``value`` (full-form selection shape) into the chunks; writer lock held."""
+        backend = self._live()
+        shape, chunks, cdtype = self._shape, self._chunks, self._chunk_dtype
+        raw_codec = self._raw
+        encode = self._pipeline.encode
+        for idx, csel, osel in iter_chunk_selections(sels, chunks):
+            part = value[osel]
+            valid = chunk_valid_shape(idx, shape, chunks)
+            if covers_chunk(csel, valid):
+                if valid == chunks:
+                    chunk = np.ascontiguousarray(part, dtype=cdtype)
+                else:
+                    chunk = self._fill_chunk().copy()
+                    chunk[csel] = part
+            else:
+                stored = backend.read_chunk(idx, copy=False)
+                if stored is None:
+                    chunk = self._fill_chunk().copy()
+                else:
+                    chunk = np.array(self._decode(stored, idx))
+                chunk[csel] = part
+            buf = _byte_view(chunk)
+            backend.write_chunk(idx, buf if raw_codec else encode(buf))
+
+    def _sync_locked(self) -> bool:
+        """Under the writer lock: adopt metadata another handle wrote; True if it changed."""
+        meta, raw = self._load_metadata()
+        if raw == self._meta_raw:
+            return False
+        self._set_metadata(meta, raw)
+        return True
+
+    def set_slice(
+        self,
+        data: Any,
+        start: Sequence[int] | None = None,
+        stop: Sequence[int] | None = None,
+    ) -> None:
+        """Write ``data`` into the region ``start <= index < stop`` (ExZarr's ``set_slice``).
+
+        Parameters
+        ----------
+        data : array_like or scalar
+            Values broadcastable to the region's shape; a scalar fills the region.  Its dtype
+            must convert to the array's without losing information (no float -> int, complex
+            -> float or number -> bool; integers must fit).
+        start : sequence of int, optional
+            Default the origin.
+        stop : sequence of int, optional
+            Exclusive end.  Default ``start + data.shape`` when ``data`` has the array's rank,
+            else the array's shape.
+
+        Raises
+        ------
+        ValueError
+            For out-of-range bounds, ``start > stop``, a wrong rank or shape, or integer values
+            that do not fit.
+        TypeError
+            For a dtype that cannot be converted without loss.
+        sharedzarr.errors.AccessDeniedError
+            On a read-only handle or a protected table of another process.
+
+        Notes
+        -----
+        Everything is validated before the first chunk is written; on error the array is
+        unchanged.  Partial chunks are read-modify-written under the writer lock.
+        """
+        backend = self._writable()
+        arr = self._check_data(data)
+        with backend.writer():
+            if self._sync_locked():  # another handle changed the array: check again
+                self._check_data(arr)
+            if stop is None and arr.ndim == len(self._shape):
+                lo = normalize_start_stop(start, None, self._shape)
+                stop = tuple(s.start + n for s, n in zip(lo, arr.shape, strict=True))
+            sels = normalize_start_stop(start, stop, self._shape)
+            full, _ = selection_shape(sels)
+            value = self._broadcast(arr, sels, full)
+            self._write_locked(sels, value)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        """Write with numpy basic indexing; scalars and broadcastable arrays are accepted.
+
+        Parameters
+        ----------
+        key : int, slice, Ellipsis or tuple of those
+        data : array_like or scalar
+
+        Raises
+        ------
+        IndexError, ValueError, TypeError, sharedzarr.errors.AccessDeniedError
+            As for :meth:`set_slice`; the array is unchanged on error.
+        """
+        backend = self._writable()
+        arr = self._check_data(data)
+        with backend.writer():
+            if self._sync_locked():  # another handle changed the array: check again
+                self._check_data(arr)
+            sels, _ = normalize_index(key, self._shape)
+            _, result = selection_shape(sels)
+            value = self._broadcast(arr, sels, result)
+            self._write_locked(sels, value)
+
+    # -- chunks -----------------------------------------------------------------------------
+
+    def read_chunk(self, idx: Sequence[int] | int, copy: bool = True) -> np.ndarray:
+        """Return one whole chunk (edge chunks include their fill-value padding).
+
+        Parameters
+        ----------
+        idx : sequence of int
+            The chunk's position in the chunk grid.
+        copy : bool
+            False returns a read-only view of the stored bytes (shared memory for ``shm``),
+            with no copy.  Only possible for uncompressed arrays.
+
+        Returns
+        -------
+        numpy.ndarray
+            Of shape :attr:`chunks`.  A never-written chunk reads as the fill value.
+
+        Raises
+        ------
+        IndexError
+            If ``idx`` is outside the chunk grid.
+        ValueError
+            For ``copy=False`` on a compressed array.
+        """
+        backend = self._live()
+        idx = normalize_chunk_index(idx, self._grid)
+        if not copy and not self._raw:
+            names = [c.name for c in self._pipeline.codecs]
+            raise ValueError(
+                f"read_chunk(copy=False) needs an uncompressed array, but {self.name!r} stores "
+                f"its chunks encoded with {names}: there is no array in memory to view. Use "
+                "copy=True, or create the array with compressor=None for zero-copy reads"
+            )
+        stored = backend.read_chunk(idx, copy=False)
+        if stored is None:
+            return (
+                self._fill_chunk() if not copy else np.full(self._chunks, self._fill, self._dtype)
+            )
+        arr = self._decode(stored, idx)
+        if copy:
+            return np.array(arr, dtype=self._dtype)
+        if arr.flags.writeable:
+            arr.flags.writeable = False
+        return arr
+
+    def write_chunk(self, idx: Sequence[int] | int, data: Any) -> None:
+        """Replace one whole chunk.
+
+        Parameters
+        ----------
+        idx : sequence of int
+            The chunk's position in the chunk grid.
+        data : array_like or scalar
+            The chunk's values: shape :attr:`chunks`, or for an edge chunk also just its
+            in-bounds part; anything broadcastable to one of those.  Values in an edge chunk's
+            padding are replaced by the fill value.
+
+        Raises
+        ------
+        IndexError
+            If ``idx`` is outside the chunk grid.
+        ValueError, TypeError, sharedzarr.errors.AccessDeniedError
+            As for :meth:`set_slice`.
+        """
+        backend = self._writable()
+        arr = self._check_data(data)
+        with backend.writer():
+            if self._sync_locked():  # another handle changed the array: check again
+                self._check_data(arr)
+            idx = normalize_chunk_index(idx, self._grid)
+            valid = chunk_valid_shape(idx, self._shape, self._chunks)
+            target = valid if arr.shape == valid else self._chunks
+            try:
+                value = np.broadcast_to(arr, target)
+            except ValueError:
+                raise ValueError(
+                    f"chunk data of shape {arr.shape} does not fit chunk {idx} of shape "
+                    f"{self._chunks} (in-bounds part {valid})"
+                ) from None
+            if valid == self._chunks:
+                chunk = np.ascontiguousarray(value, dtype=self._chunk_dtype)
+            else:
+                chunk = self._fill_chunk().copy()
+                region = tuple(slice(0, v) for v in valid)
+                chunk[region] = value[region]
+            buf = _byte_view(chunk)
+            backend.write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
+
+    def delete_chunk(self, idx: Sequence[int] | int) -> None:
+        """Delete one chunk, so it reads as the fill value.  Absent chunks are fine.
+
+        Parameters
+        ----------
+        idx : sequence of int
+
+        Raises
+        ------
+        IndexError
+            If ``idx`` is outside the chunk grid.
+        sharedzarr.errors.AccessDeniedError
+            On a read-only handle.
+        """
+        backend = self._writable()
+        idx = normalize_chunk_index(idx, self._grid)
+        backend.delete_chunk(idx)
+
+    def list_chunks(self) -> list[tuple[int, ...]]:
+        """Return the indices of the stored (initialized) chunks, sorted.
+
+        Returns
+        -------
+        list of tuple of int
+        """
+        return sorted(tuple(i) for i in self._live().list_chunks())
+
+    def iter_chunks(
+        self, *, initialized_only: bool = False
+    ) -> Iterator[tuple[tuple[int, ...], np.ndarray]]:
+        """Iterate over chunks in C order of their index.
+
+        Parameters
+        ----------
+        initialized_only : bool
+            Only the stored chunks; by default every chunk of the grid (unwritten ones read as
+            the fill value).
+
+        Yields
+        ------
+        index : tuple of int
+            The chunk's grid position; its first element is at ``index * chunks``.
+        data : numpy.ndarray
+            A copy of the chunk's in-bounds part (edge chunks are trimmed).
+        """
+        indices = self.list_chunks() if initialized_only else iter_chunk_indices(self._grid)
+        for idx in indices:
+            chunk = self.read_chunk(idx)
+            valid = chunk_valid_shape(idx, self._shape, self._chunks)
+            if valid != self._chunks:
+                chunk = chunk[tuple(slice(0, v) for v in valid)]
+            yield idx, chunk
+
+    # -- shape changes ----------------------------------------------------------------------
+
+    def resize(self, new_shape: Sequence[int] | int) -> None:
+        """Change the shape; chunks that fall outside are deleted.
+
+        Growing exposes fill values.  Shrinking deletes chunks outside the new grid and resets
+        the cut-off part of the new edge chunks to the fill value, so growing again later shows
+        fill values, not old data.
+
+        Parameters
+        ----------
+        new_shape : sequence of int
+            Same rank as the array.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a bad shape.
+        sharedzarr.errors.AccessDeniedError
+            On a read-only handle.
+        """
+        backend = self._writable()
+        shape = normalize_shape(new_shape, "new_shape")
+        with backend.writer():
+            self._sync_locked()
+            if len(shape) != len(self._shape):
+                raise ValueError(
+                    f"new_shape {shape} has {len(shape)} dimension(s) but the array has "
+                    f"{len(self._shape)}; resize cannot change the rank"
+                )
+            old_shape, chunks = self._shape, self._chunks
+            if shape == old_shape:
+                return
+            grid = chunk_grid_shape(shape, chunks)
+            for idx in backend.list_chunks():
+                if any(i >= g for i, g in zip(idx, grid, strict=True)):
+                    backend.delete_chunk(idx)
+                    continue
+                old_valid = chunk_valid_shape(idx, old_shape, chunks)
+                new_valid = chunk_valid_shape(idx, shape, chunks)
+                cut = [d for d in range(len(shape)) if new_valid[d] < old_valid[d]]
+                if not cut:
+                    continue
+                stored = backend.read_chunk(idx, copy=False)
+                if stored is None:
+                    continue
+                chunk = np.array(self._decode(stored, tuple(idx)))
+                for d in cut:
+                    chunk[(slice(None),) * d + (slice(new_valid[d], None),)] = self._fill
+                buf = _byte_view(chunk)
+                backend.write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
+            meta = self._meta.evolve(shape=shape)
+            raw = meta.to_json()
+            backend.write_metadata(raw)
+            self._set_metadata(meta, raw)
+
+    def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
+        """Grow the array along ``axis`` and write ``data`` into the new part.
+
+        Parameters
+        ----------
+        data : array_like
+            Same rank as the array, matching its shape on every other axis.
+        axis : int
+            The axis to grow (negative counts from the end).
+
+        Returns
+        -------
+        tuple of int
+            The new shape.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For data of the wrong rank, shape or dtype; the array is unchanged.
+        """
+        backend = self._writable()
+        arr = self._check_data(data)
+        with backend.writer():
+            if self._sync_locked():  # another handle changed the array: check again
+                self._check_data(arr)
+            ndim = len(self._shape)
+            if ndim == 0:
+                raise ValueError("cannot append to a rank-0 array")
+            try:
+                ax = operator.index(axis)
+            except TypeError:
+                raise TypeError(f"axis must be an integer, got {axis!r}") from None
+            if not -ndim <= ax < ndim:
+                raise ValueError(f"axis {axis} is out of range for a {ndim}-d array")
+            ax %= ndim
+            if arr.ndim != ndim:
+                raise ValueError(
+                    f"data has {arr.ndim} dimension(s) but the array has {ndim}; "
+                    "append needs data of the same rank"
+                )
+            for d in range(ndim):
+                if d != ax and arr.shape[d] != self._shape[d]:
+                    raise ValueError(
+                        f"data of shape {arr.shape} does not match the array's shape "
+                        f"{self._shape} on axis {d} (append along axis {ax})"
+                    )
+            old = self._shape
+            new_shape = tuple(s + (arr.shape[d] if d == ax else 0) for d, s in enumerate(old))
+            self.resize(new_shape)
+            sels = tuple(
+                DimSelection(old[d] if d == ax else 0, 1, arr.shape[d]) for d in range(ndim)
+            )
+            self._write_locked(sels, arr)
+            return new_shape
+
+    # -- attributes and info ----------------------------------------------------------------
+
+    def _update_attributes(self, change: Callable[[dict[str, Any]], None]) -> None:
+        backend = self._writable()
+        with backend.writer():
+            self._sync_locked()
+            attrs = json.loads(json.dumps(self._meta.attributes))
+            change(attrs)
+            for k in attrs:
+                if not isinstance(k, str):
+                    raise TypeError(f"attribute names must be str, got {k!r}")
+            try:
+                json.dumps(attrs, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"attribute values must be JSON-serializable (dict, list, str, int, finite "
+                    f"float, bool, None): {exc}"
+                ) from None
+            meta = self._meta.evolve(attributes=json.loads(json.dumps(attrs)))
+            raw = meta.to_json()
+            backend.write_metadata(raw)
+            self._set_metadata(meta, raw)
+
+    @property
+    def attrs(self) -> Attributes:
+        """User attributes, a dict persisted in ``zarr.json`` on every change."""
+        if self._attrs is None:
+            self._attrs = Attributes(self)
+        return self._attrs
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """A summary: name, storage, shape, chunks, dtype, codecs, counts and sizes."""
+        backend = self._live()
+        stored = 0
+        initialized = 0
+        for idx in backend.list_chunks():
+            data = backend.read_chunk(idx, copy=False)
+            if data is not None:
+                initialized += 1
+                stored += memoryview(data).nbytes
+        return {
+            "type": "sharedzarr.Array",
+            "name": self.name,
+            "storage": self.storage,
+            "mode": self.mode,
+            "shape": self._shape,
+            "chunks": self._chunks,
+            "dtype": dtype_name(self._dtype),
+            "fill_value": encode_fill_value(self._meta.fill_value, self._dtype),
+            "codecs": self._pipeline.to_list(),
+            "nchunks": self.nchunks,
+            "nchunks_initialized": initialized,
+            "nbytes": self.nbytes,
+            "nbytes_stored": stored + len(self._meta_raw),
+            "dimension_names": self._meta.dimension_names,
+            "attributes": json.loads(json.dumps(self._meta.attributes)),
+        }
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The storage (table) name: what :func:`sharedzarr.open` takes."""
+        return self._name_or_unknown()
+
+    @property
+    def storage(self) -> str:
+        """The storage backend id (``"shm"``, ``"memory"``)."""
+        return type(self._backend).id if self._backend is not None else "?"
+
+    @property
+    def mode(self) -> str:
+        """``"r"`` for a read-only handle, else ``"r+"``."""
+        return "r" if self.readonly else "r+"
+
+    @property
+    def readonly(self) -> bool:
+        """True if this handle cannot write."""
+        return bool(getattr(self._backend, "readonly", False))
+
+    @property
+    def backend(self) -> Backend:
+        """The storage backend handle."""
+        return self._live()
+
+    @property
+    def table(self) -> Any:
+        """The underlying :class:`sharedzarr.Table` (``shm`` storage), else None."""
+        return getattr(self._live(), "table", None)
+
+    @property
+    def metadata(self) -> ArrayMetadata:
+        """The parsed ``zarr.json`` this handle uses."""
+        return self._meta
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The array's shape."""
+        return self._shape
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        """The chunk shape."""
+        return self._chunks
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The element dtype (native byte order)."""
+        return self._dtype
+
+    @property
+    def fill_value(self) -> Any:
+        """The value unwritten elements read as (a numpy scalar)."""
+        return self._meta.fill_value
+
+    @property
+    def compressor(self) -> list[dict[str, Any]]:
+        """The codecs after ``bytes`` as ``zarr.json`` entries (empty: uncompressed)."""
+        return self._pipeline.to_list()
+
+    @property
+    def dimension_names(self) -> tuple[str | None, ...] | None:
+        """The dimension names, or None."""
+        return self._meta.dimension_names
+
+    @property
+    def ndim(self) -> int:
+        """The number of dimensions."""
+        return len(self._shape)
+
+    @property
+    def size(self) -> int:
+        """The number of elements."""
+        return math.prod(self._shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the array's data when read into memory, in bytes."""
+        return self.size * self._dtype.itemsize
+
+    @property
+    def nchunks(self) -> int:
+        """The number of chunks in the grid."""
+        return math.prod(self._grid)
+
+    @property
+    def cdata_shape(self) -> tuple[int, ...]:
+        """The number of chunks along each dimension."""
+        return self._grid
+
+    @property
+    def nchunks_initialized(self) -> int:
+        """The number of stored chunks."""
+        return len(self._live().list_chunks())
+
+    def __len__(self) -> int:
+        if not self._shape:
+            raise TypeError("len() of unsized object (a rank-0 array)")
+        return self._shape[0]
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close this handle (idempotent).  The storage stays; other handles are unaffected."""
+        if self._closed:
+            return
+        self._closed = True
+        backend = self._backend
+        if backend is not None:
+            backend.close()
+
+    def delete(self) -> None:
+        """Delete the array's storage (the whole table) and close this handle.
+
+        Raises
+        ------
+        sharedzarr.errors.AccessDeniedError
+            If this process may not delete it.
+        """
+        backend = self._live()
+        backend.delete()
+        self._closed = True
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def __enter__(self) -> Array:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_open_by_name, (self.name, self.storage, self.mode))
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        """A token that changes whenever the array's storage is written."""
+        return ("sharedzarr.Array", self.storage, self.name, self._live().write_count())
+
+    def give_away(self, pid: int, *args: Any, **kwargs: Any) -> Any:
+        """Hand the table to process ``pid`` (ETS: ``ets:give_away/3``).
+
+        Parameters
+        ----------
+        pid : int
+        *args, **kwargs
+            Passed to :meth:`sharedzarr.Table.give_away`.
+
+        Returns
+        -------
+        Any
+            What the table returns.
+
+        Raises
+        ------
+        TypeError
+            If the storage is not table-backed (e.g. ``memory``).
+        """
+        return self._require_table("give_away").give_away(pid, *args, **kwargs)
+
+    def set_heir(self, pid: int | None, *args: Any, **kwargs: Any) -> Any:
+        """Set the process that inherits the table when the owner exits (ETS ``heir``).
+
+        Parameters
+        ----------
+        pid : int or None
+        *args, **kwargs
+            Passed to :meth:`sharedzarr.Table.set_heir`.
+
+        Returns
+        -------
+        Any
+            What the table returns.
+
+        Raises
+        ------
+        TypeError
+            If the storage is not table-backed (e.g. ``memory``).
+        """
+        return self._require_table("set_heir").set_heir(pid, *args, **kwargs)
+
+    def _require_table(self, what: str) -> Any:
+        table = getattr(self._live(), "table", None)
+        if table is None:
+            raise TypeError(
+                f"{what}() needs a table-backed array (storage='shm'); array {self.name!r} "
+                f"uses storage {self.storage!r}"
+            )
+        return table
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return (
+            f"<sharedzarr.Array {self._name_or_unknown()!r} shape={self._shape} "
+            f"chunks={self._chunks} dtype={self._dtype} storage={self.storage!r}"
+            f"{' mode=r' if self.readonly else ''}{state}>"
+        )
+
+
+class Attributes(MutableMapping[str, Any]):
+    """The array's user attributes; every change is written to ``zarr.json`` at once.
+
+    Parameters
+    ----------
+    array : Array
+
+    Notes
+    -----
+    Values are JSON values.  Reading returns a copy: mutate a nested value and assign it back
+    (``a.attrs["x"] = x``) to persist it.  ``update`` writes once for all keys.
+    """
+
+    def __init__(self, array: Array) -> None:
+        self._array = array
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._array._meta.attributes[key]
+        return json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._array._update_attributes(lambda a: a.__setitem__(key, value))
+
+    def __delitem__(self, key: str) -> None:
+        if key not in self._array._meta.attributes:
+            raise KeyError(key)
+        self._array._update_attributes(lambda a: a.pop(key, None))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._array._meta.attributes))
+
+    def __len__(self) -> int:
+        return len(self._array._meta.attributes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._array._meta.attributes
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+        """Set several attributes with one metadata write.
+
+        Parameters
+        ----------
+        other : mapping or iterable of pairs, optional
+        **kwargs
+        """
+        items = dict(other, **kwargs)
+        self._array._update_attributes(lambda a: a.update(items))
+
+    def put(self, attributes: Mapping[str, Any]) -> None:
+        """Replace all attributes with ``attributes`` (one metadata write).
+
+        Parameters
+        ----------
+        attributes : mapping
+        """
+        items = dict(attributes)
+
+        def change(a: dict[str, Any]) -> None:
+            a.clear()
+            a.update(items)
+
+        self._array._update_attributes(change)
+
+    def asdict(self) -> dict[str, Any]:
+        """Return a deep copy of the attributes as a plain dict.
+
+        Returns
+        -------
+        dict
+        """
+        return json.loads(json.dumps(self._array._meta.attributes))
+
+    def refresh(self) -> None:
+        """Re-read ``zarr.json`` to see attributes another handle wrote."""
+        self._array.refresh()
+
+    def __repr__(self) -> str:
+        return f"Attributes({self._array._meta.attributes!r})"
+
+
+def _check_table_type(table_type: Any) -> None:
+    if table_type in ("bag", "duplicate_bag"):
+        raise ValueError(
+            f"table_type={table_type!r} cannot hold an array: an array needs exactly one value "
+            "per key (one chunk per chunk index), which 'set' and 'ordered_set' tables give. "
+            "Use table_type='set', or sharedzarr.Table for bag tables of your own keys"
+        )
+    if table_type not in _ARRAY_TABLE_TYPES:
+        raise ValueError(
+            f"unknown table_type {table_type!r}; arrays use 'set' (default) or 'ordered_set'"
+        )
+
+
+def create(
+    shape: Sequence[int] | int,
+    chunks: Sequence[int] | int,
+    dtype: Any = "float64",
+    *,
+    storage: str | type[Backend] = "shm",
+    fill_value: Any = 0,
+    compressor: Any = None,
+    attributes: Mapping[str, Any] | None = None,
+    dimension_names: Sequence[str | None] | None = None,
+    table_name: str | None = None,
+    named_table: bool = True,
+    table_type: str = "set",
+    access: str = "public",
+    heir: int | None = None,
+    persistent: bool = False,
+    overwrite: bool = False,
+    mode: int | None = None,
+) -> Array:
+    """Create an array (ExZarr's ``ExZarr.create``) and write its ``zarr.json``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The array's shape; zero-length dimensions and rank 0 (``()``) are allowed.
+    chunks : sequence of int
+        The chunk shape, one size >= 1 per dimension (an int applies to all dimensions).
+    dtype : dtype-like
+        bool, int8..int64, uint8..uint64, float16/32/64 or complex64/128.
+    storage : str or Backend subclass
+        A registered storage id: ``"shm"`` (shared-memory table) or ``"memory"``.
+    fill_value : scalar
+        What never-written elements read as.
+    compressor : None, str or dict
+        None (raw chunks, zero-copy readable), ``"zlib"``/``"gzip"``, ``"zstd"``, ``"blosc"``,
+        ``"lz4"`` or a ``{"name": ..., "configuration": {...}}`` Zarr v3 codec dict.
+    attributes : dict, optional
+        JSON user attributes.
+    dimension_names : sequence of str or None, optional
+        One name per dimension.
+    table_name : str, optional
+        The name other processes open the array by; default a generated one.
+    named_table, table_type, access, heir, persistent
+        Table options (see :class:`sharedzarr.Table`).  ``table_type`` must be ``"set"`` or
+        ``"ordered_set"``: arrays need one value per key.
+    overwrite : bool
+        Replace an existing table of that name.
+    mode : int, optional
+        Permission bits of the shared-memory segments (shm storage; default ``0o600``:
+        this user only).  ``0o640``/``0o660`` share with the group.
+
+    Returns
+    -------
+    Array
+
+    Raises
+    ------
+    sharedzarr.errors.TableExistsError
+        If the name is taken and ``overwrite`` is false.
+    ValueError, TypeError
+        For any invalid argument (nothing is created).
+
+    Examples
+    --------
+    >>> import sharedzarr as sz
+    >>> a = sz.create((1000, 1000), (100, 100), table_name="my_array_data")  # doctest: +SKIP
+    """
+    backend_cls = _storage.resolve(storage)
+    _check_table_type(table_type)
+    if table_name is not None and not isinstance(table_name, str):
+        raise TypeError(f"table_name must be a str or None, got {table_name!r}")
+    meta = ArrayMetadata.create(
+        shape,
+        chunks,
+        dtype,
+        fill_value=fill_value,
+        compressor=compressor,
+        attributes=attributes,
+        dimension_names=dimension_names,
+    )
+    for codec in meta.codecs:
+        codec.check_available()  # a missing numcodecs fails here, before a table exists
+    raw = meta.to_json()
+    extra = {} if mode is None else {"mode": mode}
+    backend = backend_cls.create(
+        table_name,
+        overwrite=overwrite,
+        named_table=named_table,
+        table_type=table_type,
+        access=access,
+        heir=heir,
+        persistent=persistent,
+        **extra,
+    )
+    try:
+        backend.write_metadata(raw)
+    except BaseException:
+        try:
+            backend.delete()
+        except Exception:  # noqa: BLE001 - the original error matters more
+            backend.close()
+        raise
+    return Array(backend, meta, raw)
+
+
+def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
+    table_name: str,
+    *,
+    storage: str | type[Backend] = "shm",
+    mode: str = "r+",
+) -> Array:
+    """Open an existing array by its table name, from any process.
+
+    Parameters
+    ----------
+    table_name : str
+    storage : str or Backend subclass
+        The storage id the array was created with.
+    mode : {"r+", "r"}
+        ``"r"`` gives a read-only handle whose writes raise
+        :class:`~sharedzarr.errors.AccessDeniedError`.
+
+    Returns
+    -------
+    Array
+
+    Raises
+    ------
+    sharedzarr.errors.TableNotFoundError
+        If no table has that name.
+    ValueError
+        For an unknown mode, or a table that holds no array (no ``"metadata"`` key).
+    """
+    if mode not in MODES:
+        raise ValueError(
+            f"mode must be one of {list(MODES)} ('r+' read-write, 'r' read-only), got {mode!r}"
+        )
+    if not isinstance(table_name, str):
+        raise TypeError(f"table_name must be a str, got {table_name!r}")
+    backend_cls = _storage.resolve(storage)
+    backend = backend_cls.open(table_name, mode=mode)
+    try:
+        raw = backend.read_metadata()
+        if raw is None:
+            raise ValueError(
+                f"table {table_name!r} holds no array (it has no 'metadata' key with a "
+                "zarr.json document); open it with sharedzarr.Table.attach"
+                f"({table_name!r}) instead"
+            )
+        raw = bytes(raw)
+        meta = ArrayMetadata.from_json(raw)
+    except BaseException:
+        backend.close()
+        raise
+    return Array(backend, meta, raw)
+
+
+def _open_by_name(name: str, storage: str, mode: str) -> Array:
+    """Unpickle an :class:`Array`: reopen it by name."""
+    return open(name, storage=storage, mode=mode)

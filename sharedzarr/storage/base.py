@@ -1,0 +1,271 @@
+"""The storage backend protocol that :class:`sharedzarr.Array` runs on.
+
+A backend stores one array: its chunks, keyed by chunk index tuples, and its ``zarr.json``
+metadata bytes.  The array layer does everything else (selections, codecs, fill values), so a
+backend is a small key-value store with a writer lock.  Implement :class:`Backend`, register the
+class with :func:`sharedzarr.storage.register`, and run the contract tests by subclassing
+:class:`sharedzarr.testing.BackendTests`.
+
+The built-in backends are ``"shm"`` (:class:`~sharedzarr.storage.SharedMemoryBackend`, named
+shared-memory tables whose chunk keys are ``("chunk", (i, j, ...))`` and whose metadata key is
+``"metadata"``, as in ExZarr's ETS backend) and ``"memory"``
+(:class:`~sharedzarr.storage.MemoryBackend`, an in-process dict).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar
+
+__all__ = ["Backend", "ChunkIndex", "TABLE_TYPES", "ACCESS_LEVELS", "MODES"]
+
+ChunkIndex = tuple[int, ...]
+
+#: ETS table types. Arrays need one value per key, so only ``set``/``ordered_set`` hold arrays.
+TABLE_TYPES: tuple[str, ...] = ("set", "ordered_set", "bag", "duplicate_bag")
+#: ETS access levels.
+ACCESS_LEVELS: tuple[str, ...] = ("public", "protected", "private")
+#: Modes accepted by :meth:`Backend.open`.
+MODES: tuple[str, ...] = ("r", "r+")
+
+
+class Backend(abc.ABC):
+    """One array's chunk and metadata storage.
+
+    Attributes
+    ----------
+    id : str
+        The registry id of the backend class (``"shm"``, ``"memory"``); a class attribute.
+    name : str
+        The storage's (table's) name; :meth:`open` with this name reaches the same storage.
+    readonly : bool
+        True for handles opened with ``mode="r"``; their writes raise
+        :class:`sharedzarr.errors.AccessDeniedError`.
+    table : object or None
+        The underlying :class:`sharedzarr.Table` for table backends, else None.
+
+    Notes
+    -----
+    Chunk indices are tuples of non-negative ints (``()`` for a rank-0 array).  Chunk values are
+    opaque bytes: the array layer encodes and decodes them.  Reads never block on the writer
+    lock; a reader sees each chunk either before or after a concurrent write, never torn.
+    """
+
+    id: ClassVar[str]
+    name: str
+    readonly: bool = False
+    table: Any = None
+
+    @classmethod
+    @abc.abstractmethod
+    def create(cls, name: str | None, *, overwrite: bool = False, **options: Any) -> Backend:
+        """Create new, empty storage and return a read-write handle.
+
+        Parameters
+        ----------
+        name : str or None
+            The storage name; None picks a fresh unique name.
+        overwrite : bool
+            Replace existing storage of that name instead of raising.
+        **options
+            Backend options.  The table options are ``named_table``, ``table_type``,
+            ``access``, ``heir`` and ``persistent`` (see :func:`sharedzarr.create`); a backend
+            ignores the ones that mean nothing to it but validates ``table_type``.
+
+        Returns
+        -------
+        Backend
+
+        Raises
+        ------
+        sharedzarr.errors.TableExistsError
+            If ``name`` exists and ``overwrite`` is false.
+        ValueError
+            For an invalid name or option.
+        """
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, name: str, *, mode: str = "r+") -> Backend:
+        """Open existing storage by name.
+
+        Parameters
+        ----------
+        name : str
+        mode : {"r+", "r"}
+            ``"r"`` gives a read-only handle.
+
+        Returns
+        -------
+        Backend
+
+        Raises
+        ------
+        sharedzarr.errors.TableNotFoundError
+            If no storage has that name.
+        ValueError
+            For an unknown mode.
+        """
+
+    @classmethod
+    @abc.abstractmethod
+    def exists(cls, name: str) -> bool:
+        """Return True if storage named ``name`` exists.
+
+        Parameters
+        ----------
+        name : str
+
+        Returns
+        -------
+        bool
+        """
+
+    @abc.abstractmethod
+    def read_chunk(self, idx: ChunkIndex, *, copy: bool = True) -> bytes | memoryview | None:
+        """Return the stored bytes of chunk ``idx``, or None if it was never written.
+
+        Parameters
+        ----------
+        idx : tuple of int
+        copy : bool
+            With False the backend may return a read-only memoryview of its own memory
+            (zero-copy); it stays valid and unchanged while referenced.
+
+        Returns
+        -------
+        bytes, memoryview or None
+        """
+
+    @abc.abstractmethod
+    def write_chunk(self, idx: ChunkIndex, data: Any) -> None:
+        """Store ``data`` (any bytes-like object) as chunk ``idx``, replacing any old value.
+
+        Parameters
+        ----------
+        idx : tuple of int
+        data : bytes-like
+            Copied; the caller may reuse the buffer afterwards.
+
+        Raises
+        ------
+        sharedzarr.errors.AccessDeniedError
+            On a read-only handle.
+        """
+
+    @abc.abstractmethod
+    def delete_chunk(self, idx: ChunkIndex) -> None:
+        """Delete chunk ``idx``; deleting an absent chunk is not an error.
+
+        Parameters
+        ----------
+        idx : tuple of int
+
+        Raises
+        ------
+        sharedzarr.errors.AccessDeniedError
+            On a read-only handle.
+        """
+
+    @abc.abstractmethod
+    def list_chunks(self) -> list[ChunkIndex]:
+        """Return the indices of all stored chunks (any order).
+
+        Returns
+        -------
+        list of tuple of int
+        """
+
+    @abc.abstractmethod
+    def read_metadata(self) -> bytes | None:
+        """Return the ``zarr.json`` bytes, or None if none were written.
+
+        Returns
+        -------
+        bytes or None
+        """
+
+    @abc.abstractmethod
+    def write_metadata(self, data: bytes) -> None:
+        """Store the ``zarr.json`` bytes.
+
+        Parameters
+        ----------
+        data : bytes
+
+        Raises
+        ------
+        sharedzarr.errors.AccessDeniedError
+            On a read-only handle.
+        """
+
+    @abc.abstractmethod
+    def writer(self, timeout: float | None = None) -> AbstractContextManager[Any]:
+        """Return a context manager holding the storage's single-writer lock.
+
+        The lock is reentrant within one thread.  The array layer holds it around
+        read-modify-write of partial chunks and metadata updates, so concurrent writers from
+        any process never lose each other's updates.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait; None waits forever.
+
+        Returns
+        -------
+        context manager
+
+        Raises
+        ------
+        sharedzarr.errors.LockTimeoutError
+            If the lock was not acquired in time.
+        """
+
+    @abc.abstractmethod
+    def write_count(self) -> int:
+        """Return a counter that changes on every write (chunks or metadata).
+
+        Used as a cheap change token, e.g. by ``Array.__dask_tokenize__``.
+
+        Returns
+        -------
+        int
+        """
+
+    @abc.abstractmethod
+    def delete(self) -> None:
+        """Delete the whole storage (all chunks and the metadata) and close this handle.
+
+        Raises
+        ------
+        sharedzarr.errors.AccessDeniedError
+            If this handle may not delete the storage.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release this handle's resources.  Idempotent; does not delete the storage."""
+
+    # Conveniences with default implementations -------------------------------------------
+
+    def iter_chunks(self) -> Iterator[ChunkIndex]:
+        """Iterate over the stored chunk indices.
+
+        Yields
+        ------
+        tuple of int
+        """
+        yield from self.list_chunks()
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "r" if self.readonly else "r+"
+        return f"<{type(self).__name__} {getattr(self, 'name', '?')!r} mode={mode!r}>"
