@@ -249,7 +249,11 @@ def _exit_cleanup() -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _cleanup_registered
     _OWNED.clear()
+    # multiprocessing's fork bootstrap clears the inherited Finalize registry (and
+    # skips atexit): register again when this child creates or takes a table
+    _cleanup_registered = False
     for t in list(_HANDLES):
         with contextlib.suppress(Exception):
             t._after_fork()
@@ -339,7 +343,10 @@ def _destroy(name: str, timeout: float = 2.0) -> bool:
     """Mark table ``name`` deleted, then unlink all its segments; False if it had no header."""
     hdr_name = L.segment_names(name)[0]
     try:
-        hdr = Segment.attach(hdr_name, keep_fd=True)
+        with map_os_errors(name, "header"):
+            hdr = Segment.attach(hdr_name, keep_fd=True)
+    except AccessDeniedError:
+        raise  # the segment mode makes it another user's table: not ours to delete
     except Exception:
         hdr = None
     try:
@@ -594,14 +601,15 @@ class Table:
         """
         validate_name(name)
         hdr_name = L.segment_names(name)[0]
-        with map_os_errors(name, "header"):
-            try:
+        try:
+            with map_os_errors(name, "header"):
                 hdr = Segment.attach(hdr_name, readonly=readonly, keep_fd=True)
-            except AccessDeniedError:
-                if readonly:
-                    raise
+        except AccessDeniedError:  # (translated at the boundary, so caught outside it)
+            if readonly:
+                raise
+            with map_os_errors(name, "header"):  # the mode may still let us read
                 hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
-                readonly = True
+            readonly = True
         try:
             _wait_for_magic(name, hdr)
             t = cls(name, hdr, readonly=readonly)
@@ -938,16 +946,39 @@ class Table:
         read-only memoryview into shared memory.
         """
         kb, h = pk
-        slot, _ref, seg, off = self._find(kb, h)
-        if slot < 0:
-            return None
-        mm = seg.mm
-        _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+        # fast path: the key sits in its home slot of a current index and its arena is
+        # mapped (the common case at load <= 0.5); anything else goes through _find
+        H = self._H
+        seg = None
+        if H is not None and not H[L.H_DELETED] and H[L.H_GEN] == self._idx_gen:
+            self._reads += 1
+            if not self._reads & 255 and self._hdr.unlinked():
+                raise self._not_found()
+            else:
+                idx = self._idx
+                j = (h & self._mask) << 1
+                if idx[j] == h:
+                    ref = idx[j + 1]
+                    if ref > 1:
+                        seg = self._arenas.get(ref >> _OFFSET_BITS)
+                        if seg is not None:
+                            off = ref & _OFFSET_MASK
+                            mm = seg.mm
+                            _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+                            ko = off + 16 + 8 * n
+                            if mm[ko : ko + klen] != kb:
+                                seg = None
+        if seg is None:
+            slot, _ref, seg, off = self._find(kb, h)
+            if slot < 0:
+                return None
+            mm = seg.mm
+            _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
         if n == 0:
             return None
         pos = off + ((16 + 8 * n + klen + 63) & ~63)
         if pos + vlen > seg.size:
-            raise self._corrupt(_ref)
+            raise self._corrupt(off)
         return mm[pos : pos + vlen] if copy else seg.rbuf[pos : pos + vlen]
 
     def insert_prepared(self, pk: tuple[bytes, int], value: Any) -> None:
@@ -955,8 +986,13 @@ class Table:
         v = _as_buffer(value)
         if self._bag:
             raise TypeError(f"insert_prepared needs a set table; {self.name!r} is a bag")
-        with self.writer():
+        self._begin_write(DEFAULT_TIMEOUT)
+        ok = False
+        try:
             self._put(pk[0], pk[1], [v], "replace")
+            ok = True
+        finally:
+            self._end_write(ok)
 
     def delete_prepared(self, pk: tuple[bytes, int]) -> None:
         """:meth:`delete` with a prepared key (see :meth:`prepare_key`)."""
@@ -996,6 +1032,9 @@ class Table:
             held, even if the key is overwritten or deleted meanwhile.
         """
         kb = encode_key(key)
+        if not self._bag:
+            v = self.get_prepared((kb, key_hash(kb)), copy=copy)
+            return [] if v is None else [v]
         slot, _ref, seg, off = self._find(kb, key_hash(kb))
         if slot < 0:
             return []
@@ -1170,7 +1209,7 @@ class Table:
             if H[L.H_DIRTY]:
                 self._recover()
             H[L.H_DIRTY] = os.getpid()
-            if self.is_owner and self.name not in _OWNED:
+            if self.name not in _OWNED and self.is_owner:
                 _register_owned(self.name)
         except BaseException:
             self._lock.release()
@@ -1430,14 +1469,18 @@ class Table:
         kb = encode_key(key)
         h = key_hash(kb)
         v = _as_buffer(value)
-        with self.writer():
+        self._begin_write(DEFAULT_TIMEOUT)
+        ok = False
+        try:
             if not self._bag:
                 self._put(kb, h, [v], "replace")
-                return
-            old = self._existing(kb, h)
-            if not self._dup and any(o == v for o in old):
-                return
-            self._put(kb, h, old + [v], "replace")
+            else:
+                old = self._existing(kb, h)
+                if self._dup or not any(o == v for o in old):
+                    self._put(kb, h, old + [v], "replace")
+            ok = True
+        finally:
+            self._end_write(ok)
 
     def _existing(self, kb: bytes, h: int) -> list[memoryview]:
         slot, _ref, seg, off = self._find(kb, h)
@@ -1822,15 +1865,20 @@ def probe(name: str, *, reap: bool = True) -> str:
     Returns ``"missing"`` (no header), ``"alive"`` (usable), ``"orphan"`` (owner
     and heir dead, persistent: kept), ``"reaped"`` (it was orphaned and has just
     been deleted; only when ``reap``), ``"deleted"`` (marked deleted, segments
-    left behind by a crashed deleter) or ``"corrupt"`` (not a table of ours).
-    A live heir of a dead owner becomes the owner here.
+    left behind by a crashed deleter), ``"corrupt"`` (not a table of ours) or
+    ``"denied"`` (the segment mode hides it from this user).
+    A live heir of a dead owner becomes the owner here.  A process that may only
+    read the header (mode) never deletes: it reports an orphan as ``"orphan"``.
     """
     hdr_name = L.segment_names(name)[0]
     try:
         hdr = Segment.attach(hdr_name, keep_fd=False)
     except Exception:
         try:
-            hdr = Segment.attach(hdr_name, readonly=True, keep_fd=False)
+            with map_os_errors(name, "header"):
+                hdr = Segment.attach(hdr_name, readonly=True, keep_fd=False)
+        except AccessDeniedError:
+            return "denied"
         except Exception:
             return "missing" if not _seg_exists(hdr_name) else "corrupt"
     try:
@@ -1854,12 +1902,12 @@ def probe(name: str, *, reap: bool = True) -> str:
                 elif persistent or who == "heir":
                     state = "alive" if who == "heir" else "orphan"
                 else:
-                    state = "reaped" if reap else "orphan"
+                    state = "reaped" if reap and not hdr.readonly else "orphan"
         finally:
             H.release()
     finally:
         hdr.close()
-    if state in ("reaped", "deleted") and reap:
+    if state in ("reaped", "deleted") and reap and not hdr.readonly:
         _destroy(name)
     return state
 

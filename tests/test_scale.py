@@ -5,11 +5,10 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 
+import _workers as W
 import pytest
 
 from sharedzarr._table import Table
-
-import _workers as W
 
 CTX = mp.get_context("spawn")
 

@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from .. import _proc
-from .._layout import TABLE_TYPES
-from .._segment import size_on_disk
+from .._layout import TABLE_TYPES, segment_names
+from .._segment import Segment, map_os_errors, size_on_disk
+from .._segment import exists as _seg_exists
 from .._table import DEFAULT_TIMEOUT, Table, list_tables, probe, table_segments, validate_name
 from .._table import _destroy as _destroy_table
-from ..errors import TableExistsError, TableNotFoundError
+from ..errors import AccessDeniedError, TableExistsError, TableNotFoundError
 from .base import Backend, ChunkIndex
 
 __all__ = [
@@ -247,10 +248,11 @@ def table_exists(name: str) -> bool:
     """Return True when a live table ``name`` exists (ExZarr ``table_exists?/1``).
 
     A table whose owner was killed and that has no live heir and is not
-    persistent is deleted here, and reported as absent.
+    persistent is deleted here, and reported as absent.  A table whose segment
+    mode hides it from this user exists (attaching raises ``AccessDeniedError``).
     """
     validate_name(name)
-    return probe(name) in ("alive", "orphan")
+    return probe(name) in ("alive", "orphan", "denied")
 
 
 def _attach(name: str) -> Table:
@@ -271,12 +273,30 @@ def delete_table(name: str) -> None:
     ------
     TableNotFoundError
         When there is no such table (a second call raises).
+    AccessDeniedError
+        When the segment mode does not let this user write the table.
     """
     validate_name(name)
     state = probe(name)
     if state in ("missing", "reaped", "deleted"):
         raise _not_found(name)
+    if state == "denied":
+        raise _denied(name)
+    try:
+        with map_os_errors(name, "delete"):
+            Segment.attach(segment_names(name)[0]).close()  # may we write it?
+    except TableNotFoundError:
+        raise _not_found(name) from None
+    except AccessDeniedError:
+        raise _denied(name) from None
     _destroy_table(name)
+
+
+def _denied(name: str) -> AccessDeniedError:
+    return AccessDeniedError(
+        f"table {name!r} belongs to another user and its segment mode does not let this "
+        "user change it; run as that user (or root) to delete it"
+    )
 
 
 def clear_table(name: str) -> None:
@@ -391,19 +411,19 @@ def gc(*, dry_run: bool = False) -> list[str]:
         if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphan(name)):
             removed.append(name)
         elif state == "corrupt" and _stale_corrupt(name):
-            removed.append(name)
-            if not dry_run:
-                for n in table_segments(name):
-                    _unlink_seg(n)
+            if dry_run or all(_unlink_seg(n) for n in table_segments(name)):
+                removed.append(name)
     from .._segment import list_names
 
     for seg in list_names("sz."):
         owner = _table_of(seg)
         if owner is None or owner in tables:
             continue
-        removed.append(seg)
-        if not dry_run:
-            _unlink_seg(seg)
+        # a table created after we listed the headers: its header came first
+        if _seg_exists(segment_names(owner)[0]):
+            continue
+        if dry_run or _unlink_seg(seg):
+            removed.append(seg)
     return removed
 
 
@@ -429,10 +449,15 @@ def _stale_corrupt(name: str, age: float = 10.0) -> bool:
     return time.time() - st.st_mtime > age
 
 
-def _unlink_seg(n: str) -> None:
+def _unlink_seg(n: str) -> bool:
+    """Unlink segment ``n``; False when it is gone or not ours to unlink (another user's)."""
     from .._segment import unlink
 
-    unlink(n)
+    try:
+        with map_os_errors(n, "unlink"):
+            return unlink(n)
+    except AccessDeniedError:
+        return False
 
 
 def _table_of(seg: str) -> str | None:
