@@ -28,6 +28,7 @@ bench: install
 
 stress: install
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m stress tests
+	$(BIN)/python tests/stress_report.py
 
 lint: install
 	$(BIN)/ruff check sharedzarr tests benchmarks examples

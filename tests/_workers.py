@@ -166,3 +166,24 @@ def read_all_million(name: str, n: int) -> int:
             ok += 1
     t.close()
     return ok
+
+
+def timed_reader(name: str, keys: int, reads: int) -> tuple[int, int, list[int]]:
+    """Read uniform values; return (reads, mixtures, sorted latency sample in ns)."""
+    t = Table.attach(name)
+    bad = done = 0
+    lat = []
+    clock = time.perf_counter_ns
+    while done < reads:
+        for k in range(keys):
+            t0 = clock()
+            v = t.get(k, copy=False)
+            dt = clock() - t0
+            if done % 10 == 0:
+                lat.append(dt)
+            if v is None or v.tobytes().count(v[:1].tobytes()) != len(v):
+                bad += 1
+            done += 1
+    t.close()
+    lat.sort()
+    return done, bad, lat
