@@ -117,9 +117,9 @@ A_USED = 2
 A_RESERVED = 3
 A_LIVE = 4
 A_GARBAGE = 5
-MIN_ARENA = 1 << 20  # 1 MiB
-MAX_ARENA = 64 << 20  # 64 MiB; bigger values get an arena of their own
-RESERVE_STEP = 1 << 20  # fallocate this much ahead of the bump pointer
+MIN_ARENA = 4 << 20  # 4 MiB (sparse: only what records use is allocated)
+MAX_ARENA = 64 << 20  # 64 MiB; values over a quarter of an arena get an arena of their own
+RESERVE_STEP = 256 << 10  # fallocate at most this much ahead of the bump pointer
 
 # records
 ALIGN = 64

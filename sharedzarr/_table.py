@@ -73,7 +73,7 @@ __all__ = ["Table", "validate_name", "encode_key", "decode_key"]
 DEFAULT_TIMEOUT = 60.0
 MAX_MAPPED = 4096  # arena mappings cached per handle (Linux allows ~65k maps)
 RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
-RECLAIM_RATIO = 0.25  # reclaim when garbage > this fraction of live records
+RECLAIM_RATIO = 0.4  # reclaim when garbage > this fraction of live records (<= 1.5x memory)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _REC_HEAD = L.REC_HEAD
 _REC_HEAD1 = L.REC_HEAD1
@@ -1290,9 +1290,12 @@ class Table:
                 if used + total <= seg.size:
                     return seg, cur, used
         # a new arena: sized to the table, or a dedicated one for a big record
+        # arenas are sparse: memory is reserved as records arrive, so the size only bounds
+        # how much garbage one arena can hold (about 1/8 of the live data) and how many
+        # mappings a reader needs
         live = H[L.H_LIVE_RECORD]
         size = L.MIN_ARENA
-        while size < L.MAX_ARENA and size < live // 4:
+        while size < L.MAX_ARENA and size < live // 8:
             size *= 2
         dedicated = total + L.ARENA_HEADER > size // 4
         if dedicated:
@@ -1319,47 +1322,60 @@ class Table:
         H[L.H_CUR_ARENA] = aid
         return new, aid, L.ARENA_HEADER
 
-    def _append(self, kb: bytes, values: list[memoryview]) -> tuple[int, int]:
-        """Append a record; return ``(reference, record length)``.  Not yet published."""
-        lens = [v.nbytes for v in values]
-        total, _offs = L.record_layout(len(kb), lens)
+    def _alloc(self, total: int) -> tuple[Segment, int, int]:
+        """Room for a record of ``total`` bytes, reserved (fallocated) and mapped: (seg, id, off).
+
+        The caller writes the record at ``off``, then calls :meth:`_commit`.
+        """
         self._dedicated = None
         seg, aid, off = self._write_arena(total)
         try:
             reserved = _arena_word(seg, L.A_RESERVED)
             if off + total > reserved:
-                want = min(seg.size, max(off + total, reserved + min(L.RESERVE_STEP, off // 8)))
+                # small records reserve ahead (fewer calls); big ones exactly what they need
+                ahead = min(L.RESERVE_STEP, off // 8) if total < L.RESERVE_STEP // 4 else 0
+                want = min(seg.size, max((off + total + 4095) & ~4095, reserved + ahead))
                 with map_os_errors(self.name, "reserving memory"):
                     seg.reserve(reserved, want - reserved)
                 _set_arena_word(seg, L.A_RESERVED, want)
+        except BaseException:
+            self._release_dedicated()
+            raise
+        return seg, aid, off
+
+    def _commit(self, seg: Segment, off: int, total: int) -> None:
+        """Account a record written at ``off`` (not yet published)."""
+        _set_arena_word(seg, L.A_USED, off + total)
+        _set_arena_word(seg, L.A_LIVE, _arena_word(seg, L.A_LIVE) + total)
+        self._release_dedicated()
+
+    def _release_dedicated(self) -> None:
+        if self._dedicated is not None:
+            self._dedicated.close()
+            self._dedicated = None
+
+    def _append(self, kb: bytes, values: list[memoryview]) -> tuple[int, int]:
+        """Append a record; return ``(reference, record length)``.  Not yet published."""
+        total, _offs = L.record_layout(len(kb), [v.nbytes for v in values])
+        seg, aid, off = self._alloc(total)
+        try:
             L.pack_record(seg.buf, off, kb, values)
             _crash_point("append.written")
-            _set_arena_word(seg, L.A_USED, off + total)
-            _set_arena_word(seg, L.A_LIVE, _arena_word(seg, L.A_LIVE) + total)
-        finally:
-            if self._dedicated is not None:
-                self._dedicated.close()
-                self._dedicated = None
+        except BaseException:
+            self._release_dedicated()
+            raise
+        self._commit(seg, off, total)
         return L.make_ref(aid, off), total
 
     def _append_raw(self, rec: memoryview) -> int:
         total = rec.nbytes
-        self._dedicated = None
-        seg, aid, off = self._write_arena(total)
+        seg, aid, off = self._alloc(total)
         try:
-            reserved = _arena_word(seg, L.A_RESERVED)
-            if off + total > reserved:
-                want = min(seg.size, max(off + total, reserved + min(L.RESERVE_STEP, off // 8)))
-                with map_os_errors(self.name, "reserving memory"):
-                    seg.reserve(reserved, want - reserved)
-                _set_arena_word(seg, L.A_RESERVED, want)
             seg.buf[off : off + total] = rec
-            _set_arena_word(seg, L.A_USED, off + total)
-            _set_arena_word(seg, L.A_LIVE, _arena_word(seg, L.A_LIVE) + total)
-        finally:
-            if self._dedicated is not None:
-                self._dedicated.close()
-                self._dedicated = None
+        except BaseException:
+            self._release_dedicated()
+            raise
+        self._commit(seg, off, total)
         return L.make_ref(aid, off)
 
     def _garbage(self, ref: int, total: int) -> None:
@@ -1605,7 +1621,8 @@ class Table:
         return sorted(out)
 
     def _most_garbage(self) -> int | None:
-        best, best_g = None, 0
+        """The arena with the largest share of garbage (frees most per byte copied)."""
+        best, best_gain = None, 0.0
         for aid in self._arena_ids():
             r = self._arenas.get(aid)
             if r is None:
@@ -1614,8 +1631,9 @@ class Table:
                 except Exception:
                     continue
             g = _arena_word(r, L.A_GARBAGE)
-            if g > best_g:
-                best, best_g = aid, g
+            gain = g / (g + _arena_word(r, L.A_LIVE) + 1)
+            if gain > best_gain:
+                best, best_gain = aid, gain
         return best
 
     def _compact(self, aid: int) -> int:

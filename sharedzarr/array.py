@@ -122,6 +122,10 @@ class Array:
         self._chunk_nbytes = self._chunk_size * meta.dtype.itemsize
         self._fill = self._chunk_dtype.type(meta.fill_value)
         self._fill_chunk_cache: np.ndarray | None = None
+        # read_chunk fast path: raw chunks already in the array's dtype; chunk indices
+        # that passed validation once (the grid changes only with the metadata)
+        self._fast_chunks = self._raw and self._chunk_dtype == self._dtype
+        self._valid_idx: set[tuple[int, ...]] = set()
 
     def _fill_chunk(self) -> np.ndarray:
         """A read-only chunk full of the fill value (chunk dtype), built on first use."""
@@ -536,8 +540,16 @@ class Array:
         ValueError
             For ``copy=False`` on a compressed array.
         """
+        if idx in self._valid_idx and self._fast_chunks and not self._closed:
+            # the hot path (per-chunk readers): one lookup, one ndarray header
+            stored = self._backend.read_chunk(idx, copy=False)
+            if stored is not None and len(stored) == self._chunk_nbytes:
+                arr = np.ndarray(self._chunks, self._dtype, stored)
+                return arr.copy() if copy else arr
         backend = self._live()
         idx = normalize_chunk_index(idx, self._grid)
+        if len(self._valid_idx) < 1 << 20:
+            self._valid_idx.add(idx)
         if not copy and not self._raw:
             names = [c.name for c in self._pipeline.codecs]
             raise ValueError(

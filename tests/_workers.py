@@ -82,7 +82,7 @@ def crash_insert(name: str, keys: int, point: str, after: int) -> None:
     """Insert keys with a crash point armed (run in a fresh interpreter via env)."""
     t = Table.attach(name)
     for k in range(keys):
-        t.insert(k, bytes([k % 251]) * (100 + 10 * k))
+        t.insert(k, bytes([k % 251]) * (100 + 40 * k))
 
 
 def publish_toggle(shm_name: str, stop) -> None:

@@ -390,9 +390,9 @@ def test_crash_points_recover(table, point):
     info = table.info()
     keys = [k for k in table.keys() if k != "after"]
     for k in keys:
-        assert table[k] == bytes([k % 251]) * (100 + 10 * k)
+        assert table[k] == bytes([k % 251]) * (100 + 40 * k)
     assert info["keys"] == len(keys) + 1 == info["size"]
-    assert info["live_bytes"] == sum(100 + 10 * k for k in keys) + 1
+    assert info["live_bytes"] == sum(100 + 40 * k for k in keys) + 1
     # nothing unreferenced left behind
     segs = [n for n in os.listdir("/dev/shm") if n.startswith(f"sz.{table.name}.")]
     assert len([n for n in segs if ".idx." in n]) == 1
