@@ -1,0 +1,612 @@
+"""Results, the Markdown report, the target checks and the plot."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import BenchConfig
+
+__all__ = ["Check", "Results", "Row", "Workload", "machine_info", "plot_read_gbps", "workloads"]
+
+COPYTO = "np.copyto (limit)"
+PLAIN = "shared_memory array"
+SZ = "sharedzarr shm"
+SZ_MEM = "sharedzarr memory"
+ZARR_MEM = "zarr MemoryStore"
+ZARR_LOCAL = "zarr LocalStore (/dev/shm)"
+LMDB = "LMDB (/dev/shm)"
+LMDB_ONE_TXN = "LMDB (/dev/shm), one txn"
+MANAGER = "Manager().dict()"
+SZ_TABLE_LOOKUP = "sharedzarr Table.lookup(key)"
+SZ_TABLE_GET = "sharedzarr Table.get(key, copy=False)"
+LMDB_GET = "LMDB (/dev/shm) txn.get, txn per get"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One measured quantity.
+
+    Parameters
+    ----------
+    key : str
+        Identifier, e.g. ``"a.read"``.
+    title : str
+        Text of the table's first column.
+    unit : str
+        Unit of the values.
+    higher_is_better : bool
+        True for throughputs, False for times and memory.
+    ref : str or None
+        Peer label the ratio column divides by.
+    """
+
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    ref: str | None
+
+
+def workloads(cfg: BenchConfig) -> list[Workload]:
+    """Return the workloads of a run, in table order.
+
+    Parameters
+    ----------
+    cfg : BenchConfig
+        The run's configuration (sizes go into the titles).
+
+    Returns
+    -------
+    list of Workload
+    """
+    a, b, w = cfg.a, cfg.b, cfg.window
+    ca, cb = a.chunk_label(), b.chunk_label()
+    sa = f"{a.shape[0]}x{a.shape[1]}"
+    sb = f"{b.shape[0]}x{b.shape[1]}"
+    n = f"{cfg.table_entries:,}"
+    return [
+        Workload("a.write", f"(a) whole-array write, {sa}, {ca} chunks", "GB/s", True, COPYTO),
+        Workload("a.read", f"(a) whole-array read, {sa}, {ca} chunks", "GB/s", True, PLAIN),
+        Workload("a.win_aligned", f"(a) random {w}x{w} window, chunk-aligned", "µs", False, PLAIN),
+        Workload("a.win_unaligned", f"(a) random {w}x{w} window, unaligned", "µs", False, PLAIN),
+        Workload("b.write", f"(b) whole-array write, {sb}, {cb} chunks", "GB/s", True, COPYTO),
+        Workload("b.read", f"(b) whole-array read, {sb}, {cb} chunks", "GB/s", True, PLAIN),
+        Workload("b.chunk_read", f"(b) per-chunk read (copy), {cb}", "µs", False, LMDB),
+        Workload(
+            "b.chunk_view", f"(b) per-chunk read, zero-copy view, {cb}", "µs", False, LMDB_ONE_TXN
+        ),
+        Workload("b.chunk_write", f"(b) per-chunk write, {cb}", "µs", False, LMDB),
+        Workload("c.read1", f"(c) 1 reader process, whole {sa} reads", "GB/s", True, PLAIN),
+        Workload("c.read2", "(c) 2 reader processes, aggregate", "GB/s", True, PLAIN),
+        Workload("d.attach", "(d) attach by name", "µs", False, PLAIN),
+        Workload("e.mem_a", f"(e) /dev/shm bytes per data byte, {ca} chunks", "B/B", False, PLAIN),
+        Workload(
+            "e.mem_a_after", f"(e) same, {ca}, after the write workloads", "B/B", False, PLAIN
+        ),
+        Workload("e.mem_b", f"(e) /dev/shm bytes per data byte, {cb} chunks", "B/B", False, PLAIN),
+        Workload(
+            "e.mem_b_after", f"(e) same, {cb}, after the write workloads", "B/B", False, PLAIN
+        ),
+        Workload("f.insert", f"(f) bulk insert, {n} entries (per entry)", "µs", False, LMDB),
+        Workload("f.lookup", f"(f) lookup, random present key, {n} entries", "µs", False, LMDB_GET),
+        Workload("f.mem", "(f) /dev/shm bytes per entry (8 B key, 64 B value)", "B", False, LMDB),
+    ]
+
+
+@dataclass
+class Row:
+    """One peer's measurement of one workload.
+
+    Parameters
+    ----------
+    workload : str
+        Workload key.
+    peer : str
+        Peer label.
+    proc : str
+        ``"other"`` when timed in another process, ``"same"`` otherwise.
+    values : list of float
+        One value per repetition, in the workload's unit (empty when ``note`` says why).
+    note : str
+        ``"n/a (...)"`` or ``"error: ..."`` when there are no values.
+    """
+
+    workload: str
+    peer: str
+    proc: str
+    values: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def median(self) -> float | None:
+        """Median of the values, or None."""
+        return statistics.median(self.values) if self.values else None
+
+
+@dataclass
+class Check:
+    """One target of section 2 of the issue, checked against this run.
+
+    Parameters
+    ----------
+    target : str
+        What is required, in words.
+    ratio : float or None
+        The measured ratio (None when a side is missing).
+    bound : float
+        The required bound on ``ratio``.
+    at_least : bool
+        True if ``ratio >= bound`` passes, False if ``ratio <= bound`` passes.
+    detail : str
+        The two numbers the ratio comes from.
+    ceiling : float or None
+        The same ratio for ``np.copyto`` (one in-process memory copy): the best any peer can
+        reach on this machine. A target beyond it cannot be met here by any implementation.
+    """
+
+    target: str
+    ratio: float | None
+    bound: float
+    at_least: bool
+    detail: str
+    ceiling: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        """``"PASS"``, ``"FAIL"`` or ``"n/a"``."""
+        if self.ratio is None:
+            return "n/a"
+        ok = self.ratio >= self.bound if self.at_least else self.ratio <= self.bound
+        return "PASS" if ok else "FAIL"
+
+
+def _fmt(x: float | None) -> str:
+    """Three significant digits, without scientific notation for ordinary magnitudes."""
+    if x is None:
+        return "–"
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}" if abs(x) >= 0.001 else f"{x:.2e}"
+
+
+class Results:
+    """All rows of a run, and their rendering.
+
+    Parameters
+    ----------
+    cfg : BenchConfig
+        The run's configuration.
+    """
+
+    def __init__(self, cfg: BenchConfig) -> None:
+        self.cfg = cfg
+        self.workloads = {w.key: w for w in workloads(cfg)}
+        self.rows: list[Row] = []
+        self.elapsed: float | None = None
+        self.notes: list[str] = list(cfg.notes)
+
+    def add(self, workload: str, peer: str, proc: str, values: list[float]) -> Row:
+        """Record a measurement (``values`` in the workload's unit)."""
+        row = Row(workload, peer, proc, list(values))
+        self.rows.append(row)
+        return row
+
+    def note(self, workload: str, peer: str, proc: str, note: str) -> Row:
+        """Record a measurement that could not be made, and why."""
+        row = Row(workload, peer, proc, [], note)
+        self.rows.append(row)
+        return row
+
+    def get(self, workload: str, peer: str) -> Row | None:
+        """The row of ``peer`` in ``workload``, or None."""
+        for r in self.rows:
+            if r.workload == workload and r.peer == peer:
+                return r
+        return None
+
+    def median(self, workload: str, peer: str) -> float | None:
+        """Median of a row, or None if absent or without values."""
+        r = self.get(workload, peer)
+        return r.median if r else None
+
+    def ratio(self, workload: str, peer: str, ref: str | None = None) -> float | None:
+        """``median(peer) / median(ref)`` within ``workload`` (ref defaults to the workload's)."""
+        ref = ref or self.workloads[workload].ref
+        num, den = self.median(workload, peer), self.median(workload, ref) if ref else None
+        if num is None or not den:
+            return None
+        return num / den
+
+    # ---------------------------------------------------------------------------------- table
+    def markdown_table(self) -> str:
+        """The results as one Markdown table, grouped by workload."""
+        lines = [
+            "| Workload | Peer | Reader | Median | Spread (min–max) | Unit | Ratio vs ref |",
+            "|---|---|---|---:|---:|---|---:|",
+        ]
+        for key, w in self.workloads.items():
+            rows = [r for r in self.rows if r.workload == key]
+            for n, r in enumerate(rows):
+                title = w.title if n == 0 else ""
+                if r.values:
+                    med = _fmt(r.median)
+                    spread = (
+                        f"{_fmt(min(r.values))}–{_fmt(max(r.values))}" if len(r.values) > 1 else "–"
+                    )
+                    ratio = self.ratio(key, r.peer)
+                    rtxt = "" if ratio is None else f"{ratio:.2f}x"
+                    if r.peer == w.ref:
+                        rtxt = "1.00x (ref)"
+                else:
+                    med, spread, rtxt = r.note, "", ""
+                lines.append(
+                    f"| {title} | {r.peer} | {r.proc} | {med} | {spread} | {w.unit} | {rtxt} |"
+                )
+        return "\n".join(lines)
+
+    def legend(self) -> str:
+        """What the ratio column divides by, per workload."""
+        out = []
+        for w in self.workloads.values():
+            if w.ref and any(r.workload == w.key for r in self.rows):
+                better = "higher" if w.higher_is_better else "lower"
+                out.append(f"- {w.title}: ratio = peer / {w.ref} ({better} is better)")
+        return "\n".join(out)
+
+    # -------------------------------------------------------------------------------- targets
+    def checks(self) -> list[Check]:
+        """The targets of section 2 of the issue, measured in this run."""
+        cfg = self.cfg
+        ca, cb = cfg.a.chunk_label(), cfg.b.chunk_label()
+        out: list[Check] = []
+
+        def ratio_check(
+            target: str, wl: str, peer: str, ref: str, bound: float, at_least: bool
+        ) -> None:
+            unit = self.workloads[wl].unit
+            p, r = self.median(wl, peer), self.median(wl, ref)
+            detail = f"{peer} {_fmt(p)} {unit} / {ref} {_fmt(r)} {unit} ({wl})"
+            ceiling = self.ratio(wl, COPYTO, ref) if ref != COPYTO else None
+            out.append(Check(target, self.ratio(wl, peer, ref), bound, at_least, detail, ceiling))
+
+        ratio_check(
+            f"whole-array read from another process ≥ 0.8x shared_memory array ({ca} chunks)",
+            "a.read",
+            SZ,
+            PLAIN,
+            0.8,
+            True,
+        )
+        ratio_check(
+            f"get_slice(out=...) ≥ 0.8x np.copyto ({ca} chunks)", "a.read", SZ, COPYTO, 0.8, True
+        )
+        ratio_check(
+            "random windows, chunk-aligned: time ≤ 1.2x shared_memory array",
+            "a.win_aligned",
+            SZ,
+            PLAIN,
+            1.2,
+            False,
+        )
+        ratio_check(
+            "random windows, unaligned: time ≤ 1.5x shared_memory array",
+            "a.win_unaligned",
+            SZ,
+            PLAIN,
+            1.5,
+            False,
+        )
+        ratio_check(
+            f"per-chunk read ({cb}): time ≤ 0.5x LMDB (txn per read)",
+            "b.chunk_read",
+            SZ,
+            LMDB,
+            0.5,
+            False,
+        )
+        ratio_check(
+            f"per-chunk read ({cb}): time ≤ 0.5x LMDB (one long read txn)",
+            "b.chunk_read",
+            SZ,
+            LMDB_ONE_TXN,
+            0.5,
+            False,
+        )
+        v = self.median("b.chunk_view", SZ)
+        out.append(
+            Check(
+                "read_chunk(copy=False): a few µs (≤ 5 µs)",
+                None if v is None else v / 5.0,
+                1.0,
+                False,
+                f"{SZ} {_fmt(v)} µs / 5 µs (b.chunk_view)",
+            )
+        )
+        ratio_check(
+            f"whole-array write ≥ 0.5x np.copyto bandwidth ({ca} chunks)",
+            "a.write",
+            SZ,
+            COPYTO,
+            0.5,
+            True,
+        )
+        ratio_check(
+            "2 readers: aggregate ≥ 0.9x shared_memory array with 2 readers",
+            "c.read2",
+            SZ,
+            PLAIN,
+            0.9,
+            True,
+        )
+        for wl, bound, c, when in (
+            ("e.mem_a", 1.02, ca, "after one write"),
+            ("e.mem_b", 1.25, cb, "after one write"),
+            ("e.mem_a_after", 1.02, ca, "after the write workloads"),
+            ("e.mem_b_after", 1.25, cb, "after the write workloads"),
+        ):
+            m = self.median(wl, SZ)
+            out.append(
+                Check(
+                    f"memory overhead ≤ {round((bound - 1) * 100)}% with {c} chunks ({when})",
+                    m,
+                    bound,
+                    False,
+                    f"{SZ} {_fmt(m)} bytes of /dev/shm per data byte ({wl})",
+                )
+            )
+        for wl, c in (("a.read", ca), ("b.read", cb)):
+            for ref, bound in ((ZARR_LOCAL, 10.0), (ZARR_MEM, 3.0), (MANAGER, 50.0)):
+                ratio_check(
+                    f"whole-array read ≥ {bound:g}x {ref} ({c} chunks)", wl, SZ, ref, bound, True
+                )
+        return out
+
+    def checks_markdown(self) -> str:
+        """The target checks as a Markdown table."""
+        lines = [
+            "| Target (issue 7, section 2) | Measured ratio | Required | Result | np.copyto's ratio"
+            " (ceiling) | From |",
+            "|---|---:|---:|---|---:|---|",
+        ]
+        for c in self.checks():
+            r = "–" if c.ratio is None else f"{c.ratio:.4g}x"
+            req = f"{'≥' if c.at_least else '≤'} {c.bound:g}x"
+            ceil = "–" if c.ceiling is None else f"{c.ceiling:.3g}x"
+            if c.ceiling is not None and (
+                c.ceiling < c.bound if c.at_least else c.ceiling > c.bound
+            ):
+                ceil += " (target beyond the limit)"
+            lines.append(f"| {c.target} | {r} | {req} | **{c.verdict}** | {ceil} | {c.detail} |")
+        return "\n".join(lines)
+
+    # --------------------------------------------------------------------------------- output
+    def to_json(self, machine: dict[str, str]) -> dict[str, Any]:
+        """Everything, as JSON-serialisable data."""
+        return {
+            "machine": machine,
+            "size": self.cfg.name,
+            "elapsed_s": self.elapsed,
+            "workloads": {
+                k: {"title": w.title, "unit": w.unit, "ref": w.ref}
+                for k, w in self.workloads.items()
+            },
+            "rows": [
+                {
+                    "workload": r.workload,
+                    "peer": r.peer,
+                    "proc": r.proc,
+                    "values": r.values,
+                    "median": r.median,
+                    "note": r.note,
+                }
+                for r in self.rows
+            ],
+            "checks": [
+                {
+                    "target": c.target,
+                    "ratio": c.ratio,
+                    "bound": c.bound,
+                    "at_least": c.at_least,
+                    "verdict": c.verdict,
+                    "ceiling": c.ceiling,
+                }
+                for c in self.checks()
+            ],
+        }
+
+    def markdown(self, machine: dict[str, str]) -> str:
+        """The whole report: machine, configuration, table, legend, targets."""
+        cfg = self.cfg
+        m = "\n".join(f"- {k}: {v}" for k, v in machine.items())
+        notes = "".join(f"\n- **{n}**" for n in self.notes)
+        elapsed = f"{self.elapsed:.0f} s" if self.elapsed is not None else "?"
+        return f"""# sharedzarr benchmarks (`make bench`)
+
+## Machine
+{m}
+
+## Run
+- size: `{cfg.name}`; medians of {cfg.reps} timed repetitions after {cfg.warmup} warm-up;
+  spread is min–max over the repetitions; wall time of the whole run: {elapsed}
+- GB/s are 10^9 bytes per second of array data; µs are per operation (per window, chunk,
+  lookup, attach, or inserted entry).
+- "Reader: other" means the timed loop ran in a separate (spawned) process that attached to
+  the store by name; process start-up is never timed.
+- Random windows: {cfg.n_windows} per repetition ({cfg.n_windows_slow} for zarr and the Manager
+  dict); per-chunk operations: {cfg.chunk_ops} per repetition ({cfg.chunk_ops_slow} for the slow
+  peers), in a random order; (c) reads the whole array {cfg.concurrent_reads} times per reader
+  per repetition.
+- LMDB: `sync=False`, values read with `buffers=True`; "txn per get/read" begins a read
+  transaction per operation (a reader that sees the latest value, like `read_chunk`), "one txn"
+  reuses one read transaction (a snapshot).
+- Manager dict, zarr: chunks stored uncompressed; the Manager dict holds `bytes` per chunk.{notes}
+
+## Results
+{self.markdown_table()}
+
+Ratio references:
+{self.legend()}
+
+## Targets (issue 7, section 2)
+The ceiling column is the same ratio measured for `np.copyto` in this process (one memory
+copy, no lookup at all): where even it misses the target, no implementation can meet it on
+this machine.
+
+{self.checks_markdown()}
+"""
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total() -> str:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_info() -> dict[str, str]:
+    """Describe the machine and the software versions.
+
+    Returns
+    -------
+    dict of str to str
+        CPU model, core counts, memory, OS, Python and package versions, date.
+    """
+    try:
+        usable = str(len(os.sched_getaffinity(0)))
+    except AttributeError:
+        usable = "?"
+    return {
+        "CPU": _cpu_model(),
+        "cores": f"{os.cpu_count()} logical, {usable} usable by this process",
+        "memory": _mem_total(),
+        "OS": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "Python": platform.python_version(),
+        "versions": ", ".join(
+            f"{d} {_version(d)}" for d in ("numpy", "zarr", "lmdb", "matplotlib", "sharedzarr")
+        ),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def plot_read_gbps(results: Results, path: Path) -> None:
+    """Write a bar chart of whole-array read GB/s by peer and chunk size.
+
+    Parameters
+    ----------
+    results : Results
+        The run's results (workloads ``a.read`` and ``b.read``).
+    path : Path
+        The PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = results.cfg
+    series = [
+        ("a.read", f"{cfg.a.chunk_label()} chunks"),
+        ("b.read", f"{cfg.b.chunk_label()} chunks"),
+    ]
+    peers: list[str] = []
+    for r in results.rows:
+        if r.workload in ("a.read", "b.read") and r.peer not in peers:
+            peers.append(r.peer)
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    width = 0.38
+    for n, (wl, label) in enumerate(series):
+        xs, ys = [], []
+        for i, p in enumerate(peers):
+            v = results.median(wl, p)
+            if v:
+                xs.append(i + (n - 0.5) * width)
+                ys.append(v)
+        bars = ax.bar(xs, ys, width, label=label)
+        for b, v in zip(bars, ys, strict=True):
+            ax.annotate(
+                _fmt(v), (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=7
+            )
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(peers)))
+    ax.set_xticklabels(peers, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("whole-array read, GB/s (log scale)")
+    ax.set_title(
+        f"Read throughput by peer and chunk size ({cfg.name} run; "
+        f"{cfg.a.nbytes / 2**20:g} MiB and {cfg.b.nbytes / 2**20:g} MiB float64)"
+    )
+    ax.legend()
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def write_outputs(results: Results, machine: dict[str, str], out_dir: Path) -> str:
+    """Write ``latest.md``, ``latest.json`` and ``read_gbps.png`` into ``out_dir``.
+
+    Parameters
+    ----------
+    results : Results
+        The run's results.
+    machine : dict
+        From :func:`machine_info`.
+    out_dir : Path
+        Directory (created if missing).
+
+    Returns
+    -------
+    str
+        The Markdown report.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = results.markdown(machine)
+    _atomic_write(out_dir / "latest.md", lambda p: p.write_text(md))
+    _atomic_write(
+        out_dir / "latest.json",
+        lambda p: p.write_text(json.dumps(results.to_json(machine), indent=1)),
+    )
+    _atomic_write(out_dir / "read_gbps.png", lambda p: plot_read_gbps(results, p))
+    return md
+
+
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

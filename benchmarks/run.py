@@ -1,0 +1,526 @@
+"""Run every peer on the same data in one run: ``python -m benchmarks.run`` (``make bench``).
+
+Usage::
+
+    python -m benchmarks.run                 # full size (issue 7), < 10 min on 2 cores
+    python -m benchmarks.run --quick         # same arrays, fewer repetitions
+    python -m benchmarks.run --size tiny --out /tmp/bench   # smoke run, a few seconds
+    python -m benchmarks.run --only sharedzarr,shared_memory --workloads a,b
+
+The size can also come from the environment: ``SZ_BENCH_SIZE=tiny make bench``.
+Prints the Markdown table and writes ``latest.md``, ``latest.json`` and ``read_gbps.png`` into
+the output directory (default ``benchmarks/results``). Every /dev/shm segment, LMDB environment
+and zarr directory the run creates is removed at the end, also on error or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import peers as P
+from benchmarks.config import BenchConfig, Dataset, get_config
+from benchmarks.report import LMDB_ONE_TXN, Results, machine_info, write_outputs
+from benchmarks.worker import LocalRunner, WorkerError, WorkerPool
+
+__all__ = ["main", "run"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_T0 = time.perf_counter()
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def _err(exc: BaseException) -> str:
+    """One line describing ``exc`` for the table."""
+    if isinstance(exc, NotImplementedError):
+        return "n/a (not supported)"
+    text = str(exc).strip().splitlines()
+    last = text[-1] if text else type(exc).__name__
+    if not isinstance(exc, WorkerError):
+        last = f"{type(exc).__name__}: {last}"
+    return "error: " + last.replace("|", "/")[:120]
+
+
+class _Bench:
+    """State of one run: configuration, data, workers and results."""
+
+    def __init__(self, cfg: BenchConfig, results: Results, parts: set[str]) -> None:
+        self.cfg, self.results, self.parts = cfg, results, parts
+        rng = np.random.default_rng(cfg.seed)
+        self.data_a = rng.random(cfg.a.shape)
+        self.data_b = rng.random(cfg.b.shape)
+        n, w = cfg.a.shape[0], cfg.window
+        m = cfg.a.shape[1]
+        self.wins_aligned = [
+            (r, r + w, c, c + w)
+            for r, c in zip(
+                (w * rng.integers(0, n // w, cfg.n_windows)).tolist(),
+                (w * rng.integers(0, m // w, cfg.n_windows)).tolist(),
+                strict=True,
+            )
+        ]
+        self.wins_unaligned = [
+            (r, r + w, c, c + w)
+            for r, c in zip(
+                rng.integers(0, n - w + 1, cfg.n_windows).tolist(),
+                rng.integers(0, m - w + 1, cfg.n_windows).tolist(),
+                strict=True,
+            )
+        ]
+        gi, gj = cfg.b.grid
+        perm = rng.permutation(gi * gj)[: cfg.chunk_ops].tolist()
+        self.order_b = [(k // gj, k % gj) for k in perm]
+        self.lookup_idx = rng.integers(0, cfg.table_entries, cfg.lookups).tolist()
+        self.pool: WorkerPool | None = None
+
+    # ------------------------------------------------------------------------------ helpers
+    def measure(
+        self, key: str, label: str, proc: str, fn: Callable[[], list[float]]
+    ) -> list[float] | None:
+        """Run ``fn`` and record its values under ``key``; record the error instead if any."""
+        if key[0] not in self.parts:
+            return None
+        try:
+            values = fn()
+        except Exception as exc:  # one failing peer must not stop the run
+            self.results.note(key, label, proc, _err(exc))
+            _log(f"  {key} {label}: {_err(exc)}")
+            return None
+        self.results.add(key, label, proc, values)
+        return values
+
+    def _runner(self, cross: bool, n: int = 0) -> Any:
+        if not cross:
+            return LocalRunner()
+        assert self.pool is not None
+        self.pool.ensure_alive()
+        return self.pool.workers[n]
+
+    # ------------------------------------------------------------------------- array peers
+    def array_peer(self, cls: type[P.Peer]) -> None:
+        """All array workloads (a)-(e) of one peer."""
+        proc = "other" if cls.cross_process else "same"
+        reason = cls.unavailable()
+        if reason is not None:
+            _log(f"{cls.label}: {reason}")
+            for key in self._array_keys(cls):
+                if key[0] in self.parts:
+                    self.results.note(key, cls.label, proc, "n/a (not available)")
+            return
+        if self.parts & {"a", "c", "d", "e"}:
+            self._dataset(cls, self.cfg.a, self.data_a, proc)
+        if self.parts & {"b", "e"}:
+            self._dataset(cls, self.cfg.b, self.data_b, proc)
+
+    def _array_keys(self, cls: type[P.Peer]) -> list[str]:
+        keys = ["a.write", "a.read", "a.win_aligned", "a.win_unaligned"]
+        keys += ["b.write", "b.read", "b.chunk_read", "b.chunk_view", "b.chunk_write"]
+        if cls.cross_process:
+            keys += ["c.read1", "c.read2", "d.attach"]
+        if cls.uses_dev_shm:
+            keys += ["e.mem_a", "e.mem_a_after", "e.mem_b", "e.mem_b_after"]
+        return keys
+
+    def _dataset_keys(self, cls: type[P.Peer], k: str) -> list[str]:
+        """The workload keys measured on dataset ``k`` for ``cls`` in this run."""
+        out = []
+        for key in self._array_keys(cls):
+            if key[0] not in self.parts:
+                continue
+            if key.startswith(f"{k}.") or key.startswith(f"e.mem_{k}"):
+                out.append(key)
+            elif k == "a" and key[0] in "cd":
+                out.append(key)
+        return out
+
+    def _dataset(self, cls: type[P.Peer], ds: Dataset, data: np.ndarray, proc: str) -> None:
+        label = cls.label
+        peer = cls(ds)
+        attached: list[tuple[Any, str]] = []
+        _log(f"{label}: dataset {ds.key} {ds.shape} in {ds.chunk_label()} chunks")
+        try:
+            peer.create()
+            peer.write_whole(data)  # warm-up write: first touch of every page
+            self._dataset_body(cls, peer, data, proc, attached)
+        except Exception as exc:  # the rest of this peer's rows get the error
+            _log(f"  {label} failed: {_err(exc)}")
+            for key in self._dataset_keys(cls, ds.key):
+                if not any(
+                    r.workload == key and r.peer.startswith(label) for r in self.results.rows
+                ):
+                    self.results.note(key, label, proc, _err(exc))
+        finally:
+            for r, rid in attached:
+                with contextlib.suppress(Exception):
+                    r.close(rid)
+            peer.destroy()
+
+    def _dataset_body(
+        self, cls: type[P.Peer], peer: P.Peer, data: np.ndarray, proc: str, attached: list
+    ) -> None:
+        cfg, ds = self.cfg, peer.ds
+        k, label = ds.key, cls.label
+        runner = self._runner(cls.cross_process)
+        if cls.uses_dev_shm:
+            self.measure(
+                f"e.mem_{k}",
+                label,
+                proc,
+                lambda: [P.dev_shm_bytes(peer.shm_paths()) / ds.nbytes],
+            )
+        gb = ds.nbytes / 1e9
+        self.measure(
+            f"{k}.write",
+            label,
+            "same",
+            lambda: [gb / t for t in _times(lambda: peer.write_whole(data), cfg.reps)],
+        )
+        # (d) first, while this worker holds nothing of the store (LMDB shares one env)
+        if cls.cross_process and k == "a":
+            self.measure(
+                "d.attach",
+                label,
+                proc,
+                lambda: [
+                    t * 1e6
+                    for t in runner.call(
+                        "attach",
+                        None,
+                        reader_cls=peer.reader_cls,
+                        handle=peer.handle(),
+                        reps=cfg.reps,
+                        warmup=cfg.warmup,
+                    )
+                ],
+            )
+        runner.attach("r0", peer)
+        attached.append((runner, "r0"))
+        self.measure(
+            f"{k}.read",
+            label,
+            proc,
+            lambda: [
+                gb / t
+                for t in runner.call("whole_read", "r0", ds=ds, reps=cfg.reps, warmup=cfg.warmup)
+            ],
+        )
+        if k == "a":
+            nwin = cfg.n_windows_slow if cls.slow else cfg.n_windows
+            for key, wins in (
+                ("a.win_aligned", self.wins_aligned),
+                ("a.win_unaligned", self.wins_unaligned),
+            ):
+                self.measure(
+                    key,
+                    label,
+                    proc,
+                    lambda wins=wins: [
+                        t * 1e6
+                        for t in runner.call(
+                            "windows", "r0", wins=wins[:nwin], reps=cfg.reps, warmup=cfg.warmup
+                        )
+                    ],
+                )
+            if cls.cross_process:
+                self._concurrent(peer, runner, attached, label, proc)
+        else:
+            self._chunks(cls, peer, runner, attached, label, proc)
+        if cls.uses_dev_shm:
+            self.measure(
+                f"e.mem_{k}_after",
+                label,
+                proc,
+                lambda: [P.dev_shm_bytes(peer.shm_paths()) / ds.nbytes],
+            )
+
+    def _chunks(
+        self, cls: type[P.Peer], peer: P.Peer, runner: Any, attached: list, label: str, proc: str
+    ) -> None:
+        cfg = self.cfg
+        order = self.order_b[: cfg.chunk_ops_slow if cls.slow else cfg.chunk_ops]
+
+        def per_op(fname: str, rid: str = "r0", **kw: Any) -> Callable[[], list[float]]:
+            return lambda: [
+                t * 1e6
+                for t in runner.call(
+                    fname, rid, order=order, reps=cfg.reps, warmup=cfg.warmup, **kw
+                )
+            ]
+
+        self.measure("b.chunk_read", label, proc, per_op("chunk_reads"))
+        if isinstance(peer, P.LmdbPeer):
+            runner.attach("r1", peer, handle=peer.handle("one_txn"))
+            attached.append((runner, "r1"))
+            self.measure("b.chunk_read", LMDB_ONE_TXN, proc, per_op("chunk_reads", "r1"))
+            self.measure("b.chunk_view", LMDB_ONE_TXN, proc, per_op("chunk_reads", "r1", view=True))
+            # its long read transaction would pin old pages during the writes below
+            attached.remove((runner, "r1"))
+            runner.close("r1")
+        else:
+            self.measure("b.chunk_view", label, proc, per_op("chunk_reads", view=True))
+        self.measure("b.chunk_write", label, proc, per_op("chunk_writes", ds=peer.ds))
+
+    def _concurrent(self, peer: P.Peer, runner: Any, attached: list, label: str, proc: str) -> None:
+        cfg, ds = self.cfg, peer.ds
+        n = cfg.concurrent_reads
+        self.measure(
+            "c.read1",
+            label,
+            proc,
+            lambda: [
+                n * ds.nbytes / 1e9 / (t1 - t0)
+                for t0, t1 in (
+                    runner.call("concurrent_read", "r0", ds=ds, n=n) for _ in range(cfg.reps)
+                )
+            ],
+        )
+        if "c" not in self.parts:
+            return
+        assert self.pool is not None
+        other = self.pool.workers[1]
+        try:
+            other.attach("r0", peer)
+            attached.append((other, "r0"))
+        except Exception as exc:
+            self.results.note("c.read2", label, proc, _err(exc))
+            return
+        workers = [runner, other]
+
+        def two() -> list[float]:
+            values = []
+            for _ in range(cfg.reps):
+                for w in workers:
+                    w.send("call", "concurrent_read", "r0", {"ds": ds, "n": n, "use_barrier": True})
+                try:
+                    spans = [w.result() for w in workers]
+                except Exception:
+                    for w in workers:  # drain the other answer, then unbreak the barrier
+                        with contextlib.suppress(Exception):
+                            w.result(timeout=130)
+                    assert self.pool is not None
+                    self.pool.barrier.reset()
+                    raise
+                t0 = min(s[0] for s in spans)
+                t1 = max(s[1] for s in spans)
+                values.append(2 * n * ds.nbytes / 1e9 / (t1 - t0))
+            return values
+
+        self.measure("c.read2", label, proc, two)
+
+    # ------------------------------------------------------------------------- table peers
+    def table_peer(self, kind: str) -> None:
+        """Workload (f) for one table peer."""
+        cfg = self.cfg
+        peer = P.TablePeer(kind)
+        proc = "other" if peer.cross_process else "same"
+        labels = [peer.label + suffix for _op, suffix in P.TablePeer.ops[kind]]
+        reason = peer.unavailable()
+        if reason is not None:
+            _log(f"{peer.label}: {reason}")
+            na = "n/a (not available)"
+            self.results.note("f.insert", peer.label, "same", na)
+            for lab in labels:
+                self.results.note("f.lookup", lab, proc, na)
+            self.results.note("f.mem", peer.label, "same", na)
+            return
+        _log(f"{peer.label}: table of {cfg.table_entries:,} entries")
+        runner = self._runner(peer.cross_process)
+        attached = False
+        try:
+            t_build: list[float] = []
+
+            def build() -> list[float]:
+                t0 = time.perf_counter()
+                peer.build(cfg.table_entries)
+                t_build.append(time.perf_counter() - t0)
+                return [t_build[0] / cfg.table_entries * 1e6]
+
+            if self.measure("f.insert", peer.label, "same", build) is None:
+                for lab in labels:
+                    self.results.note("f.lookup", lab, proc, "n/a (insert failed)")
+                return
+            if kind in ("sz", "lmdb"):
+                self.measure(
+                    "f.mem",
+                    peer.label,
+                    "same",
+                    lambda: [P.dev_shm_bytes(peer.shm_paths()) / cfg.table_entries],
+                )
+            runner.attach("t0", peer)
+            attached = True
+            nk = cfg.lookups_slow if peer.slow else cfg.lookups
+            keys = [P.table_key(i) for i in self.lookup_idx[:nk]]
+            for (op, _suffix), lab in zip(P.TablePeer.ops[kind], labels, strict=True):
+                self.measure(
+                    "f.lookup",
+                    lab,
+                    proc,
+                    lambda op=op: [
+                        t * 1e6
+                        for t in runner.call(
+                            "lookups", "t0", op=op, keys=keys, reps=cfg.reps, warmup=cfg.warmup
+                        )
+                    ],
+                )
+        finally:
+            if attached:
+                with contextlib.suppress(Exception):
+                    runner.close("t0")
+            peer.destroy()
+
+
+def _times(fn: Callable[[], object], reps: int) -> list[float]:
+    """Time ``fn`` ``reps`` times (the caller did the warm-up)."""
+    from benchmarks.workloads import time_reps
+
+    return time_reps(fn, reps, 0)
+
+
+def _leftovers() -> list[str]:
+    """Paths in /dev/shm that this process's run created and did not remove."""
+    pid = os.getpid()
+    pats = [f"szbench_*_{pid}_*", f"sz.szbench_*_{pid}_*", f"sem.sz.szbench_*_{pid}_*"]
+    return sorted({p for pat in pats for p in glob.glob(os.path.join(P.SHM_DIR, pat))})
+
+
+def _remove_leftovers() -> list[str]:
+    """Remove what :func:`_leftovers` finds; return what was removed."""
+    found = _leftovers()
+    for p in found:
+        if os.path.isdir(p):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+    return found
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit so that ``finally`` blocks clean up."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _matches(label: str, only: Sequence[str] | None) -> bool:
+    return not only or any(o.lower() in label.lower() for o in only)
+
+
+def run(
+    cfg: BenchConfig, out_dir: Path, only: Sequence[str] | None = None, parts: str = "abcdef"
+) -> Results:
+    """Run the benchmark and write the report.
+
+    Parameters
+    ----------
+    cfg : BenchConfig
+        Sizes and repetitions.
+    out_dir : Path
+        Where ``latest.md``, ``latest.json`` and ``read_gbps.png`` go.
+    only : sequence of str, optional
+        Run only the peers whose label contains one of these (case-insensitive).
+    parts : str
+        Workload letters to run, e.g. ``"ab"``.
+
+    Returns
+    -------
+    Results
+    """
+    t0 = time.perf_counter()
+    results = Results(cfg)
+    bench = _Bench(cfg, results, set(parts))
+    with _sigterm_as_exit():
+        try:
+            if any(c.cross_process and _matches(c.label, only) for c in P.ARRAY_PEERS) or (
+                set(parts) & {"f"}
+            ):
+                bench.pool = WorkerPool(2)
+            for cls in P.ARRAY_PEERS:
+                if _matches(cls.label, only) and set(parts) & set("abcde"):
+                    bench.array_peer(cls)
+            if "f" in parts:
+                for kind in P.TABLE_PEERS:
+                    if _matches(P.TablePeer.labels[kind], only):
+                        bench.table_peer(kind)
+        finally:
+            if bench.pool is not None:
+                bench.pool.stop()
+            removed = _remove_leftovers()
+            if removed:
+                _log(f"removed leftovers: {removed}")
+    results.elapsed = time.perf_counter() - t0
+    machine = machine_info()
+    md = write_outputs(results, machine, out_dir)
+    print(md)
+    _log(f"done in {results.elapsed:.0f} s; wrote {out_dir}/latest.md, read_gbps.png")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status.
+    """
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
+    )
+    ap.add_argument(
+        "--size",
+        choices=["full", "quick", "tiny"],
+        default=os.environ.get("SZ_BENCH_SIZE", "full"),
+        help="full (default; env SZ_BENCH_SIZE), quick, or tiny (smoke run)",
+    )
+    ap.add_argument("--quick", action="store_true", help="same as --size quick")
+    ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
+    ap.add_argument("--only", help="comma-separated substrings of peer labels to run")
+    ap.add_argument("--workloads", default="abcdef", help="workload letters to run, e.g. 'ab'")
+    ap.add_argument("--list-peers", action="store_true", help="print the peer labels and exit")
+    args = ap.parse_args(argv)
+    if args.list_peers:
+        for cls in P.ARRAY_PEERS:
+            print(cls.label)
+        for kind in P.TABLE_PEERS:
+            print(P.TablePeer.labels[kind])
+        return 0
+    cfg = get_config("quick" if args.quick else args.size)
+    only = [s.strip() for s in args.only.split(",")] if args.only else None
+    parts = "".join(c for c in args.workloads.lower() if c in "abcdef")
+    run(cfg, args.out, only, parts)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
