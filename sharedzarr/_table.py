@@ -74,6 +74,7 @@ DEFAULT_TIMEOUT = 60.0
 MAX_MAPPED = 4096  # arena mappings cached per handle (Linux allows ~65k maps)
 RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
 RECLAIM_RATIO = 0.4  # reclaim when garbage > this fraction of live records (<= 1.5x memory)
+RECLAIM_RATIO_BUSY = 1.0  # ... and within a long writer session, at this fraction
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _REC_HEAD = L.REC_HEAD
 _REC_HEAD1 = L.REC_HEAD1
@@ -1218,6 +1219,11 @@ class Table:
     def _end_write(self, ok: bool) -> None:
         if self._lock.depth == 1:
             H = self._H
+            if ok and H is not None and not self._deleted:
+                try:  # reclaim once per writer session: a bulk write's old records are
+                    self._maybe_reclaim()  # all garbage by now, so whole arenas just go
+                except Exception:
+                    ok = False  # the write itself is done; the next writer repairs
             if H is not None:
                 if ok:
                     H[L.H_DIRTY] = 0  # an exception leaves it set: the next writer repairs
@@ -1446,7 +1452,7 @@ class Table:
             H[L.H_LIVE_VALUE] += vbytes
             H[L.H_LIVE_RECORD] += total
         H[L.H_WRITES] += 1
-        self._maybe_reclaim()
+        self._maybe_reclaim(RECLAIM_RATIO_BUSY)
         return True
 
     def _remove(self, kb: bytes, h: int) -> list | None:
@@ -1464,7 +1470,7 @@ class Table:
         H[L.H_LIVE_VALUE] -= sum(lens)
         self._garbage(ref, total)
         H[L.H_WRITES] += 1
-        self._maybe_reclaim()
+        self._maybe_reclaim(RECLAIM_RATIO_BUSY)
         return vals
 
     def insert(self, key: Any, value: Any) -> None:
@@ -1585,10 +1591,10 @@ class Table:
 
     # ------------------------------------------------------------------ reclamation
 
-    def _maybe_reclaim(self) -> None:
+    def _maybe_reclaim(self, ratio: float = RECLAIM_RATIO) -> None:
         H = self._H
         garbage = H[L.H_GARBAGE]
-        if garbage <= RECLAIM_MIN or garbage <= H[L.H_LIVE_RECORD] * RECLAIM_RATIO:
+        if garbage <= RECLAIM_MIN or garbage <= H[L.H_LIVE_RECORD] * ratio:
             return
         self.reclaim()
 
@@ -1601,14 +1607,16 @@ class Table:
         freed = 0
         with self.writer():
             H = self._H
+            ids = self._arena_ids()
             for _ in range(64):
                 garbage = H[L.H_GARBAGE]
                 if garbage <= RECLAIM_MIN // 2 or garbage <= H[L.H_LIVE_RECORD] * RECLAIM_RATIO / 2:
                     break
-                victim = self._most_garbage()
+                victim = self._most_garbage(ids)
                 if victim is None:
                     break
                 freed += self._compact(victim)
+                ids.remove(victim)
         return freed
 
     def _arena_ids(self) -> list[int]:
@@ -1620,10 +1628,10 @@ class Table:
                 out.append(int(rest))
         return sorted(out)
 
-    def _most_garbage(self) -> int | None:
+    def _most_garbage(self, ids: list[int]) -> int | None:
         """The arena with the largest share of garbage (frees most per byte copied)."""
         best, best_gain = None, 0.0
-        for aid in self._arena_ids():
+        for aid in ids:
             r = self._arenas.get(aid)
             if r is None:
                 try:
@@ -1647,7 +1655,7 @@ class Table:
         seg = self._arenas.get(aid) or self._map_arena(aid)
         used = _arena_word(seg, L.A_USED)
         garbage = _arena_word(seg, L.A_GARBAGE)
-        off = L.ARENA_HEADER
+        off = L.ARENA_HEADER if _arena_word(seg, L.A_LIVE) > 0 else used  # all dead: no walk
         mm = seg.mm
         while off < used:
             total, klen, n = _REC_HEAD.unpack_from(mm, off)

@@ -84,3 +84,21 @@ def test_protected_views_not_writeable_in_other_process():
             assert pool.apply(AW.checksum, ("mp_prot",)) == 70.0
     finally:
         a.delete()
+
+
+def test_big_reads_use_two_copy_threads_and_match():
+    from sharedzarr import array as array_mod
+
+    data = np.random.default_rng(3).random((3000, 1500))  # 36 MB: above the threshold
+    a = sz.create(shape=data.shape, chunks=(256, 256), dtype="float64", table_name="mp_big")
+    try:
+        a[...] = data
+        assert data.nbytes >= array_mod._PARALLEL_BYTES
+        out = np.empty_like(data)
+        assert a.get_slice(out=out) is out
+        assert np.array_equal(out, data)
+        assert np.array_equal(a[7:2999, 3:1400], data[7:2999, 3:1400])
+        with CTX.Pool(1) as pool:
+            assert pool.apply(AW.checksum, ("mp_big",)) == pytest.approx(float(data.sum()))
+    finally:
+        a.delete()
