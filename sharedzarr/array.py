@@ -293,7 +293,7 @@ class Array:
         out: np.ndarray,
     ) -> None:
         """Copy ``(chunk index, chunk selection, out selection)`` pieces into ``out``."""
-        read = backend.read_chunk
+        read = backend.chunk_reader()
         fill = self._fill
         if self._raw:  # the hot path: view the stored bytes, copy the selection into out
             ndarray, shape, dtype, nbytes = (
@@ -303,7 +303,7 @@ class Array:
                 self._chunk_nbytes,
             )
             for idx, csel, osel in pieces:
-                raw = read(idx, copy=False)
+                raw = read(idx)
                 if raw is None:
                     out[osel] = fill
                 elif len(raw) == nbytes:
@@ -313,7 +313,7 @@ class Array:
             return
         decode = self._decode
         for idx, csel, osel in pieces:
-            raw = read(idx, copy=False)
+            raw = read(idx)
             if raw is None:
                 out[osel] = fill
             else:

@@ -251,6 +251,19 @@ class Backend(abc.ABC):
 
     # Conveniences with default implementations -------------------------------------------
 
+    def chunk_reader(self) -> Any:
+        """Return a fast ``read(idx) -> buffer or None`` for zero-copy reads of many chunks.
+
+        The default wraps :meth:`read_chunk`; backends may return something quicker
+        (the array layer calls it once per multi-chunk read).
+
+        Returns
+        -------
+        callable
+        """
+        read = self.read_chunk
+        return lambda idx: read(idx, copy=False)
+
     def iter_chunks(self) -> Iterator[ChunkIndex]:
         """Iterate over the stored chunk indices.
 
