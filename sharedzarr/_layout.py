@@ -168,7 +168,11 @@ def pack_record(buf, off: int, key: bytes, values: list) -> int:
     buf[kpos : kpos + len(key)] = key
     for v, vo, n in zip(values, offs, lens, strict=True):
         if n:
-            buf[off + vo : off + vo + n] = v
+            fill = getattr(v, "fill", None)
+            if fill is not None:  # writes itself (Table.insert_filled)
+                fill(buf[off + vo : off + vo + n])
+            else:
+                buf[off + vo : off + vo + n] = v
     return total
 
 

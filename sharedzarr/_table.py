@@ -995,6 +995,24 @@ class Table:
         finally:
             self._end_write(ok)
 
+    def insert_filled(self, pk: tuple[bytes, int], nbytes: int, fill: Any) -> None:
+        """Insert a value of ``nbytes`` written in place by ``fill(buffer)``; set types only.
+
+        ``fill`` receives a writable memoryview of the new record's value and must
+        fill it; the value is published only after ``fill`` returns, so readers never
+        see it half-written.  Saves the copy into an intermediate buffer.
+        """
+        if self._bag:
+            raise TypeError(f"insert_filled needs a set table; {self.name!r} is a bag")
+        kb, h = pk
+        self._begin_write(DEFAULT_TIMEOUT)
+        ok = False
+        try:
+            self._put(kb, h, [_Filler(nbytes, fill)], "replace")
+            ok = True
+        finally:
+            self._end_write(ok)
+
     def delete_prepared(self, pk: tuple[bytes, int]) -> None:
         """:meth:`delete` with a prepared key (see :meth:`prepare_key`)."""
         with self.writer():
@@ -1855,6 +1873,16 @@ class Table:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class _Filler:
+    """A value that writes itself into the record (see :meth:`Table.insert_filled`)."""
+
+    __slots__ = ("fill", "nbytes")
+
+    def __init__(self, nbytes: int, fill: Any) -> None:
+        self.nbytes = nbytes
+        self.fill = fill
 
 
 def _arena_word(seg: Segment, i: int) -> int:

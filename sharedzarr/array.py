@@ -468,6 +468,13 @@ class Array:
             part = value[osel]
             valid = chunk_valid_shape(idx, shape, chunks)
             if covers_chunk(csel, valid):
+                if valid == chunks and raw_codec:
+                    # gather the chunk straight into the new record: one copy, not two
+                    def fill(buf: memoryview, part: np.ndarray = part) -> None:
+                        np.copyto(np.ndarray(chunks, cdtype, buf), part, casting="unsafe")
+
+                    backend.write_chunk_filled(idx, self._chunk_nbytes, fill)
+                    continue
                 if valid == chunks:
                     chunk = np.ascontiguousarray(part, dtype=cdtype)
                 else:

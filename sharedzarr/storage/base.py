@@ -251,6 +251,23 @@ class Backend(abc.ABC):
 
     # Conveniences with default implementations -------------------------------------------
 
+    def write_chunk_filled(self, idx: ChunkIndex, nbytes: int, fill: Any) -> None:
+        """Store chunk ``idx`` of ``nbytes`` bytes written by ``fill(writable_buffer)``.
+
+        Lets the array layer gather a chunk straight into the backend's memory.  The
+        default fills a temporary buffer and calls :meth:`write_chunk`.
+
+        Parameters
+        ----------
+        idx : tuple of int
+        nbytes : int
+        fill : callable
+            Called once with a writable buffer of ``nbytes`` bytes.
+        """
+        buf = bytearray(nbytes)
+        fill(memoryview(buf))
+        self.write_chunk(idx, buf)
+
     def chunk_reader(self) -> Any:
         """Return a fast ``read(idx) -> buffer or None`` for zero-copy reads of many chunks.
 

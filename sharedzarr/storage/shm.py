@@ -142,6 +142,11 @@ class SharedMemoryBackend(Backend):
         self._check_writable()
         self.table.insert_prepared(self._key(idx), data)
 
+    def write_chunk_filled(self, idx: ChunkIndex, nbytes: int, fill: Any) -> None:
+        """Store chunk ``idx`` written in place into shared memory by ``fill``."""
+        self._check_writable()
+        self.table.insert_filled(self._key(idx), nbytes, fill)
+
     def delete_chunk(self, idx: ChunkIndex) -> None:
         """Delete chunk ``idx``; no error when absent."""
         self._check_writable()
