@@ -117,6 +117,7 @@ def test_crash_injection_at_random_points():
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(3600)
 def test_crash_injection_1000_trials():
     s = crash_trials(int(os.environ.get("SHAREDZARR_STRESS_TRIALS", "1000")), seed=7)
     assert s["crashes"] >= s["trials"] * 0.9
@@ -243,6 +244,7 @@ def test_create_attach_read_close_cycles_stay_bounded():
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(3600)
 def test_100k_cycles_stay_bounded():
     _cycles(100_000)
 
@@ -266,7 +268,9 @@ print("NOFILE-OK")
 """
 
 
-@pytest.mark.parametrize("n", [20_000, pytest.param(100_000, marks=pytest.mark.stress)])
+@pytest.mark.parametrize(
+    "n", [20_000, pytest.param(100_000, marks=[pytest.mark.stress, pytest.mark.timeout(3600)])]
+)
 def test_many_chunks_with_rlimit_nofile_256(tmp_path, n):
     script = tmp_path / "nofile.py"
     script.write_text(NOFILE_SCRIPT.format(root=ROOT, n=n))

@@ -35,5 +35,6 @@ def test_100k_entries_sibling_reads_all():
 
 
 @pytest.mark.stress
+@pytest.mark.timeout(3600)
 def test_million_entries_sibling_reads_all():
     _fill_and_read(int(os.environ.get("SHAREDZARR_MILLION", "1000000")))
