@@ -152,7 +152,7 @@ def value_offset(key_len: int, n_values: int) -> int:
     return align(16 + 8 * n_values + key_len)
 
 
-def pack_record(buf, off: int, key: bytes, values: list) -> int:
+def pack_record(buf: memoryview, off: int, key: bytes, values: list) -> int:
     """Write a record at ``buf[off:]``; return its total length.
 
     ``buf`` is a writable buffer (an arena memoryview); ``values`` are buffers

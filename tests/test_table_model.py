@@ -6,7 +6,8 @@ import hypothesis.strategies as st
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sharedzarr._table import Table, _sort_key
+from sharedzarr._index import sort_key as _sort_key
+from sharedzarr._table import Table
 
 KEYS = st.one_of(
     st.integers(-3, 3),

@@ -1,0 +1,132 @@
+"""The hash index's pure parts: key encoding, the stable hash, key order, slot placement.
+
+No OS calls: everything here works on bytes and numpy arrays (the byte format of
+the index segment is in :mod:`sharedzarr._layout`; the lock-free probe that reads
+it lives in :meth:`sharedzarr._table.Table._find`, inlined for speed).
+
+* Keys are encoded with msgpack (lists and tuples both as arrays, so tuples come
+  back as tuples); dicts are rejected by type.
+* The slot hash is CRC-32 spread over 64 bits by a Fibonacci multiplier, the same
+  in every process (never Python's ``hash()``); equal hashes are resolved by
+  comparing key bytes.  DESIGN.md suggests blake2b: CRC-32 is 4x cheaper here
+  (0.3 vs 1.2 us per key) and the byte compare makes its 32 bits of entropy enough.
+* Slots are placed by linear probing; :func:`build_slots` rebuilds a whole index
+  generation at once, vectorised.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any
+
+import msgpack
+import numpy as np
+
+__all__ = ["build_slots", "decode_key", "encode_key", "key_hash", "sort_key"]
+
+
+def _check_key(key: Any, depth: int = 0) -> None:
+    if key is None or isinstance(key, (str, bytes, int, float, bool, np.generic)):
+        return
+    if isinstance(key, (tuple, list)) and depth < 32:
+        for k in key:
+            _check_key(k, depth + 1)
+        return
+    raise TypeError(
+        f"unsupported key type {type(key).__name__}: keys are str, int, float, bool, None, "
+        "bytes, or tuples/lists of these (e.g. ('chunk', (0, 1)))"
+    )
+
+
+def encode_key(key: Any) -> bytes:
+    """Encode a key to its canonical msgpack bytes (lists encode as tuples).
+
+    Raises
+    ------
+    TypeError
+        For a key that is not msgpack-encodable as a supported type.
+    """
+    try:
+        kb = _packer.pack(key)
+    except (TypeError, ValueError, OverflowError) as e:
+        _packer.reset()
+        _check_key(key)
+        raise TypeError(f"key {key!r} cannot be encoded: {e} (integers must fit in 64 bits)") from e
+    if not kb.isascii() and _MAP_BYTES.search(kb):
+        _check_key(key)  # may hold a dict (a msgpack map): reject it by type
+    return kb
+
+
+_MAP_BYTES = re.compile(rb"[\x80-\x8f\xde\xdf]")
+
+
+def _numpy_scalar(o: Any) -> Any:
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    raise TypeError(f"can not serialize {type(o).__name__!r} object")
+
+
+_packer = msgpack.Packer(use_bin_type=True, default=_numpy_scalar)
+
+
+def decode_key(kb: bytes) -> Any:
+    """Decode msgpack key bytes (arrays come back as tuples)."""
+    return msgpack.unpackb(kb, use_list=False, raw=False, strict_map_key=False)
+
+
+def key_hash(kb: bytes) -> int:
+    """Stable 64-bit hash of encoded key bytes (never 0; the same in every process).
+
+    CRC-32 spread over 64 bits by a Fibonacci multiplier: slot placement uses
+    the low bits, which keep CRC-32's distribution; equal hashes are resolved
+    by comparing the key bytes, so 32 bits of entropy only cost a compare.
+    """
+    return ((zlib.crc32(kb) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) or 1
+
+
+_TYPE_ORDER = {type(None): 0, bool: 1, int: 1, float: 1, str: 2, bytes: 3, tuple: 4, list: 4}
+
+
+def sort_key(k: Any) -> tuple:
+    """A total order on keys (numbers < str < bytes < tuples), like ETS term order."""
+    t = _TYPE_ORDER.get(type(k), 5)
+    if t == 4:
+        return (t, len(k), tuple(sort_key(x) for x in k))
+    if t == 1:
+        return (
+            t,
+            float(k) if not isinstance(k, int) or abs(k) < 2**53 else k,
+            0 if isinstance(k, int) else 1,
+        )
+    return (t, k)
+
+
+def build_slots(live: np.ndarray, cap: int) -> np.ndarray:
+    """Place ``(hash, ref)`` rows into a linear-probing table of ``cap`` slots (vectorised).
+
+    Rows sorted by home slot are placed at ``max(home, previous + 1)``, a
+    cumulative maximum; the few that run past the end wrap to the first free
+    slots from 0.  This is exactly the table sequential insertion would build.
+    """
+    out = np.zeros((cap, 2), dtype=np.uint64)
+    if len(live) == 0:
+        return out
+    mask = np.uint64(cap - 1)
+    home = (live[:, 0] & mask).astype(np.int64)
+    order = np.argsort(home, kind="stable")
+    home = home[order]
+    rows = live[order]
+    k = np.arange(len(home), dtype=np.int64)
+    pos = np.maximum.accumulate(home - k) + k
+    fit = pos < cap
+    out[pos[fit]] = rows[fit]
+    if not fit.all():
+        free = np.nonzero(out[:, 0] == 0)[0]
+        spill = rows[~fit]
+        out[free[: len(spill)]] = spill
+    return out
