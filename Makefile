@@ -35,5 +35,5 @@ lint: install
 	$(BIN)/ruff format --check sharedzarr tests benchmarks examples
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 	-$(BIN)/sharedzarr gc 2>/dev/null || true
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
