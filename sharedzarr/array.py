@@ -29,6 +29,7 @@ Metadata freshness
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import math
 import operator
@@ -268,9 +269,33 @@ class Array:
 
     # -- reading ----------------------------------------------------------------------------
 
+    def _box(self, key: Any) -> tuple[list[int], list[int]] | None:
+        """``(starts, stops)`` when ``key`` is one step-1 slice per dimension, else None."""
+        if type(key) is slice:
+            key = (key,)
+        elif type(key) is not tuple:
+            return None
+        shape = self._shape
+        if len(key) != len(shape) or not shape:
+            return None
+        starts, stops = [], []
+        for k, n in zip(key, shape, strict=True):
+            if type(k) is not slice or (k.step is not None and k.step != 1):
+                return None
+            try:
+                b, e, _ = k.indices(n)
+            except TypeError:
+                return None  # non-integer bounds: the general path explains
+            starts.append(b)
+            stops.append(max(b, e))
+        return starts, stops
+
     def _read_into(self, sels: Sequence[DimSelection], out: np.ndarray) -> None:
+        self._read_pieces(iter_chunk_selections(sels, self._chunks), out)
+
+    def _read_pieces(self, pieces: Any, out: np.ndarray) -> None:
+        """Copy ``(chunk index, chunk selection, out selection)`` pieces into ``out``."""
         backend = self._live()
-        pieces = iter_chunk_selections(sels, self._chunks)
         if self._raw and out.nbytes >= _PARALLEL_BYTES and _COPY_THREADS > 1:
             # numpy releases the GIL while it copies: a second thread takes half the chunks
             # (a block-by-block gather is slower than one flat copy; two cores close the gap)
@@ -395,6 +420,13 @@ class Array:
         point = self._point(key)
         if point is not None:
             return point
+        box = self._box(key)
+        if box is not None:  # plain step-1 slices: the common window read, fewer steps
+            starts, stops = box
+            out = np.empty([e - b for b, e in zip(starts, stops, strict=True)], dtype=self._dtype)
+            if out.size:
+                self._read_pieces(_box_pieces(starts, stops, self._chunks), out)
+            return out
         try:
             sels, scalar = normalize_index(key, self._shape)
         except (IndexError, ValueError):
@@ -1093,6 +1125,31 @@ class Array:
             f"<sharedzarr.Array {self._name_or_unknown()!r} shape={self._shape} "
             f"chunks={self._chunks} dtype={self._dtype} storage={self.storage!r}"
             f"{' mode=r' if self.readonly else ''}{state}>"
+        )
+
+
+def _box_pieces(
+    starts: Sequence[int], stops: Sequence[int], chunks: Sequence[int]
+) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]]:
+    """The chunk pieces of the box ``starts <= index < stops`` (non-empty, step 1)."""
+    dims = []
+    for b, e, c in zip(starts, stops, chunks, strict=True):
+        parts = []
+        ci = b // c
+        while True:
+            base = ci * c
+            cs = b if b > base else base
+            ce = e if e < base + c else base + c
+            parts.append((ci, slice(cs - base, ce - base), slice(cs - b, ce - b)))
+            if ce >= e:
+                break
+            ci += 1
+        dims.append(parts)
+    for combo in itertools.product(*dims):
+        yield (
+            tuple(p[0] for p in combo),
+            tuple(p[1] for p in combo),
+            tuple(p[2] for p in combo),
         )
 
 
