@@ -79,6 +79,18 @@ def _foreign(entry: str) -> bool:
     return os.getpid() not in _ancestors(owner)
 
 
+@pytest.fixture
+def cleanup():
+    """Table names appended here are deleted after the test (by this process, their owner)."""
+    from sharedzarr.storage.shm import delete_table, table_exists
+
+    names: list[str] = []
+    yield names
+    for n in names:
+        if table_exists(n):
+            delete_table(n)
+
+
 @pytest.fixture(autouse=True)
 def no_shm_leaks():
     """Fail a test that leaves a segment or semaphore of ours in /dev/shm."""

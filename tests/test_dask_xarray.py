@@ -6,13 +6,12 @@ import logging
 import os
 import pickle
 import secrets
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 import sharedzarr as sz
-from sharedzarr.storage.shm import delete_table, table_exists
+from sharedzarr.storage.shm import table_exists
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -20,16 +19,6 @@ dask = pytest.importorskip("dask")
 
 def _name(tag: str) -> str:
     return f"{tag}-{secrets.token_hex(4)}"
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[str]]:
-    """Names appended here are deleted after the test (by this process, their owner)."""
-    names: list[str] = []
-    yield names
-    for n in names:
-        if table_exists(n):
-            delete_table(n)
 
 
 @pytest.fixture

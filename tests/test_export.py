@@ -19,22 +19,12 @@ zarr = pytest.importorskip("zarr")
 
 import sharedzarr as sz  # noqa: E402
 from sharedzarr._export import add_cli_parsers, export, load  # noqa: E402
-from sharedzarr.storage.shm import delete_table, table_exists  # noqa: E402
+from sharedzarr.storage.shm import table_exists  # noqa: E402
 from sharedzarr.zarr_store import SharedMemoryStore  # noqa: E402
 
 
 def _name(tag: str) -> str:
     return f"{tag}-{secrets.token_hex(4)}"
-
-
-@pytest.fixture
-def cleanup() -> Iterator[list[str]]:
-    """Names appended here are deleted after the test."""
-    names: list[str] = []
-    yield names
-    for n in names:
-        if table_exists(n):
-            delete_table(n)
 
 
 def _make(cleanup: list[str], **kw: Any) -> sz.Array:

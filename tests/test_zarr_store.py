@@ -280,16 +280,6 @@ def test_create_and_delete_table() -> None:
 # ----------------------------------------------------------------------------- interop
 
 
-@pytest.fixture
-def cleanup() -> Iterator[list[str]]:
-    """Names appended here are deleted after the test."""
-    names: list[str] = []
-    yield names
-    for n in names:
-        if table_exists(n):
-            delete_table(n)
-
-
 @pytest.mark.parametrize(
     ("dtype", "fill", "compressor"),
     [("float64", np.nan, None), ("int16", -7, "zstd"), ("uint8", 3, "gzip"), ("bool", True, None)],
