@@ -272,6 +272,8 @@ async def _export_async(
     bar = _progress_bar(progress, len(chunks), f"export {arr.name}")
 
     async def put(idx: tuple[int, ...]) -> None:
+        # a pinned zero-copy view: a store may keep it (MemoryStore does), so its memory is
+        # never reused under it
         data = backend.read_chunk(idx, copy=False)
         if data is None:  # deleted meanwhile: it reads as the fill value anyway
             return

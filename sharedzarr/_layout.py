@@ -9,7 +9,8 @@ Segments of table ``T`` (``ls /dev/shm`` shows the table name in each)::
 
     sz.T.hdr        header, HEADER_SIZE bytes (one page)
     sz.T.idx.<gen>  hash index of generation <gen>
-    sz.T.a<id>      data arena <id> (ids are never reused)
+    sz.T.a<id>      data arena <id> (an id is never reused; an arena's memory may be,
+                    under a new id, see "Reuse" below)
 
 Header byte map (``H_*`` are word indices: byte offset // 8)::
 
@@ -28,6 +29,9 @@ Header byte map (``H_*`` are word indices: byte offset // 8)::
     128     8  live value bytes              136  8  live record bytes
     144     8  garbage record bytes          152  8  current arena id (0: none)
     160     8  next arena id                 168  8  reclaim generation
+    176     8  reuse epoch: bumped before a retired arena is written again
+    192    32  free-arena pool: POOL_SLOTS x [u64 arena id (0: empty)][u64 retired at,
+               CLOCK_MONOTONIC ns]
 
 Index segment::
 
@@ -43,7 +47,19 @@ Arena segment::
       0     8  magic b"SZARENA\\0"            8  8  size
      16     8  used (bump pointer)           24  8  reserved (fallocated) bytes
      32     8  live record bytes             40  8  garbage record bytes
+     48     8  id: the arena's id, 0 once retired (readers validate against it)
+     56     8  no-reuse: 0 reusable, 1 a reader holds a zero-copy view, 2 a big value's own
+               segment
      64        records, each 64-byte aligned
+
+Reuse (why a rewrite costs a copy, not fresh pages)
+    An arena whose records are all garbage is *retired*: the writer stores 0 in its id
+    word and parks it in the header's pool.  At least ``REUSE_GRACE_NS`` later, and only if
+    no reader marked it no-reuse, a writer bumps the reuse epoch, renames the segment to a
+    fresh id and appends records over the old ones (its pages are already allocated and
+    mapped).  Copying readers load the epoch before their lookup and again after their copy
+    and retry when it moved; a reader handing out a zero-copy view marks the arena no-reuse
+    and then checks its id word (see ``sharedzarr._table``).
 
 Record (immutable once published)::
 
@@ -63,7 +79,7 @@ import struct
 MAGIC = b"SZTABLE\0"
 INDEX_MAGIC = b"SZINDEX\0"
 ARENA_MAGIC = b"SZARENA\0"
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 4096
 PREFIX = "sz."
 
@@ -90,6 +106,9 @@ H_GARBAGE = 18
 H_CUR_ARENA = 19
 H_NEXT_ARENA = 20
 H_RECLAIM = 21
+H_REUSE = 22
+H_POOL = 24  # POOL_SLOTS pairs of words: arena id, retired-at ns
+POOL_SLOTS = 2
 H_WORDS = HEADER_SIZE // 8
 
 TABLE_TYPES = ("set", "ordered_set", "bag", "duplicate_bag")
@@ -111,12 +130,18 @@ MAX_ARENA_ID = (1 << 24) - 1
 
 # arenas
 ARENA_HEADER = 64
-ARENA_HDR = struct.Struct("<8sQQQQQ")
+ARENA_HDR = struct.Struct("<8sQQQQQQQ")
+assert ARENA_HDR.size == 64
 A_SIZE = 1
 A_USED = 2
 A_RESERVED = 3
 A_LIVE = 4
 A_GARBAGE = 5
+A_ID = 6
+A_NOREUSE = 7
+NOREUSE_VIEW = 1  # a reader handed out a zero-copy view into it
+NOREUSE_OWN = 2  # a big value's own segment
+REUSE_GRACE_NS = 200_000  # retired -> reusable: far beyond any store-buffer delay
 MIN_ARENA = 4 << 20  # 4 MiB (sparse: only what records use is allocated)
 MAX_ARENA = 64 << 20  # 64 MiB; values over a quarter of an arena get an arena of their own
 RESERVE_STEP = 256 << 10  # fallocate at most this much ahead of the bump pointer
@@ -156,8 +181,8 @@ def pack_record(buf: memoryview, off: int, key: bytes, values: list) -> int:
     """Write a record at ``buf[off:]``; return its total length.
 
     ``buf`` is a writable buffer (an arena memoryview); ``values`` are buffers
-    of bytes (``memoryview(v).cast("B")``).  Padding is not written: arenas are
-    zero-filled by the kernel and never reused in place.
+    of bytes (``memoryview(v).cast("B")``).  Padding is not written: nothing reads it
+    (lengths bound every key and value), and a reused arena holds old bytes there.
     """
     lens = [v.nbytes for v in values]
     total, offs = record_layout(len(key), lens)

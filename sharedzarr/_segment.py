@@ -221,6 +221,17 @@ class Segment:
             except (OSError, ValueError):
                 pass
 
+    def rename(self, new_name: str) -> None:
+        """Give the segment a new name (``rename(2)`` in ``/dev/shm``); the mapping stays."""
+        os.rename(os.path.join(SHM_DIR, self.name), os.path.join(SHM_DIR, new_name))
+        self.name = new_name
+
+    def open_fd(self) -> int:
+        """Return a read-write descriptor of the segment, opening it by name if needed."""
+        if self.fd < 0:
+            self.fd = posix_ipc.SharedMemory("/" + self.name, 0, size=0).fd
+        return self.fd
+
     def unlinked(self) -> bool:
         """Return True when the segment was unlinked (needs a kept descriptor)."""
         if self.fd < 0:

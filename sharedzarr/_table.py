@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -79,6 +80,7 @@ _REC_HEAD = L.REC_HEAD
 _REC_HEAD1 = L.REC_HEAD1
 _OFFSET_MASK = L.OFFSET_MASK
 _OFFSET_BITS = L.OFFSET_BITS
+_READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
 
 
 def _check_platform() -> None:
@@ -842,17 +844,32 @@ class Table:
             f"the table is damaged (`sharedzarr rm {self.name}` removes it)"
         )
 
-    def _values(self, seg: Segment, off: int, copy: bool) -> list:
+    def _values(
+        self, seg: Segment, off: int, copy: bool, aid: int = 0, borrow: bool = False
+    ) -> list | None:
+        """The values of the record at ``off``: ``bytes``, or with ``copy=False`` views.
+
+        Views pin arena ``aid`` (see :meth:`_pin`); None means it was retired meanwhile
+        and the caller must look the key up again.  ``borrow`` views pin nothing: for
+        callers that hold the writer lock (nothing is reused meanwhile).
+        """
         mm = seg.mm
         _total, klen, n = _REC_HEAD.unpack_from(mm, off)
         lens = struct.unpack_from(f"<{n}Q", mm, off + 16)
         pos = off + L.value_offset(klen, n)
         out = []
-        buf = seg.rbuf if not copy else None
+        view = not copy and (borrow or not seg.readonly)
+        if view and not borrow and not self._pin(seg, aid):
+            return None
+        buf = seg.rbuf
         for vlen in lens:
             if pos + vlen > seg.size:
                 raise self._corrupt((0 << 40) | off)
-            out.append(mm[pos : pos + vlen] if copy else buf[pos : pos + vlen])
+            if view:
+                out.append(buf[pos : pos + vlen])
+            else:
+                v = mm[pos : pos + vlen]
+                out.append(v if copy else memoryview(v))
             pos += (vlen + 63) & ~63
         return out
 
@@ -861,22 +878,48 @@ class Table:
         kb = encode_key(key)
         return kb, key_hash(kb)
 
-    def get_prepared(self, pk: tuple[bytes, int], *, copy: bool = True) -> Any:
+    def reuse_epoch(self) -> int:
+        """The reuse epoch: a counter a writer bumps before it overwrites a retired arena.
+
+        A reader of a *borrowed* view (``get_prepared(..., borrow=True)``) loads it before
+        the lookup and again after copying the view; if it moved, the copy may be torn and
+        the read must be repeated.  See :mod:`sharedzarr._layout`, "Reuse".
+        """
+        return self._check_open()[L.H_REUSE]
+
+    def get_prepared(
+        self, pk: tuple[bytes, int], *, copy: bool = True, borrow: bool = False
+    ) -> Any:
         """The first value of a prepared key (see :meth:`prepare_key`), or None when absent.
 
-        The fastest read: one probe, no list.  ``copy=False`` returns a
-        read-only memoryview into shared memory.
+        The fastest read: one probe, no list.
+
+        Parameters
+        ----------
+        pk : tuple
+            From :meth:`prepare_key`.
+        copy : bool
+            ``True`` returns ``bytes``.  ``False`` returns a read-only memoryview into
+            shared memory that stays valid and unchanged while held (its data segment is
+            then never reused in place; on a read-only handle it is a view of a copy).
+        borrow : bool
+            With ``copy=False``: a view that is valid only while :meth:`reuse_epoch`
+            keeps the value it had before this call; for readers that copy it at once and
+            then check the epoch (the array's read path).  Costs no shared-memory store.
         """
         kb, h = pk
-        # fast path: the key sits in its home slot of a current index and its arena is
-        # mapped (the common case at load <= 0.5); anything else goes through _find
         H = self._H
-        seg = None
-        if H is not None and not H[L.H_DELETED] and H[L.H_GEN] == self._idx_gen:
-            self._reads += 1
-            if not self._reads & 255 and self._hdr.unlinked():
-                raise self._not_found()
-            else:
+        if H is None:
+            H = self._check_open()
+        for _attempt in range(_READ_RETRIES):
+            epoch = H[L.H_REUSE]
+            # fast path: the key sits in its home slot of a current index and its arena is
+            # mapped (the common case at load <= 0.5); anything else goes through _find
+            seg = None
+            if not H[L.H_DELETED] and H[L.H_GEN] == self._idx_gen:
+                self._reads += 1
+                if not self._reads & 255 and self._hdr.unlinked():
+                    raise self._not_found()
                 idx = self._idx
                 j = (h & self._mask) << 1
                 if idx[j] == h:
@@ -886,22 +929,82 @@ class Table:
                         if seg is not None:
                             off = ref & _OFFSET_MASK
                             mm = seg.mm
-                            _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
-                            ko = off + 16 + 8 * n
-                            if mm[ko : ko + klen] != kb:
+                            try:
+                                _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+                            except (struct.error, TypeError):
                                 seg = None
-        if seg is None:
-            slot, _ref, seg, off = self._find(kb, h)
-            if slot < 0:
+                            else:
+                                ko = off + 16 + 8 * n
+                                if mm[ko : ko + klen] != kb:
+                                    seg = None
+            if seg is None:
+                try:
+                    slot, ref, seg, off = self._find(kb, h)
+                    if slot >= 0:
+                        mm = seg.mm
+                        _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+                except (CorruptTableError, struct.error):
+                    if H[L.H_REUSE] != epoch:
+                        continue  # read a reused arena: look again
+                    raise
+                if slot < 0:
+                    if H[L.H_REUSE] != epoch:
+                        continue  # a probe may have skipped a reused record: look again
+                    return None
+            if n == 0:
+                if H[L.H_REUSE] != epoch:
+                    continue
                 return None
-            mm = seg.mm
-            _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
-        if n == 0:
-            return None
-        pos = off + ((16 + 8 * n + klen + 63) & ~63)
-        if pos + vlen > seg.size:
-            raise self._corrupt(off)
-        return mm[pos : pos + vlen] if copy else seg.rbuf[pos : pos + vlen]
+            pos = off + ((16 + 8 * n + klen + 63) & ~63)
+            if pos + vlen > seg.size:
+                if H[L.H_REUSE] != epoch:
+                    continue
+                raise self._corrupt(off)
+            if copy:
+                v = mm[pos : pos + vlen]
+            elif borrow:
+                return seg.rbuf[pos : pos + vlen]
+            elif seg.readonly:
+                v = memoryview(mm[pos : pos + vlen])  # cannot pin: hand out a copy
+            else:
+                if not self._pin(seg, ref >> _OFFSET_BITS):
+                    continue
+                v = seg.rbuf[pos : pos + vlen]
+            if H[L.H_REUSE] == epoch:
+                return v
+        raise self._kept_changing()
+
+    def _pin(self, seg: Segment, aid: int) -> bool:
+        """Mark arena ``aid`` never to be reused (a zero-copy view into it is handed out).
+
+        Returns False when it was already retired: the caller looks the key up again.
+        The mark is stored before the id is checked; a writer checks the mark at least
+        ``REUSE_GRACE_NS`` after it retired the arena, so one of the two sees the other.
+        """
+        if _arena_word(seg, L.A_NOREUSE) == 0:
+            _set_arena_word(seg, L.A_NOREUSE, L.NOREUSE_VIEW)
+        return _arena_word(seg, L.A_ID) == aid
+
+    def _kept_changing(self) -> SharedZarrError:
+        return SharedZarrError(
+            f"table {self.name!r}: a read was retried {_READ_RETRIES} times because writers "
+            "kept reusing memory under it; retry, or read under table.writer()"
+        )
+
+    def _consistent(self, read: Any) -> Any:
+        """Run the lock-free ``read()``; repeat it when a reused arena may have changed under it."""
+        H = self._check_open()
+        for _attempt in range(_READ_RETRIES):
+            epoch = H[L.H_REUSE]
+            try:
+                out = read()
+            except (CorruptTableError, struct.error, TypeError):
+                if H[L.H_REUSE] != epoch:
+                    continue
+                raise
+            if H[L.H_REUSE] == epoch:
+                return out
+        raise self._kept_changing()
 
     def insert_prepared(self, pk: tuple[bytes, int], value: Any) -> None:
         """:meth:`insert` with a prepared key (see :meth:`prepare_key`); set types only."""
@@ -972,13 +1075,22 @@ class Table:
             held, even if the key is overwritten or deleted meanwhile.
         """
         kb = encode_key(key)
+        h = key_hash(kb)
         if not self._bag:
-            v = self.get_prepared((kb, key_hash(kb)), copy=copy)
+            v = self.get_prepared((kb, h), copy=copy)
             return [] if v is None else [v]
-        slot, _ref, seg, off = self._find(kb, key_hash(kb))
-        if slot < 0:
-            return []
-        return self._values(seg, off, copy)
+
+        def read() -> list | None:
+            slot, ref, seg, off = self._find(kb, h)
+            if slot < 0:
+                return []
+            return self._values(seg, off, copy, ref >> _OFFSET_BITS)
+
+        for _attempt in range(_READ_RETRIES):
+            vals = self._consistent(read)
+            if vals is not None:
+                return vals
+        raise self._kept_changing()
 
     def __getitem__(self, key: Any) -> bytes:
         """Return the value of ``key`` in a set/ordered_set table.
@@ -991,10 +1103,15 @@ class Table:
             When the key is absent (also a ``KeyError``).
         """
         kb = encode_key(key)
-        slot, _ref, seg, off = self._find(kb, key_hash(kb))
-        if slot < 0:
+        h = key_hash(kb)
+
+        def read() -> list | None:
+            slot, _ref, seg, off = self._find(kb, h)
+            return None if slot < 0 else self._values(seg, off, True)
+
+        vals = self._consistent(read)
+        if vals is None:
             raise NotFoundError(f"key {key!r} is not in table {self.name!r}")
-        vals = self._values(seg, off, True)
         if self._bag:
             raise TypeError(
                 f"table {self.name!r} is a {self.table_type}: use table.lookup(key), "
@@ -1016,22 +1133,12 @@ class Table:
     def member(self, key: Any) -> bool:
         """Return True when ``key`` is in the table.  ETS: ``ets:member/2``."""
         kb = encode_key(key)
-        return self._find(kb, key_hash(kb))[0] >= 0
+        h = key_hash(kb)
+        return self._consistent(lambda: self._find(kb, h)[0] >= 0)
 
     def __len__(self) -> int:
         """Number of objects (ETS ``info(T, size)``; a bag counts every value)."""
         return int(self._check_open()[L.H_OBJECTS])
-
-    def _iter_slots(self) -> Iterator[tuple[int, int]]:
-        self._check_open()
-        if self._H[L.H_GEN] != self._idx_gen:
-            self._load_index()
-        idx = self._idx
-        arr = np.frombuffer(idx, dtype=np.uint64).reshape(-1, 2)
-        live = np.nonzero(arr[:, 1] > 1)[0]
-        refs = arr[live, 1].tolist()
-        del arr
-        yield from zip(live.tolist(), refs, strict=True)
 
     def _record_at(self, ref: int) -> tuple[Segment, int] | None:
         aid, off = ref >> _OFFSET_BITS, ref & _OFFSET_MASK
@@ -1049,15 +1156,61 @@ class Table:
         return seg.mm[ko : ko + klen]
 
     def _raw_items(self, with_values: bool, copy: bool = True) -> list:
-        out = []
-        for _i, ref in self._iter_slots():
-            r = self._record_at(ref)
-            if r is None:
-                continue
-            seg, off = r
-            kb = self._key_at(seg, off)
-            out.append((kb, self._values(seg, off, copy) if with_values else None))
-        return out
+        """``(key bytes, values)`` of every live slot, each read consistently.
+
+        The slot's reference is reloaded inside each checked read (see :meth:`_consistent`),
+        so a record moved or reused meanwhile is read at its new place.
+        """
+        H = self._check_open()
+        for _scan in range(100):
+            if H[L.H_GEN] != self._idx_gen:
+                self._load_index()
+            gen = self._idx_gen
+            idx = self._idx
+            arr = np.frombuffer(idx, dtype=np.uint64).reshape(-1, 2)
+            slots = np.nonzero(arr[:, 1] > 1)[0].tolist()
+            del arr
+            out = []
+            rebuilt = False
+            for slot in slots:
+                item = None
+                for _attempt in range(_READ_RETRIES):
+                    if H[L.H_GEN] != gen:
+                        rebuilt = True  # the index was rebuilt (slots moved): scan again
+                        break
+                    item = self._consistent(
+                        functools.partial(self._read_slot, idx, slot, with_values, copy)
+                    )
+                    if item is not None:
+                        break
+                    time.sleep(0)
+                if rebuilt:
+                    break
+                if item is None:
+                    raise self._kept_changing()
+                if item:
+                    out.append(item)
+            if not rebuilt:
+                return out
+        raise self._kept_changing()
+
+    def _read_slot(self, idx: memoryview, slot: int, with_values: bool, copy: bool) -> Any:
+        """One slot's ``(key bytes, values)``; ``()`` if deleted, None to look again."""
+        try:
+            ref = idx[(slot << 1) + 1]
+        except ValueError:  # released: another thread of this process replaced the index
+            return None
+        if ref <= 1:
+            return ()
+        r = self._record_at(ref)
+        if r is None:
+            return None  # its arena is gone: look again
+        seg, off = r
+        kb = self._key_at(seg, off)
+        if not with_values:
+            return (kb, None)
+        vals = self._values(seg, off, copy, ref >> _OFFSET_BITS)
+        return None if vals is None else (kb, vals)
 
     def keys(self) -> list:
         """All keys (``ordered_set``: sorted; others: any order).  ETS: ``first/next``."""
@@ -1221,15 +1374,18 @@ class Table:
         cur = H[L.H_CUR_ARENA]
         seg = self._wseg
         if cur:
-            if seg is None or seg.name != self._seg_name_arena(cur) or seg.fd < 0:
-                if seg is not None:
-                    seg.close()
-                self._wseg = None
-                try:
-                    seg = self._wseg = Segment.attach(self._seg_name_arena(cur), keep_fd=True)
-                except Exception:
-                    seg = None
-                    H[L.H_CUR_ARENA] = cur = 0
+            name = self._seg_name_arena(cur)
+            if seg is None or seg.mm is None or seg.name != name:
+                # the current arena is mapped once, shared with the read path: a reused
+                # arena's pages are then already in this process's page tables
+                seg = self._arenas.get(cur)
+                if seg is None or seg.mm is None or seg.name != name:
+                    try:
+                        seg = self._map_arena(cur)
+                    except Exception:
+                        seg = None
+                        H[L.H_CUR_ARENA] = cur = 0
+                self._set_wseg(seg)
             if seg is not None:
                 used = _arena_word(seg, L.A_USED)
                 if used + total <= seg.size:
@@ -1247,6 +1403,12 @@ class Table:
             size = (total + L.ARENA_HEADER + 4095) & ~4095
             reserve = size
         else:
+            pooled = self._take_pooled(size)
+            if pooled is not None:
+                seg, aid = pooled
+                self._set_wseg(seg)
+                H[L.H_CUR_ARENA] = aid
+                return seg, aid, L.ARENA_HEADER
             reserve = L.ARENA_HEADER
         aid = H[L.H_NEXT_ARENA]
         if aid > L.MAX_ARENA_ID:
@@ -1255,17 +1417,114 @@ class Table:
         _unlink(name)
         with map_os_errors(self.name, f"data segment {name}"):
             new = Segment.create(name, size, self.mode, reserve=reserve, keep_fd=True)
-        L.ARENA_HDR.pack_into(new.buf, 0, L.ARENA_MAGIC, size, L.ARENA_HEADER, reserve, 0, 0)
+        noreuse = L.NOREUSE_OWN if dedicated else 0
+        L.ARENA_HDR.pack_into(
+            new.buf, 0, L.ARENA_MAGIC, size, L.ARENA_HEADER, reserve, 0, 0, aid, noreuse
+        )
         H[L.H_NEXT_ARENA] = aid + 1
         _crash_point("arena.created")
         if dedicated:  # a big record's own segment: never the current arena
             self._dedicated = new
             return new, aid, L.ARENA_HEADER
-        if self._wseg is not None:
-            self._wseg.close()
-        self._wseg = new
+        self._arenas[aid] = new
+        self._set_wseg(new)
         H[L.H_CUR_ARENA] = aid
         return new, aid, L.ARENA_HEADER
+
+    def _set_wseg(self, seg: Segment | None) -> None:
+        """Make ``seg`` the arena this handle appends to (only it keeps a descriptor)."""
+        old = self._wseg
+        if old is not None and old is not seg:
+            old.close_fd()
+        self._wseg = seg
+
+    def _pool_words(self) -> list[int]:
+        """Header word indices of the free-arena pool's id words."""
+        return [L.H_POOL + 2 * k for k in range(L.POOL_SLOTS)]
+
+    def _take_pooled(self, size: int) -> tuple[Segment, int] | None:
+        """Reuse a retired arena of about ``size`` bytes under a fresh id: ``(segment, id)``.
+
+        Its pages are allocated (and mapped here, if this process wrote it), so appending to
+        it costs a copy instead of fresh tmpfs pages.  Waits out the rest of the grace period
+        (a fraction of a millisecond) rather than allocating.
+        """
+        H = self._H
+        for w in self._pool_words():
+            aid = H[w]
+            if not aid:
+                continue
+            seg = self._arenas.get(aid)
+            if seg is None or seg.mm is None:
+                try:
+                    seg = self._map_arena(aid)
+                except Exception:
+                    H[w] = 0  # gone (rm from outside): forget it
+                    continue
+            if not size // 2 <= seg.size <= size * 2:
+                H[w] = 0  # sized for a table of another size: free its memory instead
+                self._unlink_arena(aid)
+                continue
+            wait = H[w + 1] + L.REUSE_GRACE_NS - time.monotonic_ns()
+            if wait > 0:
+                time.sleep(min(wait, L.REUSE_GRACE_NS) / 1e9)
+            if _arena_word(seg, L.A_NOREUSE) or _arena_word(seg, L.A_ID):
+                H[w] = 0  # a reader holds a zero-copy view into it: never overwrite
+                self._unlink_arena(aid)
+                continue
+            new = H[L.H_NEXT_ARENA]
+            if new > L.MAX_ARENA_ID:
+                return None
+            H[w] = 0  # out of the pool (a crash from here on: recovery unlinks it)
+            H[L.H_REUSE] += 1  # before any byte changes: copying readers in it retry
+            name = self._seg_name_arena(new)
+            _unlink(name)  # a stray from a crash
+            with map_os_errors(self.name, f"data segment {name}"):
+                seg.rename(name)
+            H[L.H_NEXT_ARENA] = new + 1
+            self._arenas.pop(aid, None)
+            self._arenas[new] = seg
+            _set_arena_word(seg, L.A_USED, L.ARENA_HEADER)
+            _set_arena_word(seg, L.A_LIVE, 0)
+            _set_arena_word(seg, L.A_GARBAGE, 0)
+            _set_arena_word(seg, L.A_ID, new)
+            H[L.H_RECLAIM] += 1  # readers drop their mapping of the old name
+            _crash_point("arena.reused")
+            return seg, new
+        return None
+
+    def _retire(self, aid: int) -> None:
+        """Arena ``aid`` holds no live record: park it in the pool for reuse, or unlink it."""
+        H = self._H
+        seg = self._arenas.get(aid)
+        free = [w for w in self._pool_words() if not H[w]]
+        if (
+            free
+            and seg is not None
+            and seg.mm is not None
+            and not seg.readonly
+            and _arena_word(seg, L.A_NOREUSE) == 0
+            and (L.POOL_SLOTS - len(free) + 1) * _arena_word(seg, L.A_RESERVED)
+            <= H[L.H_LIVE_RECORD] // 4
+        ):
+            _set_arena_word(seg, L.A_ID, 0)  # retired: readers that pin it now look again
+            _set_arena_word(seg, L.A_GARBAGE, 0)
+            w = free[0]
+            H[w + 1] = time.monotonic_ns()
+            H[w] = aid
+            _crash_point("arena.retired")
+            return
+        self._unlink_arena(aid)
+
+    def _unlink_arena(self, aid: int) -> None:
+        H = self._H
+        H[L.H_RECLAIM] += 1
+        _unlink(self._seg_name_arena(aid))
+        s = self._arenas.pop(aid, None)
+        if s is not None:
+            if s is self._wseg:
+                self._wseg = None
+            s.close()
 
     def _alloc(self, total: int) -> tuple[Segment, int, int]:
         """Room for a record of ``total`` bytes, reserved (fallocated) and mapped: (seg, id, off).
@@ -1277,6 +1536,7 @@ class Table:
         try:
             reserved = _arena_word(seg, L.A_RESERVED)
             if off + total > reserved:
+                seg.open_fd()
                 # small records reserve ahead (fewer calls); big ones exactly what they need
                 ahead = min(L.RESERVE_STEP, off // 8) if total < L.RESERVE_STEP // 4 else 0
                 want = min(seg.size, max((off + total + 4095) & ~4095, reserved + ahead))
@@ -1338,13 +1598,9 @@ class Table:
         _set_arena_word(seg, L.A_GARBAGE, garbage)
         aid = ref >> _OFFSET_BITS
         if live <= 0 and aid != H[L.H_CUR_ARENA]:
-            # nothing left in it (typically a big value's own segment): free it now
+            # nothing left in it: reuse its pages (or free a big value's own segment)
             H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
-            H[L.H_RECLAIM] += 1
-            _unlink(self._seg_name_arena(aid))
-            s = self._arenas.pop(aid, None)
-            if s is not None:
-                s.close()
+            self._retire(aid)
 
     def _record_info(self, seg: Segment, off: int) -> tuple[int, list[int]]:
         total, klen, n = _REC_HEAD.unpack_from(seg.mm, off)
@@ -1447,7 +1703,7 @@ class Table:
         slot, _ref, seg, off = self._find(kb, h)
         if slot < 0:
             return []
-        return [memoryview(b) for b in self._values(seg, off, False)]
+        return self._values(seg, off, False, borrow=True) or []
 
     def insert_new(self, key: Any, value: Any) -> bool:
         """Insert only if ``key`` is absent; return whether it was inserted.
@@ -1516,10 +1772,10 @@ class Table:
             H[L.H_LIVE_RECORD] = 0
             H[L.H_GARBAGE] = 0
             H[L.H_CUR_ARENA] = 0
+            for w in self._pool_words():
+                H[w] = 0
             H[L.H_WRITES] += 1
-            if self._wseg is not None:
-                self._wseg.close()
-                self._wseg = None
+            self._set_wseg(None)
             for n in table_segments(self.name):
                 if n.endswith(".hdr") or n == name:
                     continue
@@ -1535,14 +1791,27 @@ class Table:
         garbage = H[L.H_GARBAGE]
         if garbage <= RECLAIM_MIN or garbage <= H[L.H_LIVE_RECORD] * ratio:
             return
-        self.reclaim()
+        self._reclaim()
 
     def reclaim(self) -> int:
-        """Copy live records out of wasteful data segments and unlink them.
+        """Compact now and give memory back: copy live records out of wasteful data segments,
+        unlink them, and free the pool of retired segments kept for reuse.
 
-        Runs by itself when garbage exceeds a quarter of the live data; call it
-        to compact now.  Returns the bytes of garbage freed.
+        Compaction also runs by itself when garbage exceeds 40% of the live data (the pool
+        is then kept: it makes the next rewrite a plain copy).  Returns the bytes of
+        garbage freed.
         """
+        with self.writer():
+            freed = self._reclaim()
+            H = self._H
+            for w in self._pool_words():
+                aid = H[w]
+                if aid:
+                    H[w] = 0
+                    self._unlink_arena(aid)
+        return freed
+
+    def _reclaim(self) -> int:
         freed = 0
         with self.writer():
             H = self._H
@@ -1577,6 +1846,8 @@ class Table:
                     r = self._map_arena(aid)
                 except Exception:
                     continue
+            if not _arena_word(r, L.A_ID):
+                continue  # retired, waiting in the pool: nothing to compact
             g = _arena_word(r, L.A_GARBAGE)
             gain = g / (g + _arena_word(r, L.A_LIVE) + 1)
             if gain > best_gain:
@@ -1588,9 +1859,7 @@ class Table:
         H = self._H
         if H[L.H_CUR_ARENA] == aid:
             H[L.H_CUR_ARENA] = 0  # seal it: new records go elsewhere
-            if self._wseg is not None:
-                self._wseg.close()
-                self._wseg = None
+            self._set_wseg(None)
         seg = self._arenas.get(aid) or self._map_arena(aid)
         used = _arena_word(seg, L.A_USED)
         garbage = _arena_word(seg, L.A_GARBAGE)
@@ -1609,11 +1878,8 @@ class Table:
                 _crash_point("reclaim.moved")
             off += total
         H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
-        H[L.H_RECLAIM] += 1
-        _unlink(self._seg_name_arena(aid))
-        s = self._arenas.pop(aid, None)
-        if s is not None:
-            s.close()
+        _set_arena_word(seg, L.A_LIVE, 0)
+        self._retire(aid)
         return garbage
 
     # ------------------------------------------------------------------ recovery
@@ -1677,10 +1943,10 @@ class Table:
         H[L.H_LIVE_VALUE] = live_value
         H[L.H_LIVE_RECORD] = live_record
         H[L.H_GARBAGE] = garbage
+        for w in self._pool_words():
+            H[w] = 0  # pooled arenas hold no live record: unlinked above
         H[L.H_RECLAIM] += 1
-        if self._wseg is not None:
-            self._wseg.close()
-            self._wseg = None
+        self._set_wseg(None)
         H[L.H_DIRTY] = 0
 
     # ------------------------------------------------------------------ ownership
@@ -1807,11 +2073,13 @@ class _Filler:
 
 
 def _arena_word(seg: Segment, i: int) -> int:
-    return struct.unpack_from("<Q", seg.mm, i * 8)[0]
+    with seg.buf[i * 8 : i * 8 + 8].cast("Q") as w:  # one aligned 8-byte load
+        return w[0]
 
 
 def _set_arena_word(seg: Segment, i: int, v: int) -> None:
-    struct.pack_into("<Q", seg.buf, i * 8, v)
+    with seg.buf[i * 8 : i * 8 + 8].cast("Q") as w:  # one aligned 8-byte store
+        w[0] = v
 
 
 def _heir_ident(pid: int | None) -> tuple[int, int] | None:

@@ -55,13 +55,14 @@ from ._chunking import (
 )
 from ._codecs import CodecPipeline
 from ._metadata import ArrayMetadata, dtype_name, encode_fill_value
-from .errors import AccessDeniedError, CorruptTableError
+from .errors import AccessDeniedError, CorruptTableError, SharedZarrError
 from .storage.base import MODES, Backend
 
 __all__ = ["Array", "Attributes", "create", "open"]
 
 _PARALLEL_BYTES = 16 << 20  # reads at least this big copy on two threads
 _COPY_THREADS = min(2, os.cpu_count() or 1)
+_READ_RETRIES = 1000  # a retry needs a writer to reuse memory during one chunk's copy
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -123,6 +124,8 @@ class Array:
         self, backend: Backend, metadata: ArrayMetadata, metadata_bytes: bytes | None = None
     ) -> None:
         self._backend = backend
+        self._reader = backend.chunk_reader()  # borrowed views; see Backend.reuse_epoch
+        self._epoch = backend.reuse_epoch
         self._attrs: Attributes | None = None
         self._set_metadata(metadata, metadata_bytes)
         self._closed = False
@@ -294,22 +297,49 @@ class Array:
         self._read_pieces(iter_chunk_selections(sels, self._chunks), out)
 
     def _read_pieces(self, pieces: Any, out: np.ndarray) -> None:
-        """Copy ``(chunk index, chunk selection, out selection)`` pieces into ``out``."""
+        """Copy ``(chunk index, chunk selection, out selection)`` pieces into ``out``.
+
+        The chunks are borrowed views (no lock, no pin): if the backend's reuse epoch moved
+        while they were copied, a writer may have reused memory under them, and the pieces
+        are copied again one by one, each checked.
+        """
         backend = self._live()
-        if self._raw and out.nbytes >= _PARALLEL_BYTES and _COPY_THREADS > 1:
+        epoch = self._epoch
+        start = epoch()
+        plist = list(pieces)
+        if (
+            self._raw
+            and out.nbytes >= _PARALLEL_BYTES
+            and _COPY_THREADS > 1
+            and len(plist) >= 2 * _COPY_THREADS
+        ):
             # numpy releases the GIL while it copies: a second thread takes half the chunks
             # (a block-by-block gather is slower than one flat copy; two cores close the gap)
-            plist = list(pieces)
-            if len(plist) >= 2 * _COPY_THREADS:
-                half = len(plist) // 2
-                fut = _copy_pool().submit(self._copy_pieces, backend, plist[half:], out)
-                try:
-                    self._copy_pieces(backend, plist[:half], out)
-                finally:
-                    fut.result()
-                return
-            pieces = iter(plist)
-        self._copy_pieces(backend, pieces, out)
+            half = len(plist) // 2
+            fut = _copy_pool().submit(self._copy_pieces, backend, plist[half:], out)
+            try:
+                self._copy_pieces(backend, plist[:half], out)
+            finally:
+                fut.result()
+        else:
+            self._copy_pieces(backend, plist, out)
+        if epoch() != start:
+            for piece in plist:
+                self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
+
+    def _consistent(self, read: Any) -> Any:
+        """Run ``read()`` until no memory was reused under it (see :meth:`_read_pieces`)."""
+        epoch = self._epoch
+        for _attempt in range(_READ_RETRIES):
+            start = epoch()
+            value = read()
+            if epoch() == start:
+                return value
+        raise SharedZarrError(
+            f"array {self._name_or_unknown()!r}: a read was retried {_READ_RETRIES} times "
+            "because writers kept reusing memory under it; retry, or read under "
+            "array.backend.writer()"
+        )
 
     def _copy_pieces(
         self,
@@ -318,7 +348,7 @@ class Array:
         out: np.ndarray,
     ) -> None:
         """Copy ``(chunk index, chunk selection, out selection)`` pieces into ``out``."""
-        read = backend.chunk_reader()
+        read = self._reader
         fill = self._fill
         if self._raw:  # the hot path: view the stored bytes, copy the selection into out
             ndarray, shape, dtype, nbytes = (
@@ -460,10 +490,16 @@ class Array:
             idx.append(k // c)
             off.append(k % c)
         chunk_idx = tuple(idx)
-        raw = self._live().read_chunk(chunk_idx, copy=False)
-        if raw is None:
-            return self._dtype.type(self._fill)
-        return self._dtype.type(self._decode(raw, chunk_idx)[tuple(off)])
+        where = tuple(off)
+        self._live()
+
+        def read() -> Any:
+            raw = self._reader(chunk_idx)
+            if raw is None:
+                return self._dtype.type(self._fill)
+            return self._dtype.type(self._decode(raw, chunk_idx)[where])
+
+        return self._consistent(read)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         """Return the whole array as a new numpy array (``np.asarray(a)``).
@@ -513,7 +549,7 @@ class Array:
                     chunk = self._fill_chunk().copy()
                     chunk[csel] = part
             else:
-                stored = backend.read_chunk(idx, copy=False)
+                stored = self._reader(idx)  # borrowed: stable while we hold the writer lock
                 if stored is None:
                     chunk = self._fill_chunk().copy()
                 else:
@@ -628,10 +664,18 @@ class Array:
         """
         if idx in self._valid_idx and self._fast_chunks and not self._closed:
             # the hot path (per-chunk readers): one lookup, one ndarray header
-            stored = self._backend.read_chunk(idx, copy=False)
-            if stored is not None and len(stored) == self._chunk_nbytes:
-                arr = np.ndarray(self._chunks, self._dtype, stored)
-                return arr.copy() if copy else arr
+            if copy:  # a borrowed view, copied, then checked (see _read_pieces)
+                epoch = self._epoch
+                start = epoch()
+                stored = self._reader(idx)
+                if stored is not None and len(stored) == self._chunk_nbytes:
+                    arr = np.ndarray(self._chunks, self._dtype, stored).copy()
+                    if epoch() == start:
+                        return arr
+            else:  # a pinned view: stays unchanged while the caller holds it
+                stored = self._backend.read_chunk(idx, copy=False)
+                if stored is not None and len(stored) == self._chunk_nbytes:
+                    return np.ndarray(self._chunks, self._dtype, stored)
         backend = self._live()
         idx = normalize_chunk_index(idx, self._grid)
         if len(self._valid_idx) < 1 << 20:
@@ -643,7 +687,7 @@ class Array:
                 f"its chunks encoded with {names}: there is no array in memory to view. Use "
                 "copy=True, or create the array with compressor=None for zero-copy reads"
             )
-        stored = backend.read_chunk(idx, copy=False)
+        stored = backend.read_chunk(idx, copy=copy)  # bytes when copying: read consistently
         if stored is None:
             return (
                 self._fill_chunk() if not copy else np.full(self._chunks, self._fill, self._dtype)
@@ -794,7 +838,7 @@ class Array:
                 cut = [d for d in range(len(shape)) if new_valid[d] < old_valid[d]]
                 if not cut:
                     continue
-                stored = backend.read_chunk(idx, copy=False)
+                stored = self._reader(idx)  # borrowed: stable under the writer lock
                 if stored is None:
                     continue
                 chunk = np.array(self._decode(stored, tuple(idx)))
@@ -899,7 +943,7 @@ class Array:
         stored = 0
         initialized = 0
         for idx in backend.list_chunks():
-            data = backend.read_chunk(idx, copy=False)
+            data = self._reader(idx)  # only its length is used
             if data is not None:
                 initialized += 1
                 stored += memoryview(data).nbytes

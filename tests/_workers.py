@@ -187,3 +187,112 @@ def timed_reader(name: str, keys: int, reads: int) -> tuple[int, int, list[int]]
     t.close()
     lat.sort()
     return done, bad, lat
+
+
+def reuse_size(k: int) -> int:
+    """Value size of key k in the reuse workloads (256 KiB give or take)."""
+    return (256 << 10) + 4096 * (k % 5)
+
+
+def big_churn_size(k) -> int:
+    """The value size of big_churn key k."""
+    return reuse_size(k)
+
+
+def big_churn(name: str, rounds: int, keys: int) -> None:
+    """Rewrite every key each round with bytes([round]) * reuse_size(k).
+
+    Whole arenas become garbage and are retired and reused: the reuse crash workload.
+    """
+    t = Table.attach(name)
+    for r in range(1, rounds + 1):
+        for k in range(keys):
+            t.insert(k, bytes([r]) * reuse_size(k))
+        if r % 3 == 0:
+            t.delete(r % keys)
+    t.close()
+
+
+def reuse_writer(name: str, keys: int, stop, count) -> None:
+    """Rewrite every key with a uniform value (round byte) until stopped; count rounds."""
+    t = Table.attach(name)
+    r = 0
+    while not stop.is_set():
+        r = r % 250 + 1
+        with t.writer():
+            for k in range(keys):
+                t.insert(k, bytes([r]) * reuse_size(k))
+        count.value += 1
+    t.close()
+
+
+def reuse_reader(name: str, keys: int, rounds: int, mode: str) -> tuple[int, int]:
+    """Read every key ``rounds`` times (``mode``: copy / view / member / items); return
+    (values checked, bad values: missing, wrong size or a mixture of rounds)."""
+    t = Table.attach(name)
+    bad = done = 0
+    for _ in range(rounds):
+        if mode == "items":
+            vals = dict(t.items())
+            got = [vals.get(k) for k in range(keys)]
+        elif mode == "member":
+            got = [b"x" * reuse_size(k) if t.member(k) else None for k in range(keys)]
+        else:
+            got = [t.get(k, copy=(mode == "copy")) for k in range(keys)]
+        for k, v in enumerate(got):
+            done += 1
+            if v is None or len(v) != reuse_size(k):
+                bad += 1
+                continue
+            b = bytes(v)
+            if b.count(b[:1]) != len(b):
+                bad += 1
+    t.close()
+    return done, bad
+
+
+def hold_view(name: str, key: int, ready, go, same) -> None:
+    """Take a zero-copy view of ``key``, signal, wait while the parent rewrites, and
+    set ``same`` to 1 when the view still holds exactly the bytes it had (else 0)."""
+    t = Table.attach(name)
+    v = t.get(key, copy=False)
+    before = bytes(v)
+    ready.set()
+    go.wait(120)
+    same.value = int(bytes(v) == before and before.count(before[:1]) == len(before))
+    del v
+    t.close()
+
+
+def array_rewriter(name: str, stop, count) -> None:
+    """Write the whole array with one value per round until stopped."""
+    a = sz.open(name)
+    r = 0.0
+    while not stop.is_set():
+        r = r % 250 + 1
+        a[...] = r
+        count.value += 1
+    a.close()
+
+
+def array_reader(name: str, rounds: int) -> tuple[int, int]:
+    """Read the whole array (two-thread path), windows and single chunks; every chunk must
+    hold one value.  Return (chunks checked, chunks with a mixture)."""
+    a = sz.open(name, mode="r")
+    cs = a.chunks
+    bad = done = 0
+    rng = np.random.default_rng(os.getpid())
+    for _ in range(rounds):
+        whole = a[...]
+        for i in range(0, a.shape[0], cs[0]):
+            for j in range(0, a.shape[1], cs[1]):
+                blk = whole[i : i + cs[0], j : j + cs[1]]
+                done += 1
+                bad += int(blk.min() != blk.max())
+        i, j = (int(x) for x in rng.integers(0, a.shape[0] // cs[0], 2))
+        w = a[i * cs[0] : (i + 1) * cs[0], j * cs[1] : (j + 1) * cs[1]]
+        c = a.read_chunk((i, j))
+        done += 2
+        bad += int(w.min() != w.max()) + int(c.min() != c.max())
+    a.close()
+    return done, bad

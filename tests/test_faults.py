@@ -25,13 +25,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRASH_TRIALS = int(os.environ.get("SHAREDZARR_CRASH_TRIALS", "50"))
 
 
-def audit(t: Table) -> None:
+def audit(t: Table, size=W.churn_size) -> None:
     """Every key reads whole; counters match; no unreferenced segment is left."""
     keys = t.keys()
     total = 0
     for k in keys:
         v = t[k]
-        assert len(v) == W.churn_size(k), (k, len(v))
+        assert len(v) == size(k), (k, len(v))
         assert v.count(v[:1]) == len(v), f"mixture in {k!r}"
         total += len(v)
     info = t.info()
@@ -45,29 +45,41 @@ def audit(t: Table) -> None:
     refd = {int(r) >> L.OFFSET_BITS for r in arr[arr[:, 1] > 1, 1]}
     del arr
     cur = t._H[L.H_CUR_ARENA]
+    pooled = {t._H[L.H_POOL + 2 * k] for k in range(L.POOL_SLOTS)} - {0}
     for n in table_segments(t.name):
         if ".idx." in n:
             assert n.endswith(f".idx.{t._H[L.H_GEN]}"), n
         elif not n.endswith(".hdr"):
             aid = int(n.rsplit(".a", 1)[1])
-            assert aid in refd or aid == cur, f"unreferenced segment {n}"
+            assert aid in refd or aid == cur or aid in pooled, f"unreferenced segment {n}"
+    for aid in pooled:  # a pooled arena exists, is retired (id 0) and holds nothing live
+        assert aid not in refd and aid != cur
+        seg = t._map_arena(aid)
+        assert int.from_bytes(seg.mm[48:56], "little") == 0
 
 
-def _run_churn(name: str, point: str, after: int) -> int:
+# the crash workloads: small values (growth, deletes, compaction) and big ones (arenas
+# retired and reused); each with its value-size function for the audit
+WORKLOADS = {
+    "churn": ("W.churn({name!r}, 6, 150)", W.churn_size),
+    "big_churn": ("W.big_churn({name!r}, 6, 96)", W.big_churn_size),
+}
+
+
+def _run_churn(name: str, point: str, after: int, workload: str = "churn") -> int:
     env = dict(os.environ, SHAREDZARR_CRASH_AT=point, SHAREDZARR_CRASH_AFTER=str(after))
-    code = (
-        f"import sys; sys.path.insert(0, 'tests'); import _workers as W; W.churn({name!r}, 6, 150)"
-    )
+    call = WORKLOADS[workload][0].format(name=name)
+    code = f"import sys; sys.path.insert(0, 'tests'); import _workers as W; {call}"
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=300).returncode
 
 
-def _count_points(name: str) -> int:
+def _count_points(name: str, workload: str = "churn") -> int:
     """Run the workload once with counting only (no kill) to learn how many points it passes."""
     env = dict(os.environ, SHAREDZARR_CRASH_AT="*", SHAREDZARR_CRASH_AFTER=str(10**9))
+    call = WORKLOADS[workload][0].format(name=name)
     code = (
         "import sys; sys.path.insert(0, 'tests'); import _workers as W; "
-        "import sharedzarr._table as T; "
-        f"W.churn({name!r}, 6, 150); print(T._crash_count)"
+        f"import sharedzarr._table as T; {call}; print(T._crash_count)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -81,18 +93,19 @@ def _count_points(name: str) -> int:
     return int(out.stdout.strip().splitlines()[-1])
 
 
-def crash_trials(trials: int, seed: int = 1) -> dict:
+def crash_trials(trials: int, seed: int = 1, workload: str = "churn") -> dict:
     rng = random.Random(seed)
+    size = WORKLOADS[workload][1]
     probe = Table.create()
     try:
-        npoints = _count_points(probe.name)
+        npoints = _count_points(probe.name, workload)
     finally:
         probe.delete_table()
     stats = {"trials": 0, "crashes": 0, "recoveries": 0, "max_wait": 0.0}
     for _ in range(trials):
         t = Table.create()
         try:
-            rc = _run_churn(t.name, "*", rng.randrange(npoints))
+            rc = _run_churn(t.name, "*", rng.randrange(npoints), workload)
             stats["trials"] += 1
             if rc == -signal.SIGKILL:
                 stats["crashes"] += 1
@@ -102,7 +115,7 @@ def crash_trials(trials: int, seed: int = 1) -> dict:
             stats["max_wait"] = max(stats["max_wait"], time.monotonic() - t0)
             stats["recoveries"] += dirty
             t.delete("after")
-            audit(t)
+            audit(t, size)
         finally:
             t.delete_table()
     return stats
@@ -116,10 +129,21 @@ def test_crash_injection_at_random_points():
     assert s["max_wait"] < 5
 
 
+def test_crash_injection_while_arenas_are_reused():
+    trials = max(CRASH_TRIALS // 2, 1)
+    s = crash_trials(trials, seed=3, workload="big_churn")
+    assert s["trials"] == trials
+    assert s["crashes"] >= trials * 0.9
+    assert s["recoveries"] >= 1
+    assert s["max_wait"] < 5
+
+
 @pytest.mark.stress
 @pytest.mark.timeout(3600)
 def test_crash_injection_1000_trials():
     s = crash_trials(int(os.environ.get("SHAREDZARR_STRESS_TRIALS", "1000")), seed=7)
+    assert s["crashes"] >= s["trials"] * 0.9
+    s = crash_trials(int(os.environ.get("SHAREDZARR_STRESS_TRIALS", "1000")) // 4, 8, "big_churn")
     assert s["crashes"] >= s["trials"] * 0.9
 
 

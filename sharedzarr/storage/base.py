@@ -272,7 +272,9 @@ class Backend(abc.ABC):
         """Return a fast ``read(idx) -> buffer or None`` for zero-copy reads of many chunks.
 
         The default wraps :meth:`read_chunk`; backends may return something quicker
-        (the array layer calls it once per multi-chunk read).
+        (the array layer calls it once per multi-chunk read).  The buffers it returns are
+        *borrowed*: valid while :meth:`reuse_epoch` keeps the value it had before the call,
+        so a caller copies them and then checks the epoch.
 
         Returns
         -------
@@ -280,6 +282,17 @@ class Backend(abc.ABC):
         """
         read = self.read_chunk
         return lambda idx: read(idx, copy=False)
+
+    def reuse_epoch(self) -> int:
+        """A counter that moves when memory a borrowed buffer may point to is reused.
+
+        Backends that never reuse memory under a reader (the default) return 0.
+
+        Returns
+        -------
+        int
+        """
+        return 0
 
     def iter_chunks(self) -> Iterator[ChunkIndex]:
         """Iterate over the stored chunk indices.

@@ -126,16 +126,23 @@ class SharedMemoryBackend(Backend):
         return self.table.get_prepared(self._key(idx), copy=copy)
 
     def chunk_reader(self) -> Any:
-        """A zero-copy ``read(idx)`` that goes straight to the table (no per-call dispatch)."""
+        """A zero-copy ``read(idx)`` that goes straight to the table (no per-call dispatch).
+
+        Its views are borrowed (see :meth:`reuse_epoch`): they pin nothing.
+        """
         keys = self._keys
         key = self._key
         get = self.table.get_prepared
 
         def read(idx: ChunkIndex) -> memoryview | None:
             pk = keys.get(idx)
-            return get(pk if pk is not None else key(idx), copy=False)
+            return get(pk if pk is not None else key(idx), copy=False, borrow=True)
 
         return read
+
+    def reuse_epoch(self) -> int:
+        """The table's reuse epoch (:meth:`sharedzarr._table.Table.reuse_epoch`)."""
+        return self.table.reuse_epoch()
 
     def write_chunk(self, idx: ChunkIndex, data: Any) -> None:
         """Store chunk ``idx`` (one atomic publish; readers see old or new)."""

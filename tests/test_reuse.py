@@ -1,0 +1,220 @@
+"""Arena reuse: a rewrite lands in the pages of retired arenas, and readers stay whole.
+
+See ``sharedzarr._layout`` ("Reuse") for the protocol these tests check: copying readers
+retry when the reuse epoch moves; zero-copy views pin their arena so it is never reused.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import _workers as W
+import numpy as np
+import pytest
+
+import sharedzarr as sz
+from sharedzarr import _layout as L
+from sharedzarr._table import Table
+
+CTX = mp.get_context("spawn")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KEYS = 96  # x 256 KiB: 24 MiB live, 4 MiB arenas, room for pooled arenas
+
+
+def _fill(t: Table, r: int = 1) -> None:
+    with t.writer():
+        for k in range(KEYS):
+            t.insert(k, bytes([r]) * W.reuse_size(k))
+
+
+def _pool(t: Table) -> list[int]:
+    return [t._H[L.H_POOL + 2 * k] for k in range(L.POOL_SLOTS) if t._H[L.H_POOL + 2 * k]]
+
+
+@pytest.fixture
+def big():
+    t = Table.create()
+    _fill(t)
+    yield t
+    t.delete_table()
+
+
+def test_rewrites_reuse_retired_arenas(big):
+    t = big
+    next_before = t._H[L.H_NEXT_ARENA]
+    for r in range(2, 8):
+        _fill(t, r)
+    reused = t._H[L.H_REUSE]
+    created = t._H[L.H_NEXT_ARENA] - next_before
+    assert reused >= 10, (reused, created)
+    # most new arena ids came from reused segments, not fresh memory
+    assert reused >= created // 2
+    for k in range(KEYS):
+        assert t[k] == bytes([7]) * W.reuse_size(k)
+    live = sum(W.reuse_size(k) for k in range(KEYS))
+    info = t.info()
+    # the pool is bounded: a quarter of the live data, on top of live + garbage
+    assert info["memory"] <= 1.75 * live, info
+    for aid in _pool(t):
+        seg = t._arenas.get(aid) or t._map_arena(aid)
+        assert seg.size and int.from_bytes(seg.mm[48:56], "little") == 0  # retired: id 0
+
+
+def test_reclaim_frees_the_pool(big):
+    for r in range(2, 5):
+        _fill(big, r)
+    assert _pool(big), "expected a pooled arena after rewrites"
+    before = big.info()["memory"]
+    big.reclaim()
+    assert _pool(big) == []
+    assert big.info()["memory"] < before
+    from test_faults import audit
+
+    audit(big, W.big_churn_size)
+
+
+def test_zero_copy_view_pins_its_arena_across_rewrites(big):
+    view = big.get(5, copy=False)
+    before = bytes(view)
+    aid = None
+    for a, seg in big._arenas.items():
+        if seg.mm is not None and int.from_bytes(seg.mm[56:64], "little") == L.NOREUSE_VIEW:
+            aid = a
+    assert aid is not None, "the view's arena must be marked no-reuse"
+    for r in range(2, 10):
+        _fill(big, r)
+    assert big._H[L.H_REUSE] > 0
+    assert bytes(view) == before  # never overwritten in place
+    assert aid not in _pool(big)
+    del view
+
+
+def test_zero_copy_view_in_another_process_survives_reuse(big):
+    ready, go = CTX.Event(), CTX.Event()
+    same = CTX.Value("i", -1)
+    p = CTX.Process(target=W.hold_view, args=(big.name, 7, ready, go, same))
+    p.start()
+    try:
+        assert ready.wait(120)
+        epoch = big._H[L.H_REUSE]
+        for r in range(2, 10):
+            _fill(big, r)
+        assert big._H[L.H_REUSE] > epoch
+    finally:
+        go.set()
+        p.join(120)
+    assert p.exitcode == 0
+    assert same.value == 1
+
+
+def test_read_only_handle_zero_copy_is_a_stable_copy(big):
+    ro = Table.attach(big.name, readonly=True)
+    try:
+        v = ro.get(3, copy=False)
+        assert isinstance(v, memoryview) and v.readonly
+        before = bytes(v)
+        for r in range(2, 8):
+            _fill(big, r)
+        assert bytes(v) == before
+        assert ro.get(3) == bytes([7]) * W.reuse_size(3)
+    finally:
+        ro.close()
+
+
+@pytest.mark.parametrize("mode", ["copy", "view", "items", "member"])
+def test_readers_never_see_torn_or_missing_values_while_arenas_are_reused(big, mode):
+    stop = CTX.Event()
+    count = CTX.Value("i", 0)
+    w = CTX.Process(target=W.reuse_writer, args=(big.name, KEYS, stop, count))
+    epoch = big._H[L.H_REUSE]
+    w.start()
+    try:
+        with CTX.Pool(2) as pool:
+            rounds = 6 if mode == "items" else 25
+            rs = [
+                pool.apply_async(W.reuse_reader, (big.name, KEYS, rounds, mode)) for _ in range(2)
+            ]
+            results = [r.get(600) for r in rs]
+    finally:
+        stop.set()
+        w.join(120)
+    assert w.exitcode == 0
+    assert count.value >= 2
+    assert big._H[L.H_REUSE] > epoch, "the writer never reused an arena: the test tests nothing"
+    for done, bad in results:
+        assert done > 0
+        assert bad == 0
+
+
+def test_array_reads_stay_whole_while_a_writer_reuses_arenas(cleanup):
+    name = f"reuse-arr-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(2048, 2048), chunks=(256, 256), dtype="f8", table_name=name)
+    a[...] = 0.0
+    t = a.backend.table
+    epoch = t._H[L.H_REUSE]
+    stop = CTX.Event()
+    count = CTX.Value("i", 0)
+    w = CTX.Process(target=W.array_rewriter, args=(name, stop, count))
+    w.start()
+    try:
+        with CTX.Pool(1) as pool:
+            done, bad = pool.apply(W.array_reader, (name, 15))
+    finally:
+        stop.set()
+        w.join(120)
+    assert w.exitcode == 0
+    assert count.value >= 2
+    assert t._H[L.H_REUSE] > epoch
+    assert done > 0 and bad == 0
+    v = a[...]
+    assert v.min() == v.max() > 0  # the writer's last round, whole
+
+
+@pytest.mark.parametrize("point", ["arena.retired", "arena.reused"])
+def test_crash_in_reuse_recovers(point):
+    t = Table.create()
+    try:
+        env = dict(os.environ, SHAREDZARR_CRASH_AT=point, SHAREDZARR_CRASH_AFTER="2")
+        code = (
+            "import sys; sys.path.insert(0, 'tests'); import _workers as W; "
+            f"W.big_churn({t.name!r}, 8, {KEYS})"
+        )
+        r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=300)
+        assert r.returncode == -signal.SIGKILL
+        t0 = time.monotonic()
+        t.insert("after", b"x")
+        assert time.monotonic() - t0 < 5
+        t.delete("after")
+        from test_faults import audit
+
+        audit(t, W.big_churn_size)
+        # and it keeps working: more rewrites reuse arenas again
+        W.big_churn(t.name, 5, KEYS)
+        audit(t, W.big_churn_size)
+    finally:
+        t.delete_table()
+
+
+def test_reused_arena_contents_are_the_new_values_only():
+    """Records in a reused arena are read back exactly (no stale bytes leak into values)."""
+    t = Table.create()
+    try:
+        rng = np.random.default_rng(0)
+        for r in range(8):
+            with t.writer():
+                for k in range(60):
+                    n = int(rng.integers(100_000, 400_000))
+                    t.insert(k, bytes([r + 1]) * n)
+                    t.insert(("len", k), n.to_bytes(8, "little"))
+        assert t._H[L.H_REUSE] > 0
+        for k in range(60):
+            n = int.from_bytes(t[("len", k)], "little")
+            assert t[k] == bytes([8]) * n
+    finally:
+        t.delete_table()
