@@ -37,6 +37,7 @@ either fully visible or not at all.
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import functools
 import os
@@ -47,7 +48,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import wait as futures_wait
 from typing import Any
 
 import numpy as np
@@ -1613,26 +1615,47 @@ class Table:
         ``mode``: "replace" (set insert, bag rewrite), "new" (insert_new).
         Returns False when ``mode == "new"`` and the key exists.
         """
-        H = self._H
         slot, ref, seg, off = self._find(kb, h)
         if slot >= 0 and mode == "new":
             return False
+        old = None
         if slot >= 0:
-            old_total, old_lens = self._record_info(seg, off)
+            old = self._record_info(seg, off)
         else:
             if not values:
                 return True
             self._grow_if_needed()
         new_ref, total = self._append(kb, values)
-        vbytes = sum(v.nbytes for v in values)
+        self._publish(h, [v.nbytes for v in values], new_ref, total, slot, ref, old)
+        self._maybe_reclaim(RECLAIM_RATIO_BUSY)
+        return True
+
+    def _publish(
+        self,
+        h: int,
+        lens: list[int],
+        new_ref: int,
+        total: int,
+        slot: int,
+        ref: int,
+        old: tuple[int, list[int]] | None,
+    ) -> None:
+        """Make record ``new_ref`` (``total`` bytes, values of ``lens``) the key's object.
+
+        ``slot``/``ref``/``old``: the key's slot, reference and old record info when it
+        exists (else ``slot < 0``).  Lock held.
+        """
+        H = self._H
+        vbytes = sum(lens)
         if slot >= 0:
-            if values:
+            old_total, old_lens = old
+            if lens:
                 self._idx[(slot << 1) + 1] = new_ref  # publish: one aligned 8-byte store
             else:
                 self._idx[(slot << 1) + 1] = L.TOMBSTONE
                 H[L.H_KEYS] -= 1
             _crash_point("put.published")
-            H[L.H_OBJECTS] += len(values) - len(old_lens)
+            H[L.H_OBJECTS] += len(lens) - len(old_lens)
             H[L.H_LIVE_VALUE] += vbytes - sum(old_lens)
             H[L.H_LIVE_RECORD] += total
             self._garbage(ref, old_total)
@@ -1643,12 +1666,98 @@ class Table:
             _crash_point("put.published")
             H[L.H_USED_SLOTS] += 1
             H[L.H_KEYS] += 1
-            H[L.H_OBJECTS] += len(values)
+            H[L.H_OBJECTS] += len(lens)
             H[L.H_LIVE_VALUE] += vbytes
             H[L.H_LIVE_RECORD] += total
         H[L.H_WRITES] += 1
-        self._maybe_reclaim(RECLAIM_RATIO_BUSY)
-        return True
+
+    def _append_unfilled(self, kb: bytes, nbytes: int) -> tuple[int, int, memoryview]:
+        """Append a one-value record whose value is not written yet (lock held).
+
+        Returns ``(reference, record length, writable view of the value)``.  The record
+        is accounted live but unpublished: :meth:`_publish` it once the value is written,
+        or :meth:`_abandon` it.
+        """
+        total, offs = L.record_layout(len(kb), [nbytes])
+        seg, aid, off = self._alloc(total)
+        try:
+            L.pack_record(seg.buf, off, kb, [_Filler(nbytes, _no_fill)])
+            pos = off + offs[0]
+            buf = seg.buf[pos : pos + nbytes]  # keeps a big value's own segment mapped
+            _crash_point("append.written")
+        except BaseException:
+            self._release_dedicated()
+            raise
+        self._commit(seg, off, total)
+        return L.make_ref(aid, off), total, buf
+
+    def _abandon(self, new_ref: int, total: int) -> None:
+        """Account an appended, never published record as garbage (lock held)."""
+        self._H[L.H_LIVE_RECORD] += total
+        self._garbage(new_ref, total)
+
+    def insert_filled_many(self, items: Iterable[tuple], submit: Any = None) -> int:
+        """Insert many values, each written in place by its ``fill(buffer)``; set types only.
+
+        One writer session for all.  Each value is published only after its ``fill``
+        returned, in order, so readers never see one half-written.
+
+        Parameters
+        ----------
+        items : iterable of (prepared key, nbytes, fill)
+            Prepared keys come from :meth:`prepare_key`.
+        submit : callable, optional
+            ``submit(fill, buffer) -> concurrent.futures.Future``.  Given, every other fill
+            runs there (another thread: numpy releases the GIL while it copies) while this
+            thread prepares the next record and runs the fills in between.
+
+        Returns
+        -------
+        int
+            The number of values inserted.
+        """
+        if self._bag:
+            raise TypeError(f"insert_filled_many needs a set table; {self.name!r} is a bag")
+        pending: collections.deque = collections.deque()
+        done = 0
+        with self.writer():
+            try:
+                for k, ((kb, h), nbytes, fill) in enumerate(items):
+                    self._grow_if_needed(len(pending) + 1)
+                    new_ref, total, buf = self._append_unfilled(kb, nbytes)
+                    if submit is not None and not k & 1:
+                        pending.append((submit(fill, buf), kb, h, nbytes, new_ref, total))
+                    else:
+                        pending.append((None, kb, h, nbytes, new_ref, total))
+                        fill(buf)
+                    while pending and (
+                        len(pending) > 2 or pending[0][0] is None or pending[0][0].done()
+                    ):
+                        self._finish_filled(pending.popleft())
+                        done += 1
+                while pending:
+                    self._finish_filled(pending.popleft())
+                    done += 1
+            except BaseException:
+                while pending:  # wait for the other thread, then publish none of the rest
+                    fut, _kb, _h, _n, new_ref, total = pending.popleft()
+                    if fut is not None:
+                        futures_wait([fut])
+                    self._abandon(new_ref, total)
+                raise
+        return done
+
+    def _finish_filled(self, p: tuple) -> None:
+        fut, kb, h, nbytes, new_ref, total = p
+        if fut is not None:
+            try:
+                fut.result()
+            except BaseException:
+                self._abandon(new_ref, total)
+                raise
+        slot, ref, seg, off = self._find(kb, h)
+        old = self._record_info(seg, off) if slot >= 0 else None
+        self._publish(h, [nbytes], new_ref, total, slot, ref, old)
 
     def _remove(self, kb: bytes, h: int) -> list | None:
         """Delete a key (lock held); return its values (copies) or None when absent."""
@@ -2070,6 +2179,10 @@ class _Filler:
     def __init__(self, nbytes: int, fill: Any) -> None:
         self.nbytes = nbytes
         self.fill = fill
+
+
+def _no_fill(buf: memoryview) -> None:
+    """The fill of a record whose value is written later (``_append_unfilled``)."""
 
 
 def _arena_word(seg: Segment, i: int) -> int:

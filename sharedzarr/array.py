@@ -532,17 +532,28 @@ class Array:
         shape, chunks, cdtype = self._shape, self._chunks, self._chunk_dtype
         raw_codec = self._raw
         encode = self._pipeline.encode
-        for idx, csel, osel in iter_chunk_selections(sels, chunks):
-            part = value[osel]
-            valid = chunk_valid_shape(idx, shape, chunks)
-            if covers_chunk(csel, valid):
-                if valid == chunks and raw_codec:
-                    # gather the chunk straight into the new record: one copy, not two
+        nbytes = self._chunk_nbytes
+        rest = []
+
+        def whole_chunks() -> Iterator[tuple[tuple[int, ...], int, Any]]:
+            # whole raw chunks are gathered straight into their new records: one copy
+            for idx, csel, osel in iter_chunk_selections(sels, chunks):
+                part = value[osel]
+                valid = chunk_valid_shape(idx, shape, chunks)
+                if raw_codec and valid == chunks and covers_chunk(csel, valid):
+
                     def fill(buf: memoryview, part: np.ndarray = part) -> None:
                         np.copyto(np.ndarray(chunks, cdtype, buf), part, casting="unsafe")
 
-                    backend.write_chunk_filled(idx, self._chunk_nbytes, fill)
-                    continue
+                    yield idx, nbytes, fill
+                else:
+                    rest.append((idx, csel, part, valid))
+
+        # big writes copy on two threads (numpy releases the GIL while it copies)
+        parallel = value.nbytes >= _PARALLEL_BYTES and _COPY_THREADS > 1
+        backend.write_chunks_filled(whole_chunks(), _copy_pool().submit if parallel else None)
+        for idx, csel, part, valid in rest:
+            if covers_chunk(csel, valid):
                 if valid == chunks:
                     chunk = np.ascontiguousarray(part, dtype=cdtype)
                 else:

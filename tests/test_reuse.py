@@ -218,3 +218,46 @@ def test_reused_arena_contents_are_the_new_values_only():
             assert t[k] == bytes([8]) * n
     finally:
         t.delete_table()
+
+
+def _filler(byte: int, fail: bool = False):
+    def fill(buf: memoryview) -> None:
+        if fail:
+            raise RuntimeError("fill failed")
+        buf[:] = bytes([byte]) * len(buf)
+
+    return fill
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_insert_filled_many_publishes_each_value_after_its_fill(threaded):
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = Table.create()
+    ex = ThreadPoolExecutor(1)
+    try:
+        submit = ex.submit if threaded else None
+        sizes = [100, 300_000, 5 << 20, 64]  # includes a value with a segment of its own
+        items = [(t.prepare_key(k), n, _filler(k + 1)) for k, n in enumerate(sizes)]
+        assert t.insert_filled_many(items, submit) == 4
+        for k, n in enumerate(sizes):
+            assert t[k] == bytes([k + 1]) * n
+        # a failing fill: the values before it are published, it and those after are not
+        items = [(t.prepare_key(k), 1000, _filler(50 + k, fail=(k == 2))) for k in range(5)]
+        with pytest.raises(RuntimeError, match="fill failed"):
+            t.insert_filled_many(items, submit)
+        assert t[0] == bytes([50]) * 1000 and t[1] == bytes([51]) * 1000
+        assert t[2] == bytes([3]) * sizes[2]  # unchanged
+        assert 4 not in t
+        from test_faults import audit
+
+        audit(t, lambda k: {0: 1000, 1: 1000, 2: sizes[2], 3: sizes[3]}[k])
+        bag = Table.create(table_type="bag")
+        try:
+            with pytest.raises(TypeError, match="set table"):
+                bag.insert_filled_many([])
+        finally:
+            bag.delete_table()
+    finally:
+        ex.shutdown()
+        t.delete_table()

@@ -15,7 +15,7 @@ shared-memory tables whose chunk keys are ``("chunk", (i, j, ...))`` and whose m
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -267,6 +267,21 @@ class Backend(abc.ABC):
         buf = bytearray(nbytes)
         fill(memoryview(buf))
         self.write_chunk(idx, buf)
+
+    def write_chunks_filled(self, items: Iterable[tuple], submit: Any = None) -> None:
+        """Store many whole chunks, each written by its ``fill(buffer)``.
+
+        The default calls :meth:`write_chunk_filled` for each; backends may batch them
+        (one writer session) and run fills on another thread via ``submit``.
+
+        Parameters
+        ----------
+        items : iterable of (chunk index, nbytes, fill)
+        submit : callable, optional
+            ``submit(fill, buffer) -> concurrent.futures.Future``, to fill in parallel.
+        """
+        for idx, nbytes, fill in items:
+            self.write_chunk_filled(idx, nbytes, fill)
 
     def chunk_reader(self) -> Any:
         """Return a fast ``read(idx) -> buffer or None`` for zero-copy reads of many chunks.

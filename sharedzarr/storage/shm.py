@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
 
 from .. import _proc
@@ -153,6 +153,14 @@ class SharedMemoryBackend(Backend):
         """Store chunk ``idx`` written in place into shared memory by ``fill``."""
         self._check_writable()
         self.table.insert_filled(self._key(idx), nbytes, fill)
+
+    def write_chunks_filled(self, items: Iterable[tuple], submit: Any = None) -> None:
+        """Store many whole chunks in one writer session (see ``Table.insert_filled_many``)."""
+        self._check_writable()
+        key = self._key
+        self.table.insert_filled_many(
+            ((key(idx), nbytes, fill) for idx, nbytes, fill in items), submit
+        )
 
     def delete_chunk(self, idx: ChunkIndex) -> None:
         """Delete chunk ``idx``; no error when absent."""
