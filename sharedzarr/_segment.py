@@ -125,6 +125,9 @@ class Segment:
         A byte view of the mapping (read-only for read-only mappings).
     rbuf : memoryview or None
         A read-only byte view of the mapping (what zero-copy reads hand out).
+    words : memoryview or None
+        The first 64 bytes as eight ``uint64`` words: each item is one aligned 8-byte
+        load or store (a data segment's header words).
     fd : int
         The open descriptor, or -1 when it was closed after mapping.
     """
@@ -135,6 +138,7 @@ class Segment:
     mm: mmap.mmap | None = None
     buf: memoryview | None = None
     rbuf: memoryview | None = None
+    words: memoryview | None = None
     fd: int = -1
     readonly: bool = False
 
@@ -149,6 +153,8 @@ class Segment:
                 self.rbuf = self.buf.toreadonly()
                 if readonly:
                     self.buf = self.rbuf
+                if size >= 64:
+                    self.words = self.buf[:64].cast("Q")
             self.size = size
         except BaseException:
             os.close(fd)
@@ -256,6 +262,9 @@ class Segment:
         view is released, so those views stay valid.
         """
         self.close_fd()
+        if self.words is not None:
+            self.words.release()
+            self.words = None
         bufs = (self.buf, self.rbuf)
         self.buf = self.rbuf = None
         mm, self.mm = self.mm, None

@@ -83,6 +83,8 @@ _REC_HEAD1 = L.REC_HEAD1
 _OFFSET_MASK = L.OFFSET_MASK
 _OFFSET_BITS = L.OFFSET_BITS
 _READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
+# inlined as literals on the read path (an attribute lookup there costs measurable time)
+assert (L.H_DELETED, L.H_GEN, L.H_REUSE, L.A_ID, L.A_NOREUSE, L.NOREUSE_VIEW) == (8, 9, 22, 6, 7, 1)
 
 
 def _check_platform() -> None:
@@ -887,7 +889,8 @@ class Table:
         the lookup and again after copying the view; if it moved, the copy may be torn and
         the read must be repeated.  See :mod:`sharedzarr._layout`, "Reuse".
         """
-        return self._check_open()[L.H_REUSE]
+        H = self._H
+        return (H if H is not None else self._check_open())[22]  # L.H_REUSE
 
     def get_prepared(
         self, pk: tuple[bytes, int], *, copy: bool = True, borrow: bool = False
@@ -911,48 +914,61 @@ class Table:
         """
         kb, h = pk
         H = self._H
-        if H is None:
-            H = self._check_open()
+        # fast path: the key sits in its home slot of a current index and its arena is
+        # mapped (the common case at load <= 0.5); anything unusual takes _get_slow.
+        # Literal word indices: 8 deleted, 9 index generation, 22 reuse epoch.
+        if H is not None and not H[8] and H[9] == self._idx_gen:
+            epoch = H[22]
+            self._reads += 1
+            if not self._reads & 255 and self._hdr.unlinked():
+                raise self._not_found()
+            idx = self._idx
+            j = (h & self._mask) << 1
+            if idx[j] == h:
+                ref = idx[j + 1]
+                seg = self._arenas.get(ref >> _OFFSET_BITS) if ref > 1 else None
+                if seg is not None:
+                    off = ref & _OFFSET_MASK
+                    mm = seg.mm
+                    try:
+                        _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+                    except (struct.error, TypeError):
+                        n = klen = vlen = 0
+                    ko = off + 16 + 8 * n
+                    pos = off + ((ko - off + klen + 63) & ~63)
+                    if n and pos + vlen <= seg.size and mm[ko : ko + klen] == kb:
+                        if copy:
+                            v = mm[pos : pos + vlen]
+                            if H[22] == epoch:
+                                return v
+                        elif borrow:
+                            return seg.rbuf[pos : pos + vlen]
+                        elif not seg.readonly:
+                            w = seg.words
+                            if w[7] == 0:  # A_NOREUSE: pin (see _pin)
+                                w[7] = 1
+                            if w[6] == ref >> _OFFSET_BITS and H[22] == epoch:  # A_ID
+                                return seg.rbuf[pos : pos + vlen]
+        return self._get_slow(kb, h, copy, borrow)
+
+    def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> Any:
+        """:meth:`get_prepared` by a full probe, repeated while arenas are reused under it."""
+        H = self._check_open()
         for _attempt in range(_READ_RETRIES):
             epoch = H[L.H_REUSE]
-            # fast path: the key sits in its home slot of a current index and its arena is
-            # mapped (the common case at load <= 0.5); anything else goes through _find
-            seg = None
-            if not H[L.H_DELETED] and H[L.H_GEN] == self._idx_gen:
-                self._reads += 1
-                if not self._reads & 255 and self._hdr.unlinked():
-                    raise self._not_found()
-                idx = self._idx
-                j = (h & self._mask) << 1
-                if idx[j] == h:
-                    ref = idx[j + 1]
-                    if ref > 1:
-                        seg = self._arenas.get(ref >> _OFFSET_BITS)
-                        if seg is not None:
-                            off = ref & _OFFSET_MASK
-                            mm = seg.mm
-                            try:
-                                _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
-                            except (struct.error, TypeError):
-                                seg = None
-                            else:
-                                ko = off + 16 + 8 * n
-                                if mm[ko : ko + klen] != kb:
-                                    seg = None
-            if seg is None:
-                try:
-                    slot, ref, seg, off = self._find(kb, h)
-                    if slot >= 0:
-                        mm = seg.mm
-                        _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
-                except (CorruptTableError, struct.error):
-                    if H[L.H_REUSE] != epoch:
-                        continue  # read a reused arena: look again
-                    raise
-                if slot < 0:
-                    if H[L.H_REUSE] != epoch:
-                        continue  # a probe may have skipped a reused record: look again
-                    return None
+            try:
+                slot, ref, seg, off = self._find(kb, h)
+                if slot >= 0:
+                    mm = seg.mm
+                    _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+            except (CorruptTableError, struct.error):
+                if H[L.H_REUSE] != epoch:
+                    continue  # read a reused arena: look again
+                raise
+            if slot < 0:
+                if H[L.H_REUSE] != epoch:
+                    continue  # a probe may have skipped a reused record: look again
+                return None
             if n == 0:
                 if H[L.H_REUSE] != epoch:
                     continue
@@ -983,9 +999,10 @@ class Table:
         The mark is stored before the id is checked; a writer checks the mark at least
         ``REUSE_GRACE_NS`` after it retired the arena, so one of the two sees the other.
         """
-        if _arena_word(seg, L.A_NOREUSE) == 0:
-            _set_arena_word(seg, L.A_NOREUSE, L.NOREUSE_VIEW)
-        return _arena_word(seg, L.A_ID) == aid
+        w = seg.words
+        if w[7] == 0:  # A_NOREUSE
+            w[7] = L.NOREUSE_VIEW
+        return w[6] == aid  # A_ID
 
     def _kept_changing(self) -> SharedZarrError:
         return SharedZarrError(
@@ -2186,13 +2203,11 @@ def _no_fill(buf: memoryview) -> None:
 
 
 def _arena_word(seg: Segment, i: int) -> int:
-    with seg.buf[i * 8 : i * 8 + 8].cast("Q") as w:  # one aligned 8-byte load
-        return w[0]
+    return seg.words[i]  # one aligned 8-byte load
 
 
 def _set_arena_word(seg: Segment, i: int, v: int) -> None:
-    with seg.buf[i * 8 : i * 8 + 8].cast("Q") as w:  # one aligned 8-byte store
-        w[0] = v
+    seg.words[i] = v  # one aligned 8-byte store
 
 
 def _heir_ident(pid: int | None) -> tuple[int, int] | None:

@@ -65,6 +65,7 @@ class SharedMemoryBackend(Backend):
         self.table = table
         self.name = table.name
         self.readonly = readonly
+        self.reuse_epoch = table.reuse_epoch  # one call less on the read path
         self._keys: dict[tuple, tuple[bytes, int]] = {}
         self._meta_key = table.prepare_key(METADATA_KEY)
 
