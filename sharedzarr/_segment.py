@@ -128,6 +128,9 @@ class Segment:
     words : memoryview or None
         The first 64 bytes as eight ``uint64`` words: each item is one aligned 8-byte
         load or store (a data segment's header words).
+    words_writable : bool
+        Whether ``words`` can be stored to (a read-only mapping may still get a small
+        writable mapping of its header, see :meth:`attach`).
     fd : int
         The open descriptor, or -1 when it was closed after mapping.
     """
@@ -139,6 +142,8 @@ class Segment:
     buf: memoryview | None = None
     rbuf: memoryview | None = None
     words: memoryview | None = None
+    words_writable: bool = False
+    _wmm: mmap.mmap | None = None
     fd: int = -1
     readonly: bool = False
 
@@ -155,6 +160,7 @@ class Segment:
                     self.buf = self.rbuf
                 if size >= 64:
                     self.words = self.buf[:64].cast("Q")
+                    self.words_writable = not readonly
             self.size = size
         except BaseException:
             os.close(fd)
@@ -201,8 +207,15 @@ class Segment:
             raise
 
     @classmethod
-    def attach(cls, name: str, *, readonly: bool = False, keep_fd: bool = False) -> Segment:
-        """Attach existing segment ``name`` without changing its size."""
+    def attach(
+        cls, name: str, *, readonly: bool = False, keep_fd: bool = False, words_rw: bool = False
+    ) -> Segment:
+        """Attach existing segment ``name`` without changing its size.
+
+        ``words_rw`` with ``readonly``: also map the first page read-write, when this
+        user may, so that :attr:`words` can be stored to (a reader's marks in a data
+        segment's header); the data stays mapped read-only.
+        """
         shm = posix_ipc.SharedMemory("/" + name, 0, size=0, read_only=readonly)
         fd = shm.fd
         try:
@@ -210,7 +223,23 @@ class Segment:
         except BaseException:
             os.close(fd)
             raise
-        return cls(name, fd, size, readonly, keep_fd)
+        seg = cls(name, fd, size, readonly, keep_fd)
+        if readonly and words_rw and seg.words is not None:
+            try:
+                wfd = posix_ipc.SharedMemory("/" + name, 0, size=0).fd
+            except posix_ipc.PermissionsError:
+                return seg  # this user may not write: words stay read-only
+            try:
+                wmm = mmap.mmap(wfd, 64, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+            except OSError:
+                return seg
+            finally:
+                os.close(wfd)
+            seg.words.release()
+            seg._wmm = wmm
+            seg.words = memoryview(wmm).cast("Q")
+            seg.words_writable = True
+        return seg
 
     def reserve(self, offset: int, length: int) -> None:
         """Allocate ``[offset, offset+length)`` of the segment, then map it in.
@@ -265,6 +294,10 @@ class Segment:
         if self.words is not None:
             self.words.release()
             self.words = None
+        if self._wmm is not None:
+            with contextlib.suppress(BufferError):
+                self._wmm.close()
+            self._wmm = None
         bufs = (self.buf, self.rbuf)
         self.buf = self.rbuf = None
         mm, self.mm = self.mm, None

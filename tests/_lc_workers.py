@@ -146,6 +146,8 @@ def as_user(user: str, name: str) -> dict[str, Any]:
         out["insert"] = _exc(lambda: t.insert("x", b"y"))
         a = sz.open(name)
         out["values"] = a[:].tolist()
+        # may not mark the data segment (no write permission): a zero-copy read is a copy
+        out["view"] = a.read_chunk((0,), copy=False).tolist()
         out["set_slice"] = _exc(lambda: a.__setitem__(slice(0, 10), 1))
         out["handle_delete"] = _exc(lambda: t.delete_table())
         a.close()

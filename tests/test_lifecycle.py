@@ -531,6 +531,7 @@ def test_other_user_reads_with_mode_644_but_cannot_write():
         for op in ("attach", "attach_ro", "open", "open_r", "get_state", "table_info"):
             assert out[op] == "ok", (op, out[op])
         assert out["values"] == [4] * 20
+        assert out["view"] == [4] * 10
         for op in ("insert", "set_slice", "clear_table", "delete_table", "handle_delete"):
             assert out[op] == "AccessDeniedError", (op, out[op])
         assert out["gc"] == "ok"

@@ -112,11 +112,15 @@ def test_zero_copy_view_in_another_process_survives_reuse(big):
     assert same.value == 1
 
 
-def test_read_only_handle_zero_copy_is_a_stable_copy(big):
+def test_read_only_handle_pins_through_a_writable_header_mapping(big):
     ro = Table.attach(big.name, readonly=True)
     try:
         v = ro.get(3, copy=False)
         assert isinstance(v, memoryview) and v.readonly
+        (seg,) = [s for s in ro._arenas.values() if s.words[7] == L.NOREUSE_VIEW]
+        assert seg.readonly and seg.words_writable  # data read-only, header words writable
+        with pytest.raises(TypeError):
+            seg.buf[100] = 1
         before = bytes(v)
         for r in range(2, 8):
             _fill(big, r)

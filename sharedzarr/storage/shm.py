@@ -133,11 +133,11 @@ class SharedMemoryBackend(Backend):
         """
         keys = self._keys
         key = self._key
-        get = self.table.get_prepared
+        borrow = self.table.borrow_prepared
 
         def read(idx: ChunkIndex) -> memoryview | None:
             pk = keys.get(idx)
-            return get(pk if pk is not None else key(idx), copy=False, borrow=True)
+            return borrow(pk if pk is not None else key(idx))
 
         return read
 
