@@ -46,6 +46,7 @@ __all__ = [
     "ManagerPeer",
     "Peer",
     "PlainShmPeer",
+    "TiledShmPeer",
     "Reader",
     "SzMemoryPeer",
     "SzShmPeer",
@@ -341,6 +342,81 @@ class PlainShmPeer(Peer):
         with contextlib.suppress(Exception):
             self._shm.unlink()
         self._shm = None
+
+
+# --------------------------------------------------------------------------------------------
+# the same segment, chunk-major: the limit of any chunked layout
+# --------------------------------------------------------------------------------------------
+
+
+class TiledShmReader(Reader):
+    """Chunks stored back to back in one ``shared_memory`` segment (chunk-major order).
+
+    No lookup, no key, no header: only the per-chunk copy that every chunked store (Zarr,
+    sharedzarr, LMDB) must do, and one Python loop step per chunk.
+    """
+
+    def __init__(self, tiles: np.ndarray, ds: Dataset) -> None:
+        self.tiles, self.ds = tiles, ds
+
+    @classmethod
+    def attach(cls, handle: tuple[str, Dataset]) -> TiledShmReader:
+        """Attach the segment by name and view it as ``(grid rows, grid cols, chunk)``."""
+        name, ds = handle
+        shm = _attach_untracked(name)
+        self = cls(np.ndarray(ds.grid + ds.chunks, ds.dtype, buffer=shm.buf), ds)
+        self.shm = shm
+        return self
+
+    def read_whole(self, out: np.ndarray) -> None:
+        """Gather every chunk into its block of ``out`` (C order of chunks)."""
+        ci, cj = self.ds.chunks
+        tiles = self.tiles
+        for i, j in _chunk_indices(self.ds):
+            out[i * ci : (i + 1) * ci, j * cj : (j + 1) * cj] = tiles[i, j]
+
+    def read_window(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Assemble the window from the chunks it overlaps."""
+        tiles = self.tiles
+        return _window_from_chunks(self.ds, r0, r1, c0, c1, lambda ij: tiles[ij])
+
+    def read_chunk(self, idx: tuple[int, int]) -> np.ndarray:
+        """Copy of one tile."""
+        return self.tiles[idx].copy()
+
+    def view_chunk(self, idx: tuple[int, int]) -> np.ndarray:
+        """One tile, no copy."""
+        return self.tiles[idx]
+
+    def write_chunk(self, idx: tuple[int, int], data: np.ndarray) -> None:
+        """Overwrite one tile in place."""
+        self.tiles[idx] = data
+
+    def close(self) -> None:
+        """Drop the view and unmap the segment."""
+        self.tiles = None  # type: ignore[assignment]
+        self.shm.close()
+
+
+class TiledShmPeer(PlainShmPeer):
+    """The plain segment holding chunks back to back: the ceiling of a chunked layout."""
+
+    label = "shared_memory tiles (chunked limit)"
+    reader_cls = TiledShmReader  # type: ignore[assignment]
+
+    def create(self) -> None:
+        """Create the segment, viewed as tiles."""
+        from multiprocessing import shared_memory
+
+        self.name = _unique("tiles")
+        self._shm = shared_memory.SharedMemory(self.name, create=True, size=self.ds.nbytes)
+        self.buf = np.ndarray(self.ds.grid + self.ds.chunks, self.ds.dtype, buffer=self._shm.buf)
+
+    def write_whole(self, data: np.ndarray) -> None:
+        """Scatter ``data`` into the tiles."""
+        ci, cj = self.ds.chunks
+        for i, j in _chunk_indices(self.ds):
+            self.buf[i, j] = data[i * ci : (i + 1) * ci, j * cj : (j + 1) * cj]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1022,6 +1098,7 @@ class TablePeer:
 ARRAY_PEERS: list[type[Peer]] = [
     CopytoPeer,
     PlainShmPeer,
+    TiledShmPeer,
     SzShmPeer,
     SzMemoryPeer,
     ZarrMemoryPeer,
