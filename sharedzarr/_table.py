@@ -19,10 +19,25 @@ older loads), so a reader that sees a reference also sees the record it
 points to.  On a weakly ordered CPU this needs fences; the package refuses to
 publish on anything but x86-64/little-endian (see ``_check_platform``).
 
-Overwritten and deleted records become garbage; when garbage exceeds a quarter
-of the live data the writer copies the live records of the most wasteful arena
-forward, republishes them and unlinks that arena.  A mapping of an unlinked
-segment stays valid, so a zero-copy view a reader holds never changes.
+Overwritten and deleted records become garbage; when garbage exceeds 40% of the
+live data the writer copies the live records of the most wasteful arena forward
+and republishes them.  An arena left with no live record is *retired*: unlinked
+(a mapping of an unlinked segment stays valid), or parked in a small pool and,
+after a grace period, renamed to a fresh id and appended to again, so that a
+rewrite costs a copy instead of fresh tmpfs pages.  Reuse is the one case where
+bytes a reader may be reading change, and readers handle it:
+
+* a copying read loads the header's reuse epoch before its lookup and again
+  after its copy; a writer bumps the epoch before the first byte of a reused
+  arena changes (TSO: a reader that saw any such byte sees the bump), so a read
+  that overlapped a reuse is repeated, and one that did not is whole;
+* a zero-copy view marks its arena no-reuse, then checks that the arena's id
+  word still holds the id of its reference.  A writer stores 0 there when it
+  retires the arena and reads the mark at least ``REUSE_GRACE_NS`` (0.2 ms)
+  later; a reader whose check saw the old id stored its mark before that check,
+  and a store is visible to other CPUs within nanoseconds (the store buffer
+  drains continuously), so the writer sees the mark and unlinks the arena
+  instead of reusing it.  A view therefore never changes while it is held.
 
 Crash consistency
 -----------------
