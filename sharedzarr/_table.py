@@ -63,7 +63,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import wait as futures_wait
 from typing import Any
 
@@ -98,8 +98,10 @@ _REC_HEAD1 = L.REC_HEAD1
 _OFFSET_MASK = L.OFFSET_MASK
 _OFFSET_BITS = L.OFFSET_BITS
 _READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
+_VIEW_CACHE_MAX = 1 << 16  # entries per view_reader (each holds a view, not a copy)
 # inlined as literals on the read path (an attribute lookup there costs measurable time)
-assert (L.H_DELETED, L.H_GEN, L.H_REUSE, L.A_ID, L.A_NOREUSE, L.NOREUSE_VIEW) == (8, 9, 22, 6, 7, 1)
+assert (L.H_DELETED, L.H_GEN, L.H_RECLAIM, L.H_REUSE) == (8, 9, 21, 22)
+assert (L.A_ID, L.A_NOREUSE, L.NOREUSE_VIEW) == (6, 7, 1)
 
 
 def _check_platform() -> None:
@@ -994,6 +996,113 @@ class Table:
                     if n and pos + vlen <= seg.size and mm[ko : ko + klen] == kb:
                         return seg.rbuf[pos : pos + vlen]
         return self._get_slow(kb, h, False, True)
+
+    def view_reader(
+        self,
+        prepare: Callable[[Any], tuple[bytes, int]],
+        wrap: Callable[[memoryview], Any],
+        *,
+        pin: bool = False,
+        take: Callable[[Any], Any] | None = None,
+    ) -> Callable[[Any], Any]:
+        """A reader for repeated reads of the same keys: ``read(k) -> wrap(view) or None``.
+
+        ``k`` is any hashable name of a key and ``prepare(k)`` its prepared key.  The first
+        read of ``k`` probes the index and caches ``wrap(view of the first value)``; later
+        reads return the cached object after checking, with three word loads, that the key's
+        slot still holds the same record and that no arena was reclaimed or reused since.
+
+        Parameters
+        ----------
+        prepare : callable
+            ``k -> prepared key`` (see :meth:`prepare_key`).
+        wrap : callable
+            ``memoryview -> object`` (e.g. a numpy array over it); may return None for a
+            value it cannot wrap, which ``read`` then returns (uncached).
+        pin : bool
+            False: the objects are *borrowed* (copy them, then check :meth:`reuse_epoch`).
+            True: their data segments are marked never to be reused, so they stay valid
+            and unchanged while held (a handle that cannot mark gets wrapped copies).
+        take : callable, optional
+            With ``pin=False``: ``read`` returns ``take(object)`` (typically a copy), made
+            and checked against the reuse epoch inside ``read``, so it is never torn.
+
+        Returns
+        -------
+        callable
+            ``read(k)``; None when the key is absent.
+        """
+        cache: dict[Any, tuple] = {}
+
+        def read(k: Any) -> Any:
+            H = self._H
+            ent = cache.get(k)
+            if ent is not None and H is not None:
+                gen, j, ref, rec, obj = ent
+                self._reads += 1
+                epoch = H[22]
+                if H[21] != rec:
+                    # segments were reclaimed or reused: drop every cached view, so none
+                    # keeps an unlinked segment's memory mapped
+                    cache.clear()
+                elif H[9] == gen and not H[8] and self._reads & 255:
+                    try:
+                        if self._idx[j] == ref:
+                            if take is None:
+                                return obj
+                            out = take(obj)
+                            if H[22] == epoch:
+                                return out
+                    except (TypeError, ValueError):
+                        pass  # the index was replaced under this thread
+            return fill(k)
+
+        def fill(k: Any) -> Any:
+            kb, h = prepare(k)
+            H = self._check_open()
+            if not self._reads & 255 and self._hdr.unlinked():
+                raise self._not_found()
+            for _attempt in range(_READ_RETRIES):
+                epoch, rec = H[L.H_REUSE], H[L.H_RECLAIM]
+                if H[L.H_GEN] != self._idx_gen:
+                    self._load_index()
+                gen = self._idx_gen
+                try:
+                    slot, ref, seg, off = self._find(kb, h)
+                    if slot >= 0:
+                        _total, klen, n, vlen = _REC_HEAD1.unpack_from(seg.mm, off)
+                except (CorruptTableError, struct.error):
+                    if H[L.H_REUSE] != epoch:
+                        continue
+                    raise
+                if slot < 0 or n == 0:
+                    if H[L.H_REUSE] != epoch:
+                        continue
+                    return None
+                pos = off + ((16 + 8 * n + klen + 63) & ~63)
+                if pos + vlen > seg.size:
+                    if H[L.H_REUSE] != epoch:
+                        continue
+                    raise self._corrupt(off)
+                if pin and not seg.words_writable:  # cannot mark: a copy, not cached
+                    obj = wrap(memoryview(seg.mm[pos : pos + vlen]))
+                    if H[L.H_REUSE] == epoch:
+                        return obj
+                    continue
+                if pin and not self._pin(seg, ref >> _OFFSET_BITS):
+                    continue
+                obj = wrap(seg.rbuf[pos : pos + vlen])
+                out = obj if take is None or obj is None else take(obj)
+                if H[L.H_REUSE] != epoch:
+                    continue
+                if obj is not None:
+                    if len(cache) >= _VIEW_CACHE_MAX:
+                        cache.clear()
+                    cache[k] = (gen, (slot << 1) + 1, ref, rec, obj)
+                return out
+            raise self._kept_changing()
+
+        return read
 
     def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> Any:
         """:meth:`get_prepared` by a full probe, repeated while arenas are reused under it."""

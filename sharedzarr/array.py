@@ -154,6 +154,7 @@ class Array:
         # that passed validation once (the grid changes only with the metadata)
         self._fast_chunks = self._raw and self._chunk_dtype == self._dtype
         self._valid_idx: set[tuple[int, ...]] = set()
+        self._chunk_views: dict[bool, Any] = {}  # copy -> cached_chunk_reader
 
     def _fill_chunk(self) -> np.ndarray:
         """A read-only chunk full of the fill value (chunk dtype), built on first use."""
@@ -222,7 +223,10 @@ class Array:
                     f"array {self.name!r}: chunk {idx} holds {size} bytes after decoding, "
                     f"expected {self._chunk_nbytes} ({self._chunks} x {self._dtype})"
                 )
-        return np.ndarray(self._chunks, self._chunk_dtype, raw)
+        # frombuffer, not ndarray(buffer=...): numpy then keeps the memoryview (and so the
+        # mapping's export) as the base; with ndarray(buffer=) the base is the bare mmap,
+        # which a later close would unmap under the array
+        return np.frombuffer(raw, self._chunk_dtype).reshape(self._chunks)
 
     def _check_data(self, data: Any) -> np.ndarray:
         """Return ``data`` as an ndarray whose values convert to the array dtype without loss.
@@ -705,19 +709,12 @@ class Array:
             For ``copy=False`` on a compressed array.
         """
         if idx in self._valid_idx and self._fast_chunks and not self._closed:
-            # the hot path (per-chunk readers): one lookup, one ndarray header
-            if copy:  # a borrowed view, copied, then checked (see _read_pieces)
-                epoch = self._epoch
-                start = epoch()
-                stored = self._reader(idx)
-                if stored is not None and len(stored) == self._chunk_nbytes:
-                    arr = np.ndarray(self._chunks, self._dtype, stored).copy()
-                    if epoch() == start:
-                        return arr
-            else:  # a pinned view: stays unchanged while the caller holds it
-                stored = self._backend.read_chunk(idx, copy=False)
-                if stored is not None and len(stored) == self._chunk_nbytes:
-                    return np.ndarray(self._chunks, self._dtype, stored)
+            # the hot path (per-chunk readers): a cached numpy view of the chunk, checked
+            # against the index by the backend; copied (then the epoch checked) or handed out
+            read = self._chunk_views.get(copy) or self._chunk_view_reader(copy)
+            arr = read(idx)  # copy: a checked copy of a borrowed view; else a pinned view
+            if arr is not None:
+                return arr if copy else arr.view()
         backend = self._live()
         idx = normalize_chunk_index(idx, self._grid)
         if len(self._valid_idx) < 1 << 20:
@@ -740,6 +737,23 @@ class Array:
         if arr.flags.writeable:
             arr.flags.writeable = False
         return arr
+
+    def _chunk_view_reader(self, copy: bool) -> Any:
+        """The backend's cached reader of whole chunks (see ``read_chunk``): copies made
+        from borrowed numpy views, or pinned numpy views."""
+        shape, dtype, nbytes = self._chunks, self._dtype, self._chunk_nbytes
+
+        def wrap(buf: Any) -> np.ndarray | None:
+            # frombuffer keeps the memoryview as the base (see _decode)
+            return np.frombuffer(buf, dtype).reshape(shape) if len(buf) == nbytes else None
+
+        backend = self._live()
+        if copy:
+            reader = backend.cached_chunk_reader(wrap, take=np.ndarray.copy)
+        else:
+            reader = backend.cached_chunk_reader(wrap, pin=True)
+        self._chunk_views[copy] = reader
+        return reader
 
     def write_chunk(self, idx: Sequence[int] | int, data: Any) -> None:
         """Replace one whole chunk.

@@ -296,3 +296,19 @@ def array_reader(name: str, rounds: int) -> tuple[int, int]:
         bad += int(w.min() != w.max()) + int(c.min() != c.max())
     a.close()
     return done, bad
+
+
+def numpy_views_outlive_close(name: str) -> list:
+    """Take numpy views of chunks (both read paths), close and delete the array, then read
+    the views: they must still hold the data (a dangling view would segfault here)."""
+    a = sz.create(shape=(64, 64), chunks=(32, 32), dtype="f8", table_name=name)
+    a[...] = 5.0
+    fast = a.read_chunk((0, 0), copy=False)
+    a2 = sz.open(name, mode="r")
+    other = a2.read_chunk((1, 1), copy=False)
+    a2.close()
+    a.delete()
+    import gc
+
+    gc.collect()
+    return [float(fast.sum()), float(other.sum())]

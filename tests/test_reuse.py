@@ -265,3 +265,49 @@ def test_insert_filled_many_publishes_each_value_after_its_fill(threaded):
     finally:
         ex.shutdown()
         t.delete_table()
+
+
+def _deleted_maps(name: str) -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if f"/dev/shm/sz.{name}." in line and "(deleted)" in line)
+
+
+def test_cached_chunk_views_follow_rewrites_and_release_dead_segments(cleanup):
+    name = f"reuse-cache-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(1024, 1024), chunks=(256, 256), dtype="f8", table_name=name)
+    a[...] = 1.0
+    r = sz.open(name, mode="r")
+    held = r.read_chunk((0, 0), copy=False)  # pinned: must never change
+    for v in (2.0, 3.0, 4.0):
+        a[...] = v
+        for i in range(4):
+            for j in range(4):
+                c = r.read_chunk((i, j))
+                view = r.read_chunk((i, j), copy=False)
+                assert c.min() == c.max() == v and view.min() == view.max() == v
+                assert c.flags.writeable and not view.flags.writeable
+                c[0, 0] = -1  # a copy: the next read is unaffected
+                assert r.read_chunk((i, j))[0, 0] == v
+    assert held.min() == held.max() == 1.0
+    assert r.read_chunk((0, 0), copy=False) is not r.read_chunk((0, 0), copy=False)
+    a.write_chunk((1, 1), 9.0)
+    assert r.read_chunk((1, 1)).max() == 9.0 == r.read_chunk((1, 1), copy=False).min()
+    a.delete_chunk((1, 2))
+    assert r.read_chunk((1, 2)).max() == 0.0  # the fill value once deleted
+    # after a reclaim, one more read drops the cached views into unlinked segments
+    del held
+    a.backend.table.reclaim()
+    r.read_chunk((3, 3))
+    r.read_chunk((0, 1), copy=False)
+    import gc
+
+    gc.collect()
+    assert _deleted_maps(name) <= 2, _deleted_maps(name)
+    r.close()
+
+
+def test_numpy_views_outlive_close_and_delete():
+    name = f"npview-{os.getpid()}"
+    with CTX.Pool(1) as pool:  # a dangling view would kill the process, not the test run
+        assert pool.apply(W.numpy_views_outlive_close, (name,)) == [5.0 * 1024] * 2

@@ -298,6 +298,37 @@ class Backend(abc.ABC):
         read = self.read_chunk
         return lambda idx: read(idx, copy=False)
 
+    def cached_chunk_reader(self, wrap: Any, *, pin: bool = False, take: Any = None) -> Any:
+        """Return ``read(idx) -> wrap(buffer) or None`` for repeated reads of single chunks.
+
+        Backends may cache the wrapped object per chunk (the shm backend does, checking on
+        each call that the chunk was not replaced).  With ``pin=False`` the objects are
+        borrowed like :meth:`chunk_reader`'s buffers; with ``pin=True`` they stay valid
+        while held, like ``read_chunk(idx, copy=False)``.
+
+        Parameters
+        ----------
+        wrap : callable
+            ``buffer -> object``, or None for a buffer it cannot wrap.
+        pin : bool
+            See above.
+        take : callable, optional
+            With ``pin=False``, ``read`` returns ``take(object)`` (e.g. a copy) instead,
+            made so that it is never torn.
+
+        Returns
+        -------
+        callable
+        """
+        read = self.read_chunk
+
+        def cached(idx: ChunkIndex) -> Any:
+            v = read(idx, copy=False)
+            obj = None if v is None else wrap(v)
+            return obj if take is None or obj is None else take(obj)
+
+        return cached
+
     def reuse_epoch(self) -> int:
         """A counter that moves when memory a borrowed buffer may point to is reused.
 

@@ -141,6 +141,10 @@ class SharedMemoryBackend(Backend):
 
         return read
 
+    def cached_chunk_reader(self, wrap: Any, *, pin: bool = False, take: Any = None) -> Any:
+        """Cached views per chunk, revalidated on each call (``Table.view_reader``)."""
+        return self.table.view_reader(self._key, wrap, pin=pin, take=take)
+
     def reuse_epoch(self) -> int:
         """The table's reuse epoch (:meth:`sharedzarr._table.Table.reuse_epoch`)."""
         return self.table.reuse_epoch()
