@@ -1870,16 +1870,18 @@ class Table:
         """Insert many values, each written in place by its ``fill(buffer)``; set types only.
 
         One writer session for all.  Each value is published only after its ``fill``
-        returned, in order, so readers never see one half-written.
+        returned, in order, so readers never see one half-written.  If a fill raises, the
+        values before it are published and it and the later ones are not; the exception
+        propagates.
 
         Parameters
         ----------
         items : iterable of (prepared key, nbytes, fill)
             Prepared keys come from :meth:`prepare_key`.
         submit : callable, optional
-            ``submit(fill, buffer) -> concurrent.futures.Future``.  Given, every other fill
-            runs there (another thread: numpy releases the GIL while it copies) while this
-            thread prepares the next record and runs the fills in between.
+            ``submit(fill, buffer) -> concurrent.futures.Future``.  Given, two fills in
+            three run there (another thread: numpy releases the GIL while it copies) while
+            this thread prepares the records and runs the third.
 
         Returns
         -------
@@ -1890,30 +1892,49 @@ class Table:
             raise TypeError(f"insert_filled_many needs a set table; {self.name!r} is a bag")
         pending: collections.deque = collections.deque()
         done = 0
+        head_failed = False
         with self.writer():
             try:
                 for k, ((kb, h), nbytes, fill) in enumerate(items):
                     self._grow_if_needed(len(pending) + 1)
                     new_ref, total, buf = self._append_unfilled(kb, nbytes)
-                    if submit is not None and not k & 1:
+                    if submit is not None and k % 3 != 2:
                         pending.append((submit(fill, buf), kb, h, nbytes, new_ref, total))
                     else:
+                        try:
+                            fill(buf)
+                        except BaseException:
+                            self._abandon(new_ref, total)
+                            raise
                         pending.append((None, kb, h, nbytes, new_ref, total))
-                        fill(buf)
                     while pending and (
-                        len(pending) > 2 or pending[0][0] is None or pending[0][0].done()
+                        len(pending) > 4 or pending[0][0] is None or pending[0][0].done()
                     ):
+                        head_failed = True  # a fill that failed is the oldest pending one
                         self._finish_filled(pending.popleft())
+                        head_failed = False
                         done += 1
                 while pending:
+                    head_failed = True
                     self._finish_filled(pending.popleft())
+                    head_failed = False
                     done += 1
             except BaseException:
-                while pending:  # wait for the other thread, then publish none of the rest
-                    fut, _kb, _h, _n, new_ref, total = pending.popleft()
-                    if fut is not None:
-                        futures_wait([fut])
-                    self._abandon(new_ref, total)
+                # publish, in order, the values filled before the first failure; the failed
+                # one and those after it become garbage
+                failed = head_failed
+                while pending:
+                    p = pending.popleft()
+                    if p[0] is not None:
+                        futures_wait([p[0]])
+                    if failed:
+                        self._abandon(p[4], p[5])
+                        continue
+                    try:
+                        self._finish_filled(p)  # abandons its record itself if it failed
+                        done += 1
+                    except BaseException:
+                        failed = True
                 raise
         return done
 

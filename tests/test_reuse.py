@@ -246,12 +246,18 @@ def test_insert_filled_many_publishes_each_value_after_its_fill(threaded):
         assert t.insert_filled_many(items, submit) == 4
         for k, n in enumerate(sizes):
             assert t[k] == bytes([k + 1]) * n
-        # a failing fill: the values before it are published, it and those after are not
+        # a failing fill (on this thread, then on the other): the values before it are
+        # published, it and those after are not
         items = [(t.prepare_key(k), 1000, _filler(50 + k, fail=(k == 2))) for k in range(5)]
         with pytest.raises(RuntimeError, match="fill failed"):
             t.insert_filled_many(items, submit)
         assert t[0] == bytes([50]) * 1000 and t[1] == bytes([51]) * 1000
         assert t[2] == bytes([3]) * sizes[2]  # unchanged
+        assert 4 not in t
+        items = [(t.prepare_key(k), 1000, _filler(60 + k, fail=(k == 1))) for k in range(5)]
+        with pytest.raises(RuntimeError, match="fill failed"):
+            t.insert_filled_many(items, submit)
+        assert t[0] == bytes([60]) * 1000 and t[1] == bytes([51]) * 1000
         assert 4 not in t
         from test_faults import audit
 
