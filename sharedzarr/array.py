@@ -708,7 +708,7 @@ class Array:
         ValueError
             For ``copy=False`` on a compressed array.
         """
-        if idx in self._valid_idx and self._fast_chunks and not self._closed:
+        if type(idx) is tuple and idx in self._valid_idx and self._fast_chunks and not self._closed:
             # the hot path (per-chunk readers): a cached numpy view of the chunk, checked
             # against the index by the backend; copied (then the epoch checked) or handed out
             read = self._chunk_views.get(copy) or self._chunk_view_reader(copy)

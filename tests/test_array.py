@@ -254,6 +254,10 @@ def test_read_chunk_views(make: Callable[..., Array]) -> None:
         a.read_chunk((3, 0))
     with pytest.raises(IndexError):
         a.read_chunk((0,))
+    # any sequence of ints names a chunk, before and after the tuple form was seen
+    for idx in ([1, 1], (np.int64(1), 1), (1, 1), [1, 1]):
+        np.testing.assert_array_equal(a.read_chunk(idx), [[13, 14, 7], [18, 19, 7]])
+        np.testing.assert_array_equal(a.read_chunk(idx, copy=False), [[13, 14, 7], [18, 19, 7]])
 
 
 def test_write_delete_list_iter_chunks(make: Callable[..., Array]) -> None:
