@@ -153,6 +153,7 @@ class Array:
         # read_chunk fast path: raw chunks already in the array's dtype; chunk indices
         # that passed validation once (the grid changes only with the metadata)
         self._fast_chunks = self._raw and self._chunk_dtype == self._dtype
+        self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._valid_idx: set[tuple[int, ...]] = set()
         self._chunk_views: dict[bool, Any] = {}  # copy -> cached_chunk_reader
 
@@ -331,6 +332,61 @@ class Array:
             for piece in plist:
                 self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
 
+    def _window2d(self, k0: Any, k1: Any) -> np.ndarray | None:
+        """``a[r0:r1, c0:c1]`` of a 2-D uncompressed array in one function (the random-window
+        read: each step of the general path costs microseconds); None to use that path."""
+        if type(k0) is not slice or type(k1) is not slice:
+            return None
+        if (k0.step is not None and k0.step != 1) or (k1.step is not None and k1.step != 1):
+            return None
+        n0, n1 = self._shape
+        try:
+            r0, r1, _ = k0.indices(n0)
+            c0, c1, _ = k1.indices(n1)
+        except TypeError:
+            return None  # non-integer bounds: the general path explains
+        if r1 <= r0 or c1 <= c0 or (r1 - r0) * (c1 - c0) * self._dtype.itemsize >= _PARALLEL_BYTES:
+            return None
+        backend = self._live()
+        out = np.empty((r1 - r0, c1 - c0), dtype=self._dtype)
+        read, epoch = self._reader, self._epoch
+        ch0, ch1 = self._chunks
+        ndarray, shape, dtype, nbytes = (
+            np.ndarray,
+            self._chunks,
+            self._chunk_dtype,
+            self._chunk_nbytes,
+        )
+        start = epoch()
+        pieces = []
+        i, b0 = r0 // ch0, (r0 // ch0) * ch0
+        while b0 < r1:
+            a0 = r0 if r0 > b0 else b0
+            a1 = r1 if r1 < b0 + ch0 else b0 + ch0
+            j, b1 = c0 // ch1, (c0 // ch1) * ch1
+            while b1 < c1:
+                d0 = c0 if c0 > b1 else b1
+                d1 = c1 if c1 < b1 + ch1 else b1 + ch1
+                piece = (
+                    (i, j),
+                    (slice(a0 - b0, a1 - b0), slice(d0 - b1, d1 - b1)),
+                    (slice(a0 - r0, a1 - r0), slice(d0 - c0, d1 - c0)),
+                )
+                pieces.append(piece)
+                raw = read((i, j))
+                if raw is not None and len(raw) == nbytes:
+                    out[piece[2]] = ndarray(shape, dtype, raw)[piece[1]]
+                else:
+                    self._copy_pieces(backend, (piece,), out)
+                j += 1
+                b1 += ch1
+            i += 1
+            b0 += ch0
+        if epoch() != start:  # memory was reused under the copies: again, piece by piece
+            for piece in pieces:
+                self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
+        return out
+
     def _read_small_box(self, pieces: Any, out: np.ndarray) -> None:
         """:meth:`_read_pieces` for a window of an uncompressed array, inlined: a random
         window costs a few microseconds of Python on top of its copy."""
@@ -477,6 +533,10 @@ class Array:
         -------
         numpy.ndarray or numpy scalar
         """
+        if type(key) is tuple and len(key) == 2 and self._window_2d:
+            out = self._window2d(key[0], key[1])  # the common a[r0:r1, c0:c1]
+            if out is not None:
+                return out
         if type(key) is not tuple or not key or type(key[0]) is not slice:
             point = self._point(key)
             if point is not None:

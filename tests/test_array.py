@@ -728,3 +728,25 @@ def test_hypothesis_against_numpy(storage: str, sc: dict[str, Any]) -> None:
         )
     finally:
         a.delete()
+
+
+@pytest.mark.parametrize("dtype", ["<f8", ">i4", "uint8"])
+def test_random_2d_windows_match_numpy(make: Callable[..., Array], dtype: str) -> None:
+    """The 2-D window fast path: edges, partial chunks, missing chunks, every bound form."""
+    rng = np.random.default_rng(5)
+    a = make((37, 29), (8, 6), dtype, fill_value=3)
+    ref = np.full((37, 29), 3, dtype=dtype)
+    data = rng.integers(0, 100, (37, 29)).astype(dtype)
+    a[5:30, 2:25] = data[5:30, 2:25]
+    ref[5:30, 2:25] = data[5:30, 2:25]
+    a.delete_chunk((2, 2))
+    ref[16:24, 12:18] = 3
+    for _ in range(300):
+        r0, r1 = sorted(int(x) for x in rng.integers(-40, 40, 2))
+        c0, c1 = sorted(int(x) for x in rng.integers(-32, 32, 2))
+        got = a[r0:r1, c0:c1]
+        np.testing.assert_array_equal(got, ref[r0:r1, c0:c1])
+        assert got.dtype == a.dtype and got.flags.writeable
+    np.testing.assert_array_equal(a[:, :], ref)
+    np.testing.assert_array_equal(a[3:, :7], ref[3:, :7])
+    np.testing.assert_array_equal(a[3:20:1, None:9], ref[3:20, :9])
