@@ -923,7 +923,8 @@ class Table:
         copy : bool
             ``True`` returns ``bytes``.  ``False`` returns a read-only memoryview into
             shared memory that stays valid and unchanged while held (its data segment is
-            then never reused in place; on a read-only handle it is a view of a copy).
+            then never reused in place; a user who may not write the segment gets a view
+            of a copy).
         borrow : bool
             With ``copy=False``: a view that is valid only while :meth:`reuse_epoch`
             keeps the value it had before this call; for readers that copy it at once and
@@ -931,71 +932,90 @@ class Table:
         """
         kb, h = pk
         H = self._H
-        # fast path: the key sits in its home slot of a current index and its arena is
-        # mapped (the common case at load <= 0.5); anything unusual takes _get_slow.
-        # Literal word indices: 8 deleted, 9 index generation, 22 reuse epoch.
-        if H is not None and not H[8] and H[9] == self._idx_gen:
-            epoch = H[22]
-            self._reads += 1
-            if not self._reads & 255 and self._hdr.unlinked():
-                raise self._not_found()
-            idx = self._idx
-            j = (h & self._mask) << 1
-            if idx[j] == h:
-                ref = idx[j + 1]
-                seg = self._arenas.get(ref >> _OFFSET_BITS) if ref > 1 else None
-                if seg is not None:
-                    off = ref & _OFFSET_MASK
-                    mm = seg.mm
-                    try:
-                        _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
-                    except (struct.error, TypeError):
-                        n = klen = vlen = 0
-                    ko = off + 16 + 8 * n
-                    pos = off + ((ko - off + klen + 63) & ~63)
-                    if n and pos + vlen <= seg.size and mm[ko : ko + klen] == kb:
-                        if copy:
-                            v = mm[pos : pos + vlen]
-                            if H[22] == epoch:
-                                return v
-                        elif borrow:
-                            return seg.rbuf[pos : pos + vlen]
-                        elif seg.words_writable:
-                            w = seg.words
-                            if w[7] == 0:  # A_NOREUSE: pin (see _pin)
-                                w[7] = 1
-                            if w[6] == ref >> _OFFSET_BITS and H[22] == epoch:  # A_ID
-                                return seg.rbuf[pos : pos + vlen]
+        if H is not None:
+            epoch = H[22]  # L.H_REUSE, loaded before the probe
+            hit = self._probe_home(kb, h, H)
+            if hit is not None:
+                seg, ref, pos, vlen = hit
+                if copy:
+                    v = seg.mm[pos : pos + vlen]
+                    if H[22] == epoch:
+                        return v
+                elif borrow:
+                    return seg.rbuf[pos : pos + vlen]
+                elif seg.words_writable:
+                    w = seg.words
+                    if w[7] == 0:  # A_NOREUSE: pin (see _pin)
+                        w[7] = 1
+                    if w[6] == ref >> _OFFSET_BITS and H[22] == epoch:  # A_ID
+                        return seg.rbuf[pos : pos + vlen]
         return self._get_slow(kb, h, copy, borrow)
 
     def borrow_prepared(self, pk: tuple[bytes, int]) -> memoryview | None:
-        """``get_prepared(pk, copy=False, borrow=True)``, with the fast probe inlined.
+        """``get_prepared(pk, copy=False, borrow=True)`` without keyword dispatch.
 
         The array's chunk reader calls it once per chunk.
         """
         kb, h = pk
-        H = self._H
-        if H is not None and not H[8] and H[9] == self._idx_gen:  # see get_prepared
-            self._reads += 1
-            if not self._reads & 255 and self._hdr.unlinked():
-                raise self._not_found()
-            idx = self._idx
-            j = (h & self._mask) << 1
-            if idx[j] == h:
-                ref = idx[j + 1]
-                seg = self._arenas.get(ref >> _OFFSET_BITS) if ref > 1 else None
-                if seg is not None:
-                    off = ref & _OFFSET_MASK
-                    mm = seg.mm
-                    try:
-                        _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
-                    except (struct.error, TypeError):
-                        n = klen = vlen = 0
-                    ko = off + 16 + 8 * n
-                    pos = off + ((ko - off + klen + 63) & ~63)
-                    if n and pos + vlen <= seg.size and mm[ko : ko + klen] == kb:
-                        return seg.rbuf[pos : pos + vlen]
+        hit = self._probe_home(kb, h, self._H)
+        if hit is not None:
+            return hit[0].rbuf[hit[2] : hit[2] + hit[3]]
         return self._get_slow(kb, h, False, True)
+
+    def _probe_home(
+        self, kb: bytes, h: int, H: memoryview | None
+    ) -> tuple[Segment, int, int, int] | None:
+        """The lock-free fast probe: ``(segment, reference, value offset, value length)`` when
+        ``kb`` sits in its home slot of a current index with its arena mapped (the common
+        case at load <= 0.5); None sends the caller to the full probe (:meth:`_get_slow`).
+
+        Literal word indices: 8 deleted, 9 index generation.  The result is borrowed.
+        """
+        if H is None or H[8] or H[9] != self._idx_gen:
+            return None
+        self._reads += 1
+        if not self._reads & 255 and self._hdr.unlinked():
+            raise self._not_found()
+        idx = self._idx
+        j = (h & self._mask) << 1
+        if idx[j] != h:
+            return None
+        ref = idx[j + 1]
+        seg = self._arenas.get(ref >> _OFFSET_BITS) if ref > 1 else None
+        if seg is None:
+            return None
+        off = ref & _OFFSET_MASK
+        mm = seg.mm
+        try:
+            _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+        except (struct.error, TypeError):
+            return None
+        ko = off + 16 + 8 * n
+        pos = off + ((16 + 8 * n + klen + 63) & ~63)
+        if n and pos + vlen <= seg.size and mm[ko : ko + klen] == kb:
+            return seg, ref, pos, vlen
+        return None
+
+    def _locate(self, kb: bytes, h: int) -> tuple[int, int, Segment, int, int] | None:
+        """The full probe: ``(slot, reference, segment, value offset, value length)``, or None
+        when ``kb`` is absent (or has no value).  Borrowed, like :meth:`_probe_home`: callers
+        check the reuse epoch around it and repeat on a change (see :meth:`_get_slow`).
+
+        Raises
+        ------
+        CorruptTableError, struct.error
+            On a record that does not parse (damage, or an arena reused meanwhile).
+        """
+        slot, ref, seg, off = self._find(kb, h)
+        if slot < 0:
+            return None
+        _total, klen, n, vlen = _REC_HEAD1.unpack_from(seg.mm, off)
+        if n == 0:
+            return None
+        pos = off + ((16 + 8 * n + klen + 63) & ~63)
+        if pos + vlen > seg.size:
+            raise self._corrupt(off)
+        return slot, ref, seg, pos, vlen
 
     def view_reader(
         self,
@@ -1060,30 +1080,17 @@ class Table:
         def fill(k: Any) -> Any:
             kb, h = prepare(k)
             H = self._check_open()
-            if not self._reads & 255 and self._hdr.unlinked():
-                raise self._not_found()
             for _attempt in range(_READ_RETRIES):
                 epoch, rec = H[L.H_REUSE], H[L.H_RECLAIM]
                 if H[L.H_GEN] != self._idx_gen:
                     self._load_index()
                 gen = self._idx_gen
-                try:
-                    slot, ref, seg, off = self._find(kb, h)
-                    if slot >= 0:
-                        _total, klen, n, vlen = _REC_HEAD1.unpack_from(seg.mm, off)
-                except (CorruptTableError, struct.error):
-                    if H[L.H_REUSE] != epoch:
-                        continue
-                    raise
-                if slot < 0 or n == 0:
-                    if H[L.H_REUSE] != epoch:
-                        continue
+                hit = self._located(kb, h, H, epoch)
+                if hit is False:
+                    continue
+                if hit is None:
                     return None
-                pos = off + ((16 + 8 * n + klen + 63) & ~63)
-                if pos + vlen > seg.size:
-                    if H[L.H_REUSE] != epoch:
-                        continue
-                    raise self._corrupt(off)
+                slot, ref, seg, pos, vlen = hit
                 if pin and not seg.words_writable:  # cannot mark: a copy, not cached
                     obj = wrap(memoryview(seg.mm[pos : pos + vlen]))
                     if H[L.H_REUSE] == epoch:
@@ -1104,39 +1111,41 @@ class Table:
 
         return read
 
+    def _located(
+        self, kb: bytes, h: int, H: memoryview, epoch: int
+    ) -> tuple[int, int, Segment, int, int] | None | bool:
+        """:meth:`_locate` for a reader that loaded the reuse epoch ``epoch`` first.
+
+        False means "look again" (an absent key or an unparsable record while a writer
+        reused memory); an error that persists with the epoch unchanged is raised.
+        """
+        try:
+            hit = self._locate(kb, h)
+        except (CorruptTableError, struct.error):
+            if H[L.H_REUSE] != epoch:
+                return False
+            raise
+        if hit is None and H[L.H_REUSE] != epoch:
+            return False  # a probe may have skipped a reused record
+        return hit
+
     def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> Any:
         """:meth:`get_prepared` by a full probe, repeated while arenas are reused under it."""
         H = self._check_open()
         for _attempt in range(_READ_RETRIES):
             epoch = H[L.H_REUSE]
-            try:
-                slot, ref, seg, off = self._find(kb, h)
-                if slot >= 0:
-                    mm = seg.mm
-                    _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
-            except (CorruptTableError, struct.error):
-                if H[L.H_REUSE] != epoch:
-                    continue  # read a reused arena: look again
-                raise
-            if slot < 0:
-                if H[L.H_REUSE] != epoch:
-                    continue  # a probe may have skipped a reused record: look again
+            hit = self._located(kb, h, H, epoch)
+            if hit is False:
+                continue
+            if hit is None:
                 return None
-            if n == 0:
-                if H[L.H_REUSE] != epoch:
-                    continue
-                return None
-            pos = off + ((16 + 8 * n + klen + 63) & ~63)
-            if pos + vlen > seg.size:
-                if H[L.H_REUSE] != epoch:
-                    continue
-                raise self._corrupt(off)
+            _slot, ref, seg, pos, vlen = hit
             if copy:
-                v = mm[pos : pos + vlen]
+                v = seg.mm[pos : pos + vlen]
             elif borrow:
                 return seg.rbuf[pos : pos + vlen]
             elif not seg.words_writable:
-                v = memoryview(mm[pos : pos + vlen])  # cannot pin: hand out a copy
+                v = memoryview(seg.mm[pos : pos + vlen])  # cannot pin: hand out a copy
             else:
                 if not self._pin(seg, ref >> _OFFSET_BITS):
                     continue
@@ -1846,20 +1855,11 @@ class Table:
 
         Returns ``(reference, record length, writable view of the value)``.  The record
         is accounted live but unpublished: :meth:`_publish` it once the value is written,
-        or :meth:`_abandon` it.
+        or :meth:`_abandon` it.  (The view keeps a big value's own segment mapped.)
         """
-        total, offs = L.record_layout(len(kb), [nbytes])
-        seg, aid, off = self._alloc(total)
-        try:
-            L.pack_record(seg.buf, off, kb, [_Filler(nbytes, _no_fill)])
-            pos = off + offs[0]
-            buf = seg.buf[pos : pos + nbytes]  # keeps a big value's own segment mapped
-            _crash_point("append.written")
-        except BaseException:
-            self._release_dedicated()
-            raise
-        self._commit(seg, off, total)
-        return L.make_ref(aid, off), total, buf
+        views: list[memoryview] = []
+        new_ref, total = self._append(kb, [_Filler(nbytes, views.append)])
+        return new_ref, total, views[0]
 
     def _abandon(self, new_ref: int, total: int) -> None:
         """Account an appended, never published record as garbage (lock held)."""
@@ -2370,10 +2370,6 @@ class _Filler:
     def __init__(self, nbytes: int, fill: Any) -> None:
         self.nbytes = nbytes
         self.fill = fill
-
-
-def _no_fill(buf: memoryview) -> None:
-    """The fill of a record whose value is written later (``_append_unfilled``)."""
 
 
 def _arena_word(seg: Segment, i: int) -> int:

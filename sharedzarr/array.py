@@ -329,8 +329,7 @@ class Array:
         else:
             self._copy_pieces(backend, plist, out)
         if epoch() != start:
-            for piece in plist:
-                self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
+            self._recopy(backend, plist, out)
 
     def _window2d(self, k0: Any, k1: Any) -> np.ndarray | None:
         """``a[r0:r1, c0:c1]`` of a 2-D uncompressed array in one function (the random-window
@@ -383,35 +382,13 @@ class Array:
             i += 1
             b0 += ch0
         if epoch() != start:  # memory was reused under the copies: again, piece by piece
-            for piece in pieces:
-                self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
+            self._recopy(backend, pieces, out)
         return out
 
-    def _read_small_box(self, pieces: Any, out: np.ndarray) -> None:
-        """:meth:`_read_pieces` for a window of an uncompressed array, inlined: a random
-        window costs a few microseconds of Python on top of its copy."""
-        read = self._reader
-        epoch = self._epoch
-        start = epoch()
-        ndarray, shape, dtype, nbytes = (
-            np.ndarray,
-            self._chunks,
-            self._chunk_dtype,
-            self._chunk_nbytes,
-        )
-        plist = []
+    def _recopy(self, backend: Backend, pieces: Any, out: np.ndarray) -> None:
+        """Copy ``pieces`` again one by one, each checked: memory was reused under a read."""
         for piece in pieces:
-            plist.append(piece)
-            idx, csel, osel = piece
-            raw = read(idx)
-            if raw is not None and len(raw) == nbytes:
-                out[osel] = ndarray(shape, dtype, raw)[csel]
-            else:
-                self._copy_pieces(self._live(), (piece,), out)
-        if epoch() != start:
-            backend = self._live()
-            for piece in plist:
-                self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
+            self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
 
     def _consistent(self, read: Any) -> Any:
         """Run ``read()`` until no memory was reused under it (see :meth:`_read_pieces`)."""
@@ -546,11 +523,7 @@ class Array:
             starts, stops = box
             out = np.empty([e - b for b, e in zip(starts, stops, strict=True)], dtype=self._dtype)
             if out.size:
-                pieces = _box_pieces(starts, stops, self._chunks)
-                if self._raw and out.nbytes < _PARALLEL_BYTES:
-                    self._read_small_box(pieces, out)
-                else:
-                    self._read_pieces(pieces, out)
+                self._read_pieces(_box_pieces(starts, stops, self._chunks), out)
             return out
         try:
             sels, scalar = normalize_index(key, self._shape)
@@ -1305,11 +1278,6 @@ def _box_pieces(
                 break
             ci += 1
         dims.append(parts)
-    if len(dims) == 2:  # the common case, without the generic product
-        for p0 in dims[0]:
-            for p1 in dims[1]:
-                yield (p0[0], p1[0]), (p0[1], p1[1]), (p0[2], p1[2])
-        return
     for combo in itertools.product(*dims):
         yield tuple(zip(*combo, strict=True))  # type: ignore[misc]
 
