@@ -202,15 +202,31 @@ class Results:
         self.notes: list[str] = list(cfg.notes)
 
     def add(self, workload: str, peer: str, proc: str, values: list[float]) -> Row:
-        """Record a measurement (``values`` in the workload's unit)."""
-        row = Row(workload, peer, proc, list(values))
-        self.rows.append(row)
+        """Record a measurement (``values`` in the workload's unit).
+
+        A later round's values join the row's earlier ones; a row that holds a note (the
+        measurement failed in an earlier round) keeps its note.
+        """
+        row = self.get(workload, peer)
+        if row is None:
+            row = Row(workload, peer, proc, list(values))
+            self.rows.append(row)
+        elif not row.note:
+            row.values.extend(values)
         return row
 
     def note(self, workload: str, peer: str, proc: str, note: str) -> Row:
-        """Record a measurement that could not be made, and why."""
-        row = Row(workload, peer, proc, [], note)
-        self.rows.append(row)
+        """Record a measurement that could not be made, and why.
+
+        The note replaces any values of earlier rounds: a failure is never hidden by a median.
+        """
+        row = self.get(workload, peer)
+        if row is None:
+            row = Row(workload, peer, proc, [], note)
+            self.rows.append(row)
+        elif not row.note:
+            row.values.clear()
+            row.note = note
         return row
 
     def get(self, workload: str, peer: str) -> Row | None:
@@ -451,8 +467,11 @@ class Results:
 {m}
 
 ## Run
-- size: `{cfg.name}`; medians of {cfg.reps} timed repetitions after {cfg.warmup} warm-up;
-  spread is min–max over the repetitions; wall time of the whole run: {elapsed}
+- size: `{cfg.name}`; medians of {cfg.reps} timed repetitions, each after {cfg.warmup}
+  warm-up; spread is min–max over the repetitions; wall time of the whole run: {elapsed}
+- The array peers take turns: all of a dataset's stores exist at once, and every workload runs
+  one repetition of every peer, then the next repetition in the reverse order, and so on. A
+  change of the machine's speed during the run (a shared VM) then reaches every peer alike.
 - GB/s are 10^9 bytes per second of array data; µs are per operation (per window, chunk,
   lookup, attach, or inserted entry).
 - "Reader: other" means the timed loop ran in a separate (spawned) process that attached to

@@ -111,20 +111,29 @@ class _Bench:
         return self.pool.workers[n]
 
     # ------------------------------------------------------------------------- array peers
-    def array_peer(self, cls: type[P.Peer]) -> None:
-        """All array workloads (a)-(e) of one peer."""
-        proc = "other" if cls.cross_process else "same"
-        reason = cls.unavailable()
-        if reason is not None:
+    def array_peers(self, classes: Sequence[type[P.Peer]]) -> None:
+        """All array workloads (a)-(e) of ``classes``, the peers taking turns.
+
+        Every peer of a dataset is created first; then each workload runs repetition by
+        repetition, one repetition of every peer in turn (see :func:`_take_turns`), so that a
+        change in the machine's speed during the run reaches every peer alike and the ratios
+        of the medians stay put.
+        """
+        live = []
+        for cls in classes:
+            reason = cls.unavailable()
+            if reason is None:
+                live.append(cls)
+                continue
             _log(f"{cls.label}: {reason}")
+            proc = "other" if cls.cross_process else "same"
             for key in self._array_keys(cls):
                 if key[0] in self.parts:
                     self.results.note(key, cls.label, proc, "n/a (not available)")
-            return
         if self.parts & {"a", "c", "d", "e"}:
-            self._dataset(cls, self.cfg.a, self.data_a, proc)
+            _take_turns([self._dataset(cls, self.cfg.a, self.data_a) for cls in live])
         if self.parts & {"b", "e"}:
-            self._dataset(cls, self.cfg.b, self.data_b, proc)
+            _take_turns([self._dataset(cls, self.cfg.b, self.data_b) for cls in live])
 
     def _array_keys(self, cls: type[P.Peer]) -> list[str]:
         keys = ["a.write", "a.read", "a.win_aligned", "a.win_unaligned"]
@@ -147,15 +156,35 @@ class _Bench:
                 out.append(key)
         return out
 
-    def _dataset(self, cls: type[P.Peer], ds: Dataset, data: np.ndarray, proc: str) -> None:
+    def _steps(
+        self, key: str, label: str, proc: str, one: Callable[[], list[float]]
+    ) -> Iterator[str]:
+        """Yield ``key`` before each of ``cfg.reps`` calls of ``one`` (one repetition's
+        values); then record the values, or the error that stopped them."""
+        if key[0] not in self.parts:
+            return
+        values: list[float] = []
+        try:
+            for _ in range(self.cfg.reps):
+                yield key
+                values.extend(one())
+        except Exception as exc:  # one failing peer must not stop the run
+            self.results.note(key, label, proc, _err(exc))
+            _log(f"  {key} {label}: {_err(exc)}")
+            return
+        self.results.add(key, label, proc, values)
+
+    def _dataset(self, cls: type[P.Peer], ds: Dataset, data: np.ndarray) -> Iterator[str]:
+        """One peer's workloads on ``ds``, as steps for :func:`_take_turns`."""
         label = cls.label
+        proc = "other" if cls.cross_process else "same"
         peer = cls(ds)
         attached: list[tuple[Any, str]] = []
         _log(f"{label}: dataset {ds.key} {ds.shape} in {ds.chunk_label()} chunks")
         try:
             peer.create()
             peer.write_whole(data)  # warm-up write: first touch of every page
-            self._dataset_body(cls, peer, data, proc, attached)
+            yield from self._dataset_body(cls, peer, data, proc, attached)
         except Exception as exc:  # the rest of this peer's rows get the error
             _log(f"  {label} failed: {_err(exc)}")
             for key in self._dataset_keys(cls, ds.key):
@@ -171,10 +200,11 @@ class _Bench:
 
     def _dataset_body(
         self, cls: type[P.Peer], peer: P.Peer, data: np.ndarray, proc: str, attached: list
-    ) -> None:
+    ) -> Iterator[str]:
         cfg, ds = self.cfg, peer.ds
         k, label = ds.key, cls.label
         runner = self._runner(cls.cross_process)
+        rid = f"{label}/r0"  # a worker holds the readers of every peer at once
         if cls.uses_dev_shm:
             self.measure(
                 f"e.mem_{k}",
@@ -183,15 +213,15 @@ class _Bench:
                 lambda: [P.dev_shm_bytes(peer.shm_paths()) / ds.nbytes],
             )
         gb = ds.nbytes / 1e9
-        self.measure(
+        yield from self._steps(
             f"{k}.write",
             label,
             "same",
-            lambda: [gb / t for t in _times(lambda: peer.write_whole(data), cfg.reps)],
+            lambda: [gb / t for t in _times(lambda: peer.write_whole(data), 1)],
         )
-        # (d) first, while this worker holds nothing of the store (LMDB shares one env)
+        # (d) first, while this worker holds nothing of this store (LMDB shares one env)
         if cls.cross_process and k == "a":
-            self.measure(
+            yield from self._steps(
                 "d.attach",
                 label,
                 proc,
@@ -202,20 +232,19 @@ class _Bench:
                         None,
                         reader_cls=peer.reader_cls,
                         handle=peer.handle(),
-                        reps=cfg.reps,
+                        reps=1,
                         warmup=cfg.warmup,
                     )
                 ],
             )
-        runner.attach("r0", peer)
-        attached.append((runner, "r0"))
-        self.measure(
+        runner.attach(rid, peer)
+        attached.append((runner, rid))
+        yield from self._steps(
             f"{k}.read",
             label,
             proc,
             lambda: [
-                gb / t
-                for t in runner.call("whole_read", "r0", ds=ds, reps=cfg.reps, warmup=cfg.warmup)
+                gb / t for t in runner.call("whole_read", rid, ds=ds, reps=1, warmup=cfg.warmup)
             ],
         )
         if k == "a":
@@ -224,21 +253,21 @@ class _Bench:
                 ("a.win_aligned", self.wins_aligned),
                 ("a.win_unaligned", self.wins_unaligned),
             ):
-                self.measure(
+                yield from self._steps(
                     key,
                     label,
                     proc,
                     lambda wins=wins: [
                         t * 1e6
                         for t in runner.call(
-                            "windows", "r0", wins=wins[:nwin], reps=cfg.reps, warmup=cfg.warmup
+                            "windows", rid, wins=wins[:nwin], reps=1, warmup=cfg.warmup
                         )
                     ],
                 )
             if cls.cross_process:
-                self._concurrent(peer, runner, attached, label, proc)
+                yield from self._concurrent(peer, runner, rid, attached, label, proc)
         else:
-            self._chunks(cls, peer, runner, attached, label, proc)
+            yield from self._chunks(peer, runner, rid, attached, label, proc)
         if cls.uses_dev_shm:
             self.measure(
                 f"e.mem_{k}_after",
@@ -248,78 +277,73 @@ class _Bench:
             )
 
     def _chunks(
-        self, cls: type[P.Peer], peer: P.Peer, runner: Any, attached: list, label: str, proc: str
-    ) -> None:
+        self, peer: P.Peer, runner: Any, rid: str, attached: list, label: str, proc: str
+    ) -> Iterator[str]:
         cfg = self.cfg
-        order = self.order_b[: cfg.chunk_ops_slow if cls.slow else cfg.chunk_ops]
+        order = self.order_b[: cfg.chunk_ops_slow if peer.slow else cfg.chunk_ops]
 
-        def per_op(fname: str, rid: str = "r0", **kw: Any) -> Callable[[], list[float]]:
+        def per_op(fname: str, rid: str = rid, **kw: Any) -> Callable[[], list[float]]:
             return lambda: [
                 t * 1e6
-                for t in runner.call(
-                    fname, rid, order=order, reps=cfg.reps, warmup=cfg.warmup, **kw
-                )
+                for t in runner.call(fname, rid, order=order, reps=1, warmup=cfg.warmup, **kw)
             ]
 
-        self.measure("b.chunk_read", label, proc, per_op("chunk_reads"))
+        yield from self._steps("b.chunk_read", label, proc, per_op("chunk_reads"))
         if isinstance(peer, P.LmdbPeer):
-            runner.attach("r1", peer, handle=peer.handle("one_txn"))
-            attached.append((runner, "r1"))
-            self.measure("b.chunk_read", LMDB_ONE_TXN, proc, per_op("chunk_reads", "r1"))
-            self.measure("b.chunk_view", LMDB_ONE_TXN, proc, per_op("chunk_reads", "r1", view=True))
+            rid1 = f"{label}/r1"
+            runner.attach(rid1, peer, handle=peer.handle("one_txn"))
+            attached.append((runner, rid1))
+            yield from self._steps("b.chunk_read", LMDB_ONE_TXN, proc, per_op("chunk_reads", rid1))
+            yield from self._steps(
+                "b.chunk_view", LMDB_ONE_TXN, proc, per_op("chunk_reads", rid1, view=True)
+            )
             # its long read transaction would pin old pages during the writes below
-            attached.remove((runner, "r1"))
-            runner.close("r1")
+            attached.remove((runner, rid1))
+            runner.close(rid1)
         else:
-            self.measure("b.chunk_view", label, proc, per_op("chunk_reads", view=True))
-        self.measure("b.chunk_write", label, proc, per_op("chunk_writes", ds=peer.ds))
+            yield from self._steps("b.chunk_view", label, proc, per_op("chunk_reads", view=True))
+        yield from self._steps("b.chunk_write", label, proc, per_op("chunk_writes", ds=peer.ds))
 
-    def _concurrent(self, peer: P.Peer, runner: Any, attached: list, label: str, proc: str) -> None:
+    def _concurrent(
+        self, peer: P.Peer, runner: Any, rid: str, attached: list, label: str, proc: str
+    ) -> Iterator[str]:
         cfg, ds = self.cfg, peer.ds
         n = cfg.concurrent_reads
-        self.measure(
-            "c.read1",
-            label,
-            proc,
-            lambda: [
-                n * ds.nbytes / 1e9 / (t1 - t0)
-                for t0, t1 in (
-                    runner.call("concurrent_read", "r0", ds=ds, n=n) for _ in range(cfg.reps)
-                )
-            ],
-        )
+
+        def one() -> list[float]:
+            t0, t1 = runner.call("concurrent_read", rid, ds=ds, n=n)
+            return [n * ds.nbytes / 1e9 / (t1 - t0)]
+
+        yield from self._steps("c.read1", label, proc, one)
         if "c" not in self.parts:
             return
         assert self.pool is not None
         other = self.pool.workers[1]
         try:
-            other.attach("r0", peer)
-            attached.append((other, "r0"))
+            other.attach(rid, peer)
+            attached.append((other, rid))
         except Exception as exc:
             self.results.note("c.read2", label, proc, _err(exc))
             return
         workers = [runner, other]
 
         def two() -> list[float]:
-            values = []
-            for _ in range(cfg.reps):
-                for w in workers:
-                    w.send("call", "concurrent_read", "r0", {"ds": ds, "n": n, "use_barrier": True})
-                try:
-                    spans = [w.result() for w in workers]
-                except Exception:
-                    for w in workers:  # drain the other answer, then unbreak the barrier
-                        with contextlib.suppress(Exception):
-                            w.result(timeout=130)
-                    assert self.pool is not None
-                    self.pool.barrier.reset()
-                    raise
-                t0 = min(s[0] for s in spans)
-                t1 = max(s[1] for s in spans)
-                values.append(2 * n * ds.nbytes / 1e9 / (t1 - t0))
-            return values
+            for w in workers:
+                w.send("call", "concurrent_read", rid, {"ds": ds, "n": n, "use_barrier": True})
+            try:
+                spans = [w.result() for w in workers]
+            except Exception:
+                for w in workers:  # drain the other answer, then unbreak the barrier
+                    with contextlib.suppress(Exception):
+                        w.result(timeout=130)
+                assert self.pool is not None
+                self.pool.barrier.reset()
+                raise
+            t0 = min(s[0] for s in spans)
+            t1 = max(s[1] for s in spans)
+            return [2 * n * ds.nbytes / 1e9 / (t1 - t0)]
 
-        self.measure("c.read2", label, proc, two)
+        yield from self._steps("c.read2", label, proc, two)
 
     # ------------------------------------------------------------------------- table peers
     def table_peer(self, kind: str) -> None:
@@ -381,6 +405,53 @@ class _Bench:
                 with contextlib.suppress(Exception):
                     runner.close("t0")
             peer.destroy()
+
+
+def _take_turns(peers: list[Iterator[str]]) -> None:
+    """Run the peers' steps workload by workload, one repetition of each peer in turn.
+
+    Each peer is a generator (:meth:`_Bench._dataset`) that yields the key of the workload
+    whose next repetition it is about to run, and runs it when resumed. Starting them all runs
+    every peer's set-up before any timing. Then, for the earliest workload any peer waits for,
+    every peer waiting for it runs one repetition, in turn (the order reversed every pass), until
+    none waits for it. Neighbouring repetitions of different peers are seconds apart at most, so
+    they see the machine at the same speed.
+    """
+    order = {key: n for n, key in enumerate(_STEP_ORDER)}
+    waiting: dict[int, str] = {}
+
+    def advance(n: int) -> None:
+        try:
+            waiting[n] = next(peers[n])
+        except StopIteration:
+            waiting.pop(n, None)
+
+    for n in range(len(peers)):
+        advance(n)
+    forward = True
+    while waiting:
+        key = min(waiting.values(), key=lambda k: order.get(k, len(order)))
+        turn = [n for n in sorted(waiting) if waiting[n] == key]
+        for n in turn if forward else turn[::-1]:
+            advance(n)
+        forward = not forward
+
+
+# The order in which the workloads of a dataset run (each peer's steps come in this order).
+_STEP_ORDER = [
+    "a.write",
+    "d.attach",
+    "a.read",
+    "a.win_aligned",
+    "a.win_unaligned",
+    "c.read1",
+    "c.read2",
+    "b.write",
+    "b.read",
+    "b.chunk_read",
+    "b.chunk_view",
+    "b.chunk_write",
+]
 
 
 def _times(fn: Callable[[], object], reps: int) -> list[float]:
@@ -460,9 +531,8 @@ def run(
                 set(parts) & {"f"}
             ):
                 bench.pool = WorkerPool(2)
-            for cls in P.ARRAY_PEERS:
-                if _matches(cls.label, only) and set(parts) & set("abcde"):
-                    bench.array_peer(cls)
+            if set(parts) & set("abcde"):
+                bench.array_peers([c for c in P.ARRAY_PEERS if _matches(c.label, only)])
             if "f" in parts:
                 for kind in P.TABLE_PEERS:
                     if _matches(P.TablePeer.labels[kind], only):

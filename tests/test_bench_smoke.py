@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,78 @@ def test_list_peers() -> None:
     listed = proc.stdout.splitlines()
     for peer in ARRAY_PEERS + TABLE_PEERS:
         assert peer in listed
+
+
+def test_one_row_per_peer_and_workload(
+    tiny_run: tuple[subprocess.CompletedProcess, Path],
+) -> None:
+    """Taking turns still gives one row per peer and workload, with every repetition."""
+    _, out = tiny_run
+    data = json.loads((out / "latest.json").read_text())
+    keys = [(r["workload"], r["peer"]) for r in data["rows"]]
+    assert len(keys) == len(set(keys)), "a peer has two rows for one workload"
+    sz = {r["workload"]: r for r in data["rows"] if r["peer"] == "sharedzarr shm"}
+    for w in ("a.write", "a.read", "a.win_aligned", "b.chunk_read", "c.read2", "d.attach"):
+        assert len(sz[w]["values"]) == 2, sz[w]  # tiny: 2 repetitions
+
+
+def _bench_modules() -> tuple[Any, Any, Any]:
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks import run
+        from benchmarks.config import get_config
+        from benchmarks.report import Results
+    finally:
+        sys.path.remove(str(ROOT))
+    return run, get_config, Results
+
+
+def test_peers_take_turns_workload_by_workload() -> None:
+    """Every peer runs one repetition of a workload before any runs its next one; the
+    order reverses every pass; a workload starts when no peer waits for an earlier one."""
+    run, _, _ = _bench_modules()
+    log: list[tuple[str, str, int]] = []
+
+    def peer(name: str, steps: list[tuple[str, int]]) -> Any:
+        log.append((name, "set-up", 0))
+        for key, reps in steps:
+            for rep in range(reps):
+                yield key
+                log.append((name, key, rep))
+
+    run._take_turns(
+        [
+            peer("p", [("a.write", 2), ("a.read", 2)]),
+            peer("q", [("a.read", 2)]),  # no write: waits for p's writes
+            peer("r", [("a.write", 2), ("a.read", 2), ("b.read", 1)]),
+        ]
+    )
+    assert log[:3] == [("p", "set-up", 0), ("q", "set-up", 0), ("r", "set-up", 0)]
+    assert log[3:] == [
+        ("p", "a.write", 0),
+        ("r", "a.write", 0),
+        ("r", "a.write", 1),
+        ("p", "a.write", 1),
+        ("p", "a.read", 0),
+        ("q", "a.read", 0),
+        ("r", "a.read", 0),
+        ("r", "a.read", 1),
+        ("q", "a.read", 1),
+        ("p", "a.read", 1),
+        ("r", "b.read", 0),
+    ]
+
+
+def test_results_add_joins_and_failures_win() -> None:
+    """Values added again join the row; a failure replaces the values and stays."""
+    _, get_config, Results = _bench_modules()
+    res = Results(get_config("tiny"))
+    res.add("a.read", "p", "other", [1.0])
+    res.add("a.read", "p", "other", [3.0, 2.0])
+    assert res.get("a.read", "p").values == [1.0, 3.0, 2.0]
+    assert res.median("a.read", "p") == 2.0
+    res.note("a.read", "p", "other", "error: boom")
+    res.add("a.read", "p", "other", [5.0])
+    row = res.get("a.read", "p")
+    assert row.values == [] and row.note == "error: boom"
+    assert len([r for r in res.rows if r.workload == "a.read"]) == 1
