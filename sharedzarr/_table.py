@@ -399,6 +399,7 @@ class Table:
         self._reclaim_seen = self._H[L.H_RECLAIM]
         self._lock = WriterLock(self._get_lock_fd, self._holder, name)
         self._reads = 0
+        self._size_hint = 0  # bytes a bulk write is about to store (sizes new arenas)
         self._closed = False
         _HANDLES.add(self)
 
@@ -1575,7 +1576,7 @@ class Table:
         # arenas are sparse: memory is reserved as records arrive, so the size only bounds
         # how much garbage one arena can hold (about 1/8 of the live data) and how many
         # mappings a reader needs
-        live = H[L.H_LIVE_RECORD]
+        live = max(H[L.H_LIVE_RECORD], self._size_hint)
         size = L.MIN_ARENA
         while size < L.MAX_ARENA and size < live // 8:
             size *= 2
@@ -1866,7 +1867,9 @@ class Table:
         self._H[L.H_LIVE_RECORD] += total
         self._garbage(new_ref, total)
 
-    def insert_filled_many(self, items: Iterable[tuple], submit: Any = None) -> int:
+    def insert_filled_many(
+        self, items: Iterable[tuple], submit: Any = None, *, expected_bytes: int = 0
+    ) -> int:
         """Insert many values, each written in place by its ``fill(buffer)``; set types only.
 
         One writer session for all.  Each value is published only after its ``fill``
@@ -1882,6 +1885,11 @@ class Table:
             ``submit(fill, buffer) -> concurrent.futures.Future``.  Given, two fills in
             three run there (another thread: numpy releases the GIL while it copies) while
             this thread prepares the records and runs the third.
+        expected_bytes : int
+            About how many bytes ``items`` hold, when known.  New arenas are then sized for
+            a table of at least this much data from the first record on (instead of growing
+            from the smallest size), so a table written in one go has arenas of one size,
+            which the next rewrite reuses instead of allocating fresh memory.
 
         Returns
         -------
@@ -1894,6 +1902,7 @@ class Table:
         done = 0
         head_failed = False
         with self.writer():
+            self._size_hint = max(int(expected_bytes), 0)
             try:
                 for k, ((kb, h), nbytes, fill) in enumerate(items):
                     self._grow_if_needed(len(pending) + 1)
@@ -1936,6 +1945,8 @@ class Table:
                     except BaseException:
                         failed = True
                 raise
+            finally:
+                self._size_hint = 0
         return done
 
     def _finish_filled(self, p: tuple) -> None:

@@ -619,7 +619,11 @@ class Array:
 
         # big writes copy on two threads (numpy releases the GIL while it copies)
         parallel = value.nbytes >= _PARALLEL_BYTES and _COPY_THREADS > 1
-        backend.write_chunks_filled(whole_chunks(), _copy_pool().submit if parallel else None)
+        backend.write_chunks_filled(
+            whole_chunks(),
+            _copy_pool().submit if parallel else None,
+            expected_bytes=value.nbytes if raw_codec else 0,
+        )
         for idx, csel, part, valid in rest:
             if covers_chunk(csel, valid):
                 if valid == chunks:

@@ -273,6 +273,49 @@ def test_insert_filled_many_publishes_each_value_after_its_fill(threaded):
         t.delete_table()
 
 
+def _arena_inodes(name: str) -> set[int]:
+    prefix = f"sz.{name}.a"
+    return {os.stat(f"/dev/shm/{f}").st_ino for f in os.listdir("/dev/shm") if f.startswith(prefix)}
+
+
+def test_a_bulk_write_sizes_arenas_for_its_data_so_the_next_rewrite_reuses_them(cleanup):
+    """A 64 MiB array written in one go gets arenas of one size from the first chunk on
+    (growing from the smallest size, the first rewrite found most retired arenas the wrong
+    size and allocated fresh memory for them): the first rewrite reuses all but one."""
+    name = f"reuse-hint-{os.getpid()}"
+    a = sz.create(shape=(2048, 4096), chunks=(256, 256), dtype="f8", table_name=name)
+    try:
+        a[:] = 1.0
+        sizes = {os.stat(f"/dev/shm/sz.{name}.a{aid}").st_size for aid in range(2, 9)}
+        assert sizes == {8 << 20}, sizes  # 64 MiB of data: 8 MiB arenas from the start
+        before = _arena_inodes(name)
+        a[:] = 2.0  # a rewrite: the pages of retired arenas, renamed (same inode)
+        fresh = _arena_inodes(name) - before
+        assert len(fresh) <= 1, f"{len(fresh)} fresh arenas in the first rewrite"
+        np.testing.assert_array_equal(a[:], 2.0)
+        assert a.table._size_hint == 0  # the hint lasts one bulk write only
+    finally:
+        a.delete()
+
+
+def test_insert_filled_many_size_hint_ends_with_the_call():
+    t = Table.create()
+    try:
+        items = [(t.prepare_key(0), 1000, _filler(1, fail=True))]
+        with pytest.raises(RuntimeError, match="fill failed"):
+            t.insert_filled_many(items, expected_bytes=1 << 30)
+        assert t._size_hint == 0
+        # a hint of 1 GiB sizes new arenas for 1 GiB of data (64 MiB, sparse)
+        items = [(t.prepare_key(k), 1 << 20, _filler(2)) for k in range(8)]
+        t.insert_filled_many(items, expected_bytes=1 << 30)
+        assert t._size_hint == 0
+        assert t[7] == bytes([2]) * (1 << 20)
+        sizes = [s.size for s in t._arenas.values()]
+        assert max(sizes) == L.MAX_ARENA, sizes
+    finally:
+        t.delete_table()
+
+
 def _deleted_maps(name: str) -> int:
     with open("/proc/self/maps") as f:
         return sum(1 for line in f if f"/dev/shm/sz.{name}." in line and "(deleted)" in line)

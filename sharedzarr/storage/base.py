@@ -268,7 +268,9 @@ class Backend(abc.ABC):
         fill(memoryview(buf))
         self.write_chunk(idx, buf)
 
-    def write_chunks_filled(self, items: Iterable[tuple], submit: Any = None) -> None:
+    def write_chunks_filled(
+        self, items: Iterable[tuple], submit: Any = None, *, expected_bytes: int = 0
+    ) -> None:
         """Store many whole chunks, each written by its ``fill(buffer)``.
 
         The default calls :meth:`write_chunk_filled` for each; backends may batch them
@@ -279,6 +281,9 @@ class Backend(abc.ABC):
         items : iterable of (chunk index, nbytes, fill)
         submit : callable, optional
             ``submit(fill, buffer) -> concurrent.futures.Future``, to fill in parallel.
+        expected_bytes : int
+            About how many bytes ``items`` hold (0: unknown); a backend may size its
+            storage for them up front.
         """
         for idx, nbytes, fill in items:
             self.write_chunk_filled(idx, nbytes, fill)

@@ -159,12 +159,16 @@ class SharedMemoryBackend(Backend):
         self._check_writable()
         self.table.insert_filled(self._key(idx), nbytes, fill)
 
-    def write_chunks_filled(self, items: Iterable[tuple], submit: Any = None) -> None:
+    def write_chunks_filled(
+        self, items: Iterable[tuple], submit: Any = None, *, expected_bytes: int = 0
+    ) -> None:
         """Store many whole chunks in one writer session (see ``Table.insert_filled_many``)."""
         self._check_writable()
         key = self._key
         self.table.insert_filled_many(
-            ((key(idx), nbytes, fill) for idx, nbytes, fill in items), submit
+            ((key(idx), nbytes, fill) for idx, nbytes, fill in items),
+            submit,
+            expected_bytes=expected_bytes,
         )
 
     def delete_chunk(self, idx: ChunkIndex) -> None:
