@@ -100,7 +100,34 @@ def workloads(cfg: BenchConfig) -> list[Workload]:
         Workload("f.insert", f"(f) bulk insert, {n} entries (per entry)", "µs", False, LMDB),
         Workload("f.lookup", f"(f) lookup, random present key, {n} entries", "µs", False, LMDB_GET),
         Workload("f.mem", "(f) /dev/shm bytes per entry (8 B key, 64 B value)", "B", False, LMDB),
+        Workload(
+            "g.copy",
+            f"(g) copying {sa} float64 in one process, by the length of the copied runs",
+            "GB/s",
+            True,
+            COPY_ONE,
+        ),
     ]
+
+
+COPY_ONE = "one copy (np.copyto)"
+
+
+def copy_run_labels(cfg: BenchConfig) -> list[tuple[str, int]]:
+    """``(peer label, run length in bytes)`` of workload (g), the one-copy reference first.
+
+    The runs are as long as a row of the whole array, of a dataset A chunk and of a dataset B
+    chunk: the contiguous pieces that a flat copy and a chunk gather hand to ``memcpy``.
+    """
+    a, b = cfg.a, cfg.b
+    row = a.shape[1] * a.itemsize
+    runs = [(row, "array rows"), (a.chunks[1] * a.itemsize, f"rows of a {a.chunk_label()} chunk")]
+    runs.append((b.chunks[1] * b.itemsize, f"rows of a {b.chunk_label()} chunk"))
+    out = [(COPY_ONE, 0)]
+    for n, what in runs:
+        size = f"{n // 1024} KiB" if n >= 1024 else f"{n} B"
+        out.append((f"runs of {size} ({what})", n))
+    return out
 
 
 @dataclass

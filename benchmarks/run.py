@@ -31,7 +31,13 @@ import numpy as np
 
 from benchmarks import peers as P
 from benchmarks.config import BenchConfig, Dataset, get_config
-from benchmarks.report import LMDB_ONE_TXN, Results, machine_info, write_outputs
+from benchmarks.report import (
+    LMDB_ONE_TXN,
+    Results,
+    copy_run_labels,
+    machine_info,
+    write_outputs,
+)
 from benchmarks.worker import LocalRunner, WorkerError, WorkerPool
 
 __all__ = ["main", "run"]
@@ -345,6 +351,22 @@ class _Bench:
 
         yield from self._steps("c.read2", label, proc, two)
 
+    # ------------------------------------------------------------------------- copy probe
+    def copy_probe(self) -> None:
+        """Workload (g): how fast this machine copies the same bytes in shorter runs.
+
+        A chunk gather hands ``memcpy`` one chunk row at a time (2 KiB for 256x256 float64
+        chunks); a flat copy hands it one block. The gap between them is the price of any
+        chunked layout here, whatever the store.
+        """
+        from benchmarks.workloads import copy_runs
+
+        labels = copy_run_labels(self.cfg)
+        _log(f"copy probe: runs of {[n for _, n in labels[1:]]} bytes")
+        values = copy_runs(self.cfg.a.shape, [n for _, n in labels], self.cfg.reps, self.cfg.warmup)
+        for (label, _n), v in zip(labels, values, strict=True):
+            self.results.add("g.copy", label, "same", v)
+
     # ------------------------------------------------------------------------- table peers
     def table_peer(self, kind: str) -> None:
         """Workload (f) for one table peer."""
@@ -503,7 +525,7 @@ def _matches(label: str, only: Sequence[str] | None) -> bool:
 
 
 def run(
-    cfg: BenchConfig, out_dir: Path, only: Sequence[str] | None = None, parts: str = "abcdef"
+    cfg: BenchConfig, out_dir: Path, only: Sequence[str] | None = None, parts: str = "abcdefg"
 ) -> Results:
     """Run the benchmark and write the report.
 
@@ -537,6 +559,8 @@ def run(
                 for kind in P.TABLE_PEERS:
                     if _matches(P.TablePeer.labels[kind], only):
                         bench.table_peer(kind)
+            if "g" in parts:
+                bench.copy_probe()
         finally:
             if bench.pool is not None:
                 bench.pool.stop()
@@ -576,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="same as --size quick")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
     ap.add_argument("--only", help="comma-separated substrings of peer labels to run")
-    ap.add_argument("--workloads", default="abcdef", help="workload letters to run, e.g. 'ab'")
+    ap.add_argument("--workloads", default="abcdefg", help="workload letters to run, e.g. 'ab'")
     ap.add_argument("--list-peers", action="store_true", help="print the peer labels and exit")
     args = ap.parse_args(argv)
     if args.list_peers:
@@ -587,7 +611,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cfg = get_config("quick" if args.quick else args.size)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
-    parts = "".join(c for c in args.workloads.lower() if c in "abcdef")
+    parts = "".join(c for c in args.workloads.lower() if c in "abcdefg")
     run(cfg, args.out, only, parts)
     return 0
 

@@ -23,6 +23,7 @@ __all__ = [
     "chunk_reads",
     "chunk_writes",
     "concurrent_read",
+    "copy_runs",
     "lookups",
     "time_reps",
     "whole_read",
@@ -272,3 +273,49 @@ def lookups(reader: Reader, op: str, keys: Sequence[Any], reps: int, warmup: int
             fn(k)
 
     return [t / len(keys) for t in time_reps(run, reps, warmup)]
+
+
+def copy_runs(
+    shape: tuple[int, int], runs: Sequence[int], reps: int, warmup: int
+) -> list[list[float]]:
+    """Time copying a float64 array of ``shape`` as one copy and in runs of ``runs`` bytes.
+
+    The runs go into a destination whose rows are padded by 64 bytes, so numpy calls
+    ``memcpy`` once per run, as it does when it gathers the rows of chunks; a run length of 0
+    means one ``np.copyto`` of the whole array. The variants take turns, repetition by
+    repetition.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Array shape (float64).
+    runs : sequence of int
+        Run lengths in bytes (each divides a row; 0 for one copy).
+    reps, warmup : int
+        See :func:`time_reps`.
+
+    Returns
+    -------
+    list of list of float
+        GB/s per repetition, one list per entry of ``runs``.
+    """
+    src = np.random.default_rng(0).random(shape)
+    dst = np.ones(2 * src.size)  # room for the padded layouts (runs of >= 64 B), pages touched
+    copies: list[Callable[[], object]] = []
+    for n in runs:
+        if n == 0:
+            d = dst[: src.size].reshape(shape)
+            copies.append(lambda d=d: np.copyto(d, src))
+            continue
+        k = n // 8
+        rows = src.size // k
+        d = dst[: rows * (k + 8)].reshape(rows, k + 8)[:, :k]
+        s = src.reshape(rows, k)
+        copies.append(lambda d=d, s=s: np.copyto(d, s))
+    out: list[list[float]] = [[] for _ in runs]
+    for rep in range(warmup + reps):
+        for m, fn in enumerate(copies):
+            t = time_reps(fn, 1, 0)[0]
+            if rep >= warmup:
+                out[m].append(src.nbytes / 1e9 / t)
+    return out

@@ -29,7 +29,7 @@ ARRAY_PEERS = [
     "Manager().dict()",
 ]
 TABLE_PEERS = ["dict (in-process)", "sharedzarr Table", "LMDB (/dev/shm)", "Manager().dict()"]
-WORKLOADS = ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
+WORKLOADS = ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"]
 
 
 def _bench_entries() -> set[str]:
