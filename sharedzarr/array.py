@@ -155,7 +155,7 @@ class Array:
         self._fast_chunks = self._raw and self._chunk_dtype == self._dtype
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._valid_idx: set[tuple[int, ...]] = set()
-        self._chunk_views: dict[bool, Any] = {}  # copy -> cached_chunk_reader
+        self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
 
     def _fill_chunk(self) -> np.ndarray:
         """A read-only chunk full of the fill value (chunk dtype), built on first use."""
@@ -348,14 +348,11 @@ class Array:
             return None
         backend = self._live()
         out = np.empty((r1 - r0, c1 - c0), dtype=self._dtype)
-        read, epoch = self._reader, self._epoch
+        # borrowed numpy views of the chunks, cached and revalidated per call (no probe, no
+        # new array per piece): copied here, then the reuse epoch is checked
+        read = self._chunk_views.get(None) or self._chunk_view_reader(None)
+        epoch = self._epoch
         ch0, ch1 = self._chunks
-        ndarray, shape, dtype, nbytes = (
-            np.ndarray,
-            self._chunks,
-            self._chunk_dtype,
-            self._chunk_nbytes,
-        )
         start = epoch()
         pieces = []
         i, b0 = r0 // ch0, (r0 // ch0) * ch0
@@ -372,10 +369,10 @@ class Array:
                     (slice(a0 - r0, a1 - r0), slice(d0 - c0, d1 - c0)),
                 )
                 pieces.append(piece)
-                raw = read((i, j))
-                if raw is not None and len(raw) == nbytes:
-                    out[piece[2]] = ndarray(shape, dtype, raw)[piece[1]]
-                else:
+                chunk = read((i, j))
+                if chunk is not None:
+                    out[piece[2]] = chunk[piece[1]]
+                else:  # absent (the fill value), or not a whole raw chunk
                     self._copy_pieces(backend, (piece,), out)
                 j += 1
                 b1 += ch1
@@ -775,17 +772,21 @@ class Array:
             arr.flags.writeable = False
         return arr
 
-    def _chunk_view_reader(self, copy: bool) -> Any:
+    def _chunk_view_reader(self, copy: bool | None) -> Any:
         """The backend's cached reader of whole chunks (see ``read_chunk``): copies made
-        from borrowed numpy views, or pinned numpy views."""
-        shape, dtype, nbytes = self._chunks, self._dtype, self._chunk_nbytes
+        from borrowed numpy views (``copy=True``), pinned numpy views (False), or the
+        borrowed views themselves (None: copy from them, then check the reuse epoch)."""
+        # the stored dtype (read_chunk's fast path runs only where it is the array's dtype)
+        shape, dtype, nbytes = self._chunks, self._chunk_dtype, self._chunk_nbytes
 
         def wrap(buf: Any) -> np.ndarray | None:
             # frombuffer keeps the memoryview as the base (see _decode)
             return np.frombuffer(buf, dtype).reshape(shape) if len(buf) == nbytes else None
 
         backend = self._live()
-        if copy:
+        if copy is None:
+            reader = backend.cached_chunk_reader(wrap)
+        elif copy:
             reader = backend.cached_chunk_reader(wrap, take=np.ndarray.copy)
         else:
             reader = backend.cached_chunk_reader(wrap, pin=True)

@@ -230,6 +230,24 @@ def test_big_endian_storage(make: Callable[..., Array], storage: str) -> None:
     b.close()
 
 
+def test_big_endian_2d_windows(make: Callable[..., Array], storage: str) -> None:
+    """a[r0:r1, c0:c1] copies from cached views of the stored (big-endian) chunks."""
+    a = make((5, 7), (2, 3), "float64", fill_value=-1.0)
+    raw = bytearray(a.backend.read_metadata())
+    a.backend.write_metadata(bytes(raw).replace(b'"endian": "little"', b'"endian": "big"'))
+    b = sz_open(a.name, storage=storage)
+    ref = np.full((5, 7), -1.0)
+    ref[:4, :6] = np.arange(24.0).reshape(4, 6)
+    b[:4, :6] = ref[:4, :6]
+    for r0, r1, c0, c1 in [(1, 4, 2, 6), (0, 5, 0, 7), (4, 5, 5, 7), (0, 2, 0, 3)]:
+        for _ in range(2):  # the second read comes from the cached views
+            np.testing.assert_array_equal(b[r0:r1, c0:c1], ref[r0:r1, c0:c1])
+    b[1:3, 1:5] = 100.0  # rewritten chunks: the cache follows
+    ref[1:3, 1:5] = 100.0
+    np.testing.assert_array_equal(b[0:5, 0:7], ref)
+    b.close()
+
+
 # -- chunks ---------------------------------------------------------------------------------
 
 
