@@ -1030,8 +1030,13 @@ class Table:
 
         ``k`` is any hashable name of a key and ``prepare(k)`` its prepared key.  The first
         read of ``k`` probes the index and caches ``wrap(view of the first value)``; later
-        reads return the cached object after checking, with three word loads, that the key's
-        slot still holds the same record and that no arena was reclaimed or reused since.
+        reads return the cached object after checking, with a few header word loads, that
+        no arena was reclaimed (or, for ``take``, reused) since and that the key's slot
+        still holds the same record.  The slot itself is loaded only when the write counter
+        moved since the entry was last checked: every change of a slot's record is followed
+        by a bump of the counter (moving a record in a compaction leaves the old bytes in
+        place until their arena is reclaimed or reused), so an unchanged counter means an
+        unchanged slot, and a read that touches no page of the index.
 
         Parameters
         ----------
@@ -1059,7 +1064,7 @@ class Table:
             H = self._H
             ent = cache.get(k)
             if ent is not None and H is not None:
-                gen, j, ref, rec, obj = ent
+                gen, j, ref, rec, obj, writes = ent
                 self._reads += 1
                 epoch = H[22]
                 if H[21] != rec:
@@ -1067,8 +1072,11 @@ class Table:
                     # keeps an unlinked segment's memory mapped
                     cache.clear()
                 elif H[9] == gen and not H[8] and self._reads & 255:
+                    now = H[12]  # the write counter, loaded before the slot
                     try:
-                        if self._idx[j] == ref:
+                        if now == writes or self._idx[j] == ref:
+                            if now != writes:
+                                cache[k] = (gen, j, ref, rec, obj, now)
                             if take is None:
                                 return obj
                             out = take(obj)
@@ -1082,7 +1090,7 @@ class Table:
             kb, h = prepare(k)
             H = self._check_open()
             for _attempt in range(_READ_RETRIES):
-                epoch, rec = H[L.H_REUSE], H[L.H_RECLAIM]
+                epoch, rec, writes = H[L.H_REUSE], H[L.H_RECLAIM], H[L.H_WRITES]
                 if H[L.H_GEN] != self._idx_gen:
                     self._load_index()
                 gen = self._idx_gen
@@ -1106,7 +1114,7 @@ class Table:
                 if obj is not None:
                     if len(cache) >= _VIEW_CACHE_MAX:
                         cache.clear()
-                    cache[k] = (gen, (slot << 1) + 1, ref, rec, obj)
+                    cache[k] = (gen, (slot << 1) + 1, ref, rec, obj, writes)
                 return out
             raise self._kept_changing()
 
@@ -1834,6 +1842,7 @@ class Table:
             else:
                 self._idx[(slot << 1) + 1] = L.TOMBSTONE
                 H[L.H_KEYS] -= 1
+            H[L.H_WRITES] += 1  # right after the slot: cached readers look at it again
             _crash_point("put.published")
             H[L.H_OBJECTS] += len(lens) - len(old_lens)
             H[L.H_LIVE_VALUE] += vbytes - sum(old_lens)
@@ -1843,13 +1852,13 @@ class Table:
             i = self._slot_for_new(h)
             self._idx[i << 1] = h
             self._idx[(i << 1) + 1] = new_ref  # publish
+            H[L.H_WRITES] += 1
             _crash_point("put.published")
             H[L.H_USED_SLOTS] += 1
             H[L.H_KEYS] += 1
             H[L.H_OBJECTS] += len(lens)
             H[L.H_LIVE_VALUE] += vbytes
             H[L.H_LIVE_RECORD] += total
-        H[L.H_WRITES] += 1
 
     def _append_unfilled(self, kb: bytes, nbytes: int) -> tuple[int, int, memoryview]:
         """Append a one-value record whose value is not written yet (lock held).
@@ -1970,12 +1979,12 @@ class Table:
         vals = self._values(seg, off, True)
         total, lens = self._record_info(seg, off)
         self._idx[(slot << 1) + 1] = L.TOMBSTONE  # publish the deletion
+        H[L.H_WRITES] += 1  # right after the slot: cached readers look at it again
         _crash_point("delete.published")
         H[L.H_KEYS] -= 1
         H[L.H_OBJECTS] -= len(lens)
         H[L.H_LIVE_VALUE] -= sum(lens)
         self._garbage(ref, total)
-        H[L.H_WRITES] += 1
         self._maybe_reclaim(RECLAIM_RATIO_BUSY)
         return vals
 
@@ -2256,6 +2265,8 @@ class Table:
         H[L.H_GARBAGE] = garbage
         for w in self._pool_words():
             H[w] = 0  # pooled arenas hold no live record: unlinked above
+        # also drops every reader's cached views, which trust an unchanged write counter: a
+        # writer may have died between a slot's store and the counter's bump
         H[L.H_RECLAIM] += 1
         self._set_wseg(None)
         H[L.H_DIRTY] = 0

@@ -356,6 +356,42 @@ def test_cached_chunk_views_follow_rewrites_and_release_dead_segments(cleanup):
     r.close()
 
 
+def test_cached_chunk_reads_skip_the_index_until_the_write_counter_moves(cleanup):
+    """A cached read loads the key's slot only when something was written since (every
+    slot change bumps the counter right after the store): idle tables cost no index page."""
+    name = f"reuse-wc-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(64, 64), chunks=(32, 32), dtype="f8", table_name=name)
+    a[...] = 1.0
+    r = sz.open(name, mode="r")
+    t = r.backend.table
+    for _ in range(2):  # the first read validates the index, the second caches a view
+        for copy in (True, False):
+            assert r.read_chunk((0, 0), copy=copy).max() == 1.0
+
+    class NoIndex:
+        def __getitem__(self, i: int) -> int:
+            raise AssertionError("the index was read")
+
+    real, t._idx = t._idx, NoIndex()
+    try:
+        t._reads = 1  # not the periodic full probe (every 256th read)
+        for _ in range(5):
+            assert r.read_chunk((0, 0)).max() == 1.0
+            assert r.read_chunk((0, 0), copy=False).max() == 1.0
+        a.write_chunk((1, 1), 5.0)  # another chunk: the counter moves, the slot is checked
+        with pytest.raises(AssertionError, match="the index was read"):
+            r.read_chunk((0, 0))
+    finally:
+        t._idx = real
+    assert r.read_chunk((0, 0)).max() == 1.0 and r.read_chunk((1, 1)).max() == 5.0
+    a.write_chunk((0, 0), 2.0)
+    assert r.read_chunk((0, 0)).max() == 2.0 == r.read_chunk((0, 0), copy=False).min()
+    a.delete_chunk((0, 0))
+    assert r.read_chunk((0, 0)).max() == 0.0
+    r.close()
+
+
 def test_numpy_views_outlive_close_and_delete():
     name = f"npview-{os.getpid()}"
     with CTX.Pool(1) as pool:  # a dangling view would kill the process, not the test run
