@@ -1044,7 +1044,8 @@ class Table:
             ``k -> prepared key`` (see :meth:`prepare_key`).
         wrap : callable
             ``memoryview -> object`` (e.g. a numpy array over it); may return None for a
-            value it cannot wrap, which ``read`` then returns (uncached).
+            value it cannot wrap, which ``read`` then returns (uncached).  An absent key is
+            remembered too, until the write counter moves.
         pin : bool
             False: the objects are *borrowed* (copy them, then check :meth:`reuse_epoch`).
             True: their data segments are marked never to be reused, so they stay valid
@@ -1074,10 +1075,11 @@ class Table:
                 elif H[9] == gen and not H[8] and self._reads & 255:
                     now = H[12]  # the write counter, loaded before the slot
                     try:
-                        if now == writes or self._idx[j] == ref:
+                        # j < 0: the key was absent (no slot to check; a write may add it)
+                        if now == writes or (j >= 0 and self._idx[j] == ref):
                             if now != writes:
                                 cache[k] = (gen, j, ref, rec, obj, now)
-                            if take is None:
+                            if take is None or obj is None:
                                 return obj
                             out = take(obj)
                             if H[22] == epoch:
@@ -1097,7 +1099,10 @@ class Table:
                 hit = self._located(kb, h, H, epoch)
                 if hit is False:
                     continue
-                if hit is None:
+                if hit is None:  # absent: remembered until the write counter moves
+                    if len(cache) >= _VIEW_CACHE_MAX:
+                        cache.clear()
+                    cache[k] = (gen, -1, 0, rec, None, writes)
                     return None
                 slot, ref, seg, pos, vlen = hit
                 if pin and not seg.words_writable:  # cannot mark: a copy, not cached

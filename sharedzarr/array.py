@@ -63,6 +63,9 @@ __all__ = ["Array", "Attributes", "create", "open"]
 _PARALLEL_BYTES = 16 << 20  # reads at least this big copy on two threads
 _COPY_THREADS = min(2, os.cpu_count() or 1)
 _READ_RETRIES = 1000  # a retry needs a writer to reuse memory during one chunk's copy
+# multi-chunk reads keep a cached view per chunk (see Array._copy_pieces) up to this many
+# chunks; a bigger array would cycle through the backend's cache faster than it helps
+_CACHED_VIEWS_MAX_CHUNKS = 1 << 15
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -154,6 +157,7 @@ class Array:
         # that passed validation once (the grid changes only with the metadata)
         self._fast_chunks = self._raw and self._chunk_dtype == self._dtype
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
+        self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
         self._valid_idx: set[tuple[int, ...]] = set()
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
 
@@ -351,7 +355,7 @@ class Array:
         # borrowed numpy views of the chunks, cached and revalidated per call (no probe, no
         # new array per piece): copied here, then the reuse epoch is checked
         read = self._chunk_views.get(None) or self._chunk_view_reader(None)
-        epoch = self._epoch
+        epoch, fill, ndarray = self._epoch, self._fill, np.ndarray
         ch0, ch1 = self._chunks
         start = epoch()
         pieces = []
@@ -370,10 +374,12 @@ class Array:
                 )
                 pieces.append(piece)
                 chunk = read((i, j))
-                if chunk is not None:
+                if type(chunk) is ndarray:
                     out[piece[2]] = chunk[piece[1]]
-                else:  # absent (the fill value), or not a whole raw chunk
-                    self._copy_pieces(backend, (piece,), out)
+                elif chunk is None:
+                    out[piece[2]] = fill
+                else:  # stored bytes that are not a whole raw chunk
+                    out[piece[2]] = self._decode(chunk, (i, j))[piece[1]]
                 j += 1
                 b1 += ch1
             i += 1
@@ -417,7 +423,22 @@ class Array:
                 self._chunk_dtype,
                 self._chunk_nbytes,
             )
+            # borrowed numpy views, cached and revalidated per call: a repeated read needs
+            # no probe and touches no record header or index page (the caller checks the
+            # reuse epoch after the copies)
+            views = None
+            if self._cached_views:
+                views = self._chunk_views.get(None) or self._chunk_view_reader(None)
             for idx, csel, osel in pieces:
+                if views is not None:
+                    chunk = views(idx)
+                    if chunk is None:
+                        out[osel] = fill
+                    elif type(chunk) is ndarray:
+                        out[osel] = chunk[csel]
+                    else:
+                        out[osel] = self._decode(chunk, idx)[csel]
+                    continue
                 raw = read(idx)
                 if raw is None:
                     out[osel] = fill
@@ -775,7 +796,8 @@ class Array:
     def _chunk_view_reader(self, copy: bool | None) -> Any:
         """The backend's cached reader of whole chunks (see ``read_chunk``): copies made
         from borrowed numpy views (``copy=True``), pinned numpy views (False), or the
-        borrowed views themselves (None: copy from them, then check the reuse epoch)."""
+        borrowed views themselves (None: copy from them, then check the reuse epoch; a
+        stored value that is not a whole raw chunk comes back as its bytes)."""
         # the stored dtype (read_chunk's fast path runs only where it is the array's dtype)
         shape, dtype, nbytes = self._chunks, self._chunk_dtype, self._chunk_nbytes
 
@@ -783,9 +805,13 @@ class Array:
             # frombuffer keeps the memoryview as the base (see _decode)
             return np.frombuffer(buf, dtype).reshape(shape) if len(buf) == nbytes else None
 
+        def wrap_any(buf: Any) -> Any:
+            # a whole raw chunk as an array; anything else as its bytes, to decode
+            return np.frombuffer(buf, dtype).reshape(shape) if len(buf) == nbytes else buf
+
         backend = self._live()
         if copy is None:
-            reader = backend.cached_chunk_reader(wrap)
+            reader = backend.cached_chunk_reader(wrap_any)
         elif copy:
             reader = backend.cached_chunk_reader(wrap, take=np.ndarray.copy)
         else:

@@ -392,6 +392,27 @@ def test_cached_chunk_reads_skip_the_index_until_the_write_counter_moves(cleanup
     r.close()
 
 
+def test_cached_absent_chunks_appear_once_written(cleanup):
+    """Absent chunks are remembered as absent by a reader's cache until the write counter
+    moves: every read path then sees a chunk another handle wrote."""
+    name = f"reuse-absent-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(64, 64), chunks=(16, 16), dtype="f8", table_name=name, fill_value=-1)
+    a[:16, :16] = 1.0
+    r = sz.open(name, mode="r")
+    for _ in range(3):  # absent chunks read through every cached path
+        assert (r[:, :] == -1).sum() == 64 * 64 - 16 * 16
+        assert r.get_slice()[20, 20] == -1 and r[17:40, 17:40].max() == -1
+        assert r.read_chunk((2, 2)).max() == -1 == r.read_chunk((2, 2), copy=False).min()
+    a[32:48, 32:48] = 7.0  # chunk (2, 2), written by another handle
+    assert r[40, 40] == 7.0 and r[30:50, 30:50].max() == 7.0
+    assert r.get_slice()[32:48, 32:48].min() == 7.0
+    assert r.read_chunk((2, 2)).min() == 7.0 == r.read_chunk((2, 2), copy=False).max()
+    a.delete_chunk((0, 0))  # and gone again
+    assert r[:16, :16].max() == -1 and r.get_slice()[0, 0] == -1
+    r.close()
+
+
 def test_numpy_views_outlive_close_and_delete():
     name = f"npview-{os.getpid()}"
     with CTX.Pool(1) as pool:  # a dangling view would kill the process, not the test run
