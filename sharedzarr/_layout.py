@@ -61,6 +61,15 @@ Reuse (why a rewrite costs a copy, not fresh pages)
     and retry when it moved; a reader handing out a zero-copy view marks the arena no-reuse
     and then checks its id word (see ``sharedzarr._table``).
 
+Write count (what cached readers trust)
+    Every store that changes a slot's record (insert, overwrite, delete) is followed at once
+    by a bump of the write count; moving a record in a compaction is not, because the old
+    bytes stay in place until their arena is unlinked or reused, which bump the reclaim
+    counter.  A reader that cached a key's view (or its absence) together with the write
+    count therefore skips the index while the count is unchanged, and drops every cached
+    view when the reclaim counter moves.  Recovery after a dead writer bumps the reclaim
+    counter too, so a slot stored just before a crash is never hidden.
+
 Record (immutable once published)::
 
       0     8  total length (a multiple of 64)
