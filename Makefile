@@ -27,7 +27,7 @@ bench: install
 	$(BIN)/python -m benchmarks.run
 
 stress: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m stress tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider -o faulthandler_timeout=3600 -m stress tests
 	$(BIN)/python tests/stress_report.py
 
 lint: install
