@@ -315,7 +315,7 @@ class Array:
         backend = self._live()
         epoch = self._epoch
         start = epoch()
-        plist = list(pieces)
+        plist = pieces if type(pieces) is list else list(pieces)
         if (
             self._raw
             and out.nbytes >= _PARALLEL_BYTES
@@ -336,8 +336,9 @@ class Array:
             self._recopy(backend, plist, out)
 
     def _window2d(self, k0: Any, k1: Any) -> np.ndarray | None:
-        """``a[r0:r1, c0:c1]`` of a 2-D uncompressed array in one function (the random-window
-        read: each step of the general path costs microseconds); None to use that path."""
+        """``a[r0:r1, c0:c1]`` of a 2-D uncompressed array: its pieces computed in one
+        function (the random-window read: each step of the general path costs microseconds)
+        and copied by :meth:`_read_pieces`; None to use the general path."""
         if type(k0) is not slice or type(k1) is not slice:
             return None
         if (k0.step is not None and k0.step != 1) or (k1.step is not None and k1.step != 1):
@@ -350,14 +351,8 @@ class Array:
             return None  # non-integer bounds: the general path explains
         if r1 <= r0 or c1 <= c0 or (r1 - r0) * (c1 - c0) * self._dtype.itemsize >= _PARALLEL_BYTES:
             return None
-        backend = self._live()
         out = np.empty((r1 - r0, c1 - c0), dtype=self._dtype)
-        # borrowed numpy views of the chunks, cached and revalidated per call (no probe, no
-        # new array per piece): copied here, then the reuse epoch is checked
-        read = self._chunk_views.get(None) or self._chunk_view_reader(None)
-        epoch, fill, ndarray = self._epoch, self._fill, np.ndarray
         ch0, ch1 = self._chunks
-        start = epoch()
         pieces = []
         i, b0 = r0 // ch0, (r0 // ch0) * ch0
         while b0 < r1:
@@ -367,25 +362,18 @@ class Array:
             while b1 < c1:
                 d0 = c0 if c0 > b1 else b1
                 d1 = c1 if c1 < b1 + ch1 else b1 + ch1
-                piece = (
-                    (i, j),
-                    (slice(a0 - b0, a1 - b0), slice(d0 - b1, d1 - b1)),
-                    (slice(a0 - r0, a1 - r0), slice(d0 - c0, d1 - c0)),
+                pieces.append(
+                    (
+                        (i, j),
+                        (slice(a0 - b0, a1 - b0), slice(d0 - b1, d1 - b1)),
+                        (slice(a0 - r0, a1 - r0), slice(d0 - c0, d1 - c0)),
+                    )
                 )
-                pieces.append(piece)
-                chunk = read((i, j))
-                if type(chunk) is ndarray:
-                    out[piece[2]] = chunk[piece[1]]
-                elif chunk is None:
-                    out[piece[2]] = fill
-                else:  # stored bytes that are not a whole raw chunk
-                    out[piece[2]] = self._decode(chunk, (i, j))[piece[1]]
                 j += 1
                 b1 += ch1
             i += 1
             b0 += ch0
-        if epoch() != start:  # memory was reused under the copies: again, piece by piece
-            self._recopy(backend, pieces, out)
+        self._read_pieces(pieces, out)
         return out
 
     def _recopy(self, backend: Backend, pieces: Any, out: np.ndarray) -> None:
