@@ -992,7 +992,7 @@ class Table:
         except (struct.error, TypeError):
             return None
         ko = off + 16 + 8 * n
-        pos = off + ((16 + 8 * n + klen + 63) & ~63)
+        pos = off + ((16 + 8 * n + klen + 63) & ~63)  # L.value_offset, inlined (hot path)
         if n and pos + vlen <= seg.size and mm[ko : ko + klen] == kb:
             return seg, ref, pos, vlen
         return None
@@ -1013,7 +1013,7 @@ class Table:
         _total, klen, n, vlen = _REC_HEAD1.unpack_from(seg.mm, off)
         if n == 0:
             return None
-        pos = off + ((16 + 8 * n + klen + 63) & ~63)
+        pos = off + L.value_offset(klen, n)
         if pos + vlen > seg.size:
             raise self._corrupt(off)
         return slot, ref, seg, pos, vlen
