@@ -100,8 +100,18 @@ _OFFSET_BITS = L.OFFSET_BITS
 _READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
 _VIEW_CACHE_MAX = 1 << 16  # entries per view_reader (each holds a view, not a copy)
 # inlined as literals on the read path (an attribute lookup there costs measurable time)
-assert (L.H_DELETED, L.H_GEN, L.H_RECLAIM, L.H_REUSE) == (8, 9, 21, 22)
+assert (L.H_DELETED, L.H_GEN, L.H_WRITES, L.H_RECLAIM, L.H_REUSE) == (8, 9, 12, 21, 22)
 assert (L.A_ID, L.A_NOREUSE, L.NOREUSE_VIEW) == (6, 7, 1)
+
+
+def _count_reclaim(H: memoryview) -> None:
+    """Count a reclaim, a reuse or a recovery: cached readers drop their views.
+
+    The write counter moves as well: a cached read (``Table.view_reader``) loads nothing
+    else while that counter stands still.
+    """
+    H[L.H_RECLAIM] += 1
+    H[L.H_WRITES] += 1
 
 
 def _check_platform() -> None:
@@ -298,12 +308,15 @@ def _destroy(name: str, timeout: float = 2.0) -> bool:
         if hdr is not None and hdr.size >= L.HEADER_SIZE:
             H = hdr.buf.cast("Q")
             H[L.H_DELETED] = 1
-            H.release()
+            H[L.H_WRITES] += 1  # cached readers look at the header again
             # let a writer in mid-operation finish (bounded: it may be stopped)
             lock = WriterLock(lambda: hdr.fd, lambda: 0, name)
             took = False
             with contextlib.suppress(Exception):
                 took = lock.acquire(timeout)
+            if took:
+                H[L.H_WRITES] += 1  # again, in case a writer's bump raced the first one
+            H.release()
             try:
                 for n in table_segments(name):
                     if n != hdr_name:
@@ -1025,18 +1038,22 @@ class Table:
         *,
         pin: bool = False,
         take: Callable[[Any], Any] | None = None,
-    ) -> Callable[[Any], Any]:
+        fallback: Callable[[Any, Any], Any] | None = None,
+    ) -> Callable[..., Any]:
         """A reader for repeated reads of the same keys: ``read(k) -> wrap(view) or None``.
 
         ``k`` is any hashable name of a key and ``prepare(k)`` its prepared key.  The first
         read of ``k`` probes the index and caches ``wrap(view of the first value)``; later
-        reads return the cached object after checking, with a few header word loads, that
-        no arena was reclaimed (or, for ``take``, reused) since and that the key's slot
-        still holds the same record.  The slot itself is loaded only when the write counter
-        moved since the entry was last checked: every change of a slot's record is followed
-        by a bump of the counter (moving a record in a compaction leaves the old bytes in
-        place until their arena is reclaimed or reused), so an unchanged counter means an
-        unchanged slot, and a read that touches no page of the index.
+        reads return the cached object after loading one header word: the write counter
+        did not move since the entry was checked.  Every change of a slot's record is
+        followed by a bump of the counter (moving a record in a compaction leaves the old
+        bytes in place until their arena is reclaimed or reused), and so are every reclaim,
+        reuse, recovery and deletion, so an unchanged counter means an unchanged slot and a
+        live record: the read touches no page of the index.  ``take`` copies are checked by
+        loading the counter again.  When the counter moved, the key's slot is loaded and
+        compared (and every cached view dropped if an arena was reclaimed meanwhile).
+        Every 4096th cached read also asks the OS whether the table was removed (deleting
+        a table moves the counter, but ``rm -f`` of its segments does not).
 
         Parameters
         ----------
@@ -1052,41 +1069,68 @@ class Table:
             and unchanged while held (a handle that cannot mark gets wrapped copies).
         take : callable, optional
             With ``pin=False``: ``read`` returns ``take(object)`` (typically a copy), made
-            and checked against the reuse epoch inside ``read``, so it is never torn.
+            and checked inside ``read``, so it is never torn.
+        fallback : callable, optional
+            ``fallback(k, flag) -> object``: ``read`` then takes a second argument,
+            ``read(k, flag=True)``, and returns ``fallback(k, flag)`` when ``flag`` is not
+            True, when the key is absent or its value cannot be wrapped, and when ``k`` is
+            not hashable.  (``Array.read_chunk`` is such a reader, ``flag`` its ``copy``:
+            one call on the hot path, its general case behind.)
 
         Returns
         -------
         callable
-            ``read(k)``; None when the key is absent.
+            ``read(k)``; None when the key is absent (without ``fallback``).
         """
         cache: dict[Any, tuple] = {}
+        tick = 0  # cached reads so far: every 4096th asks whether the table was removed
 
-        def read(k: Any) -> Any:
+        def read(k: Any, flag: Any = True) -> Any:
+            nonlocal tick
             H = self._H
-            ent = cache.get(k)
+            try:
+                ent = cache.get(k) if flag is True else None
+            except TypeError:  # an unhashable name: never cached
+                if fallback is None:
+                    raise
+                return fallback(k, flag)
             if ent is not None and H is not None:
-                gen, j, ref, rec, obj, writes = ent
-                self._reads += 1
-                epoch = H[22]
-                if H[21] != rec:
-                    # segments were reclaimed or reused: drop every cached view, so none
-                    # keeps an unlinked segment's memory mapped
-                    cache.clear()
-                elif H[9] == gen and not H[8] and self._reads & 255:
-                    now = H[12]  # the write counter, loaded before the slot
-                    try:
-                        # j < 0: the key was absent (no slot to check; a write may add it)
-                        if now == writes or (j >= 0 and self._idx[j] == ref):
-                            if now != writes:
-                                cache[k] = (gen, j, ref, rec, obj, now)
-                            if take is None or obj is None:
-                                return obj
-                            out = take(obj)
-                            if H[22] == epoch:
-                                return out
-                    except (TypeError, ValueError):
-                        pass  # the index was replaced under this thread
-            return fill(k)
+                writes, obj, gen, j, ref, rec = ent
+                tick += 1
+                if tick & 4095 or not (H[8] or self._hdr.unlinked()):
+                    now = H[12]  # L.H_WRITES, loaded before the slot and the copy
+                    if now != writes:
+                        # something was written, reclaimed, recovered or deleted since the
+                        # entry was checked: the key's slot must still hold the same record
+                        if H[21] != rec:  # L.H_RECLAIM
+                            # drop every cached view, so none keeps the memory of an
+                            # unlinked segment mapped
+                            cache.clear()
+                            return miss(k, flag)
+                        try:
+                            # j < 0: the key was absent (no slot to check; a write may add it)
+                            if H[8] or H[9] != gen or j < 0 or self._idx[j] != ref:
+                                return miss(k, flag)  # (L.H_DELETED, L.H_GEN)
+                        except (TypeError, ValueError):
+                            return miss(k, flag)  # the index was replaced under this thread
+                        cache[k] = (now, obj, gen, j, ref, rec)
+                    if obj is None:  # absent
+                        return None if fallback is None else fallback(k, flag)
+                    if take is None:
+                        return obj
+                    out = take(obj)
+                    if H[12] == now:  # no store since: the record was live all along
+                        return out
+                else:  # the periodic check: removed without the deleted flag (rm -f)
+                    raise self._not_found()
+            return miss(k, flag)
+
+        def miss(k: Any, flag: Any) -> Any:
+            if flag is True:
+                out = fill(k)
+                if out is not None or fallback is None:
+                    return out
+            return fallback(k, flag)
 
         def fill(k: Any) -> Any:
             kb, h = prepare(k)
@@ -1102,7 +1146,7 @@ class Table:
                 if hit is None:  # absent: remembered until the write counter moves
                     if len(cache) >= _VIEW_CACHE_MAX:
                         cache.clear()
-                    cache[k] = (gen, -1, 0, rec, None, writes)
+                    cache[k] = (writes, None, gen, -1, 0, rec)
                     return None
                 slot, ref, seg, pos, vlen = hit
                 if pin and not seg.words_writable:  # cannot mark: a copy, not cached
@@ -1119,7 +1163,7 @@ class Table:
                 if obj is not None:
                     if len(cache) >= _VIEW_CACHE_MAX:
                         cache.clear()
-                    cache[k] = (gen, (slot << 1) + 1, ref, rec, obj, writes)
+                    cache[k] = (writes, obj, gen, (slot << 1) + 1, ref, rec)
                 return out
             raise self._kept_changing()
 
@@ -1672,6 +1716,7 @@ class Table:
                 return None
             H[w] = 0  # out of the pool (a crash from here on: recovery unlinks it)
             H[L.H_REUSE] += 1  # before any byte changes: copying readers in it retry
+            _count_reclaim(H)  # readers drop their mapping of the old name
             name = self._seg_name_arena(new)
             _unlink(name)  # a stray from a crash
             with map_os_errors(self.name, f"data segment {name}"):
@@ -1683,7 +1728,6 @@ class Table:
             _set_arena_word(seg, L.A_LIVE, 0)
             _set_arena_word(seg, L.A_GARBAGE, 0)
             _set_arena_word(seg, L.A_ID, new)
-            H[L.H_RECLAIM] += 1  # readers drop their mapping of the old name
             _crash_point("arena.reused")
             return seg, new
         return None
@@ -1713,7 +1757,7 @@ class Table:
 
     def _unlink_arena(self, aid: int) -> None:
         H = self._H
-        H[L.H_RECLAIM] += 1
+        _count_reclaim(H)
         _unlink(self._seg_name_arena(aid))
         s = self._arenas.pop(aid, None)
         if s is not None:
@@ -1847,6 +1891,7 @@ class Table:
             else:
                 self._idx[(slot << 1) + 1] = L.TOMBSTONE
                 H[L.H_KEYS] -= 1
+            _crash_point("put.stored")  # a crash here leaves the count to recovery
             H[L.H_WRITES] += 1  # right after the slot: cached readers look at it again
             _crash_point("put.published")
             H[L.H_OBJECTS] += len(lens) - len(old_lens)
@@ -1857,6 +1902,7 @@ class Table:
             i = self._slot_for_new(h)
             self._idx[i << 1] = h
             self._idx[(i << 1) + 1] = new_ref  # publish
+            _crash_point("put.stored")
             H[L.H_WRITES] += 1
             _crash_point("put.published")
             H[L.H_USED_SLOTS] += 1
@@ -2105,7 +2151,7 @@ class Table:
                 if n.endswith(".hdr") or n == name:
                     continue
                 _unlink(n)
-            H[L.H_RECLAIM] += 1
+            _count_reclaim(H)
             self._forget_reclaimed()
             self._load_index()
 
@@ -2272,7 +2318,7 @@ class Table:
             H[w] = 0  # pooled arenas hold no live record: unlinked above
         # also drops every reader's cached views, which trust an unchanged write counter: a
         # writer may have died between a slot's store and the counter's bump
-        H[L.H_RECLAIM] += 1
+        _count_reclaim(H)
         self._set_wseg(None)
         H[L.H_DIRTY] = 0
 

@@ -34,6 +34,7 @@ import json
 import math
 import operator
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
@@ -153,13 +154,13 @@ class Array:
         self._chunk_nbytes = self._chunk_size * meta.dtype.itemsize
         self._fill = self._chunk_dtype.type(meta.fill_value)
         self._fill_chunk_cache: np.ndarray | None = None
-        # read_chunk fast path: raw chunks already in the array's dtype; chunk indices
-        # that passed validation once (the grid changes only with the metadata)
+        # read_chunk fast path: raw chunks already in the array's dtype (the readers validate
+        # indices against this grid, which changes only with the metadata)
         self._fast_chunks = self._raw and self._chunk_dtype == self._dtype
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
-        self._valid_idx: set[tuple[int, ...]] = set()
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
+        self.__dict__.pop("_read_hot", None)  # read_chunk's hot reader, installed on use
 
     def _fill_chunk(self) -> np.ndarray:
         """A read-only chunk full of the fill value (chunk dtype), built on first use."""
@@ -751,17 +752,26 @@ class Array:
         ValueError
             For ``copy=False`` on a compressed array.
         """
-        if type(idx) is tuple and idx in self._valid_idx and self._fast_chunks and not self._closed:
-            # the hot path (per-chunk readers): a cached numpy view of the chunk, checked
-            # against the index by the backend; copied (then the epoch checked) or handed out
-            read = self._chunk_views.get(copy) or self._chunk_view_reader(copy)
-            arr = read(idx)  # copy: a checked copy of a borrowed view; else a pinned view
-            if arr is not None:
-                return arr if copy else arr.view()
+        # the hot path (per-chunk readers), once installed: one call into the backend's
+        # cached numpy view of the chunk, revalidated by one load, copied and checked
+        return self._read_hot(idx, copy)
+
+    def _read_chunk(self, idx: Any, copy: Any) -> np.ndarray:
+        """:meth:`read_chunk` off the hot path (and before it is installed): zero-copy
+        reads, absent chunks, other index types, encoded chunks."""
         backend = self._live()
+        if self._fast_chunks:
+            if "_read_hot" not in self.__dict__:
+                self._install_hot_reader()
+            if copy is False and type(idx) is tuple:
+                read = self._chunk_views.get(False) or self._chunk_view_reader(False)
+                try:
+                    arr = read(idx)  # a pinned view; validates an index it has not seen
+                except TypeError:
+                    arr = None  # not a tuple of integers: normalize_chunk_index explains
+                if arr is not None:
+                    return arr.view()
         idx = normalize_chunk_index(idx, self._grid)
-        if len(self._valid_idx) < 1 << 20:
-            self._valid_idx.add(idx)
         if not copy and not self._raw:
             names = [c.name for c in self._pipeline.codecs]
             raise ValueError(
@@ -781,7 +791,24 @@ class Array:
             arr.flags.writeable = False
         return arr
 
-    def _chunk_view_reader(self, copy: bool | None) -> Any:
+    _read_hot = _read_chunk  # read_chunk's path until _install_hot_reader replaces it
+
+    def _install_hot_reader(self) -> None:
+        """Make :meth:`read_chunk` one call into the cached copying reader (raw chunks in
+        the array's dtype), which hands everything but a present chunk with ``copy=True``
+        back to :meth:`_read_chunk`.  The reader holds the array weakly (no cycle)."""
+        method = weakref.WeakMethod(self._read_chunk)
+        name = self.name
+
+        def fallback(idx: Any, copy: Any) -> np.ndarray:
+            read = method()
+            if read is None:
+                raise ValueError(f"array {name!r} is closed")
+            return read(idx, copy)
+
+        self._read_hot = self._chunk_view_reader(True, fallback)
+
+    def _chunk_view_reader(self, copy: bool | None, fallback: Any = None) -> Any:
         """The backend's cached reader of whole chunks (see ``read_chunk``): copies made
         from borrowed numpy views (``copy=True``), pinned numpy views (False), or the
         borrowed views themselves (None: copy from them, then check the reuse epoch; a
@@ -798,12 +825,19 @@ class Array:
             return np.frombuffer(buf, dtype).reshape(shape) if len(buf) == nbytes else buf
 
         backend = self._live()
+        grid = self._grid
+
+        def normalize(idx: Any) -> tuple[int, ...]:
+            return normalize_chunk_index(idx, grid)
+
         if copy is None:
-            reader = backend.cached_chunk_reader(wrap_any)
+            reader = backend.cached_chunk_reader(wrap_any, normalize=normalize)
         elif copy:
-            reader = backend.cached_chunk_reader(wrap, take=np.ndarray.copy)
+            reader = backend.cached_chunk_reader(
+                wrap, take=np.ndarray.copy, normalize=normalize, fallback=fallback
+            )
         else:
-            reader = backend.cached_chunk_reader(wrap, pin=True)
+            reader = backend.cached_chunk_reader(wrap, pin=True, normalize=normalize)
         self._chunk_views[copy] = reader
         return reader
 
@@ -1186,6 +1220,7 @@ class Array:
         if self._closed:
             return
         self._closed = True
+        self.__dict__.pop("_read_hot", None)
         backend = self._backend
         if backend is not None:
             backend.close()
@@ -1201,6 +1236,7 @@ class Array:
         backend = self._live()
         backend.delete()
         self._closed = True
+        self.__dict__.pop("_read_hot", None)
 
     @property
     def closed(self) -> bool:

@@ -375,7 +375,6 @@ def test_cached_chunk_reads_skip_the_index_until_the_write_counter_moves(cleanup
 
     real, t._idx = t._idx, NoIndex()
     try:
-        t._reads = 1  # not the periodic full probe (every 256th read)
         for _ in range(5):
             assert r.read_chunk((0, 0)).max() == 1.0
             assert r.read_chunk((0, 0), copy=False).max() == 1.0
@@ -390,6 +389,67 @@ def test_cached_chunk_reads_skip_the_index_until_the_write_counter_moves(cleanup
     a.delete_chunk((0, 0))
     assert r.read_chunk((0, 0)).max() == 0.0
     r.close()
+
+
+def test_cached_reads_see_a_slot_a_killed_writer_stored_but_never_counted(cleanup):
+    """A writer SIGKILLed between a slot's store and the write count's bump: a cached reader
+    trusts the unchanged count until the next writer's repair, which moves it, and then
+    reads what a fresh reader reads (even when that writer writes nothing)."""
+    name = f"reuse-kill-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(64, 64), chunks=(32, 32), dtype="f8", table_name=name, persistent=True)
+    a[...] = 1.0
+    r = sz.open(name, mode="r")
+    for _ in range(2):
+        assert r.read_chunk((0, 0)).max() == 1.0
+    env = dict(os.environ, SHAREDZARR_CRASH_AT="put.stored", SHAREDZARR_CRASH_AFTER="0")
+    code = f"import sharedzarr as sz; sz.open({name!r}, mode='r+').write_chunk((0, 0), 2.0)"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    assert r.read_chunk((0, 0)).max() in (1.0, 2.0)  # old or new, never torn
+    with a.backend.writer():  # the repair, and no write
+        pass
+    fresh = sz.open(name, mode="r")
+    assert fresh.read_chunk((0, 0)).max() == 2.0
+    assert r.read_chunk((0, 0)).max() == 2.0 == r.read_chunk((0, 0), copy=False).min()
+    assert r[:32, :32].min() == 2.0
+    fresh.close()
+    r.close()
+
+
+def test_cached_reads_notice_a_deleted_table_at_once(cleanup):
+    """Deleting a table moves the write count: the next cached read raises (it does not wait
+    for the periodic check of the segment's link count)."""
+    name = f"reuse-del-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(64, 64), chunks=(32, 32), dtype="f8", table_name=name)
+    a[...] = 1.0
+    r = sz.open(name, mode="r")
+    for _ in range(3):
+        assert r.read_chunk((0, 0)).max() == 1.0
+    a.delete()
+    with pytest.raises(sz.TableNotFoundError):
+        r.read_chunk((0, 0))
+    r.close()
+
+
+def test_cached_reads_notice_segments_removed_behind_the_tables_back(cleanup):
+    """``rm -f /dev/shm/sz.<name>.*`` sets no deleted flag: a cached reader notices by
+    asking the OS every few thousand reads, and then raises."""
+    name = f"reuse-rm-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(64, 64), chunks=(32, 32), dtype="f8", table_name=name)
+    a[...] = 1.0
+    r = sz.open(name, mode="r")
+    assert r.read_chunk((0, 0)).max() == 1.0
+    for n in os.listdir("/dev/shm"):
+        if n.startswith(f"sz.{name}."):
+            os.unlink(f"/dev/shm/{n}")
+    with pytest.raises(sz.TableNotFoundError):
+        for _ in range(10_000):
+            assert r.read_chunk((0, 0)).max() == 1.0  # the data stays mapped meanwhile
+    r.close()
+    a.close()
 
 
 def test_cached_absent_chunks_appear_once_written(cleanup):

@@ -303,7 +303,15 @@ class Backend(abc.ABC):
         read = self.read_chunk
         return lambda idx: read(idx, copy=False)
 
-    def cached_chunk_reader(self, wrap: Any, *, pin: bool = False, take: Any = None) -> Any:
+    def cached_chunk_reader(
+        self,
+        wrap: Any,
+        *,
+        pin: bool = False,
+        take: Any = None,
+        normalize: Any = None,
+        fallback: Any = None,
+    ) -> Any:
         """Return ``read(idx) -> wrap(buffer) or None`` for repeated reads of single chunks.
 
         Backends may cache the wrapped object per chunk (the shm backend does, checking on
@@ -320,17 +328,38 @@ class Backend(abc.ABC):
         take : callable, optional
             With ``pin=False``, ``read`` returns ``take(object)`` (e.g. a copy) instead,
             made so that it is never torn.
+        normalize : callable, optional
+            ``idx -> validated idx`` (raising for a bad one); a reader calls it at least
+            once per distinct ``idx`` before reading it.
+        fallback : callable, optional
+            ``fallback(idx, flag)``: the reader is then ``read(idx, flag=True)`` and returns
+            ``fallback(idx, flag)`` when ``flag`` is not True, when the chunk is absent or
+            cannot be wrapped, and for an unhashable ``idx`` (see ``Table.view_reader``).
 
         Returns
         -------
         callable
         """
         read = self.read_chunk
+        valid: set[Any] = set()  # indices that passed ``normalize``
 
-        def cached(idx: ChunkIndex) -> Any:
+        def cached(idx: ChunkIndex, flag: Any = True) -> Any:
+            if fallback is not None and flag is not True:
+                return fallback(idx, flag)
+            try:
+                if normalize is not None and idx not in valid:
+                    idx = normalize(idx)
+                    if len(valid) < 1 << 20:
+                        valid.add(idx)
+            except TypeError:
+                if fallback is None:
+                    raise
+                return fallback(idx, flag)  # unhashable, or not integers: it explains
             v = read(idx, copy=False)
             obj = None if v is None else wrap(v)
-            return obj if take is None or obj is None else take(obj)
+            if obj is None:
+                return None if fallback is None else fallback(idx, flag)
+            return obj if take is None else take(obj)
 
         return cached
 
