@@ -1068,8 +1068,9 @@ class Table:
             True: their data segments are marked never to be reused, so they stay valid
             and unchanged while held (a handle that cannot mark gets wrapped copies).
         take : callable, optional
-            With ``pin=False``: ``read`` returns ``take(object)`` (typically a copy), made
-            and checked inside ``read``, so it is never torn.
+            ``read`` returns ``take(object)`` instead: with ``pin=False`` typically a copy,
+            made and checked inside ``read``, so it is never torn; with ``pin=True`` e.g. a
+            view, so callers never share the cached object.
         fallback : callable, optional
             ``fallback(k, flag) -> object``: ``read`` then takes a second argument,
             ``read(k, flag=True)``, and returns ``fallback(k, flag)`` when ``flag`` is not

@@ -160,7 +160,7 @@ class Array:
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
-        self.__dict__.pop("_read_hot", None)  # read_chunk's hot reader, installed on use
+        self._drop_hot_readers()  # read_chunk's, installed on first use
 
     def _fill_chunk(self) -> np.ndarray:
         """A read-only chunk full of the fill value (chunk dtype), built on first use."""
@@ -752,25 +752,21 @@ class Array:
         ValueError
             For ``copy=False`` on a compressed array.
         """
-        # the hot path (per-chunk readers), once installed: one call into the backend's
-        # cached numpy view of the chunk, revalidated by one load, copied and checked
+        # the hot paths (per-chunk readers), once installed: one call into the backend's
+        # cached numpy view of the chunk, revalidated by one load, then copied and checked
+        # (or viewed: the view's segment is pinned)
+        if copy is False:
+            return self._view_hot(idx)
         return self._read_hot(idx, copy)
 
     def _read_chunk(self, idx: Any, copy: Any) -> np.ndarray:
-        """:meth:`read_chunk` off the hot path (and before it is installed): zero-copy
-        reads, absent chunks, other index types, encoded chunks."""
+        """:meth:`read_chunk` off the hot paths (and before they are installed): absent
+        chunks, other index types, encoded chunks; the hot readers' fallback."""
         backend = self._live()
-        if self._fast_chunks:
-            if "_read_hot" not in self.__dict__:
-                self._install_hot_reader()
-            if copy is False and type(idx) is tuple:
-                read = self._chunk_views.get(False) or self._chunk_view_reader(False)
-                try:
-                    arr = read(idx)  # a pinned view; validates an index it has not seen
-                except TypeError:
-                    arr = None  # not a tuple of integers: normalize_chunk_index explains
-                if arr is not None:
-                    return arr.view()
+        if self._fast_chunks and "_read_hot" not in self.__dict__:
+            self._install_hot_readers()
+            if copy is True or copy is False:
+                return self.read_chunk(idx, copy)  # through the readers just installed
         idx = normalize_chunk_index(idx, self._grid)
         if not copy and not self._raw:
             names = [c.name for c in self._pipeline.codecs]
@@ -791,12 +787,16 @@ class Array:
             arr.flags.writeable = False
         return arr
 
-    _read_hot = _read_chunk  # read_chunk's path until _install_hot_reader replaces it
+    _read_hot = _read_chunk  # read_chunk's paths until _install_hot_readers replaces them
 
-    def _install_hot_reader(self) -> None:
-        """Make :meth:`read_chunk` one call into the cached copying reader (raw chunks in
-        the array's dtype), which hands everything but a present chunk with ``copy=True``
-        back to :meth:`_read_chunk`.  The reader holds the array weakly (no cycle)."""
+    def _view_hot(self, idx: Any) -> np.ndarray:
+        return self._read_chunk(idx, False)
+
+    def _install_hot_readers(self) -> None:
+        """Make :meth:`read_chunk` one call into a cached reader (raw chunks in the array's
+        dtype): copies for ``copy=True``, views of pinned segments for ``copy=False``.
+        They hand anything but a present chunk back to :meth:`_read_chunk`, holding the
+        array weakly (no reference cycle keeps a dropped array mapped)."""
         method = weakref.WeakMethod(self._read_chunk)
         name = self.name
 
@@ -807,6 +807,11 @@ class Array:
             return read(idx, copy)
 
         self._read_hot = self._chunk_view_reader(True, fallback)
+        self._view_hot = self._chunk_view_reader(False, lambda idx, _flag: fallback(idx, False))
+
+    def _drop_hot_readers(self) -> None:
+        self.__dict__.pop("_read_hot", None)
+        self.__dict__.pop("_view_hot", None)
 
     def _chunk_view_reader(self, copy: bool | None, fallback: Any = None) -> Any:
         """The backend's cached reader of whole chunks (see ``read_chunk``): copies made
@@ -836,8 +841,10 @@ class Array:
             reader = backend.cached_chunk_reader(
                 wrap, take=np.ndarray.copy, normalize=normalize, fallback=fallback
             )
-        else:
-            reader = backend.cached_chunk_reader(wrap, pin=True, normalize=normalize)
+        else:  # views of the pinned cached view: its flags stay ours
+            reader = backend.cached_chunk_reader(
+                wrap, pin=True, take=np.ndarray.view, normalize=normalize, fallback=fallback
+            )
         self._chunk_views[copy] = reader
         return reader
 
@@ -1220,7 +1227,7 @@ class Array:
         if self._closed:
             return
         self._closed = True
-        self.__dict__.pop("_read_hot", None)
+        self._drop_hot_readers()
         backend = self._backend
         if backend is not None:
             backend.close()
@@ -1236,7 +1243,7 @@ class Array:
         backend = self._live()
         backend.delete()
         self._closed = True
-        self.__dict__.pop("_read_hot", None)
+        self._drop_hot_readers()
 
     @property
     def closed(self) -> bool:

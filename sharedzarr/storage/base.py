@@ -326,8 +326,8 @@ class Backend(abc.ABC):
         pin : bool
             See above.
         take : callable, optional
-            With ``pin=False``, ``read`` returns ``take(object)`` (e.g. a copy) instead,
-            made so that it is never torn.
+            ``read`` returns ``take(object)`` instead (with ``pin=False`` e.g. a copy, made
+            so that it is never torn; with ``pin=True`` e.g. a view).
         normalize : callable, optional
             ``idx -> validated idx`` (raising for a bad one); a reader calls it at least
             once per distinct ``idx`` before reading it.
