@@ -298,6 +298,28 @@ def array_reader(name: str, rounds: int) -> tuple[int, int]:
     return done, bad
 
 
+def cached_chunk_reader(name: str, rewrites: int, count, out) -> None:
+    """Copy every chunk with ``read_chunk`` (the cached reader: no zero-copy views, which
+    would pin the arenas) over and over until the writer finished ``rewrites`` more rounds;
+    every chunk must hold one value, and the values must follow the writer.
+    Put (chunks checked, chunks with a mixture, distinct values seen) on ``out``."""
+    a = sz.open(name, mode="r")
+    grid = [
+        (i, j) for i in range(a.shape[0] // a.chunks[0]) for j in range(a.shape[1] // a.chunks[1])
+    ]
+    bad = done = 0
+    seen = set()
+    start = count.value
+    while count.value < start + rewrites or done < 10 * len(grid):
+        for idx in grid:
+            c = a.read_chunk(idx)
+            done += 1
+            bad += int(c.min() != c.max())
+            seen.add(float(c[0, 0]))
+    a.close()
+    out.put((done, bad, len(seen)))
+
+
 def numpy_views_outlive_close(name: str) -> list:
     """Take numpy views of chunks (both read paths), close and delete the array, then read
     the views: they must still hold the data (a dangling view would segfault here)."""

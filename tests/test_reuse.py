@@ -180,6 +180,35 @@ def test_array_reads_stay_whole_while_a_writer_reuses_arenas(cleanup):
     assert v.min() == v.max() > 0  # the writer's last round, whole
 
 
+def test_cached_chunk_reads_stay_whole_while_a_writer_rewrites_and_reuses(cleanup):
+    """read_chunk's cached copying reader (one load of the write count before and after the
+    copy) against a writer that rewrites every chunk, round after round, into reused arenas:
+    no mixture, and the copies follow the writer."""
+    name = f"reuse-cached-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(2048, 2048), chunks=(256, 256), dtype="f8", table_name=name)
+    a[...] = 0.0
+    t = a.backend.table
+    epoch = t._H[L.H_REUSE]
+    stop = CTX.Event()
+    count = CTX.Value("i", 0)
+    out = CTX.Queue()
+    w = CTX.Process(target=W.array_rewriter, args=(name, stop, count))
+    r = CTX.Process(target=W.cached_chunk_reader, args=(name, 6, count, out))
+    w.start()
+    r.start()
+    try:
+        done, bad, values = out.get(timeout=300)
+        r.join(60)
+    finally:
+        stop.set()
+        w.join(120)
+    assert w.exitcode == 0 and r.exitcode == 0
+    assert t._H[L.H_REUSE] > epoch  # arenas were reused under the reader
+    assert done > 0 and bad == 0
+    assert values >= 3  # the cached copies followed the rewrites
+
+
 @pytest.mark.parametrize("point", ["arena.retired", "arena.reused"])
 def test_crash_in_reuse_recovers(point):
     t = Table.create()
