@@ -65,11 +65,11 @@ Write count (what cached readers trust)
     Every store that changes a slot's record (insert, overwrite, delete) is followed at once
     by a bump of the write count; moving a record in a compaction is not, because the old
     bytes stay in place until their arena is unlinked or reused.  Unlinking or reusing an
-    arena, and recovery after a dead writer, bump the reclaim counter *and* the write count.
-    A reader that cached a key's view (or its absence) together with the write count
-    therefore loads only the deleted flag, the write count and (around a copy) the reuse
-    epoch while the count is unchanged: no index page, no record.  When the count moved it
-    compares the key's slot, and drops every cached view if the reclaim counter moved.
+    arena, recovery after a dead writer, and deleting the table bump the write count too
+    (besides their own counters).  A reader that cached a key's view (or its absence)
+    together with the write count therefore loads only the write count while it is
+    unchanged, before and after its copy: no index page, no record.  When the count moved
+    it compares the key's slot, and drops every cached view if the reclaim counter moved.
     Recovery's bump means a slot stored just before a crash is never hidden.
 
 Record (immutable once published)::

@@ -1038,8 +1038,9 @@ class Table:
         *,
         pin: bool = False,
         take: Callable[[Any], Any] | None = None,
-        fallback: Callable[[Any, Any], Any] | None = None,
-    ) -> Callable[..., Any]:
+        fallback: Callable[[Any], Any] | None = None,
+        missing: Any = None,
+    ) -> Callable[[Any], Any]:
         """A reader for repeated reads of the same keys: ``read(k) -> wrap(view) or None``.
 
         ``k`` is any hashable name of a key and ``prepare(k)`` its prepared key.  The first
@@ -1072,11 +1073,14 @@ class Table:
             made and checked inside ``read``, so it is never torn; with ``pin=True`` e.g. a
             view, so callers never share the cached object.
         fallback : callable, optional
-            ``fallback(k, flag) -> object``: ``read`` then takes a second argument,
-            ``read(k, flag=True)``, and returns ``fallback(k, flag)`` when ``flag`` is not
-            True, when the key is absent or its value cannot be wrapped, and when ``k`` is
-            not hashable.  (``Array.read_chunk`` is such a reader, ``flag`` its ``copy``:
-            one call on the hot path, its general case behind.)
+            ``fallback(k) -> object``: ``read(k)`` returns it when the key is absent (and
+            ``missing`` is None), when its value cannot be wrapped, and when ``k`` is not
+            hashable.  (``Array.read_chunk`` uses such readers: one call on the hot path,
+            its general case behind.)
+        missing : object, optional
+            What an absent key reads as, cached like a value (and passed through ``take``):
+            e.g. a chunk of fill values.  None: ``read`` returns None (or the fallback's
+            answer) for an absent key.
 
         Returns
         -------
@@ -1086,15 +1090,15 @@ class Table:
         cache: dict[Any, tuple] = {}
         tick = 0  # cached reads so far: every 4096th asks whether the table was removed
 
-        def read(k: Any, flag: Any = True) -> Any:
+        def read(k: Any) -> Any:
             nonlocal tick
             H = self._H
             try:
-                ent = cache.get(k) if flag is True else None
+                ent = cache.get(k)
             except TypeError:  # an unhashable name: never cached
                 if fallback is None:
                     raise
-                return fallback(k, flag)
+                return fallback(k)
             if ent is not None and H is not None:
                 writes, obj, gen, j, ref, rec = ent
                 tick += 1
@@ -1107,16 +1111,16 @@ class Table:
                             # drop every cached view, so none keeps the memory of an
                             # unlinked segment mapped
                             cache.clear()
-                            return miss(k, flag)
+                            return miss(k)
                         try:
                             # j < 0: the key was absent (no slot to check; a write may add it)
                             if H[8] or H[9] != gen or j < 0 or self._idx[j] != ref:
-                                return miss(k, flag)  # (L.H_DELETED, L.H_GEN)
+                                return miss(k)  # (L.H_DELETED, L.H_GEN)
                         except (TypeError, ValueError):
-                            return miss(k, flag)  # the index was replaced under this thread
+                            return miss(k)  # the index was replaced under this thread
                         cache[k] = (now, obj, gen, j, ref, rec)
-                    if obj is None:  # absent
-                        return None if fallback is None else fallback(k, flag)
+                    if obj is None:  # absent, and no ``missing`` to stand for it
+                        return None if fallback is None else fallback(k)
                     if take is None:
                         return obj
                     out = take(obj)
@@ -1124,14 +1128,11 @@ class Table:
                         return out
                 else:  # the periodic check: removed without the deleted flag (rm -f)
                     raise self._not_found()
-            return miss(k, flag)
+            return miss(k)
 
-        def miss(k: Any, flag: Any) -> Any:
-            if flag is True:
-                out = fill(k)
-                if out is not None or fallback is None:
-                    return out
-            return fallback(k, flag)
+        def miss(k: Any) -> Any:
+            out = fill(k)
+            return out if out is not None or fallback is None else fallback(k)
 
         def fill(k: Any) -> Any:
             kb, h = prepare(k)
@@ -1147,8 +1148,8 @@ class Table:
                 if hit is None:  # absent: remembered until the write counter moves
                     if len(cache) >= _VIEW_CACHE_MAX:
                         cache.clear()
-                    cache[k] = (writes, None, gen, -1, 0, rec)
-                    return None
+                    cache[k] = (writes, missing, gen, -1, 0, rec)
+                    return missing if take is None or missing is None else take(missing)
                 slot, ref, seg, pos, vlen = hit
                 if pin and not seg.words_writable:  # cannot mark: a copy, not cached
                     obj = wrap(memoryview(seg.mm[pos : pos + vlen]))

@@ -755,13 +755,15 @@ class Array:
         # the hot paths (per-chunk readers), once installed: one call into the backend's
         # cached numpy view of the chunk, revalidated by one load, then copied and checked
         # (or viewed: the view's segment is pinned)
+        if copy is True:
+            return self._read_hot(idx)
         if copy is False:
             return self._view_hot(idx)
-        return self._read_hot(idx, copy)
+        return self._read_chunk(idx, copy)
 
     def _read_chunk(self, idx: Any, copy: Any) -> np.ndarray:
-        """:meth:`read_chunk` off the hot paths (and before they are installed): absent
-        chunks, other index types, encoded chunks; the hot readers' fallback."""
+        """:meth:`read_chunk` off the hot paths (and before they are installed): other
+        index types, encoded chunks; the hot readers' fallback."""
         backend = self._live()
         if self._fast_chunks and "_read_hot" not in self.__dict__:
             self._install_hot_readers()
@@ -787,7 +789,9 @@ class Array:
             arr.flags.writeable = False
         return arr
 
-    _read_hot = _read_chunk  # read_chunk's paths until _install_hot_readers replaces them
+    # read_chunk's paths until _install_hot_readers replaces them
+    def _read_hot(self, idx: Any) -> np.ndarray:
+        return self._read_chunk(idx, True)
 
     def _view_hot(self, idx: Any) -> np.ndarray:
         return self._read_chunk(idx, False)
@@ -795,19 +799,24 @@ class Array:
     def _install_hot_readers(self) -> None:
         """Make :meth:`read_chunk` one call into a cached reader (raw chunks in the array's
         dtype): copies for ``copy=True``, views of pinned segments for ``copy=False``.
-        They hand anything but a present chunk back to :meth:`_read_chunk`, holding the
-        array weakly (no reference cycle keeps a dropped array mapped)."""
+        An absent chunk reads as a copy (or view) of the fill chunk.  They hand the rest
+        (indices that are not hashable, values that are not a whole raw chunk) back to
+        :meth:`_read_chunk`, holding the array weakly (no reference cycle keeps a dropped
+        array mapped)."""
         method = weakref.WeakMethod(self._read_chunk)
         name = self.name
 
-        def fallback(idx: Any, copy: Any) -> np.ndarray:
-            read = method()
-            if read is None:
-                raise ValueError(f"array {name!r} is closed")
-            return read(idx, copy)
+        def fallback(copy: bool) -> Callable[[Any], np.ndarray]:
+            def read(idx: Any) -> np.ndarray:
+                general = method()
+                if general is None:
+                    raise ValueError(f"array {name!r} is closed")
+                return general(idx, copy)
 
-        self._read_hot = self._chunk_view_reader(True, fallback)
-        self._view_hot = self._chunk_view_reader(False, lambda idx, _flag: fallback(idx, False))
+            return read
+
+        self._read_hot = self._chunk_view_reader(True, fallback(True))
+        self._view_hot = self._chunk_view_reader(False, fallback(False))
 
     def _drop_hot_readers(self) -> None:
         self.__dict__.pop("_read_hot", None)
@@ -837,14 +846,13 @@ class Array:
 
         if copy is None:
             reader = backend.cached_chunk_reader(wrap_any, normalize=normalize)
-        elif copy:
-            reader = backend.cached_chunk_reader(
-                wrap, take=np.ndarray.copy, normalize=normalize, fallback=fallback
-            )
-        else:  # views of the pinned cached view: its flags stay ours
-            reader = backend.cached_chunk_reader(
-                wrap, pin=True, take=np.ndarray.view, normalize=normalize, fallback=fallback
-            )
+        else:
+            # an absent chunk reads as the fill chunk, cached too: no second probe
+            kw = {"normalize": normalize, "fallback": fallback, "missing": self._fill_chunk()}
+            if copy:
+                reader = backend.cached_chunk_reader(wrap, take=np.ndarray.copy, **kw)
+            else:  # views of the pinned cached view (or fill chunk): its flags stay ours
+                reader = backend.cached_chunk_reader(wrap, pin=True, take=np.ndarray.view, **kw)
         self._chunk_views[copy] = reader
         return reader
 

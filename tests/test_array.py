@@ -290,6 +290,15 @@ def test_read_chunk_hot_path_validates_like_the_general_one(make: Callable[..., 
             for j in range(2):
                 assert a.read_chunk((i, j)).max() == (5.0 if i < 2 else -1.0)
                 assert a.read_chunk((i, j), copy=False).min() == (5.0 if i < 2 else -1.0)
+    backend = a.backend
+    backend.read_chunk = lambda *_a, **_k: pytest.fail("a warm absent chunk probed again")
+    try:  # absent chunks read as the cached fill chunk: a fresh copy, or a read-only view
+        c, v = a.read_chunk((2, 0)), a.read_chunk((2, 0), copy=False)
+        assert c.max() == v.min() == -1.0 and c.flags.writeable and not v.flags.writeable
+        c[...] = 9.0
+        assert a.read_chunk((2, 0)).max() == -1.0
+    finally:
+        del backend.read_chunk
     for bad, exc, match in [
         ((3, 0), IndexError, "outside the chunk grid"),
         ((-1, 0), IndexError, "outside the chunk grid"),

@@ -311,6 +311,7 @@ class Backend(abc.ABC):
         take: Any = None,
         normalize: Any = None,
         fallback: Any = None,
+        missing: Any = None,
     ) -> Any:
         """Return ``read(idx) -> wrap(buffer) or None`` for repeated reads of single chunks.
 
@@ -332,9 +333,11 @@ class Backend(abc.ABC):
             ``idx -> validated idx`` (raising for a bad one); a reader calls it at least
             once per distinct ``idx`` before reading it.
         fallback : callable, optional
-            ``fallback(idx, flag)``: the reader is then ``read(idx, flag=True)`` and returns
-            ``fallback(idx, flag)`` when ``flag`` is not True, when the chunk is absent or
-            cannot be wrapped, and for an unhashable ``idx`` (see ``Table.view_reader``).
+            ``fallback(idx)``: what ``read(idx)`` returns when the chunk is absent (and
+            ``missing`` is None) or cannot be wrapped, and for an ``idx`` that is not
+            hashable or not integers (see ``Table.view_reader``).
+        missing : object, optional
+            What an absent chunk reads as (passed through ``take``), instead of None.
 
         Returns
         -------
@@ -343,9 +346,7 @@ class Backend(abc.ABC):
         read = self.read_chunk
         valid: set[Any] = set()  # indices that passed ``normalize``
 
-        def cached(idx: ChunkIndex, flag: Any = True) -> Any:
-            if fallback is not None and flag is not True:
-                return fallback(idx, flag)
+        def cached(idx: ChunkIndex) -> Any:
             try:
                 if normalize is not None and idx not in valid:
                     idx = normalize(idx)
@@ -354,11 +355,11 @@ class Backend(abc.ABC):
             except TypeError:
                 if fallback is None:
                     raise
-                return fallback(idx, flag)  # unhashable, or not integers: it explains
+                return fallback(idx)  # unhashable, or not integers: it explains
             v = read(idx, copy=False)
-            obj = None if v is None else wrap(v)
+            obj = missing if v is None else wrap(v)
             if obj is None:
-                return None if fallback is None else fallback(idx, flag)
+                return None if fallback is None else fallback(idx)
             return obj if take is None else take(obj)
 
         return cached

@@ -141,22 +141,15 @@ class SharedMemoryBackend(Backend):
 
         return read
 
-    def cached_chunk_reader(
-        self,
-        wrap: Any,
-        *,
-        pin: bool = False,
-        take: Any = None,
-        normalize: Any = None,
-        fallback: Any = None,
-    ) -> Any:
-        """Cached views per chunk, revalidated on each call (``Table.view_reader``).
+    def cached_chunk_reader(self, wrap: Any, *, normalize: Any = None, **options: Any) -> Any:
+        """Cached views per chunk, revalidated on each call: ``Table.view_reader``, which
+        takes the other options (``pin``, ``take``, ``fallback``, ``missing``) as they are.
 
         ``normalize`` runs on a cache miss only: a cached index passed it before.
         """
         key = self._key
         prepare = key if normalize is None else (lambda idx: key(normalize(idx)))
-        return self.table.view_reader(prepare, wrap, pin=pin, take=take, fallback=fallback)
+        return self.table.view_reader(prepare, wrap, **options)
 
     def reuse_epoch(self) -> int:
         """The table's reuse epoch (:meth:`sharedzarr._table.Table.reuse_epoch`)."""
