@@ -6,12 +6,15 @@ retry when the reuse epoch moves; zero-copy views pin their arena so it is never
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import _workers as W
 import numpy as np
@@ -155,26 +158,34 @@ def test_readers_never_see_torn_or_missing_values_while_arenas_are_reused(big, m
         assert bad == 0
 
 
-def test_array_reads_stay_whole_while_a_writer_reuses_arenas(cleanup):
-    name = f"reuse-arr-{os.getpid()}"
+@contextlib.contextmanager
+def _array_rewritten(cleanup: list[str], tag: str) -> Iterator[tuple[sz.Array, Any]]:
+    """A 2048x2048 array (256x256 chunks) that another process rewrites, one value per
+    round, while the block runs: yields (the array, the rounds counter).  Afterwards the
+    writer must have exited cleanly and reused an arena."""
+    name = f"reuse-{tag}-{os.getpid()}"
     cleanup.append(name)
     a = sz.create(shape=(2048, 2048), chunks=(256, 256), dtype="f8", table_name=name)
     a[...] = 0.0
-    t = a.backend.table
-    epoch = t._H[L.H_REUSE]
+    epoch = a.backend.table._H[L.H_REUSE]
     stop = CTX.Event()
     count = CTX.Value("i", 0)
     w = CTX.Process(target=W.array_rewriter, args=(name, stop, count))
     w.start()
     try:
-        with CTX.Pool(1) as pool:
-            done, bad = pool.apply(W.array_reader, (name, 15))
+        yield a, count
     finally:
         stop.set()
         w.join(120)
     assert w.exitcode == 0
+    assert a.backend.table._H[L.H_REUSE] > epoch, "no arena was reused: the test tests nothing"
+
+
+def test_array_reads_stay_whole_while_a_writer_reuses_arenas(cleanup):
+    with _array_rewritten(cleanup, "arr") as (a, count):
+        with CTX.Pool(1) as pool:
+            done, bad = pool.apply(W.array_reader, (a.name, 15))
     assert count.value >= 2
-    assert t._H[L.H_REUSE] > epoch
     assert done > 0 and bad == 0
     v = a[...]
     assert v.min() == v.max() > 0  # the writer's last round, whole
@@ -184,27 +195,13 @@ def test_cached_chunk_reads_stay_whole_while_a_writer_rewrites_and_reuses(cleanu
     """read_chunk's cached copying reader (one load of the write count before and after the
     copy) against a writer that rewrites every chunk, round after round, into reused arenas:
     no mixture, and the copies follow the writer."""
-    name = f"reuse-cached-{os.getpid()}"
-    cleanup.append(name)
-    a = sz.create(shape=(2048, 2048), chunks=(256, 256), dtype="f8", table_name=name)
-    a[...] = 0.0
-    t = a.backend.table
-    epoch = t._H[L.H_REUSE]
-    stop = CTX.Event()
-    count = CTX.Value("i", 0)
     out = CTX.Queue()
-    w = CTX.Process(target=W.array_rewriter, args=(name, stop, count))
-    r = CTX.Process(target=W.cached_chunk_reader, args=(name, 6, count, out))
-    w.start()
-    r.start()
-    try:
+    with _array_rewritten(cleanup, "cached") as (a, count):
+        r = CTX.Process(target=W.cached_chunk_reader, args=(a.name, 6, count, out))
+        r.start()
         done, bad, values = out.get(timeout=300)
         r.join(60)
-    finally:
-        stop.set()
-        w.join(120)
-    assert w.exitcode == 0 and r.exitcode == 0
-    assert t._H[L.H_REUSE] > epoch  # arenas were reused under the reader
+    assert r.exitcode == 0
     assert done > 0 and bad == 0
     assert values >= 3  # the cached copies followed the rewrites
 
