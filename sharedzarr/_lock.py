@@ -1,23 +1,47 @@
-"""The single-writer lock of a table, robust against writers that die.
+"""The single-writer lock of a table: robust against writers that die, fair, and fast to hand over.
 
-The lock is an exclusive ``flock`` on a descriptor of the table's header
-segment.  The kernel releases a ``flock`` when its holder's last descriptor
-closes, which includes death by SIGKILL, so a crashed writer blocks the next
-one for no longer than it takes the kernel to reap it (LMDB's robust-mutex
-problem does not arise).  Crash *consistency* is the table's job: a writer
-marks the header dirty while it works and the next writer repairs (see
-``_table.Table._recover``).
+The lock is an exclusive ``flock`` on a descriptor of the table's header segment.  The
+kernel releases a ``flock`` when its holder's last descriptor closes, which includes death
+by SIGKILL, so a crashed writer blocks the next one for no longer than it takes the kernel
+to reap it (LMDB's robust-mutex problem does not arise).  Crash *consistency* is the
+table's job: a writer marks the header dirty while it works and the next writer repairs.
 
-``flock`` locks belong to an open file description, so:
+Descriptors and fork
+    ``flock`` locks belong to an open file description, so:
 
-* threads of one process share the descriptor, and a :class:`threading.RLock`
-  serialises them first (the lock is reentrant per thread);
-* a forked child must not inherit the parent's description (it would "hold"
-  the parent's lock); the owner of this object reopens the descriptor in the
-  child (:meth:`WriterLock.reset_after_fork`).
+    * threads of one process share the description, and a :class:`threading.RLock`
+      serialises them first (the lock is reentrant per thread);
+    * a forked child must not keep the parent's description: if the parent died holding
+      the lock, a child that still had the description open would keep the lock held for
+      as long as it lives.  Given a *path*, the lock opens its own description (one per
+      process, ``O_CLOEXEC``) and an at-fork hook closes the child's inherited copy.
+      Closing is not unlocking: the parent's hold is untouched while it lives.
 
-Waiting is a poll with exponential back-off (50 us up to 5 ms), because
-``flock`` has no timed wait; the timeout is exact to within one back-off step.
+Waiting without sleeping (the hand-off)
+    ``flock`` has no timed wait.  An uncontended acquire is one non-blocking ``flock``.  A
+    contended one blocks in ``flock(LOCK_EX)`` on a helper thread while the caller waits
+    on an event with its timeout, so the kernel wakes the waiter the moment the holder
+    releases (no polling, no back-off).  A waiter that times out marks its wait
+    cancelled; if its helper thread is granted the lock later, it gives it straight back
+    (under the in-process lock, so it never releases a hold another thread of this
+    process has taken since).
+
+Fairness (the hint words)
+    The kernel wakes every waiter on release, but a writer that releases and re-acquires
+    in a loop is already running and usually wins again: another process could wait
+    forever.  So two header words, given to this module and written by no other:
+
+    * ``want``: the pid of a process blocked waiting (a hint; waiters store it, and store
+      it again every millisecond while they wait, so a waiter that was overwritten or
+      cleared announces itself again);
+    * ``grants``: how many times the lock was granted (stored only by the holder).
+
+    An acquirer that sees another process's pid in ``want`` first waits, up to
+    :data:`YIELD_NS`, for ``grants`` to move: the waiter, woken by the release, gets in
+    first.  A grant clears ``want`` when it names the new holder.  So with two writers
+    they alternate; with more, each announced waiter is next at the following hand-off.
+    A stale ``want`` (its waiter died or gave up) costs at most one :data:`YIELD_NS`
+    wait, after which the acquirer clears it.
 """
 
 from __future__ import annotations
@@ -27,32 +51,80 @@ import fcntl
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from .errors import LockTimeoutError
 
-__all__ = ["WriterLock"]
+__all__ = ["WriterLock", "YIELD_NS"]
+
+#: How long an acquirer lets an announced waiter go first before it clears the hint.
+YIELD_NS = 2_000_000
+#: How often a waiting process announces itself again in the ``want`` word.
+ANNOUNCE_S = 1e-3
+WANT = 0
+GRANTS = 1
+
+_LOCKS: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lock in list(_LOCKS):
+        lock.reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Wait:
+    """One blocking ``flock`` on a helper thread; the outcome is decided once."""
+
+    __slots__ = ("mu", "done", "outcome", "error")
+
+    def __init__(self) -> None:
+        self.mu = threading.Lock()
+        self.done = threading.Event()
+        self.outcome = ""  # "" waiting, "granted", "cancelled", "error"
+        self.error: BaseException | None = None
 
 
 class WriterLock:
-    """A reentrant, cross-process, cross-thread writer lock on a descriptor.
+    """A reentrant, cross-process, cross-thread writer lock with fair, sleep-free hand-off.
 
     Parameters
     ----------
-    fd_getter : callable
-        Returns the descriptor to ``flock`` (the table's header descriptor).
+    fd_source : str or callable
+        The path of the file to ``flock`` (the lock then owns its descriptor: it opens
+        one per process and closes a forked child's copy), or a callable returning a
+        descriptor that the caller owns.
     holder : callable
         Returns the pid recorded as the current holder, for timeout messages.
     name : str
         The table name, for messages.
+    hint_words : callable, optional
+        Returns a writable two-word ``'Q'`` memoryview ``[want, grants]`` in shared
+        memory (see the module docstring), or None.  Without it the lock is not fair.
     """
 
-    def __init__(self, fd_getter: Callable[[], int], holder: Callable[[], int], name: str) -> None:
-        self._fd_getter = fd_getter
+    _fd = -1
+    _fd_pid = 0
+
+    def __init__(
+        self,
+        fd_source: str | Callable[[], int],
+        holder: Callable[[], int],
+        name: str,
+        hint_words: Callable[[], memoryview | None] | None = None,
+    ) -> None:
+        self._path = fd_source if isinstance(fd_source, str) else None
+        self._fd_getter = None if isinstance(fd_source, str) else fd_source
         self._holder = holder
         self._name = name
+        self._hint_words = hint_words
         self._rlock = threading.RLock()
         self._depth = 0
+        _LOCKS.add(self)
 
     @property
     def depth(self) -> int:
@@ -62,6 +134,25 @@ class WriterLock:
     def _owned(self) -> bool:
         return self._rlock._is_owned()  # type: ignore[attr-defined]
 
+    def fileno(self) -> int:
+        """The descriptor the lock is taken on (opened on first use in this process)."""
+        if self._fd_getter is not None:
+            return self._fd_getter()
+        if self._fd < 0 or self._fd_pid != os.getpid():
+            assert self._path is not None
+            self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd_pid = os.getpid()
+        return self._fd
+
+    def close(self) -> None:
+        """Close the lock's own descriptor (never while held); idempotent."""
+        if self._fd >= 0 and self._fd_pid == os.getpid() and not self._depth:
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def acquire(self, timeout: float | None) -> bool:
         """Acquire the lock; return True when this call took the OS lock (depth 0 -> 1).
 
@@ -70,7 +161,8 @@ class WriterLock:
         LockTimeoutError
             When ``timeout`` seconds pass first; names the holder's pid.
         """
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        t0 = time.monotonic()
+        deadline = None if timeout is None else t0 + max(timeout, 0.0)
         if timeout is None:
             self._rlock.acquire()
         elif not self._rlock.acquire(timeout=max(timeout, 0.0)):
@@ -79,24 +171,121 @@ class WriterLock:
             self._depth += 1
             return False
         try:
-            fd = self._fd_getter()
-            delay = 50e-6
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
-                        raise
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise self._timeout(timeout or 0.0)
-                time.sleep(delay)
-                delay = min(delay * 2, 5e-3)
+            fd = self.fileno()
+            hint = self._hint_words() if self._hint_words is not None else None
+            me = os.getpid()
+            if hint is not None:
+                want = hint[WANT]
+                if want and want != me:
+                    self._let_waiter_in(hint, want, deadline)
+            if not self._try(fd):
+                self._block(fd, hint, me, deadline, timeout)
+            if hint is not None:  # we hold the lock: the only writer of `grants` now
+                hint[GRANTS] += 1
+                if hint[WANT] == me:
+                    hint[WANT] = 0
         except BaseException:
             self._rlock.release()
             raise
         self._depth = 1
         return True
+
+    @staticmethod
+    def _try(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
+                raise
+            return False
+
+    @staticmethod
+    def _let_waiter_in(hint: memoryview, want: int, deadline: float | None) -> None:
+        """Give the announced waiter ``want`` the next grant (bounded; see the docstring)."""
+        g = hint[GRANTS]
+        end = time.monotonic_ns() + YIELD_NS
+        if deadline is not None:
+            end = min(end, int(deadline * 1e9))
+        spins = 0
+        while hint[GRANTS] == g and hint[WANT] == want:
+            if time.monotonic_ns() >= end:
+                if hint[WANT] == want:
+                    hint[WANT] = 0  # stale: its waiter died or gave up (a live one re-announces)
+                return
+            spins += 1
+            if spins < 64:
+                os.sched_yield()
+            else:
+                time.sleep(50e-6)
+
+    def _block(
+        self,
+        fd: int,
+        hint: memoryview | None,
+        me: int,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> None:
+        """Wait for the lock in a blocking ``flock`` on a helper thread (the hand-off)."""
+        if deadline is None and hint is None:  # nothing to time out or announce: block here
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    return
+                except InterruptedError:
+                    continue
+        w = _Wait()
+        threading.Thread(
+            target=self._flock_blocking, args=(fd, w), name="sharedzarr-lock-wait", daemon=True
+        ).start()
+        while True:
+            if hint is not None and hint[WANT] != me:
+                hint[WANT] = me  # announce (again): releasers let us in first
+            step = ANNOUNCE_S
+            if deadline is not None:
+                step = min(step, max(deadline - time.monotonic(), 0.0))
+            if w.done.wait(step):
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                with w.mu:
+                    if not w.outcome:
+                        w.outcome = "cancelled"
+                if w.outcome == "cancelled":
+                    if hint is not None and hint[WANT] == me:
+                        hint[WANT] = 0
+                    raise self._timeout(timeout or 0.0)
+                break  # granted at the last moment
+        if w.outcome == "error":
+            assert w.error is not None
+            raise w.error
+
+    def _flock_blocking(self, fd: int, w: _Wait) -> None:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                break
+            except OSError as e:
+                if e.errno == errno.EINTR:
+                    continue
+                with w.mu:
+                    if not w.outcome:
+                        w.outcome, w.error = "error", e
+                w.done.set()
+                return
+        with w.mu:
+            if not w.outcome:
+                w.outcome = "granted"
+                w.done.set()
+                return
+        # the waiter gave up before the grant: hand the lock straight back, unless a
+        # thread of this process holds it by now (the description is shared)
+        with self._rlock:
+            if self._depth == 0:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                except (OSError, ValueError):
+                    pass
 
     def release(self) -> bool:
         """Release one level; return True when the OS lock was released."""
@@ -105,7 +294,7 @@ class WriterLock:
         try:
             if self._depth == 0:
                 try:
-                    fcntl.flock(self._fd_getter(), fcntl.LOCK_UN)
+                    fcntl.flock(self.fileno(), fcntl.LOCK_UN)
                 except (OSError, ValueError):
                     pass  # descriptor already closed: the kernel dropped the lock
                 released = True
@@ -114,12 +303,22 @@ class WriterLock:
         return released
 
     def reset_after_fork(self) -> None:
-        """Forget any holding inherited through fork (the child holds nothing)."""
+        """In a forked child: hold nothing, and close the inherited description (if ours).
+
+        Closing the child's copy does not unlock the parent's hold; it only stops the
+        child from keeping the lock held after the parent dies.
+        """
         self._rlock = threading.RLock()
         self._depth = 0
+        if self._fd >= 0 and self._path is not None:
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def _timeout(self, timeout: float, in_process: bool = False) -> LockTimeoutError:
-        pid = self._holder() or None
+        pid: int | None = self._holder() or None
         who = f"process {pid}" if pid else "another process"
         if in_process:
             who = f"another thread of this process ({os.getpid()})"

@@ -1,0 +1,148 @@
+"""The writer lock across real processes: hand-off, fairness, timeouts, fork, death."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+
+import _lock_workers as W
+import pytest
+
+from sharedzarr._lock import WriterLock
+from sharedzarr.errors import LockTimeoutError
+
+CTX = mp.get_context("spawn")
+
+
+@pytest.fixture
+def lockfile(tmp_path):
+    path = str(tmp_path / "lockfile")
+    with open(path, "wb") as f:
+        f.write(b"\0" * 4096)
+    return path
+
+
+def _lock(path: str) -> tuple[WriterLock, object]:
+    m, words = W.hint_of(path)
+    return WriterLock(path, lambda: 0, "t", hint_words=lambda: words), m
+
+
+def test_waiter_gets_the_lock_when_the_holder_releases(lockfile):
+    ready, release, started = CTX.Event(), CTX.Event(), CTX.Event()
+    q_hold, q_wait = CTX.Queue(), CTX.Queue()
+    a = CTX.Process(target=W.hold, args=(lockfile, ready, release, q_hold))
+    a.start()
+    assert ready.wait(30)
+    b = CTX.Process(target=W.wait_for, args=(lockfile, started, q_wait, 30))
+    b.start()
+    assert started.wait(30)
+    time.sleep(0.3)
+    assert q_wait.empty()  # still blocked while A holds it
+    release.set()
+    released_at = q_hold.get(timeout=30)
+    granted_at = q_wait.get(timeout=30)
+    assert isinstance(granted_at, int) and granted_at >= released_at
+    a.join(30)
+    b.join(30)
+
+
+def test_timeout_names_the_problem_and_a_late_grant_is_given_back(lockfile):
+    ready, release = CTX.Event(), CTX.Event()
+    q = CTX.Queue()
+    a = CTX.Process(target=W.hold, args=(lockfile, ready, release, q))
+    a.start()
+    assert ready.wait(30)
+    lock, _m = _lock(lockfile)
+    with pytest.raises(LockTimeoutError, match="timed out after 0.2s"):
+        lock.acquire(0.2)
+    release.set()  # our helper thread is still queued in flock: it must give the lock back
+    q.get(timeout=30)
+    a.join(30)
+    other, _m2 = _lock(lockfile)  # another description of the same file: a real contender
+    other.acquire(5)
+    other.release()
+    # and this handle still works
+    lock.acquire(5)
+    assert lock.depth == 1
+    lock.release()
+    lock.close()
+    other.close()
+
+
+def test_a_looping_writer_does_not_starve_another(lockfile):
+    """A producer re-taking the lock every ~1 ms; every 2 s wait of another process succeeds."""
+    ready = CTX.Event()
+    q_churn, q_grab = CTX.Queue(), CTX.Queue()
+    a = CTX.Process(target=W.churn, args=(lockfile, 6.0, ready, q_churn))
+    a.start()
+    assert ready.wait(30)
+    b = CTX.Process(target=W.grab, args=(lockfile, 100, 2.0, q_grab))
+    b.start()
+    failed = q_grab.get(timeout=120)
+    rounds = q_churn.get(timeout=120)
+    a.join(30)
+    b.join(30)
+    assert failed == 0
+    assert rounds > 100  # the producer kept going too
+
+
+def test_threads_of_one_process_take_turns(lockfile):
+    lock, _m = _lock(lockfile)
+    state = {"n": 0}
+    errors = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                lock.acquire(10)
+                v = state["n"]
+                time.sleep(0)  # another thread would run here if it could get in
+                state["n"] = v + 1
+                lock.release()
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors and state["n"] == 200
+    lock.close()
+
+
+@pytest.mark.parametrize("use_mp", [False, True], ids=["os.fork", "multiprocessing-fork"])
+def test_a_forked_child_does_not_keep_a_dead_holders_lock(lockfile, use_mp):
+    ready = CTX.Event()
+    p = CTX.Process(target=W.hold_then_fork_and_die, args=(lockfile, use_mp, ready))
+    p.start()
+    assert ready.wait(30)
+    with open(lockfile + ".child") as f:
+        child = int(f.read())
+    try:
+        lock, _m = _lock(lockfile)
+        with pytest.raises(LockTimeoutError):
+            lock.acquire(0.2)  # the parent holds it
+        os.kill(p.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30  # not join(): the grandchild holds its sentinel
+        while p.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.path.exists(f"/proc/{child}")  # the forked child lives on
+        lock.acquire(5)  # and does not hold the dead parent's lock
+        lock.release()
+        lock.close()
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+            try:  # reap it if it became ours (it is our grandchild: init reaps it)
+                os.waitpid(child, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.01)
