@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import itertools
 import json
 import math
@@ -87,7 +88,7 @@ def _zarr() -> Any:
     return zarr
 
 
-def _as_store(target: Any, *, read_only: bool, storage_options: dict | None) -> Any:
+def _as_store(target: Any, *, read_only: bool, storage_options: dict[str, Any] | None) -> Any:
     """A zarr store for a store object, a directory path, or a URL (``s3://...``)."""
     _zarr()
     from zarr.abc.store import Store
@@ -105,6 +106,7 @@ def _as_store(target: Any, *, read_only: bool, storage_options: dict | None) -> 
     if isinstance(target, (str, os.PathLike)):
         s = os.fspath(target)
         if "://" in s and not s.startswith("file://"):
+            _require_fsspec(s)
             return FsspecStore.from_url(s, storage_options=storage_options, read_only=read_only)
         if storage_options:
             raise TypeError("storage_options only apply to a URL such as 's3://bucket/path'")
@@ -112,6 +114,21 @@ def _as_store(target: Any, *, read_only: bool, storage_options: dict | None) -> 
     raise TypeError(
         f"expected a directory path, a URL or a zarr.abc.store.Store, got {type(target).__name__}"
     )
+
+
+def _require_fsspec(url: str) -> None:
+    """Raise an ImportError naming the extra to install when ``url`` needs a missing package."""
+    scheme = url.split("://", 1)[0].lower()
+    s3 = scheme in ("s3", "s3a")
+    for module in ("fsspec", "s3fs") if s3 else ("fsspec",):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            also = "" if s3 else " plus the package of that filesystem (gcsfs, adlfs, ...)"
+            raise ImportError(
+                f"a {scheme}:// URL needs {module}, which is not installed: "
+                f"pip install 'sharedzarr[s3]'{also}"
+            ) from e
 
 
 def _join(prefix: str, key: str) -> str:
@@ -467,7 +484,7 @@ def _load_chunks(
 
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            pending: deque[tuple[tuple[int, ...], Future]] = deque()
+            pending: deque[tuple[tuple[int, ...], Future[np.ndarray]]] = deque()
             it: Iterator[tuple[int, ...]] = iter(blocks)
             for b in itertools.islice(it, concurrency):
                 pending.append((b, pool.submit(read, b)))

@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return run(args)
+        return int(run(args))
     except CLIError as e:
         _error(str(e))
         return e.code
