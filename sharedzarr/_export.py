@@ -42,6 +42,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import inspect
 import itertools
 import json
 import math
@@ -543,8 +544,15 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _fail(exc: BaseException) -> int:
-    print(f"sharedzarr: error: {exc}", file=sys.stderr)
+    from .cli import cli_message
+
+    print(f"sharedzarr: error: {cli_message(exc)}", file=sys.stderr)
     return 1
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
 
 
 def cli_export(args: argparse.Namespace) -> int:
@@ -580,6 +588,18 @@ def cli_export(args: argparse.Namespace) -> int:
             print(f"sharedzarr: warning: {w.message}", file=sys.stderr)
     except (SharedZarrError, OSError, ValueError, TypeError, ImportError) as e:
         return _fail(e)
+    if args.json:
+        _print_json(
+            {
+                "name": args.name,
+                "dest": args.dest,
+                "path": args.path,
+                "shape": list(z.shape),
+                "chunks": list(z.chunks),
+                "dtype": str(z.dtype),
+            }
+        )
+        return 0
     shape = "x".join(map(str, z.shape)) or "scalar"
     print(f"exported {args.name!r} ({shape} {z.dtype}, chunks {z.chunks}) to {args.dest}")
     return 0
@@ -619,6 +639,20 @@ def cli_import(args: argparse.Namespace) -> int:
     except (SharedZarrError, OSError, ValueError, TypeError, ImportError) as e:
         return _fail(e)
     try:
+        if args.json:
+            _print_json(
+                {
+                    "name": a.name,
+                    "src": args.src,
+                    "path": args.path,
+                    "shape": list(a.shape),
+                    "chunks": list(a.chunks),
+                    "dtype": str(a.dtype),
+                    "chunks_stored": a.nchunks_initialized,
+                    "persistent": True,
+                }
+            )
+            return 0
         shape = "x".join(map(str, a.shape)) or "scalar"
         print(
             f"imported {args.src} into {a.name!r} ({shape} {a.dtype}, chunks {a.chunks}, "
@@ -633,7 +667,12 @@ EXPORT_HELP = "write an array as a standard Zarr v3 array to a directory or URL"
 IMPORT_HELP = "load a Zarr array (directory or URL) into a new shared-memory array"
 
 
-def _common_arguments(p: argparse.ArgumentParser) -> None:
+def _default(func: Callable[..., Any], parameter: str) -> Any:
+    """The default of ``func``'s ``parameter``: the CLI's defaults are the Python API's."""
+    return inspect.signature(func).parameters[parameter].default
+
+
+def _common_arguments(p: argparse.ArgumentParser, func: Callable[..., Any]) -> None:
     p.add_argument(
         "--path", default="", help="the array's path inside the Zarr store (default: root)"
     )
@@ -647,10 +686,15 @@ def _common_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fsspec option for a URL (repeatable; JSON values), e.g. -o anon=true",
     )
+    concurrency = _default(func, "concurrency")
     p.add_argument(
-        "--concurrency", type=int, default=16, help="chunks in flight at a time (default 16)"
+        "--concurrency",
+        type=int,
+        default=concurrency,
+        help=f"chunks in flight at a time (default {concurrency}, as sharedzarr.{func.__name__})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
 def configure_export(p: argparse.ArgumentParser) -> None:
@@ -662,7 +706,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     """
     p.add_argument("name", help="the array's table name")
     p.add_argument("dest", help="a directory or an fsspec URL (s3://, gs://, ...)")
-    _common_arguments(p)
+    _common_arguments(p, export)
     p.add_argument(
         "--compressor",
         default=None,
@@ -683,7 +727,7 @@ def configure_import(p: argparse.ArgumentParser) -> None:
     """
     p.add_argument("src", help="a directory or an fsspec URL (s3://, gs://, ...)")
     p.add_argument("name", help="the new array's table name")
-    _common_arguments(p)
+    _common_arguments(p, load)
     p.add_argument(
         "--compressor",
         default=None,
