@@ -49,7 +49,7 @@ lint: $(STAMP)-dev
 	$(BIN)/mypy --strict sharedzarr
 
 docs: $(STAMP)-docs
-	$(BIN)/mkdocs build --strict --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 clean:
 	-$(BIN)/sharedzarr gc 2>/dev/null || true
