@@ -36,10 +36,12 @@ import fnmatch
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from ._segment import SHM_DIR, list_names, map_os_errors, unlink
 from .errors import AccessDeniedError, SharedZarrError, TableNotFoundError
 
 __all__ = ["EXIT_STATUS", "Command", "build_parser", "cli_message", "command", "main"]
@@ -284,18 +286,52 @@ def _inspect(name: str) -> dict[str, Any]:
         When the segment mode hides the table from this user.
     """
     from ._table import Table
-    from .storage import shm
 
     try:
         t = Table.attach(name, readonly=True)
     except AccessDeniedError:  # private to another process: header fields only
         t = Table._attach_for_admin(name)
     try:
-        doc = shm._info_of(t).to_dict()
+        i = t.info()
+        doc = {k: i[k] for k in _INFO_KEYS}
+        doc["array"] = _array_summary(t) if t.access != "private" or t.is_owner else None
         doc["state"], doc["heir_alive"] = _state(t)
     finally:
         t.close()
     return doc
+
+
+# the fields of Table.info() that ls/info report (as sharedzarr.storage.shm.TableInfo)
+_INFO_KEYS = (
+    "name",
+    "size",
+    "memory",
+    "type",
+    "access",
+    "owner",
+    "owner_alive",
+    "heir",
+    "named_table",
+    "persistent",
+    "segments",
+    "created",
+)
+
+
+def _array_summary(t: Any) -> dict[str, Any] | None:
+    """``shape``, ``chunks`` and ``dtype`` of the array a table holds, or None."""
+    raw = t.get("metadata")
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(bytes(raw))
+        return {
+            "shape": list(doc["shape"]),
+            "chunks": list(doc["chunk_grid"]["configuration"]["chunk_shape"]),
+            "dtype": doc["data_type"],
+        }
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _inspect_all(patterns: Sequence[str]) -> list[dict[str, Any]]:
@@ -495,29 +531,71 @@ def _gc_args(p: argparse.ArgumentParser) -> None:
 
 
 def _gc_matching(patterns: Sequence[str], dry_run: bool) -> list[str]:
-    """Reap orphaned tables (and stray segments) whose table name matches ``patterns``."""
-    from ._segment import list_names
+    """Reap orphaned tables (and stray segments) whose table name matches ``patterns``.
+
+    Orphaned: owner and heir dead, not persistent.  Stray: a ``sz.*`` segment whose table
+    has no header (left by a crash), a table marked deleted whose deleter died, or a
+    header that has not been a valid table for a while.
+    """
     from ._table import list_tables, probe, table_segments
-    from .storage import shm
 
     removed: list[str] = []
     tables = set(list_tables())
     for name in sorted(n for n in tables if _matches(n, patterns)):
         state = probe(name, reap=not dry_run)
-        if state in ("reaped", "deleted") or (dry_run and state == "orphan" and shm._orphan(name)):
+        if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphaned(name)):
             removed.append(name)
-        elif state == "corrupt" and shm._stale_corrupt(name):
-            if dry_run or all(shm._unlink_seg(n) for n in table_segments(name)):
+        elif state == "corrupt" and _stale(f"sz.{name}.hdr"):
+            if dry_run or all(_unlink(n) for n in table_segments(name)):
                 removed.append(name)
     for seg in list_names("sz."):
-        owner = shm._table_of(seg)
+        owner = _table_of(seg)
         if owner is None or owner in tables or not _matches(owner, patterns):
             continue
-        if os.path.exists(os.path.join("/dev/shm", f"sz.{owner}.hdr")):
+        if os.path.exists(os.path.join(SHM_DIR, f"sz.{owner}.hdr")):
             continue  # a table created after we listed the headers: its header came first
-        if dry_run or shm._unlink_seg(seg):
+        if dry_run or _unlink(seg):
             removed.append(seg)
     return removed
+
+
+def _orphaned(name: str) -> bool:
+    try:
+        return bool(_inspect(name)["state"] == "orphaned")
+    except (SharedZarrError, OSError, ValueError):
+        return False
+
+
+def _stale(segment: str, age: float = 10.0) -> bool:
+    """True when ``segment`` was last changed more than ``age`` seconds ago."""
+    try:
+        st = os.stat(os.path.join(SHM_DIR, segment))
+    except OSError:
+        return False
+    return time.time() - st.st_mtime > age
+
+
+def _unlink(segment: str) -> bool:
+    """Unlink ``segment``; False when it is gone or not ours to unlink (another user's)."""
+    try:
+        with map_os_errors(segment, "unlink"):
+            return unlink(segment)
+    except AccessDeniedError:
+        return False
+
+
+def _table_of(segment: str) -> str | None:
+    """The table a data or index segment belongs to (``sz.T.a3`` -> ``T``), else None."""
+    if not segment.startswith("sz.") or segment.endswith(".hdr"):
+        return None
+    head, _, tail = segment[3:].rpartition(".")
+    if tail.startswith("a") and tail[1:].isdigit() and head:
+        return head
+    if tail.isdigit():
+        h2, _, mid = head.rpartition(".")
+        if mid == "idx" and h2:
+            return h2
+    return None
 
 
 @command("gc", "delete orphaned tables and stray segments", _gc_args)

@@ -146,38 +146,12 @@ def test_killed_producer_inspect_rescue_then_gc(run, tmp_path):
     segs = _segments(name)
     assert segs
     try:
-        r = run("ls", name)
-        assert r.returncode == 0, r.stderr
-        lines = [ln for ln in r.stdout.splitlines() if ln.startswith(name + " ")]
-        if not lines and not _segments(name):
-            pytest.skip("another test run sharing /dev/shm reaped the orphan first")
-        assert len(lines) == 1, (r.stdout, _segments(name))
-        line = lines[0]
-        assert line.split()[1] == "orphaned" and f"{p.pid} (dead)" in line
-        r = run("ls", "--json", "cli-orphan-*")
-        doc = next(d for d in json.loads(r.stdout) if d["name"] == name)
-        assert doc["state"] == "orphaned" and doc["owner"] == p.pid
-        assert doc["owner_alive"] is False
-        r = run("info", name)
-        assert r.returncode == 0, r.stderr
-        fields = {
-            k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in r.stdout.splitlines())
-        }
-        assert fields["state"].startswith("orphaned") and fields["owner"] == f"{p.pid} (dead)"
-        assert "sharedzarr gc" in r.stdout
-        r = run("info", "--json", name)
-        assert json.loads(r.stdout)["state"] == "orphaned"
-        assert _segments(name) == segs  # inspecting changed nothing
-
-        dest = tmp_path / "rescued.zarr"
-        r = run("export", name, str(dest), "--json")
-        assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["shape"] == [20]
-        zarr = pytest.importorskip("zarr")
-        rescued = zarr.open_array(str(dest), mode="r")[:]
-        assert rescued.tolist() == list(range(10)) + list(range(1, 11))
-        assert _segments(name) == segs
-
+        try:
+            _inspect_and_rescue_orphan(run, tmp_path, name, p.pid, segs)
+        except AssertionError:
+            if not _segments(name):  # a concurrent test run's gc reaped it (never in CI)
+                pytest.skip("another test run sharing /dev/shm reaped the orphan")
+            raise
         r = run("gc", "--dry-run", name)
         assert r.stdout.splitlines() == [f"would remove {name}"]
         assert _segments(name) == segs
@@ -191,6 +165,35 @@ def test_killed_producer_inspect_rescue_then_gc(run, tmp_path):
     finally:
         if _segments(name):
             shm.gc()
+
+
+def _inspect_and_rescue_orphan(run, tmp_path, name: str, pid: int, segs: list[str]) -> None:
+    r = run("ls", name)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(name + " ")]
+    assert len(lines) == 1, (r.stdout, _segments(name))
+    assert lines[0].split()[1] == "orphaned" and f"{pid} (dead)" in lines[0]
+    r = run("ls", "--json", "cli-orphan-*")
+    doc = next(d for d in json.loads(r.stdout) if d["name"] == name)
+    assert doc["state"] == "orphaned" and doc["owner"] == pid
+    assert doc["owner_alive"] is False
+    r = run("info", name)
+    assert r.returncode == 0, r.stderr
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in r.stdout.splitlines())}
+    assert fields["state"].startswith("orphaned") and fields["owner"] == f"{pid} (dead)"
+    assert "sharedzarr gc" in r.stdout
+    r = run("info", "--json", name)
+    assert json.loads(r.stdout)["state"] == "orphaned"
+    assert _segments(name) == segs  # inspecting changed nothing
+
+    dest = tmp_path / "rescued.zarr"
+    r = run("export", name, str(dest), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["shape"] == [20]
+    zarr = pytest.importorskip("zarr")
+    rescued = zarr.open_array(str(dest), mode="r")[:]
+    assert rescued.tolist() == list(range(10)) + list(range(1, 11))
+    assert _segments(name) == segs
 
 
 def test_ls_filters_by_name_and_glob(run):
@@ -341,6 +344,8 @@ def test_rm_an_orphan_removes_it(run):
     name = _name("rmorphan")
     _killed_owner_table(name)
     r = run("rm", "-v", name)
+    if r.returncode == 1 and not _segments(name):  # a concurrent test run's gc (never in CI)
+        pytest.skip("another test run sharing /dev/shm reaped the orphan")
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"removed {name}\n"
     assert _segments(name) == []
@@ -490,7 +495,8 @@ def test_gc_takes_names_and_globs(run):
     try:
         r = run("gc", "--json", "cli-gcmine-*")
         assert r.returncode == 0, r.stderr
-        assert json.loads(r.stdout)["removed"] == [mine]
+        # (a concurrent test run's gc may reap it first; never in CI)
+        assert json.loads(r.stdout)["removed"] in ([mine], [])
         assert _segments(mine) == [] and _segments(other)
     finally:
         run("gc", other)
