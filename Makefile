@@ -1,39 +1,56 @@
 # sharedzarr: everything runs in .venv, created on first use.
+# Each target installs only what it needs; a stamp per (pyproject.toml, extras) pair
+# re-installs when pyproject.toml changes.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUM := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(SUM)
+# `make test` and `make lint` share one install: the test, benchmark and lint tools
+DEV_EXTRAS := test,bench,dev
 
-.PHONY: install test demo bench stress lint clean
+.PHONY: install demo test bench stress lint docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[test,bench,dev]'
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+# $(STAMP)-core: the package alone (numpy, posix_ipc, msgpack); -dev: + DEV_EXTRAS; -docs: + docs
+$(STAMP)-core: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	find $(VENV) -maxdepth 1 -name '.installed-*' ! -name '.installed-$(SUM)-*' -delete
+	touch $@
 
-install: $(STAMP)
+$(STAMP)-dev: $(STAMP)-core
+	$(BIN)/python -m pip install -q -e '.[$(DEV_EXTRAS)]'
+	touch $@
 
-test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+$(STAMP)-docs: $(STAMP)-core
+	$(BIN)/python -m pip install -q -e '.[docs]'
+	touch $@
 
-demo: install
+install: $(STAMP)-dev
+
+demo: $(STAMP)-core
 	$(BIN)/python examples/producer_consumer.py
 
-bench: install
+test: $(STAMP)-dev
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)-dev
 	$(BIN)/python -m benchmarks.run
 
-stress: install
+stress: $(STAMP)-dev
 	$(BIN)/python -m pytest -q -p no:cacheprovider -o faulthandler_timeout=3600 -m stress tests
 	$(BIN)/python tests/stress_report.py
 
-lint: install
+lint: $(STAMP)-dev
 	$(BIN)/ruff check sharedzarr tests benchmarks examples
 	$(BIN)/ruff format --check sharedzarr tests benchmarks examples
+	$(BIN)/mypy --strict sharedzarr
+
+docs: $(STAMP)-docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 clean:
 	-$(BIN)/sharedzarr gc 2>/dev/null || true
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .hypothesis .mypy_cache

@@ -41,6 +41,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
+import inspect
 import itertools
 import json
 import math
@@ -87,7 +89,7 @@ def _zarr() -> Any:
     return zarr
 
 
-def _as_store(target: Any, *, read_only: bool, storage_options: dict | None) -> Any:
+def _as_store(target: Any, *, read_only: bool, storage_options: dict[str, Any] | None) -> Any:
     """A zarr store for a store object, a directory path, or a URL (``s3://...``)."""
     _zarr()
     from zarr.abc.store import Store
@@ -105,6 +107,7 @@ def _as_store(target: Any, *, read_only: bool, storage_options: dict | None) -> 
     if isinstance(target, (str, os.PathLike)):
         s = os.fspath(target)
         if "://" in s and not s.startswith("file://"):
+            _require_fsspec(s)
             return FsspecStore.from_url(s, storage_options=storage_options, read_only=read_only)
         if storage_options:
             raise TypeError("storage_options only apply to a URL such as 's3://bucket/path'")
@@ -112,6 +115,21 @@ def _as_store(target: Any, *, read_only: bool, storage_options: dict | None) -> 
     raise TypeError(
         f"expected a directory path, a URL or a zarr.abc.store.Store, got {type(target).__name__}"
     )
+
+
+def _require_fsspec(url: str) -> None:
+    """Raise an ImportError naming the extra to install when ``url`` needs a missing package."""
+    scheme = url.split("://", 1)[0].lower()
+    s3 = scheme in ("s3", "s3a")
+    for module in ("fsspec", "s3fs") if s3 else ("fsspec",):
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            also = "" if s3 else " plus the package of that filesystem (gcsfs, adlfs, ...)"
+            raise ImportError(
+                f"a {scheme}:// URL needs {module}, which is not installed: "
+                f"pip install 'sharedzarr[s3]'{also}"
+            ) from e
 
 
 def _join(prefix: str, key: str) -> str:
@@ -467,7 +485,7 @@ def _load_chunks(
 
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            pending: deque[tuple[tuple[int, ...], Future]] = deque()
+            pending: deque[tuple[tuple[int, ...], Future[np.ndarray]]] = deque()
             it: Iterator[tuple[int, ...]] = iter(blocks)
             for b in itertools.islice(it, concurrency):
                 pending.append((b, pool.submit(read, b)))
@@ -526,8 +544,15 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 
 def _fail(exc: BaseException) -> int:
-    print(f"sharedzarr: error: {exc}", file=sys.stderr)
+    from .cli import cli_message
+
+    print(f"sharedzarr: error: {cli_message(exc)}", file=sys.stderr)
     return 1
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
 
 
 def cli_export(args: argparse.Namespace) -> int:
@@ -563,6 +588,18 @@ def cli_export(args: argparse.Namespace) -> int:
             print(f"sharedzarr: warning: {w.message}", file=sys.stderr)
     except (SharedZarrError, OSError, ValueError, TypeError, ImportError) as e:
         return _fail(e)
+    if args.json:
+        _print_json(
+            {
+                "name": args.name,
+                "dest": args.dest,
+                "path": args.path,
+                "shape": list(z.shape),
+                "chunks": list(z.chunks),
+                "dtype": str(z.dtype),
+            }
+        )
+        return 0
     shape = "x".join(map(str, z.shape)) or "scalar"
     print(f"exported {args.name!r} ({shape} {z.dtype}, chunks {z.chunks}) to {args.dest}")
     return 0
@@ -602,6 +639,20 @@ def cli_import(args: argparse.Namespace) -> int:
     except (SharedZarrError, OSError, ValueError, TypeError, ImportError) as e:
         return _fail(e)
     try:
+        if args.json:
+            _print_json(
+                {
+                    "name": a.name,
+                    "src": args.src,
+                    "path": args.path,
+                    "shape": list(a.shape),
+                    "chunks": list(a.chunks),
+                    "dtype": str(a.dtype),
+                    "chunks_stored": a.nchunks_initialized,
+                    "persistent": True,
+                }
+            )
+            return 0
         shape = "x".join(map(str, a.shape)) or "scalar"
         print(
             f"imported {args.src} into {a.name!r} ({shape} {a.dtype}, chunks {a.chunks}, "
@@ -616,7 +667,12 @@ EXPORT_HELP = "write an array as a standard Zarr v3 array to a directory or URL"
 IMPORT_HELP = "load a Zarr array (directory or URL) into a new shared-memory array"
 
 
-def _common_arguments(p: argparse.ArgumentParser) -> None:
+def _default(func: Callable[..., Any], parameter: str) -> Any:
+    """The default of ``func``'s ``parameter``: the CLI's defaults are the Python API's."""
+    return inspect.signature(func).parameters[parameter].default
+
+
+def _common_arguments(p: argparse.ArgumentParser, func: Callable[..., Any]) -> None:
     p.add_argument(
         "--path", default="", help="the array's path inside the Zarr store (default: root)"
     )
@@ -630,10 +686,15 @@ def _common_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="fsspec option for a URL (repeatable; JSON values), e.g. -o anon=true",
     )
+    concurrency = _default(func, "concurrency")
     p.add_argument(
-        "--concurrency", type=int, default=16, help="chunks in flight at a time (default 16)"
+        "--concurrency",
+        type=int,
+        default=concurrency,
+        help=f"chunks in flight at a time (default {concurrency}, as sharedzarr.{func.__name__})",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 
 def configure_export(p: argparse.ArgumentParser) -> None:
@@ -645,7 +706,7 @@ def configure_export(p: argparse.ArgumentParser) -> None:
     """
     p.add_argument("name", help="the array's table name")
     p.add_argument("dest", help="a directory or an fsspec URL (s3://, gs://, ...)")
-    _common_arguments(p)
+    _common_arguments(p, export)
     p.add_argument(
         "--compressor",
         default=None,
@@ -666,7 +727,7 @@ def configure_import(p: argparse.ArgumentParser) -> None:
     """
     p.add_argument("src", help="a directory or an fsspec URL (s3://, gs://, ...)")
     p.add_argument("name", help="the new array's table name")
-    _common_arguments(p)
+    _common_arguments(p, load)
     p.add_argument(
         "--compressor",
         default=None,

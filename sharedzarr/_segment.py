@@ -47,6 +47,8 @@ __all__ = [
     "exists",
     "list_names",
     "map_os_errors",
+    "out_of_space_message",
+    "shm_space",
     "size_on_disk",
     "unlink",
 ]
@@ -89,9 +91,7 @@ def map_os_errors(table: str, what: str = "") -> Iterator[None]:
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise OutOfSpaceError(
-                f"table {table!r}: {SHM_DIR} is full ({what}); free space "
-                "(delete tables with `sharedzarr rm`/`sharedzarr gc`) or enlarge the tmpfs; "
-                "the table is unchanged and still usable"
+                out_of_space_message(table, what, getattr(e, "needed", None))
             ) from e
         if e.errno in (errno.EACCES, errno.EPERM):
             raise AccessDeniedError(
@@ -108,6 +108,77 @@ def map_os_errors(table: str, what: str = "") -> Iterator[None]:
                 f"table {table!r}: out of memory or mappings while mapping {what}: {e.strerror}"
             ) from e
         raise
+
+
+SMALL_SHM = 1 << 30
+"""A ``/dev/shm`` smaller than this (1 GiB) gets advice on enlarging it in out-of-space errors."""
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def shm_space(path: str = SHM_DIR) -> tuple[int, int] | None:
+    """``(free, total)`` bytes of the filesystem at ``path`` (``os.statvfs``), or None.
+
+    Parameters
+    ----------
+    path : str
+        A path on the filesystem (default ``/dev/shm``).
+
+    Returns
+    -------
+    tuple of int, or None
+        Bytes available to this user and the size of the filesystem; None when
+        ``statvfs`` fails.
+    """
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+def out_of_space_message(table: str, what: str, needed: int | None = None) -> str:
+    """The message of an :class:`OutOfSpaceError`: what was needed, what is free, the fix.
+
+    Parameters
+    ----------
+    table : str
+        The table name.
+    what : str
+        The operation or segment that ran out of space.
+    needed : int, optional
+        Bytes the failed reservation asked for.
+
+    Returns
+    -------
+    str
+    """
+    space = shm_space()
+    parts = [f"table {table!r}: {SHM_DIR} is full ({what})"]
+    facts = []
+    if needed is not None:
+        facts.append(f"the write needed {_human(needed)}")
+    if space is not None:
+        facts.append(f"{SHM_DIR} has {_human(space[0])} free of {_human(space[1])}")
+    if facts:
+        parts.append(", ".join(facts))
+    parts.append(
+        "free space (delete tables with `sharedzarr rm NAME` or `sharedzarr gc`) or enlarge "
+        f"{SHM_DIR}; the table is still usable"
+    )
+    if space is not None and space[1] < SMALL_SHM:
+        parts.append(
+            f"{SHM_DIR} is only {_human(space[1])}: in Docker, start the container with "
+            "`docker run --shm-size=2g ...` (Compose: `shm_size: 2gb`); on a host, as root, "
+            f"`mount -o remount,size=2G {SHM_DIR}`"
+        )
+    return "; ".join(parts)
 
 
 class Segment:
@@ -248,7 +319,12 @@ class Segment:
         ``MADV_POPULATE_WRITE`` maps the pages in one call instead of one fault
         per page on the first write (ignored where the kernel lacks it).
         """
-        os.posix_fallocate(self.fd, offset, length)
+        try:
+            os.posix_fallocate(self.fd, offset, length)
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                e.needed = length  # type: ignore[attr-defined]  # for the error message
+            raise
         if self.mm is not None and length >= _POPULATE_MIN:
             start = offset & ~(mmap.PAGESIZE - 1)
             try:

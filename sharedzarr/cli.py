@@ -17,13 +17,14 @@ change anywhere else::
         ...
         return 0
 
-Errors print one line, ``sharedzarr: error: ...``, to stderr.  Exit status:
-0 success, 1 a table not found / access denied / any other sharedzarr error,
-2 a usage error (unknown option, invalid table name).
+``ls`` and ``info`` never change anything: they attach read-only, which does not
+apply the owner-death rules, and show a table whose owner was killed (no live heir,
+not persistent) with the state ``orphaned``.  ``export`` can still copy such a
+table; ``gc`` deletes it.  ``ls``, ``gc`` and ``rm`` take names and globs, and every
+command takes ``--json``.
 
-Inspecting a table applies the owner-death rules, as any ``open`` does: a
-table whose owner was killed and that has no live heir and is not persistent
-is deleted by ``ls``/``info`` and no longer listed.
+Errors print one line, ``sharedzarr: error: ...``, to stderr, in the CLI's words
+(``--overwrite``, not ``overwrite=True``).  Exit status: see :data:`EXIT_STATUS`.
 """
 
 from __future__ import annotations
@@ -31,21 +32,63 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import fnmatch
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from ._segment import SHM_DIR, list_names, map_os_errors, unlink
 from .errors import AccessDeniedError, SharedZarrError, TableNotFoundError
 
-__all__ = ["Command", "build_parser", "command", "main"]
+__all__ = ["EXIT_STATUS", "Command", "build_parser", "cli_message", "command", "main"]
 
 PROG = "sharedzarr"
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+EXIT_STATUS = f"""exit status:
+  {EXIT_OK}    success
+  {EXIT_ERROR}    an error: no such table, access denied, the destination exists, a failed
+       export or import, or another sharedzarr error (one line on stderr)
+  {EXIT_USAGE}    a usage error: unknown command or option, invalid table name
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
+"""The exit statuses, as ``sharedzarr --help`` prints them."""
+
+# Python keyword arguments in library messages -> the CLI flags that set them.
+_FLAG_WORDS = (
+    ("pass overwrite=True to sharedzarr.create", "pass --overwrite"),
+    ("overwrite=True", "--overwrite"),
+    ("storage_options", "-o/--storage-option KEY=VALUE"),
+    ("concurrency must", "--concurrency must"),
+    ("lock=True", "--lock"),
+    ("progress=True", "a progress bar"),
+)
+
+
+def cli_message(error: BaseException) -> str:
+    """The message of ``error`` with Python keyword arguments replaced by CLI flags.
+
+    Parameters
+    ----------
+    error : BaseException
+        An error raised by the library.
+
+    Returns
+    -------
+    str
+        ``str(error)``, naming ``--overwrite`` where it said ``overwrite=True``, and so on.
+    """
+    text = str(error)
+    for python, flag in _FLAG_WORDS:
+        text = text.replace(python, flag)
+    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,17 +177,6 @@ def _shape(dims: Sequence[int]) -> str:
     return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
 
 
-def _owner(info: Any) -> str:
-    return f"{info.owner} ({'alive' if info.owner_alive else 'dead'})"
-
-
-def _array_text(info: Any) -> str:
-    a = info.array
-    if not a:
-        return "-"
-    return f"{_shape(a['shape'])} chunks={_shape(a['chunks'])} {a['dtype']}"
-
-
 def _time(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
 
@@ -180,64 +212,234 @@ def _json(obj: Any, out: TextIO) -> None:
     out.write("\n")
 
 
+# ----------------------------------------------------------------------------- inspection
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(c in _GLOB_CHARS for c in pattern)
+
+
+def _check_patterns(patterns: Sequence[str]) -> list[str]:
+    """Validate names and globs (a glob's literal characters must be valid in a name)."""
+    for p in patterns:
+        if _is_glob(p):
+            literal = "".join(c for c in p if c not in "*?[]!^")
+            if literal and not all(c.isalnum() or c in "_.-" for c in literal):
+                raise CLIError(
+                    f"invalid table name pattern {p!r}: names use letters, digits, '_', '.' "
+                    "and '-'; patterns add '*', '?' and '[...]'",
+                    EXIT_USAGE,
+                )
+        else:
+            _valid_name(p)
+    return list(patterns)
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _state(t: Any) -> tuple[str, bool]:
+    """``(state, heir_alive)`` of an attached table, read without changing anything.
+
+    ``alive``: the owner runs, or its heir does (the heir becomes the owner on the next
+    ``open``). ``orphaned``: owner and heir are dead and the table is not persistent
+    (``sharedzarr gc`` deletes it; ``sharedzarr export`` can still copy it first).
+    ``persistent``: owner and heir are dead, and the table is kept until it is removed.
+    """
+    from . import _proc
+    from . import _table as engine
+
+    owner_state = getattr(engine, "_owner_state", None)
+    if owner_state is not None and getattr(t, "_H", None) is not None:
+        who = str(owner_state(t._H))
+    else:  # pragma: no cover - an engine without the helper: pid-only liveness of the heir
+        info = t.info()
+        heir = info["heir"]
+        who = (
+            "alive"
+            if info["owner_alive"]
+            else "heir"
+            if heir and _proc.start_time(heir) is not None
+            else "dead"
+        )
+    if who == "alive":
+        return "alive", False
+    if who == "heir":
+        return "alive", True
+    return ("persistent" if t.persistent else "orphaned"), False
+
+
+def _inspect(name: str) -> dict[str, Any]:
+    """Everything about table ``name`` as a JSON-ready dict, without changing the table.
+
+    The table is attached read-only, which never applies the owner-death rules, so a
+    table whose owner was killed is reported (state ``orphaned``), not deleted.
+
+    Raises
+    ------
+    TableNotFoundError
+        When there is no such table.
+    AccessDeniedError
+        When the segment mode hides the table from this user.
+    """
+    from ._table import Table
+
+    try:
+        t = Table.attach(name, readonly=True)
+    except AccessDeniedError:  # private to another process: header fields only
+        t = Table._attach_for_admin(name)
+    try:
+        i = t.info()
+        doc = {k: i[k] for k in _INFO_KEYS}
+        doc["array"] = _array_summary(t) if t.access != "private" or t.is_owner else None
+        doc["state"], doc["heir_alive"] = _state(t)
+    finally:
+        t.close()
+    return doc
+
+
+# the fields of Table.info() that ls/info report (as sharedzarr.storage.shm.TableInfo)
+_INFO_KEYS = (
+    "name",
+    "size",
+    "memory",
+    "type",
+    "access",
+    "owner",
+    "owner_alive",
+    "heir",
+    "named_table",
+    "persistent",
+    "segments",
+    "created",
+)
+
+
+def _array_summary(t: Any) -> dict[str, Any] | None:
+    """``shape``, ``chunks`` and ``dtype`` of the array a table holds, or None."""
+    raw = t.get("metadata")
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(bytes(raw))
+        return {
+            "shape": list(doc["shape"]),
+            "chunks": list(doc["chunk_grid"]["configuration"]["chunk_shape"]),
+            "dtype": doc["data_type"],
+        }
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _inspect_all(patterns: Sequence[str]) -> list[dict[str, Any]]:
+    """:func:`_inspect` of every table whose name matches (tables that vanish are skipped)."""
+    from ._table import list_tables
+
+    out = []
+    for name in list_tables():
+        if not _matches(name, patterns):
+            continue
+        try:
+            out.append(_inspect(name))
+        except (SharedZarrError, OSError, ValueError):  # vanished, corrupt or not ours
+            continue
+    return out
+
+
+def _owner_text(doc: dict[str, Any]) -> str:
+    text = f"{doc['owner']} ({'alive' if doc['owner_alive'] else 'dead'})"
+    if not doc["owner_alive"] and doc["heir"]:
+        text += f", heir {doc['heir']} ({'alive' if doc['heir_alive'] else 'dead'})"
+    return text
+
+
+def _array_of(doc: dict[str, Any]) -> str:
+    a = doc["array"]
+    if not a:
+        return "-"
+    return f"{_shape(a['shape'])} chunks={_shape(a['chunks'])} {a['dtype']}"
+
+
 # ----------------------------------------------------------------------------- commands
 
 
+def _patterns_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "patterns",
+        nargs="*",
+        metavar="NAME",
+        help=f"table names or globs (quote them: 'prices-*'); default: {what}",
+    )
+
+
+def _json_arg(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout")
+
+
 def _ls_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print a JSON list of table infos")
+    _patterns_arg(p, "every table")
+    _json_arg(p, "a list of table infos")
 
 
-@command("ls", "list tables: type, access, owner, objects, memory, array shape", _ls_args)
+@command(
+    "ls",
+    "list tables: state, type, access, owner, objects, memory, array (changes nothing)",
+    _ls_args,
+)
 def _ls(args: argparse.Namespace) -> int:
-    from .storage import shm
-
-    infos = sorted(shm.list_infos(), key=lambda i: i.name)
+    docs = _inspect_all(_check_patterns(args.patterns))
     if args.json:
-        _json([i.to_dict() for i in infos], sys.stdout)
+        _json(docs, sys.stdout)
         return EXIT_OK
-    rows = [["NAME", "TYPE", "ACCESS", "OWNER", "OBJECTS", "MEMORY", "ARRAY"]]
-    for i in infos:
+    rows = [["NAME", "STATE", "TYPE", "ACCESS", "OWNER", "OBJECTS", "MEMORY", "ARRAY"]]
+    for d in docs:
         rows.append(
             [
-                i.name,
-                i.type,
-                i.access + (" persistent" if i.persistent else ""),
-                _owner(i),
-                str(i.size),
-                _human_bytes(i.memory),
-                _array_text(i),
+                d["name"],
+                d["state"],
+                d["type"],
+                d["access"] + (" persistent" if d["persistent"] else ""),
+                _owner_text(d),
+                str(d["size"]),
+                _human_bytes(d["memory"]),
+                _array_of(d),
             ]
         )
-    _table(rows, {4, 5}, sys.stdout)
+    _table(rows, {5, 6}, sys.stdout)
     return EXIT_OK
 
 
 def _info_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("name", help="table name")
-    p.add_argument("--json", action="store_true", help="print the table info as a JSON object")
+    _json_arg(p, "the table info")
 
 
-@command("info", "show everything about one table", _info_args)
+@command("info", "show everything about one table (changes nothing)", _info_args)
 def _info(args: argparse.Namespace) -> int:
-    from .storage import shm
-
-    info = shm.table_info(_valid_name(args.name))
+    d = _inspect(_valid_name(args.name))
     if args.json:
-        _json(info.to_dict(), sys.stdout)
+        _json(d, sys.stdout)
         return EXIT_OK
-    a = info.array
+    a = d["array"]
     rows = [
-        ["name:", info.name],
-        ["type:", info.type],
-        ["access:", info.access],
-        ["owner:", _owner(info)],
-        ["heir:", str(info.heir) if info.heir else "none"],
-        ["persistent:", "yes" if info.persistent else "no"],
-        ["named_table:", "yes" if info.named_table else "no"],
-        ["objects:", str(info.size)],
-        ["memory:", f"{_human_bytes(info.memory)} ({info.memory} bytes)"],
-        ["segments:", str(info.segments)],
-        ["created:", _time(info.created)],
+        ["name:", d["name"]],
+        ["state:", d["state"] + _STATE_HINT.get(d["state"], "").format(name=d["name"])],
+        ["type:", d["type"]],
+        ["access:", d["access"]],
+        ["owner:", f"{d['owner']} ({'alive' if d['owner_alive'] else 'dead'})"],
+        [
+            "heir:",
+            f"{d['heir']} ({'alive' if d['heir_alive'] else 'dead'})" if d["heir"] else "none",
+        ],
+        ["persistent:", "yes" if d["persistent"] else "no"],
+        ["named_table:", "yes" if d["named_table"] else "no"],
+        ["objects:", str(d["size"])],
+        ["memory:", f"{_human_bytes(d['memory'])} ({d['memory']} bytes)"],
+        ["segments:", str(d["segments"])],
+        ["created:", _time(d["created"])],
     ]
     if a:
         rows += [
@@ -249,46 +451,156 @@ def _info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_STATE_HINT = {
+    "orphaned": " (its owner died; `sharedzarr export {name} DEST` copies it, "
+    "`sharedzarr gc` deletes it)",
+    "persistent": " (no live owner; kept until `sharedzarr rm {name}`)",
+}
+
+
 def _rm_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("names", nargs="+", metavar="NAME", help="table names")
-    p.add_argument("-f", "--force", action="store_true", help="ignore tables that do not exist")
+    p.add_argument(
+        "names", nargs="+", metavar="NAME", help="table names or globs (quote them: 'tmp-*')"
+    )
+    p.add_argument(
+        "-f", "--force", action="store_true", help="ignore names and globs that match no table"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="print each removed table")
+    _json_arg(p, "what was removed and what failed")
+
+
+def _remove(name: str) -> None:
+    """Delete table ``name`` whatever its state (an orphan is reaped, a live table deleted)."""
+    from ._table import probe
+    from .storage import shm
+
+    state = probe(name, reap=False)
+    if state == "orphan":
+        if probe(name, reap=True) in ("reaped", "deleted", "missing"):
+            return
+    shm.delete_table(name)
 
 
 @command("rm", "delete tables (whatever their owner or access level)", _rm_args)
 def _rm(args: argparse.Namespace) -> int:
-    from .storage import shm
+    from ._table import list_tables
 
-    for name in args.names:  # all-or-nothing on usage errors: check every name first
-        _valid_name(name)
-    status = EXIT_OK
-    for name in args.names:
+    _check_patterns(args.names)  # all-or-nothing on usage errors: check every name first
+    existing = list_tables()
+    targets: list[str] = []
+    errors: list[dict[str, str]] = []
+    for pattern in args.names:
+        found = [n for n in existing if fnmatch.fnmatchcase(n, pattern)]
+        if not _is_glob(pattern):
+            found = [pattern]
+        elif not found and not args.force:
+            errors.append(
+                {"name": pattern, "error": f"no table matches {pattern!r} (`sharedzarr ls`)"}
+            )
+        targets += [n for n in found if n not in targets]
+    removed: list[str] = []
+    for name in targets:
         try:
-            shm.delete_table(name)
+            _remove(name)
         except TableNotFoundError:
-            if args.force:
-                continue
-            _error(f"cannot remove {name!r}: no such table (`sharedzarr ls` lists tables)")
-            status = EXIT_ERROR
+            if not args.force:
+                errors.append(
+                    {
+                        "name": name,
+                        "error": f"cannot remove {name!r}: no such table "
+                        "(`sharedzarr ls` lists tables)",
+                    }
+                )
         except SharedZarrError as e:
-            _error(f"cannot remove {name!r}: {e}")
-            status = EXIT_ERROR
+            errors.append({"name": name, "error": f"cannot remove {name!r}: {cli_message(e)}"})
         else:
-            if args.verbose:
+            removed.append(name)
+            if args.verbose and not args.json:
                 print(f"removed {name}")
-    return status
+    for failure in errors:
+        _error(failure["error"])
+    if args.json:
+        _json({"removed": removed, "errors": errors}, sys.stdout)
+    return EXIT_ERROR if errors else EXIT_OK
 
 
 def _gc_args(p: argparse.ArgumentParser) -> None:
+    _patterns_arg(p, "every table and stray segment")
     p.add_argument("-n", "--dry-run", action="store_true", help="only print what would be removed")
-    p.add_argument("--json", action="store_true", help="print a JSON list of what was removed")
+    _json_arg(p, "what was (or would be) removed")
+
+
+def _gc_matching(patterns: Sequence[str], dry_run: bool) -> list[str]:
+    """Reap orphaned tables (and stray segments) whose table name matches ``patterns``.
+
+    Orphaned: owner and heir dead, not persistent.  Stray: a ``sz.*`` segment whose table
+    has no header (left by a crash), a table marked deleted whose deleter died, or a
+    header that has not been a valid table for a while.
+    """
+    from ._table import list_tables, probe, table_segments
+
+    removed: list[str] = []
+    tables = set(list_tables())
+    for name in sorted(n for n in tables if _matches(n, patterns)):
+        state = probe(name, reap=not dry_run)
+        if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphaned(name)):
+            removed.append(name)
+        elif state == "corrupt" and _stale(f"sz.{name}.hdr"):
+            if dry_run or all(_unlink(n) for n in table_segments(name)):
+                removed.append(name)
+    for seg in list_names("sz."):
+        owner = _table_of(seg)
+        if owner is None or owner in tables or not _matches(owner, patterns):
+            continue
+        if os.path.exists(os.path.join(SHM_DIR, f"sz.{owner}.hdr")):
+            continue  # a table created after we listed the headers: its header came first
+        if dry_run or _unlink(seg):
+            removed.append(seg)
+    return removed
+
+
+def _orphaned(name: str) -> bool:
+    try:
+        return bool(_inspect(name)["state"] == "orphaned")
+    except (SharedZarrError, OSError, ValueError):
+        return False
+
+
+def _stale(segment: str, age: float = 10.0) -> bool:
+    """True when ``segment`` was last changed more than ``age`` seconds ago."""
+    try:
+        st = os.stat(os.path.join(SHM_DIR, segment))
+    except OSError:
+        return False
+    return time.time() - st.st_mtime > age
+
+
+def _unlink(segment: str) -> bool:
+    """Unlink ``segment``; False when it is gone or not ours to unlink (another user's)."""
+    try:
+        with map_os_errors(segment, "unlink"):
+            return unlink(segment)
+    except AccessDeniedError:
+        return False
+
+
+def _table_of(segment: str) -> str | None:
+    """The table a data or index segment belongs to (``sz.T.a3`` -> ``T``), else None."""
+    if not segment.startswith("sz.") or segment.endswith(".hdr"):
+        return None
+    head, _, tail = segment[3:].rpartition(".")
+    if tail.startswith("a") and tail[1:].isdigit() and head:
+        return head
+    if tail.isdigit():
+        h2, _, mid = head.rpartition(".")
+        if mid == "idx" and h2:
+            return h2
+    return None
 
 
 @command("gc", "delete orphaned tables and stray segments", _gc_args)
 def _gc(args: argparse.Namespace) -> int:
-    from .storage import shm
-
-    removed = shm.gc(dry_run=args.dry_run)
+    removed = _gc_matching(_check_patterns(args.patterns), args.dry_run)
     if args.json:
         _json({"dry_run": args.dry_run, "removed": removed}, sys.stdout)
         return EXIT_OK
@@ -324,12 +636,21 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = _Parser(
         prog=PROG,
-        description="Inspect and manage sharedzarr tables in shared memory (/dev/shm).",
+        description="Inspect and manage sharedzarr tables in shared memory (/dev/shm). "
+        "`ls` and `info` change nothing; `gc` deletes orphaned tables.",
+        epilog=EXIT_STATUS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for cmd in _commands.values():
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p = sub.add_parser(
+            cmd.name,
+            help=cmd.help,
+            description=cmd.help,
+            epilog=EXIT_STATUS,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         cmd.configure(p)
         p.set_defaults(_run=cmd.run)
     return parser
@@ -350,8 +671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 1 when a table was not found, access was denied or another
-        sharedzarr error occurred, 2 for a usage error.
+        The exit status (:data:`EXIT_STATUS`): 0 on success, 1 when a table was not
+        found, access was denied or another error occurred, 2 for a usage error,
+        130 when interrupted.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -360,12 +682,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return run(args)
+        return int(run(args))
     except CLIError as e:
         _error(str(e))
         return e.code
     except (TableNotFoundError, AccessDeniedError, SharedZarrError) as e:
-        _error(str(e))
+        _error(cli_message(e))
         return EXIT_ERROR
     except BrokenPipeError:  # `sharedzarr ls | head`: the reader left; exit quietly
         import os
@@ -374,7 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,13 @@ import pytest
 from .errors import AccessDeniedError, TableExistsError, TableNotFoundError
 from .storage.base import Backend
 
+
+def _bytes(value: bytes | memoryview | None) -> bytes:
+    """``bytes(value)``, failing the test with a clear message when the value is absent."""
+    assert value is not None, "expected a stored value, got None (absent)"
+    return bytes(value)
+
+
 __all__ = ["BackendTests"]
 
 _seq = itertools.count()
@@ -163,10 +170,10 @@ class BackendTests:
         backend.write_metadata(b'{"a": 1}')
         other = self.backend_cls.open(backend.name)
         try:
-            assert bytes(other.read_chunk((1, 2))) == b"abc"
-            assert bytes(other.read_metadata()) == b'{"a": 1}'
+            assert _bytes(other.read_chunk((1, 2))) == b"abc"
+            assert _bytes(other.read_metadata()) == b'{"a": 1}'
             other.write_chunk((0, 0), b"xyz")
-            assert bytes(backend.read_chunk((0, 0))) == b"xyz"
+            assert _bytes(backend.read_chunk((0, 0))) == b"xyz"
         finally:
             other.close()
 
@@ -178,32 +185,32 @@ class BackendTests:
 
     def test_write_read_chunk(self, backend: Backend) -> None:
         backend.write_chunk((0, 1), b"\x00\x01\x02")
-        assert bytes(backend.read_chunk((0, 1))) == b"\x00\x01\x02"
+        assert _bytes(backend.read_chunk((0, 1))) == b"\x00\x01\x02"
         assert backend.read_chunk((1, 0)) is None
 
     def test_rank0_chunk_index(self, backend: Backend) -> None:
         backend.write_chunk((), b"12345678")
-        assert bytes(backend.read_chunk(())) == b"12345678"
+        assert _bytes(backend.read_chunk(())) == b"12345678"
         assert backend.list_chunks() == [()]
 
     def test_overwrite_chunk(self, backend: Backend) -> None:
         backend.write_chunk((3,), b"first")
         backend.write_chunk((3,), b"second value")
-        assert bytes(backend.read_chunk((3,))) == b"second value"
+        assert _bytes(backend.read_chunk((3,))) == b"second value"
         assert backend.list_chunks() == [(3,)]
 
     def test_write_accepts_bytes_likes_and_copies(self, backend: Backend) -> None:
         buf = bytearray(b"abcd")
         backend.write_chunk((0,), buf)
         buf[0] = ord("z")
-        assert bytes(backend.read_chunk((0,))) == b"abcd"
+        assert _bytes(backend.read_chunk((0,))) == b"abcd"
         backend.write_chunk((1,), memoryview(b"efgh"))
-        assert bytes(backend.read_chunk((1,))) == b"efgh"
+        assert _bytes(backend.read_chunk((1,))) == b"efgh"
         np = pytest.importorskip("numpy")
         arr = np.arange(4, dtype="<f8")
         backend.write_chunk((2,), memoryview(arr).cast("B"))
         arr[:] = 0
-        assert bytes(backend.read_chunk((2,))) == np.arange(4, dtype="<f8").tobytes()
+        assert _bytes(backend.read_chunk((2,))) == np.arange(4, dtype="<f8").tobytes()
 
     def test_empty_chunk_value(self, backend: Backend) -> None:
         backend.write_chunk((0,), b"")
@@ -213,12 +220,13 @@ class BackendTests:
     def test_large_chunk(self, backend: Backend) -> None:
         data = os.urandom(3 * 1024 * 1024 + 7)
         backend.write_chunk((0, 0, 0), data)
-        assert bytes(backend.read_chunk((0, 0, 0))) == data
+        assert _bytes(backend.read_chunk((0, 0, 0))) == data
 
     def test_read_chunk_no_copy_is_readonly_view(self, backend: Backend) -> None:
         backend.write_chunk((0,), b"immutable")
         view = backend.read_chunk((0,), copy=False)
-        assert bytes(view) == b"immutable"
+        assert _bytes(view) == b"immutable"
+        assert view is not None
         mv = memoryview(view)
         if isinstance(view, memoryview):
             assert mv.readonly
@@ -227,8 +235,8 @@ class BackendTests:
         backend.write_chunk((0,), b"old bytes")
         view = backend.read_chunk((0,), copy=False)
         backend.write_chunk((0,), b"new bytes!")
-        assert bytes(view) == b"old bytes"  # records are immutable: the old value is intact
-        assert bytes(backend.read_chunk((0,))) == b"new bytes!"
+        assert _bytes(view) == b"old bytes"  # records are immutable: the old value is intact
+        assert _bytes(backend.read_chunk((0,))) == b"new bytes!"
 
     def test_delete_chunk(self, backend: Backend) -> None:
         backend.write_chunk((0,), b"x")
@@ -252,16 +260,16 @@ class BackendTests:
         for i in range(n):
             backend.write_chunk((i,), i.to_bytes(4, "little"))
         assert len(backend.list_chunks()) == n
-        assert bytes(backend.read_chunk((1234,))) == (1234).to_bytes(4, "little")
+        assert _bytes(backend.read_chunk((1234,))) == (1234).to_bytes(4, "little")
 
     # -- metadata ---------------------------------------------------------------------------
 
     def test_metadata_roundtrip(self, backend: Backend) -> None:
         assert backend.read_metadata() is None
         backend.write_metadata(b'{"zarr_format": 3}')
-        assert bytes(backend.read_metadata()) == b'{"zarr_format": 3}'
+        assert _bytes(backend.read_metadata()) == b'{"zarr_format": 3}'
         backend.write_metadata(b'{"zarr_format": 3, "x": 1}')
-        assert bytes(backend.read_metadata()) == b'{"zarr_format": 3, "x": 1}'
+        assert _bytes(backend.read_metadata()) == b'{"zarr_format": 3, "x": 1}'
 
     def test_metadata_is_not_a_chunk(self, backend: Backend) -> None:
         backend.write_metadata(b"{}")
@@ -288,7 +296,7 @@ class BackendTests:
         with backend.writer(timeout=5):
             with backend.writer(timeout=5):
                 backend.write_chunk((0,), b"in lock")
-        assert bytes(backend.read_chunk((0,))) == b"in lock"
+        assert _bytes(backend.read_chunk((0,))) == b"in lock"
 
     def test_writer_excludes_other_threads(self, backend: Backend) -> None:
         events: list[str] = []
@@ -319,7 +327,7 @@ class BackendTests:
             try:
                 for _ in range(n_incr):
                     with handle.writer(timeout=30):
-                        v = int.from_bytes(bytes(handle.read_chunk((0,))), "little")
+                        v = int.from_bytes(_bytes(handle.read_chunk((0,))), "little")
                         handle.write_chunk((0,), (v + 1).to_bytes(8, "little"))
             finally:
                 handle.close()
@@ -329,7 +337,7 @@ class BackendTests:
             t.start()
         for t in threads:
             t.join(60)
-        value = int.from_bytes(bytes(backend.read_chunk((0,))), "little")
+        value = int.from_bytes(_bytes(backend.read_chunk((0,))), "little")
         assert value == n_threads * n_incr
 
     # -- read-only handles ------------------------------------------------------------------
@@ -340,8 +348,8 @@ class BackendTests:
         ro = self.backend_cls.open(backend.name, mode="r")
         try:
             assert ro.readonly is True
-            assert bytes(ro.read_chunk((0,))) == b"data"
-            assert bytes(ro.read_metadata()) == b"{}"
+            assert _bytes(ro.read_chunk((0,))) == b"data"
+            assert _bytes(ro.read_metadata()) == b"{}"
             assert ro.list_chunks() == [(0,)]
             with pytest.raises(AccessDeniedError):
                 ro.write_chunk((1,), b"no")
@@ -361,7 +369,7 @@ class BackendTests:
         other = self.backend_cls.open(backend.name)
         other.close()
         other.close()
-        assert bytes(backend.read_chunk((0,))) == b"kept"
+        assert _bytes(backend.read_chunk((0,))) == b"kept"
         assert self.backend_cls.exists(backend.name)
 
     def test_delete(self, made: list[Backend]) -> None:
@@ -380,4 +388,4 @@ class BackendTests:
     def test_context_manager_closes(self, backend: Backend) -> None:
         with self.backend_cls.open(backend.name) as other:
             other.write_chunk((5,), b"ctx")
-        assert bytes(backend.read_chunk((5,))) == b"ctx"
+        assert _bytes(backend.read_chunk((5,))) == b"ctx"

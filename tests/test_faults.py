@@ -196,8 +196,13 @@ t.insert("small", b"x" * 100)
 try:
     t.insert("big", b"x" * (4 << 20))
     raise SystemExit("expected OutOfSpaceError")
-except OutOfSpaceError:
-    pass
+except OutOfSpaceError as e:
+    msg = str(e)
+    # what was needed, what is free, and how to enlarge a small /dev/shm
+    assert "needed" in msg and "MiB" in msg, msg
+    assert "free of 1.0 MiB" in msg, msg
+    assert "--shm-size=" in msg and "remount" in msg, msg
+    print("MESSAGE", msg)
 assert t["small"] == b"x" * 100 and len(t) == i - 1
 t.delete_table()
 assert os.listdir("/dev/shm") == [], os.listdir("/dev/shm")

@@ -269,7 +269,7 @@ class Backend(abc.ABC):
         self.write_chunk(idx, buf)
 
     def write_chunks_filled(
-        self, items: Iterable[tuple], submit: Any = None, *, expected_bytes: int = 0
+        self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
     ) -> None:
         """Store many whole chunks, each written by its ``fill(buffer)``.
 
