@@ -381,8 +381,8 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
     ----------
     value : scalar, sequence or None
         ``None`` means zarr-python 3's default: zero (``False`` for bool, ``b""``/``""`` for
-        ``S``/``U``, all zero bytes for ``V`` and structured types) and NaT for datetimes and
-        timedeltas.  Complex fill values may be given as ``complex`` or ``[real, imag]``;
+        ``S``/``U``, zero bytes for ``V``, numpy's conversion of ``0`` for structured types,
+        which is ``"0"`` in their string fields) and NaT for datetimes and timedeltas.  Complex fill values may be given as ``complex`` or ``[real, imag]``;
         float ones may be ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.  ``0`` is the zero
         value of every type (the epoch for datetimes).  Datetimes take ``numpy.datetime64``,
         ``datetime.datetime``/``date``, ISO strings, ``"NaT"`` or an integer count of units;
@@ -540,9 +540,14 @@ def decode_fill_value(data: Any, dtype: np.dtype) -> np.generic:
 def _normalize_other_fill(value: Any, dtype: np.dtype, what: str) -> np.generic:
     """normalize_fill_value for datetimes, timedeltas, S, U, V and structured dtypes."""
     kind = dtype.kind
-    zero = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-    zero = zero and int(value) == 0
+    # np.timedelta64 subclasses np.integer: it is a time, not a number, here
+    integer = isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_, np.timedelta64)
+    )
+    zero = integer and int(value) == 0
     if dtype.fields is not None or kind == "V":
+        if value is None and dtype.fields is not None:
+            return np.array([0], dtype)[0]  # zarr-python's default ("0" in string fields)
         if value is None or zero:
             return np.zeros((), dtype)[()]
         if isinstance(value, (bytes, np.bytes_)) or (
@@ -571,7 +576,7 @@ def _normalize_other_fill(value: Any, dtype: np.dtype, what: str) -> np.generic:
             return np.array(_NAT, np.int64).view(dtype)[()]
         if isinstance(value, (bool, np.bool_, float, np.floating, complex, other)):
             raise TypeError(f"{what} does not fit {dtype}")
-        if isinstance(value, (int, np.integer)):
+        if integer:
             if not _NAT <= int(value) < 2**63:
                 raise ValueError(f"{what} is out of range for {dtype}")
             return np.array(int(value), np.int64).view(dtype)[()]
