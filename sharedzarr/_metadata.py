@@ -382,8 +382,9 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
     value : scalar, sequence or None
         ``None`` means zarr-python 3's default: zero (``False`` for bool, ``b""``/``""`` for
         ``S``/``U``, zero bytes for ``V``, numpy's conversion of ``0`` for structured types,
-        which is ``"0"`` in their string fields) and NaT for datetimes and timedeltas.  Complex fill values may be given as ``complex`` or ``[real, imag]``;
-        float ones may be ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.  ``0`` is the zero
+        which is ``"0"`` in their string fields) and NaT for datetimes and timedeltas.
+        Complex fill values may be given as ``complex`` or ``[real, imag]``; float ones may
+        be ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.  ``0`` is the zero
         value of every type (the epoch for datetimes).  Datetimes take ``numpy.datetime64``,
         ``datetime.datetime``/``date``, ISO strings, ``"NaT"`` or an integer count of units;
         timedeltas the same with ``timedelta64``/``datetime.timedelta``; structured types a
@@ -724,7 +725,12 @@ class ArrayMetadata:
         """
         shp = normalize_shape(shape)
         dt = parse_dtype(dtype)
-        if chunks is None or (isinstance(chunks, str) and chunks == "auto"):
+        if isinstance(chunks, str) and chunks != "auto":
+            raise ValueError(
+                f"chunks must be 'auto', an int or a sequence of int (one per dimension), "
+                f"got {chunks!r}"
+            )
+        if chunks is None or chunks == "auto":
             chunks = auto_chunks(shp, dt.itemsize)
         chk = normalize_chunks(chunks, shp)
         fv = normalize_fill_value(fill_value, dt)

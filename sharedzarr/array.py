@@ -1595,8 +1595,8 @@ def _use_chunk_key_encoding(backend: Backend, meta: ArrayMetadata) -> None:
     zarr-python as plain string keys, which the backend then reads and writes.
     """
     cke = meta.chunk_key_encoding
-    if cke["name"] == "default" and cke["configuration"]["separator"] == "/":
-        return
+    if cke["name"] == "default" and (cke["configuration"]["separator"] == "/" or not meta.shape):
+        return  # c/i/j, or "c" for rank 0 whatever the separator: the store maps it
     use = getattr(backend, "use_chunk_keys", None)
     if use is None:
         raise ValueError(
