@@ -414,10 +414,20 @@ def _array_summary(t: Table) -> dict | None:
         return {
             "shape": list(doc["shape"]),
             "chunks": list(doc["chunk_grid"]["configuration"]["chunk_shape"]),
-            "dtype": doc["data_type"],
+            "dtype": _dtype_label(doc["data_type"]),
         }
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _dtype_label(data_type: Any) -> Any:
+    """numpy's short name of a zarr.json ``data_type`` (``datetime64[s]``), else it as is."""
+    from .._metadata import dtype_from_json, dtype_name
+
+    try:
+        return dtype_name(dtype_from_json(data_type))
+    except (TypeError, ValueError):
+        return data_type
 
 
 def table_info(name: str) -> TableInfo:
