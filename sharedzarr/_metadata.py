@@ -4,7 +4,8 @@
 zarr-python 3.1 does (same keys, key order, ``indent=2``; the ``bytes`` codec's ``endian`` omitted
 for 1-byte dtypes; ``dimension_names`` omitted when unset), and :meth:`ArrayMetadata.from_json`
 reads what zarr-python 3.1 writes (``dimension_names: null``, ``endian`` omitted, ``gzip``,
-``zstd``, ``blosc``, ``crc32c`` and ``numcodecs.*`` compressors, ``v2`` chunk key encoding).
+``zstd``, ``blosc``, ``crc32c`` and ``numcodecs.*`` compressors, the ``sharding_indexed``
+codec, ``default`` and ``v2`` chunk key encodings with either separator).
 
 Fill values are encoded as zarr-python encodes them: booleans as ``true``/``false``, integers as
 JSON integers, floats as numbers or the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
@@ -52,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from ._chunking import normalize_chunks, normalize_shape
-from ._codecs import Codec, codec_from_dict, compressor_to_codecs
+from ._codecs import Codec, ShardingCodec, codec_from_dict, compressor_to_codecs
 
 __all__ = [
     "DEFAULT_CHUNK_KEY_ENCODING",
@@ -773,10 +774,13 @@ class ArrayMetadata:
         -------
         dict
         """
-        if not _has_endian(self.dtype):
-            bytes_codec: dict[str, Any] = {"name": "bytes"}
+        if self.codecs and isinstance(self.codecs[0], ShardingCodec):
+            codecs = [c.to_dict() for c in self.codecs]  # sharding replaces bytes
+        elif not _has_endian(self.dtype):
+            codecs = [{"name": "bytes"}, *(c.to_dict() for c in self.codecs)]
         else:
             bytes_codec = {"name": "bytes", "configuration": {"endian": self.endian}}
+            codecs = [bytes_codec, *(c.to_dict() for c in self.codecs)]
         doc: dict[str, Any] = {
             "shape": list(self.shape),
             "data_type": dtype_to_json(self.dtype),
@@ -786,7 +790,7 @@ class ArrayMetadata:
             },
             "chunk_key_encoding": json.loads(json.dumps(self.chunk_key_encoding)),
             "fill_value": encode_fill_value(self.fill_value, self.dtype),
-            "codecs": [bytes_codec, *(c.to_dict() for c in self.codecs)],
+            "codecs": codecs,
             "attributes": json.loads(json.dumps(self.attributes)),
         }
         if self.dimension_names is not None:
@@ -867,7 +871,7 @@ class ArrayMetadata:
         chunks = normalize_chunks((grid.get("configuration") or {}).get("chunk_shape"), shape)
         dtype = dtype_from_json(doc["data_type"])
         fill_value = decode_fill_value(doc["fill_value"], dtype)
-        endian, codecs = _parse_codecs(doc["codecs"], dtype)
+        endian, codecs = _parse_codecs(doc["codecs"], dtype, chunks, fill_value)
         attrs = doc.get("attributes")
         attrs = {} if attrs is None else attrs
         if not isinstance(attrs, Mapping):
@@ -937,7 +941,9 @@ class ArrayMetadata:
         return tuple(int(p) for p in parts)
 
 
-def _parse_codecs(data: Any, dtype: np.dtype) -> tuple[str, tuple[Codec, ...]]:
+def _parse_codecs(
+    data: Any, dtype: np.dtype, chunks: tuple[int, ...] = (), fill_value: Any = 0
+) -> tuple[str, tuple[Codec, ...]]:
     if not isinstance(data, (list, tuple)) or not data:
         raise ValueError(f"zarr.json: codecs must be a non-empty list, got {data!r}")
     entries = [{"name": c} if isinstance(c, str) else c for c in data]
@@ -945,8 +951,10 @@ def _parse_codecs(data: Any, dtype: np.dtype) -> tuple[str, tuple[Codec, ...]]:
     if not isinstance(first, Mapping):
         raise ValueError(f"zarr.json: malformed codec entry {first!r}")
     name = first.get("name")
+    if name == "sharding_indexed":
+        return _parse_sharding(first, entries[1:], dtype, chunks, fill_value)
     if name != "bytes":
-        if name in ("transpose", "sharding_indexed", "vlen-utf8", "vlen-bytes"):
+        if name in ("transpose", "vlen-utf8", "vlen-bytes"):
             raise ValueError(
                 f"zarr.json: the {name!r} codec is not supported; sharedzarr reads arrays "
                 "whose codecs start with 'bytes' followed by compressors"
@@ -962,3 +970,25 @@ def _parse_codecs(data: Any, dtype: np.dtype) -> tuple[str, tuple[Codec, ...]]:
         raise ValueError(f"zarr.json: bytes codec endian must be 'little' or 'big', got {endian!r}")
     codecs = tuple(codec_from_dict(c, dtype.itemsize) for c in entries[1:])
     return endian, codecs
+
+
+def _parse_sharding(
+    first: Mapping[str, Any],
+    rest: list[Any],
+    dtype: np.dtype,
+    chunks: tuple[int, ...],
+    fill_value: Any,
+) -> tuple[str, tuple[Codec, ...]]:
+    """The ``sharding_indexed`` serializer: the shard is the array's chunk."""
+    config = first.get("configuration") or {}
+    inner = (config.get("codecs") or [{}])[0]
+    inner_cfg = (inner.get("configuration") or {}) if isinstance(inner, Mapping) else {}
+    endian = inner_cfg.get("endian", "little") or "little"
+    order = "<" if endian == "little" else ">"
+    chunk_dtype = dtype.newbyteorder(order) if _has_endian(dtype) else dtype
+    fill = np.array(fill_value, chunk_dtype).tobytes()
+    try:
+        shard = ShardingCodec(dict(config), chunks, chunk_dtype, fill)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"zarr.json: {exc}") from None
+    return endian, (shard, *(codec_from_dict(c, dtype.itemsize) for c in rest))

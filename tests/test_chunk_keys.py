@@ -1,9 +1,12 @@
-"""Every chunk key encoding: zarr-python's own ``test_chunk_key_encoding`` cases on
-SharedMemoryStore, and sharedzarr.open reading and writing root arrays that zarr-python wrote
-with ``default``/``v2`` encodings and ``/``/``.`` separators (also from spawned processes)."""
+"""Any zarr array opens.
+
+zarr-python's own ``test_chunk_key_encoding`` cases on SharedMemoryStore; sharedzarr.open
+reading and writing root arrays that zarr-python wrote with ``default``/``v2`` chunk key
+encodings and ``/``/``.`` separators (also from spawned processes); the sharding codec."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import re
 import uuid
@@ -18,9 +21,13 @@ from sharedzarr._table import Table
 from sharedzarr.storage.shm import delete_table, table_exists
 
 zarr = pytest.importorskip("zarr")
+from zarr.codecs import BytesCodec, GzipCodec, ShardingCodec, ZstdCodec  # noqa: E402
+from zarr.codecs.sharding import ShardingCodecIndexLocation as IndexLocation  # noqa: E402
 from zarr.core.array import ArrayV2Metadata  # noqa: E402
 
 from sharedzarr.zarr_store import SharedMemoryStore, table_key_to_store_key  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.UnstableSpecificationWarning")
 
 CTX = mp.get_context("spawn")
 ENCODINGS = [
@@ -180,3 +187,70 @@ def test_sharedzarr_arrays_use_the_default_encoding() -> None:
         "configuration": {"separator": "/"},
     }
     a.delete()
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+@pytest.mark.parametrize("index_location", ["end", "start"])
+@pytest.mark.parametrize(
+    ("dtype", "inner_codecs"),
+    [
+        ("int32", [BytesCodec()]),
+        ("float64", [BytesCodec(endian="big"), ZstdCodec()]),
+        ("M8[s]", [BytesCodec(), GzipCodec()]),
+        ("U3", [BytesCodec()]),
+    ],
+    ids=["int32-raw", "float64-big-zstd", "datetime-gzip", "U3"],
+)
+def test_open_reads_and_writes_sharded_arrays(
+    dtype: str, inner_codecs: list, index_location: str, store: SharedMemoryStore
+) -> None:
+    shard = ShardingCodec(chunk_shape=(2, 3), codecs=inner_codecs,
+                          index_location=IndexLocation(index_location))  # fmt: skip
+    z = zarr.create_array(store, shape=(10, 13), chunks=(4, 6), serializer=shard, dtype=dtype,
+                          compressors=None)  # fmt: skip
+    values = np.arange(72).reshape(8, 9)
+    data = values.astype(str).astype(dtype) if dtype == "U3" else values.astype(dtype)
+    z[1:9, 2:11] = data
+    with sz.open(store.table_name) as a:
+        assert a.chunks == (4, 6)  # the shard is sharedzarr's chunk
+        assert a[...].tobytes() == np.asarray(z[...]).tobytes()
+        assert a[3:5, 4].tobytes() == np.asarray(z[3:5, 4]).tobytes()
+        a[0, :] = data[0, 0]  # read-modify-write of whole shards
+        a[9, 12] = data[1, 1]
+        expected = a[...]
+    assert np.asarray(zarr.open_array(store=store)[...]).tobytes() == expected.tobytes()
+    with CTX.Pool(1) as pool:
+        assert pool.apply(W.read_all, (store.table_name,)).tobytes() == expected.tobytes()
+
+
+def test_sharded_array_metadata_round_trips(store: SharedMemoryStore) -> None:
+    zarr.create_array(store, shape=(8, 8), chunks=(2, 2), shards=(4, 4), dtype="uint16")
+    raw = store.get_sync("zarr.json").to_bytes()
+    with sz.open(store.table_name) as a:
+        assert a.metadata.to_json() == raw
+        assert a.compressor[0]["name"] == "sharding_indexed"
+
+
+@pytest.mark.parametrize(
+    "codecs",
+    [
+        [{"name": "transpose", "configuration": {"order": [1, 0]}}, {"name": "bytes"}],
+        [{"name": "sharding_indexed", "configuration": {
+            "chunk_shape": [3, 3], "codecs": [{"name": "bytes"}],
+            "index_codecs": [{"name": "bytes"}], "index_location": "end"}}],
+        [{"name": "sharding_indexed", "configuration": {
+            "chunk_shape": [2, 2], "codecs": [{"name": "transpose",
+                                               "configuration": {"order": [1, 0]}}],
+            "index_codecs": [{"name": "bytes"}], "index_location": "end"}}],
+    ],
+    ids=["transpose", "inner-chunks-do-not-divide", "inner-transpose"],
+)  # fmt: skip
+def test_unsupported_codecs_fail_clearly(codecs: list) -> None:
+    from sharedzarr._metadata import ArrayMetadata
+
+    doc = json.loads(ArrayMetadata.create((8, 8), (4, 4), "int8").to_json())
+    doc["codecs"] = codecs
+    with pytest.raises(ValueError, match="transpose|sharding_indexed"):
+        ArrayMetadata.from_dict(doc)
