@@ -215,7 +215,9 @@ def _like(a: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
         ):
             kwargs["chunks"] = chunks
     if isinstance(a, Array):
-        kwargs.setdefault("compressor", a.compressor or None)
+        codecs = a.compressor
+        if codecs and codecs[0]["name"] != "sharding_indexed":  # create() makes no shards
+            kwargs.setdefault("compressor", codecs)
         if a.dimension_names is not None:
             kwargs.setdefault("dimension_names", a.dimension_names)
     return shape, dtype, kwargs

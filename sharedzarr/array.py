@@ -91,7 +91,7 @@ os.register_at_fork(after_in_child=_reset_pool_after_fork)
 # For each destination dtype kind, the source kinds that convert without losing information
 # ("same kind" in numpy's terms; integer narrowing is range-checked).
 _SOURCE_KINDS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc"}
-_SOURCE_KINDS.update({"M": "M", "m": "m", "S": "S", "U": "SU", "V": "V"})
+_SOURCE_KINDS.update({"M": "M", "m": "m", "S": "S", "U": "U", "V": "V"})  # no parsing mid-write
 
 _ARRAY_TABLE_TYPES = ("set", "ordered_set")
 

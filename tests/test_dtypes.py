@@ -333,3 +333,26 @@ def test_warnings_stay_quiet() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ArrayMetadata.create((4,), (2,), STRUCT).to_json()
+
+
+@pytest.mark.parametrize(
+    ("dtype", "data"),
+    [
+        ("M8[s]", ["2020-01-01"]),  # strings would be parsed mid-write: convert first
+        ("M8[s]", [1]),
+        ("m8[s]", np.array([1], "M8[s]")),
+        ("S3", ["ab"]),
+        ("U3", [b"ab"]),
+        ("U3", [1]),
+        ("int32", np.array(["1"])),
+    ],
+)
+def test_writes_that_would_convert_are_refused_before_writing(dtype: str, data: Any) -> None:
+    a = sz.zeros((1,), dtype, storage="memory")
+    try:
+        with pytest.raises(TypeError, match="without losing information"):
+            a[:] = data
+        assert a.nchunks_initialized == 0
+        a[:] = np.asarray(data).astype(dtype) if dtype != "m8[s]" else np.timedelta64(1, "s")
+    finally:
+        a.delete()

@@ -4,6 +4,10 @@ ExZarr's ETS backend keeps a chunk under ``{:chunk, {i, j}}`` and the metadata
 under ``:metadata``; so do we: ``("chunk", (i, j))`` and ``"metadata"`` in a
 :class:`sharedzarr.Table`.  Any process reads them with
 ``sharedzarr.Table.attach(name).lookup(("chunk", (0, 0)))``, as with ``:ets.lookup``.
+An array that zarr-python wrote through :class:`~sharedzarr.zarr_store.SharedMemoryStore` with
+another chunk key encoding keeps its chunks under zarr's string keys (``"c.0.0"``, ``"0.0"``,
+``"0/0"``); :func:`sharedzarr.open` switches the backend to them
+(:meth:`SharedMemoryBackend.use_chunk_keys`).
 
 The management functions keep the seed's names: :func:`clear_table`,
 :func:`delete_table`, :func:`get_state`, :func:`table_exists` (``table_exists?``)
