@@ -727,9 +727,15 @@ class ArrayMetadata:
         shp = normalize_shape(shape)
         dt = parse_dtype(dtype)
         if isinstance(chunks, str) and chunks != "auto":
+            hint = ""
+            try:
+                np.dtype(chunks)
+                hint = f"; to give the dtype, pass dtype={chunks!r} (the third argument)"
+            except TypeError:
+                pass
             raise ValueError(
                 f"chunks must be 'auto', an int or a sequence of int (one per dimension), "
-                f"got {chunks!r}"
+                f"got {chunks!r}{hint}"
             )
         if chunks is None or chunks == "auto":
             chunks = auto_chunks(shp, dt.itemsize)

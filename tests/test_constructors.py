@@ -270,6 +270,8 @@ def test_chunks_default_to_auto_everywhere(made: list) -> None:
     assert c.chunks == (10,)
     with pytest.raises(ValueError, match="'auto'"):
         sz.create((10,), "big", storage="memory")
+    with pytest.raises(ValueError, match=r"pass dtype='int8' \(the third argument\)"):
+        sz.create((10,), "int8", storage="memory")
 
 
 # ----------------------------------------------------------------------------- sz.array names
