@@ -1650,6 +1650,14 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     try:
         raw = backend.read_metadata()
         if raw is None:
+            table = getattr(backend, "table", None)
+            if table is not None and table.get(".zarray", copy=False) is not None:
+                raise ValueError(
+                    f"table {table_name!r} holds a Zarr format 2 array (.zarray), and "
+                    "sharedzarr.open reads Zarr v3 arrays; read it with zarr.open_array(store="
+                    f"SharedMemoryStore({table_name!r})), or copy it into a v3 array with "
+                    "sharedzarr.array(that_array, chunks=that_array.chunks)"
+                )
             raise ValueError(
                 f"table {table_name!r} holds no array (it has no 'metadata' key with a "
                 "zarr.json document); open it with sharedzarr.Table.attach"

@@ -254,3 +254,13 @@ def test_unsupported_codecs_fail_clearly(codecs: list) -> None:
     doc["codecs"] = codecs
     with pytest.raises(ValueError, match="transpose|sharding_indexed"):
         ArrayMetadata.from_dict(doc)
+
+
+def test_a_zarr_format_2_array_gets_a_clear_error(store: SharedMemoryStore) -> None:
+    z = zarr.create_array(store, shape=(4,), chunks=(2,), dtype="i4", zarr_format=2)
+    z[:] = 3
+    with pytest.raises(ValueError, match="Zarr format 2 array"):
+        sz.open(store.table_name)
+    copy = sz.array(zarr.open_array(store=store), chunks=z.chunks, storage="memory")
+    np.testing.assert_array_equal(copy[...], 3)
+    copy.delete()
