@@ -34,6 +34,7 @@ import json
 import math
 import operator
 import os
+import sys
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -1576,8 +1577,6 @@ def create(
 
 def _caller_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside sharedzarr."""
-    import sys
-
     level = 1
     frame = sys._getframe(1)
     package = __name__.rpartition(".")[0] + "."
