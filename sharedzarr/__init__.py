@@ -14,6 +14,22 @@ message passing, no server.  The Python counterpart of ExZarr's ETS backend.
 """
 
 from . import errors, storage
+
+# ``sharedzarr.array`` is the constructor (as in numpy and zarr): importing a submodule sets the
+# package attribute only when it first loads, so the name bound here wins, and
+# ``import sharedzarr.array`` / ``from sharedzarr.array import Array`` still find the module in
+# sys.modules (see sharedzarr._constructors).
+from ._constructors import (
+    array,
+    empty,
+    empty_like,
+    full,
+    full_like,
+    ones,
+    ones_like,
+    zeros,
+    zeros_like,
+)
 from ._export import export, load
 from ._table import Table
 from .array import Array, create, open
@@ -42,10 +58,19 @@ __all__ = [
     "TableExistsError",
     "TableNotFoundError",
     "__version__",
+    "array",
     "create",
+    "empty",
+    "empty_like",
     "errors",
     "export",
+    "full",
+    "full_like",
     "load",
+    "ones",
+    "ones_like",
     "open",
     "storage",
+    "zeros",
+    "zeros_like",
 ]

@@ -37,6 +37,11 @@ installed with zarr) and the ``numcodecs.``-prefixed bytes codecs zarr-python 3.
 ``zarr.codecs.numcodecs`` compressors (``numcodecs.zlib``, ``numcodecs.gzip``, ``numcodecs.bz2``,
 ``numcodecs.lzma``, ``numcodecs.zstd``, ``numcodecs.blosc``, ``numcodecs.lz4``).
 
+Arrays that zarr-python writes with ``shards=`` use the ``sharding_indexed`` codec in place of
+``bytes``; :class:`ShardingCodec` reads and writes them with the shard as the array's chunk
+(inner chunks: ``bytes`` then any codecs above; index: ``bytes`` and optional ``crc32c``, at the
+start or end).  ``transpose`` and nested sharding are refused with a ``ValueError``.
+
 numcodecs is imported only when a codec that needs it first encodes or decodes, so a document
 naming ``zstd`` can be opened (and its metadata inspected) without numcodecs installed; the first
 read or write then raises an :class:`ImportError` that says ``pip install sharedzarr[codecs]``.
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import bz2
 import importlib
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -57,6 +63,7 @@ __all__ = [
     "COMPRESSORS",
     "Codec",
     "CodecPipeline",
+    "ShardingCodec",
     "codec_from_dict",
     "compressor_to_codecs",
 ]
@@ -457,6 +464,154 @@ class Crc32cCodec(Codec):
         if int(self._crc(inner)).to_bytes(4, "little") != bytes(view[-4:]):
             raise ValueError("crc32c: stored and computed checksums differ; the chunk is corrupt")
         return inner
+
+
+_MISSING = 2**64 - 1  # an absent inner chunk's offset and length in a shard index
+
+
+class ShardingCodec(Codec):
+    """Zarr v3 ``sharding_indexed`` (the array-to-bytes codec that replaces ``bytes``).
+
+    One stored value (a shard) holds a grid of inner chunks, each encoded with the inner
+    ``codecs`` (``bytes`` then bytes-to-bytes codecs), plus an index of ``(offset, nbytes)``
+    uint64 pairs (``2**64 - 1`` for an absent inner chunk) encoded with ``index_codecs``
+    (``bytes``, optionally ``crc32c``) at the shard's ``end`` (default) or ``start``.  To the
+    array the shard is one chunk: :meth:`decode` returns the whole shard's C-order bytes
+    (absent inner chunks read as the fill value) and :meth:`encode` cuts such bytes into inner
+    chunks again, leaving out those that hold only the fill value, as zarr-python does.
+
+    Parameters
+    ----------
+    configuration : dict
+        ``chunk_shape``, ``codecs``, ``index_codecs`` and ``index_location``, as in
+        ``zarr.json``; written back unchanged.
+    shard_shape : tuple of int
+        The chunk grid's chunk shape (the shard shape).
+    dtype : numpy.dtype
+        The chunk dtype in the inner ``bytes`` codec's byte order.
+    fill : bytes
+        One element of the fill value, in that dtype.
+    """
+
+    name = "sharding_indexed"
+
+    def __init__(
+        self,
+        configuration: dict[str, Any],
+        shard_shape: Sequence[int] = (),
+        dtype: Any = "uint8",
+        fill: bytes = b"\0",
+    ) -> None:
+        _check_keys(
+            configuration, ["chunk_shape", "codecs", "index_codecs", "index_location"], self.name
+        )
+        super().__init__(dict(configuration))
+        inner = configuration.get("chunk_shape")
+        shard = tuple(int(n) for n in shard_shape)
+        if (
+            not isinstance(inner, (list, tuple))
+            or len(inner) != len(shard)
+            or not all(isinstance(n, int) and n >= 1 for n in inner)
+            or any(s % n for s, n in zip(shard, inner, strict=True))
+        ):
+            raise ValueError(
+                f"sharding_indexed: chunk_shape {inner!r} must divide the shard shape {shard}"
+            )
+        self.inner_shape = tuple(inner)
+        self.shard_shape = shard
+        self.grid = tuple(s // n for s, n in zip(shard, inner, strict=True))
+        self.location = configuration.get("index_location", "end")
+        if self.location not in ("start", "end"):
+            raise ValueError(
+                f"sharding_indexed: index_location must be 'start' or 'end', got {self.location!r}"
+            )
+        self.dtype = np.dtype(dtype)
+        self.fill = bytes(fill)
+        itemsize = self.dtype.itemsize
+        endian, codecs = _split_bytes_codec(configuration.get("codecs"), "codecs", itemsize)
+        self.inner_dtype = self.dtype.newbyteorder("<" if endian == "little" else ">")
+        if itemsize == 1 or self.dtype.fields is not None or self.dtype.kind in "SV":
+            self.inner_dtype = self.dtype
+        self.inner = CodecPipeline(codecs)
+        iendian, icodecs = _split_bytes_codec(
+            configuration.get("index_codecs", [{"name": "bytes"}, {"name": "crc32c"}]),
+            "index_codecs",
+            8,
+        )
+        if any(c.name != "crc32c" for c in icodecs):
+            raise ValueError("sharding_indexed: index_codecs may only be 'bytes' and 'crc32c'")
+        self.index_dtype = np.dtype("<u8" if iendian == "little" else ">u8")
+        self.index_pipeline = CodecPipeline(icodecs)
+        self.index_nbytes = 16 * math.prod(self.grid) + 4 * len(icodecs)
+
+    def check_available(self) -> None:
+        """Import the inner and index codecs' libraries now."""
+        for c in (*self.inner.codecs, *self.index_pipeline.codecs):
+            c.check_available()
+
+    def _blocks(self) -> Any:
+        for idx in np.ndindex(*self.grid):
+            yield (
+                idx,
+                tuple(
+                    slice(i * n, (i + 1) * n) for i, n in zip(idx, self.inner_shape, strict=True)
+                ),
+            )
+
+    def decode(self, data: Buffer) -> Buffer:
+        """Assemble the whole shard from its inner chunks (absent ones: the fill value)."""
+        view = memoryview(data).cast("B")
+        n = self.index_nbytes
+        if len(view) < n:
+            raise ValueError(f"sharding_indexed: a shard of {len(view)} bytes has no index")
+        raw_index = view[:n] if self.location == "start" else view[len(view) - n :]
+        index = np.frombuffer(self.index_pipeline.decode(raw_index), self.index_dtype)
+        index = index.reshape((*self.grid, 2))
+        out = np.empty(self.shard_shape, self.dtype)
+        fill = np.frombuffer(self.fill, self.dtype)[0]
+        for idx, where in self._blocks():
+            offset, nbytes = (int(x) for x in index[idx])
+            if offset == _MISSING and nbytes == _MISSING:
+                out[where] = fill
+                continue
+            if offset + nbytes > len(view):
+                raise ValueError(f"sharding_indexed: inner chunk {idx} lies outside the shard")
+            raw = self.inner.decode(view[offset : offset + nbytes])
+            out[where] = np.frombuffer(raw, self.inner_dtype).reshape(self.inner_shape)
+        return out.tobytes()
+
+    def encode(self, data: Buffer) -> Buffer:
+        """Cut the shard into inner chunks and write them with their index."""
+        arr = np.frombuffer(data, self.dtype).reshape(self.shard_shape)
+        empty = self.fill * math.prod(self.inner_shape)
+        index = np.full((*self.grid, 2), _MISSING, np.uint64)
+        pieces = []
+        offset = self.index_nbytes if self.location == "start" else 0
+        for idx, where in self._blocks():
+            block = np.ascontiguousarray(arr[where], self.inner_dtype).tobytes()
+            if block == empty:
+                continue
+            enc = bytes(self.inner.encode(block))
+            index[idx] = (offset, len(enc))
+            offset += len(enc)
+            pieces.append(enc)
+        raw_index = bytes(self.index_pipeline.encode(index.astype(self.index_dtype).tobytes()))
+        parts = [raw_index, *pieces] if self.location == "start" else [*pieces, raw_index]
+        return b"".join(parts)
+
+
+def _split_bytes_codec(data: Any, what: str, itemsize: int) -> tuple[str, list[Codec]]:
+    """``[bytes, *bytes_to_bytes]`` -> (endian, codecs); anything else is a ValueError."""
+    entries = [{"name": c} if isinstance(c, str) else c for c in (data or [])]
+    if not entries or not isinstance(entries[0], Mapping) or entries[0].get("name") != "bytes":
+        raise ValueError(
+            f"sharding_indexed: {what} must start with the 'bytes' codec (no transpose or "
+            f"nested sharding), got {data!r}"
+        )
+    endian = (entries[0].get("configuration") or {}).get("endian", "little") or "little"
+    if endian not in ("little", "big"):
+        raise ValueError("sharding_indexed: bytes codec endian must be 'little' or 'big'")
+    return endian, [codec_from_dict(c, itemsize) for c in entries[1:]]
 
 
 _CODECS: dict[str, type[Codec]] = {

@@ -4,19 +4,45 @@
 zarr-python 3.1 does (same keys, key order, ``indent=2``; the ``bytes`` codec's ``endian`` omitted
 for 1-byte dtypes; ``dimension_names`` omitted when unset), and :meth:`ArrayMetadata.from_json`
 reads what zarr-python 3.1 writes (``dimension_names: null``, ``endian`` omitted, ``gzip``,
-``zstd``, ``blosc``, ``crc32c`` and ``numcodecs.*`` compressors, ``v2`` chunk key encoding).
+``zstd``, ``blosc``, ``crc32c`` and ``numcodecs.*`` compressors, the ``sharding_indexed``
+codec, ``default`` and ``v2`` chunk key encodings with either separator).
 
 Fill values are encoded as zarr-python encodes them: booleans as ``true``/``false``, integers as
 JSON integers, floats as numbers or the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
 (hex bit patterns such as ``"0x7fc00000"`` are accepted on read, as the spec allows), complex
 numbers as ``[real, imag]`` with each part encoded like a float.
 
-Only the data types below are supported; they are stored little-endian (a ``big`` endian
-``bytes`` codec is accepted on read and honoured on write).
+Data types (zarr-python 3.1 names and ``data_type`` layout, matched byte for byte):
+
+==============================  ============================================================
+numpy                           ``data_type`` in ``zarr.json``, ``fill_value`` form
+==============================  ============================================================
+bool, int8..uint64, float16..   ``"bool"``, ``"int8"``, ... ``"complex128"``; as above
+``datetime64[<n><unit>]``       ``{"name": "numpy.datetime64", "configuration": {"unit": unit,
+                                "scale_factor": n}}``; the int64 count (NaT is -2**63)
+``timedelta64[<n><unit>]``      ``"numpy.timedelta64"``, the same configuration and fill value
+``S<n>`` (fixed-length bytes)   ``{"name": "null_terminated_bytes", "configuration":
+                                {"length_bytes": n}}``; base64 of the bytes
+``U<n>`` (fixed-length str)     ``{"name": "fixed_length_utf32", "configuration":
+                                {"length_bytes": 4 * n}}``; the string itself
+``V<n>`` (raw bytes)            ``{"name": "raw_bytes", "configuration": {"length_bytes":
+                                n}}``; base64 of the n bytes
+structured (packed fields of    ``{"name": "structured", "configuration": {"fields": [[name,
+any type above)                 data_type], ...]}}``; base64 of the record's bytes
+==============================  ============================================================
+
+Arrays are stored little-endian (a ``big`` endian ``bytes`` codec is accepted on read and
+honoured on write).  As zarr-python does, the ``bytes`` codec names an ``endian`` only for types
+that have one (multi-byte numbers, datetimes, ``U<n>``), not for ``S<n>``, ``V<n>`` or
+structured types (whose fields are stored little-endian).  Object arrays and variable-length
+strings (numpy's ``StringDType``) have no fixed item size and are refused with a ``TypeError``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import datetime
 import json
 import math
 import operator
@@ -27,14 +53,18 @@ from typing import Any
 import numpy as np
 
 from ._chunking import normalize_chunks, normalize_shape
-from ._codecs import Codec, codec_from_dict, compressor_to_codecs
+from ._codecs import Codec, ShardingCodec, codec_from_dict, compressor_to_codecs
 
 __all__ = [
     "DEFAULT_CHUNK_KEY_ENCODING",
     "DTYPES",
+    "SUPPORTED_DTYPES",
     "ArrayMetadata",
+    "auto_chunks",
     "decode_fill_value",
+    "dtype_from_json",
     "dtype_name",
+    "dtype_to_json",
     "encode_fill_value",
     "normalize_fill_value",
     "parse_dtype",
@@ -68,18 +98,87 @@ DEFAULT_CHUNK_KEY_ENCODING: dict[str, Any] = {
 }
 
 
+#: What a ``TypeError`` for an unsupported dtype lists.
+SUPPORTED_DTYPES = (
+    "bool, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float16, float32, "
+    "float64, complex64, complex128, datetime64[unit] and timedelta64[unit] (any unit), "
+    "S<n> (fixed-length bytes), U<n> (fixed-length str), V<n> (raw bytes), and structured "
+    "dtypes of packed fields of these types"
+)
+
+_TIME_NAMES = {"M": "numpy.datetime64", "m": "numpy.timedelta64"}
+_TIME_KINDS = {name: kind for kind, name in _TIME_NAMES.items()}
+_TIME_UNITS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as", "generic")
+_NAT = -(2**63)
+_SIZED = {"S": "null_terminated_bytes", "U": "fixed_length_utf32", "V": "raw_bytes"}
+_SIZED_KINDS = {name: kind for kind, name in _SIZED.items()}
+
+
+def _unsupported(dt: Any, dtype: Any, why: str = "") -> TypeError:
+    what = f"{dt} ({dtype!r})" if str(dt) != str(dtype) else repr(dtype)
+    return TypeError(f"unsupported dtype {what}{why}; supported dtypes are {SUPPORTED_DTYPES}")
+
+
+def _native(dt: np.dtype, dtype: Any) -> np.dtype:
+    """The canonical native-order dtype of ``dt``, or a TypeError naming the supported ones."""
+    if dt.fields is not None:
+        if dt.subdtype is not None:
+            raise _unsupported(dt, dtype, ": subarray fields are not supported")
+        fields = []
+        offset = 0
+        for name in dt.names or ():
+            fdt, off, *title = dt.fields[name]
+            if title:
+                raise _unsupported(dt, dtype, ": field titles are not supported")
+            if off != offset:
+                raise _unsupported(
+                    dt, dtype, ": fields must be packed (no offsets or alignment padding)"
+                )
+            if fdt.subdtype is not None:
+                raise _unsupported(
+                    dt, dtype, f": field {name!r} is a subarray; use one field per element"
+                )
+            fields.append((name, _native(fdt, dtype)))
+            offset += fdt.itemsize
+        if not fields or offset != dt.itemsize:
+            raise _unsupported(dt, dtype, ": a structured dtype needs packed, non-empty fields")
+        return np.dtype(fields)
+    if dt.subdtype is not None:
+        raise _unsupported(dt, dtype, ": subarray dtypes are not supported (add a dimension)")
+    kind = dt.kind
+    if kind in "biufc":
+        native = dt.newbyteorder("=") if dt.byteorder not in ("=", "|") else dt
+        if native in _BY_NUMPY:
+            return DTYPES[_BY_NUMPY[native]]
+    elif kind in "Mm":
+        unit, count = np.datetime_data(dt)
+        return np.dtype(f"{kind}8" if unit == "generic" else f"{kind}8[{count}{unit}]")
+    elif kind in "SUV" and type(dt) in (
+        np.dtypes.BytesDType,
+        np.dtypes.StrDType,
+        np.dtypes.VoidDType,
+    ):
+        n = dt.itemsize // 4 if kind == "U" else dt.itemsize
+        if n < 1:
+            raise _unsupported(dt, dtype, f": give a length, e.g. '{kind}10'")
+        return np.dtype(f"{kind}{n}")
+    raise _unsupported(dt, dtype)
+
+
 def parse_dtype(dtype: Any) -> np.dtype:
     """Return the native-order numpy dtype for a supported data type.
 
     Parameters
     ----------
     dtype : str, type or numpy.dtype
-        Anything :func:`numpy.dtype` understands (``"float64"``, ``"<f8"``, ``np.float64``),
-        as long as it names one of the supported types (any byte order).
+        Anything :func:`numpy.dtype` understands (``"float64"``, ``"<f8"``, ``np.float64``,
+        ``"M8[ms]"``, ``"S10"``, ``"U4"``, ``[("x", "f4"), ("n", "i8")]``), as long as it is
+        one of :data:`SUPPORTED_DTYPES` (any byte order).
 
     Returns
     -------
     numpy.dtype
+        Native byte order; structured dtypes get native-order fields.
 
     Raises
     ------
@@ -90,18 +189,93 @@ def parse_dtype(dtype: Any) -> np.dtype:
         dt = np.dtype(dtype)
     except TypeError as exc:
         raise TypeError(
-            f"unknown dtype {dtype!r}; supported dtypes are {', '.join(DTYPES)}"
+            f"unknown dtype {dtype!r}; supported dtypes are {SUPPORTED_DTYPES}"
         ) from exc
-    native = dt.newbyteorder("=") if dt.byteorder not in ("=", "|") else dt
-    if native not in _BY_NUMPY or dt.fields is not None or dt.subdtype is not None:
-        raise TypeError(
-            f"unsupported dtype {dt} ({dtype!r}); supported dtypes are {', '.join(DTYPES)}"
-        )
-    return np.dtype(_BY_NUMPY[native])
+    return _native(dt, dtype)
+
+
+def dtype_to_json(dtype: np.dtype) -> Any:
+    """Return the Zarr v3 ``data_type`` of a supported dtype, as zarr-python 3.1 writes it.
+
+    Parameters
+    ----------
+    dtype : numpy.dtype
+
+    Returns
+    -------
+    str or dict
+        A name (``"float64"``) or a ``{"name": ..., "configuration": {...}}`` object.
+    """
+    dt = parse_dtype(dtype)
+    if dt.fields is not None:
+        fields = [[name, dtype_to_json(dt.fields[name][0])] for name in dt.names or ()]
+        return {"name": "structured", "configuration": {"fields": fields}}
+    kind = dt.kind
+    if kind in "Mm":
+        unit, count = np.datetime_data(dt)
+        return {"name": _TIME_NAMES[kind], "configuration": {"unit": unit, "scale_factor": count}}
+    if kind in _SIZED:
+        return {"name": _SIZED[kind], "configuration": {"length_bytes": dt.itemsize}}
+    return _BY_NUMPY[dt]
+
+
+def dtype_from_json(data: Any) -> np.dtype:
+    """Return the numpy dtype of a Zarr v3 ``data_type`` (the inverse of :func:`dtype_to_json`).
+
+    Parameters
+    ----------
+    data : str or dict
+
+    Returns
+    -------
+    numpy.dtype
+
+    Raises
+    ------
+    ValueError
+        For a data type sharedzarr does not read; the message lists the supported ones.
+    """
+    bad = ValueError(
+        f"zarr.json: unsupported data_type {data!r}; supported data types are {SUPPORTED_DTYPES}"
+    )
+    if isinstance(data, str):
+        if data in DTYPES:
+            return DTYPES[data]
+        raise bad
+    if not isinstance(data, Mapping) or set(data) != {"name", "configuration"}:
+        raise bad
+    name, config = data["name"], data["configuration"]
+    if not isinstance(config, Mapping):
+        raise bad
+    if name in _TIME_KINDS and set(config) == {"unit", "scale_factor"}:
+        unit, count = config["unit"], config["scale_factor"]
+        if unit not in _TIME_UNITS or type(count) is not int or not 1 <= count < 2**31:
+            raise bad
+        kind = _TIME_KINDS[name]
+        return np.dtype(f"{kind}8" if unit == "generic" else f"{kind}8[{count}{unit}]")
+    if name in _SIZED_KINDS and set(config) == {"length_bytes"}:
+        n, kind = config["length_bytes"], _SIZED_KINDS[name]
+        if type(n) is not int or n < 1 or (kind == "U" and n % 4):
+            raise bad
+        return np.dtype(f"{kind}{n // 4 if kind == 'U' else n}")
+    if name == "structured" and set(config) == {"fields"}:
+        fields = config["fields"]
+        if not isinstance(fields, list) or not fields:
+            raise bad
+        out = []
+        for f in fields:
+            if not isinstance(f, list) or len(f) != 2 or not isinstance(f[0], str):
+                raise bad
+            out.append((f[0], dtype_from_json(f[1])))
+        try:
+            return np.dtype(out)
+        except (TypeError, ValueError):
+            raise bad from None
+    raise bad
 
 
 def dtype_name(dtype: np.dtype) -> str:
-    """Return the Zarr v3 ``data_type`` name of a supported dtype.
+    """Return a short name of a supported dtype (the Zarr name of a plain numeric type).
 
     Parameters
     ----------
@@ -110,8 +284,63 @@ def dtype_name(dtype: np.dtype) -> str:
     Returns
     -------
     str
+        ``"float64"``, ``"datetime64[ms]"``, ``"|S10"``, ``"<U4"`` or numpy's spelling of a
+        structured dtype.
     """
-    return _BY_NUMPY[parse_dtype(dtype)]
+    dt = parse_dtype(dtype)
+    name = _BY_NUMPY.get(dt) if dt.fields is None else None
+    return name if name is not None else str(dt)
+
+
+def _has_endian(dtype: np.dtype) -> bool:
+    """Whether zarr-python writes the ``bytes`` codec's ``endian`` for this dtype."""
+    return dtype.fields is None and dtype.kind in "iufcMmU" and dtype.itemsize > 1
+
+
+#: ``chunks="auto"`` aims at chunks of this many bytes (see :func:`auto_chunks`).
+AUTO_CHUNK_BYTES = 4 << 20
+#: ... and keeps whole trailing blocks up to this many bytes.
+AUTO_CHUNK_MAX_BYTES = 16 << 20
+
+
+def auto_chunks(shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """Chunk shape for ``chunks="auto"``: about 4 MiB, whole rows, split along axis 0 first.
+
+    The rule, for row-wise access (``a[i]``, ``a[i:j]``, batches of rows):
+
+    1. An array of at most :data:`AUTO_CHUNK_BYTES` (4 MiB) is one chunk.
+    2. Otherwise find the first axis ``k`` whose trailing block ``shape[k+1:]`` is at most
+       :data:`AUTO_CHUNK_MAX_BYTES` (16 MiB); axes before ``k`` get chunk length 1 and axes after
+       it are whole.  (``k`` is 0 unless one row is larger than 16 MiB.)
+    3. Axis ``k`` is cut into ``n = ceil(bytes / 4 MiB)`` equal pieces of
+       ``ceil(shape[k] / n)``, so chunks hold between 2 and 4 MiB plus at most one
+       trailing block, and the last chunk is not mostly padding.
+
+    Chunks are therefore between about 2 and 16 MiB (smaller only when the whole array is),
+    a row never spans two chunks unless it is over 16 MiB, and zero-length axes get length 1.
+
+    Parameters
+    ----------
+    shape : sequence of int
+    itemsize : int
+        Bytes per element.
+
+    Returns
+    -------
+    tuple of int
+    """
+    shape = tuple(int(n) for n in shape)
+    if not shape:
+        return ()
+    dims = [max(1, n) for n in shape]
+    if math.prod(dims) * itemsize <= AUTO_CHUNK_BYTES:
+        return tuple(dims)
+    k = 0
+    while k < len(dims) - 1 and math.prod(dims[k + 1 :]) * itemsize > AUTO_CHUNK_MAX_BYTES:
+        k += 1
+    inner = math.prod(dims[k + 1 :]) * itemsize
+    n = max(1, math.ceil(dims[k] * inner / AUTO_CHUNK_BYTES))
+    return (*([1] * k), math.ceil(dims[k] / n), *dims[k + 1 :])
 
 
 def _float_from_json(value: Any, dtype: np.dtype, what: str) -> float:
@@ -152,9 +381,15 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
     Parameters
     ----------
     value : scalar, sequence or None
-        ``None`` means zero (``False`` for bool), as in zarr-python 3.  Complex fill values may
-        be given as ``complex`` or ``[real, imag]``; float ones may be ``"NaN"``,
-        ``"Infinity"`` or ``"-Infinity"``.
+        ``None`` means zarr-python 3's default: zero (``False`` for bool, ``b""``/``""`` for
+        ``S``/``U``, zero bytes for ``V``, numpy's conversion of ``0`` for structured types,
+        which is ``"0"`` in their string fields) and NaT for datetimes and timedeltas.
+        Complex fill values may be given as ``complex`` or ``[real, imag]``; float ones may
+        be ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``.  ``0`` is the zero
+        value of every type (the epoch for datetimes).  Datetimes take ``numpy.datetime64``,
+        ``datetime.datetime``/``date``, ISO strings, ``"NaT"`` or an integer count of units;
+        timedeltas the same with ``timedelta64``/``datetime.timedelta``; structured types a
+        tuple of field values, a ``numpy.void`` or the record's bytes.
     dtype : numpy.dtype
 
     Returns
@@ -170,11 +405,13 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
     """
     dtype = parse_dtype(dtype)
     what = f"fill_value {value!r}"
-    if value is None:
-        return dtype.type(0)
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     kind = dtype.kind
+    if dtype.fields is not None or kind in "MmSUV":
+        return _normalize_other_fill(value, dtype, what)
+    if value is None:
+        return dtype.type(0)
     if kind == "b":
         if isinstance(value, (bool, np.bool_)):
             return np.bool_(value)
@@ -229,7 +466,16 @@ def encode_fill_value(value: np.generic, dtype: np.dtype) -> Any:
     -------
     bool, int, float, str or list
     """
-    kind = np.dtype(dtype).kind
+    dtype = np.dtype(dtype)
+    kind = dtype.kind
+    if dtype.fields is not None or kind == "V":
+        return base64.standard_b64encode(np.asarray(value, dtype).tobytes()).decode("ascii")
+    if kind in "Mm":
+        return int(np.asarray(value, dtype).view(np.int64))
+    if kind == "S":
+        return base64.standard_b64encode(bytes(value)).decode("ascii")
+    if kind == "U":
+        return str(value)
     if kind == "b":
         return bool(value)
     if kind in "iu":
@@ -259,7 +505,107 @@ def decode_fill_value(data: Any, dtype: np.dtype) -> np.generic:
     """
     if data is None:
         raise ValueError("zarr.json: fill_value must not be null for a Zarr v3 array")
+    dtype = np.dtype(dtype)
+    kind = dtype.kind
+    if dtype.fields is not None or kind in "SV":
+        if not isinstance(data, str):
+            raise ValueError(
+                f"zarr.json: the fill_value of a {dtype} array must be a base64 string, "
+                f"got {data!r}"
+            )
+        try:
+            raw = base64.standard_b64decode(data.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError):
+            raise ValueError(f"zarr.json: fill_value {data!r} is not base64") from None
+        if kind == "S":
+            return normalize_fill_value(raw, dtype)
+        if len(raw) != dtype.itemsize:
+            raise ValueError(
+                f"zarr.json: fill_value {data!r} holds {len(raw)} bytes; {dtype} needs "
+                f"{dtype.itemsize}"
+            )
+        return np.frombuffer(raw, dtype)[0]
+    if kind in "Mm":
+        if data == "NaT":
+            return np.array(_NAT, np.int64).view(dtype)[()]
+        if type(data) is not int or not _NAT <= data < 2**63:
+            raise ValueError(
+                f"zarr.json: the fill_value of a {dtype} array must be an int64 or 'NaT', "
+                f"got {data!r}"
+            )
+        return np.array(data, np.int64).view(dtype)[()]
+    if kind == "U" and not isinstance(data, str):
+        raise ValueError(f"zarr.json: the fill_value of a {dtype} array must be a string")
     return normalize_fill_value(data, dtype)
+
+
+def _normalize_other_fill(value: Any, dtype: np.dtype, what: str) -> np.generic:
+    """normalize_fill_value for datetimes, timedeltas, S, U, V and structured dtypes."""
+    kind = dtype.kind
+    # np.timedelta64 subclasses np.integer: it is a time, not a number, here
+    integer = isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_, np.timedelta64)
+    )
+    zero = integer and int(value) == 0
+    if dtype.fields is not None or kind == "V":
+        if value is None and dtype.fields is not None:
+            return np.array([0], dtype)[0]  # zarr-python's default ("0" in string fields)
+        if value is None or zero:
+            return np.zeros((), dtype)[()]
+        if isinstance(value, (bytes, np.bytes_)) or (
+            isinstance(value, np.void) and value.dtype.fields is None
+        ):
+            raw = bytes(value)
+            if len(raw) != dtype.itemsize:
+                raise ValueError(f"{what} has {len(raw)} bytes; {dtype} needs {dtype.itemsize}")
+            return np.frombuffer(raw, dtype)[0]
+        if kind == "V" and dtype.fields is None:
+            raise TypeError(f"{what} does not fit {dtype}; give {dtype.itemsize} bytes")
+        if isinstance(value, np.void):
+            value = value.item()
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(
+                f"{what} does not fit structured dtype {dtype}; give a tuple of field values"
+            )
+        try:
+            return np.array(tuple(value), dtype)[()]
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what} does not fit structured dtype {dtype}: {exc}") from None
+    if kind in "Mm":
+        scalar = np.datetime64 if kind == "M" else np.timedelta64
+        other = np.timedelta64 if kind == "M" else np.datetime64
+        if value is None:
+            return np.array(_NAT, np.int64).view(dtype)[()]
+        if isinstance(value, (bool, np.bool_, float, np.floating, complex, other)):
+            raise TypeError(f"{what} does not fit {dtype}")
+        if integer:
+            if not _NAT <= int(value) < 2**63:
+                raise ValueError(f"{what} is out of range for {dtype}")
+            return np.array(int(value), np.int64).view(dtype)[()]
+        if kind == "m" and isinstance(value, datetime.datetime | datetime.date):
+            raise TypeError(f"{what} does not fit {dtype}; give a timedelta")
+        try:
+            v = value if isinstance(value, scalar) else scalar(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{what} does not fit {dtype}: {exc}") from None
+        out = np.array(v).astype(dtype)[()]
+        if not np.isnat(v) and np.array(out).astype(v.dtype)[()] != v:
+            raise ValueError(f"{what} is not representable in {dtype} without losing precision")
+        return out
+    n = dtype.itemsize // 4 if kind == "U" else dtype.itemsize
+    if value is None or zero:
+        return dtype.type(b"" if kind == "S" else "")
+    if kind == "S":
+        if not isinstance(value, (bytes, np.bytes_)):
+            raise TypeError(f"{what} does not fit {dtype}; give bytes, e.g. b'abc'")
+        raw = bytes(value)
+    else:
+        if not isinstance(value, str):
+            raise TypeError(f"{what} does not fit {dtype}; give a str")
+        raw = value
+    if len(raw) > n:
+        raise ValueError(f"{what} is longer than the {n} characters of {dtype}")
+    return dtype.type(raw)
 
 
 def _check_json(value: Any, what: str) -> None:
@@ -316,7 +662,7 @@ class ArrayMetadata:
     chunks : tuple of int
         The regular chunk grid's chunk shape.
     dtype : numpy.dtype
-        Native byte order; one of :data:`DTYPES`.
+        Native byte order; one of :data:`SUPPORTED_DTYPES`.
     fill_value : numpy.generic
     codecs : tuple of Codec
         The bytes-to-bytes codecs after the ``bytes`` codec (empty: raw chunks).
@@ -360,7 +706,8 @@ class ArrayMetadata:
         Parameters
         ----------
         shape : int or sequence of int
-        chunks : int or sequence of int
+        chunks : int, sequence of int, "auto" or None
+            ``"auto"`` (or None) picks a chunk shape with :func:`auto_chunks`.
         dtype : dtype-like
         fill_value : scalar, optional
         compressor : None, str, dict or list of dict, optional
@@ -378,8 +725,21 @@ class ArrayMetadata:
             For any invalid argument.
         """
         shp = normalize_shape(shape)
-        chk = normalize_chunks(chunks, shp)
         dt = parse_dtype(dtype)
+        if isinstance(chunks, str) and chunks != "auto":
+            hint = ""
+            try:
+                np.dtype(chunks)
+                hint = f"; to give the dtype, pass dtype={chunks!r} (the third argument)"
+            except TypeError:
+                pass
+            raise ValueError(
+                f"chunks must be 'auto', an int or a sequence of int (one per dimension), "
+                f"got {chunks!r}{hint}"
+            )
+        if chunks is None or chunks == "auto":
+            chunks = auto_chunks(shp, dt.itemsize)
+        chk = normalize_chunks(chunks, shp)
         fv = normalize_fill_value(fill_value, dt)
         codecs = tuple(compressor_to_codecs(compressor, dt))
         attrs = {} if attributes is None else attributes
@@ -420,20 +780,23 @@ class ArrayMetadata:
         -------
         dict
         """
-        if self.dtype.itemsize == 1:
-            bytes_codec: dict[str, Any] = {"name": "bytes"}
+        if self.codecs and isinstance(self.codecs[0], ShardingCodec):
+            codecs = [c.to_dict() for c in self.codecs]  # sharding replaces bytes
+        elif not _has_endian(self.dtype):
+            codecs = [{"name": "bytes"}, *(c.to_dict() for c in self.codecs)]
         else:
             bytes_codec = {"name": "bytes", "configuration": {"endian": self.endian}}
+            codecs = [bytes_codec, *(c.to_dict() for c in self.codecs)]
         doc: dict[str, Any] = {
             "shape": list(self.shape),
-            "data_type": dtype_name(self.dtype),
+            "data_type": dtype_to_json(self.dtype),
             "chunk_grid": {
                 "name": "regular",
                 "configuration": {"chunk_shape": list(self.chunks)},
             },
             "chunk_key_encoding": json.loads(json.dumps(self.chunk_key_encoding)),
             "fill_value": encode_fill_value(self.fill_value, self.dtype),
-            "codecs": [bytes_codec, *(c.to_dict() for c in self.codecs)],
+            "codecs": codecs,
             "attributes": json.loads(json.dumps(self.attributes)),
         }
         if self.dimension_names is not None:
@@ -512,15 +875,9 @@ class ArrayMetadata:
                 f"zarr.json: unsupported chunk_grid {grid!r}; only 'regular' grids are supported"
             )
         chunks = normalize_chunks((grid.get("configuration") or {}).get("chunk_shape"), shape)
-        dtype_json = doc["data_type"]
-        if not isinstance(dtype_json, str) or dtype_json not in DTYPES:
-            raise ValueError(
-                f"zarr.json: unsupported data_type {dtype_json!r}; supported data types are "
-                f"{', '.join(DTYPES)}"
-            )
-        dtype = DTYPES[dtype_json]
+        dtype = dtype_from_json(doc["data_type"])
         fill_value = decode_fill_value(doc["fill_value"], dtype)
-        endian, codecs = _parse_codecs(doc["codecs"], dtype)
+        endian, codecs = _parse_codecs(doc["codecs"], dtype, chunks, fill_value)
         attrs = doc.get("attributes")
         attrs = {} if attrs is None else attrs
         if not isinstance(attrs, Mapping):
@@ -590,7 +947,9 @@ class ArrayMetadata:
         return tuple(int(p) for p in parts)
 
 
-def _parse_codecs(data: Any, dtype: np.dtype) -> tuple[str, tuple[Codec, ...]]:
+def _parse_codecs(
+    data: Any, dtype: np.dtype, chunks: tuple[int, ...] = (), fill_value: Any = 0
+) -> tuple[str, tuple[Codec, ...]]:
     if not isinstance(data, (list, tuple)) or not data:
         raise ValueError(f"zarr.json: codecs must be a non-empty list, got {data!r}")
     entries = [{"name": c} if isinstance(c, str) else c for c in data]
@@ -598,8 +957,10 @@ def _parse_codecs(data: Any, dtype: np.dtype) -> tuple[str, tuple[Codec, ...]]:
     if not isinstance(first, Mapping):
         raise ValueError(f"zarr.json: malformed codec entry {first!r}")
     name = first.get("name")
+    if name == "sharding_indexed":
+        return _parse_sharding(first, entries[1:], dtype, chunks, fill_value)
     if name != "bytes":
-        if name in ("transpose", "sharding_indexed", "vlen-utf8", "vlen-bytes"):
+        if name in ("transpose", "vlen-utf8", "vlen-bytes"):
             raise ValueError(
                 f"zarr.json: the {name!r} codec is not supported; sharedzarr reads arrays "
                 "whose codecs start with 'bytes' followed by compressors"
@@ -615,3 +976,25 @@ def _parse_codecs(data: Any, dtype: np.dtype) -> tuple[str, tuple[Codec, ...]]:
         raise ValueError(f"zarr.json: bytes codec endian must be 'little' or 'big', got {endian!r}")
     codecs = tuple(codec_from_dict(c, dtype.itemsize) for c in entries[1:])
     return endian, codecs
+
+
+def _parse_sharding(
+    first: Mapping[str, Any],
+    rest: list[Any],
+    dtype: np.dtype,
+    chunks: tuple[int, ...],
+    fill_value: Any,
+) -> tuple[str, tuple[Codec, ...]]:
+    """The ``sharding_indexed`` serializer: the shard is the array's chunk."""
+    config = first.get("configuration") or {}
+    inner = (config.get("codecs") or [{}])[0]
+    inner_cfg = (inner.get("configuration") or {}) if isinstance(inner, Mapping) else {}
+    endian = inner_cfg.get("endian", "little") or "little"
+    order = "<" if endian == "little" else ">"
+    chunk_dtype = dtype.newbyteorder(order) if _has_endian(dtype) else dtype
+    fill = np.array(fill_value, chunk_dtype).tobytes()
+    try:
+        shard = ShardingCodec(dict(config), chunks, chunk_dtype, fill)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"zarr.json: {exc}") from None
+    return endian, (shard, *(codec_from_dict(c, dtype.itemsize) for c in rest))

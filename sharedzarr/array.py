@@ -34,6 +34,8 @@ import json
 import math
 import operator
 import os
+import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
@@ -90,6 +92,7 @@ os.register_at_fork(after_in_child=_reset_pool_after_fork)
 # For each destination dtype kind, the source kinds that convert without losing information
 # ("same kind" in numpy's terms; integer narrowing is range-checked).
 _SOURCE_KINDS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc"}
+_SOURCE_KINDS.update({"M": "M", "m": "m", "S": "S", "U": "U", "V": "V"})  # no parsing mid-write
 
 _ARRAY_TABLE_TYPES = ("set", "ordered_set")
 
@@ -1447,7 +1450,7 @@ def _check_table_type(table_type: Any) -> None:
 
 def create(
     shape: Sequence[int] | int,
-    chunks: Sequence[int] | int,
+    chunks: Sequence[int] | int | str | None = "auto",
     dtype: Any = "float64",
     *,
     storage: str | type[Backend] = "shm",
@@ -1462,6 +1465,7 @@ def create(
     heir: int | None = None,
     persistent: bool = False,
     overwrite: bool = False,
+    permissions: int | None = None,
     mode: int | None = None,
 ) -> Array:
     """Create an array (ExZarr's ``ExZarr.create``) and write its ``zarr.json``.
@@ -1470,10 +1474,15 @@ def create(
     ----------
     shape : sequence of int
         The array's shape; zero-length dimensions and rank 0 (``()``) are allowed.
-    chunks : sequence of int
+    chunks : sequence of int, int or "auto"
         The chunk shape, one size >= 1 per dimension (an int applies to all dimensions).
+        ``"auto"`` (the default) picks chunks of about 2-16 MiB made of whole rows, split
+        along axis 0 first (see :func:`sharedzarr._metadata.auto_chunks` for the rule).
     dtype : dtype-like
-        bool, int8..int64, uint8..uint64, float16/32/64 or complex64/128.
+        bool, int8..int64, uint8..uint64, float16/32/64, complex64/128, datetime64 and
+        timedelta64 of any unit, ``S<n>`` (fixed-length bytes), ``U<n>`` (fixed-length str),
+        ``V<n>`` (raw bytes), or a structured dtype of packed fields of these.  Object and
+        variable-length string dtypes raise ``TypeError``.
     storage : str or Backend subclass
         A registered storage id: ``"shm"`` (shared-memory table) or ``"memory"``.
     fill_value : scalar
@@ -1492,9 +1501,12 @@ def create(
         ``"ordered_set"``: arrays need one value per key.
     overwrite : bool
         Replace an existing table of that name.
-    mode : int, optional
+    permissions : int, optional
         Permission bits of the shared-memory segments (shm storage; default ``0o600``:
         this user only).  ``0o640``/``0o660`` share with the group.
+    mode : int, optional
+        Deprecated spelling of ``permissions`` (``mode`` means ``"r"``/``"r+"`` in
+        :func:`open`); it still works and warns with a ``DeprecationWarning``.
 
     Returns
     -------
@@ -1512,6 +1524,19 @@ def create(
     >>> import sharedzarr as sz
     >>> a = sz.create((1000, 1000), (100, 100), table_name="my_array_data")  # doctest: +SKIP
     """
+    if mode is not None:
+        if permissions is not None:
+            raise TypeError(
+                "create() got both permissions= and its deprecated spelling mode=; "
+                "pass permissions= only"
+            )
+        warnings.warn(
+            "create(mode=...) is deprecated: 'mode' means 'r'/'r+' in sharedzarr.open; "
+            f"pass the permission bits as permissions={mode!r} instead",
+            DeprecationWarning,
+            stacklevel=_caller_stacklevel(),
+        )
+        permissions = mode
     backend_cls = _storage.resolve(storage)
     _check_table_type(table_type)
     if table_name is not None and not isinstance(table_name, str):
@@ -1528,7 +1553,7 @@ def create(
     for codec in meta.codecs:
         codec.check_available()  # a missing numcodecs fails here, before a table exists
     raw = meta.to_json()
-    extra = {} if mode is None else {"mode": mode}
+    extra = {} if permissions is None else {"mode": permissions}
     backend = backend_cls.create(
         table_name,
         overwrite=overwrite,
@@ -1550,6 +1575,36 @@ def create(
     return Array(backend, meta, raw)
 
 
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside sharedzarr."""
+    level = 1
+    frame = sys._getframe(1)
+    package = __name__.rpartition(".")[0] + "."
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def _use_chunk_key_encoding(backend: Backend, meta: ArrayMetadata) -> None:
+    """Point the backend at the chunk keys of ``meta``'s chunk key encoding.
+
+    The default encoding with ``/`` (``c/0/0``) is the backend's own chunk keys
+    (``("chunk", (0, 0))``); any other (``c.0.0``, ``0.0``, ``0/0``) is stored by
+    zarr-python as plain string keys, which the backend then reads and writes.
+    """
+    cke = meta.chunk_key_encoding
+    if cke["name"] == "default" and (cke["configuration"]["separator"] == "/" or not meta.shape):
+        return  # c/i/j, or "c" for rank 0 whatever the separator: the store maps it
+    use = getattr(backend, "use_chunk_keys", None)
+    if use is None:
+        raise ValueError(
+            f"the {type(backend).id!r} storage keeps chunks under the default chunk key "
+            f"encoding only, and this array uses {cke!r}"
+        )
+    use(meta.chunk_key, meta.parse_chunk_key)
+
+
 def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     table_name: str,
     *,
@@ -1557,6 +1612,11 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     mode: str = "r+",
 ) -> Array:
     """Open an existing array by its table name, from any process.
+
+    Arrays that zarr-python wrote at the root of a
+    :class:`~sharedzarr.zarr_store.SharedMemoryStore` open too, with any chunk key encoding
+    (``default`` or ``v2``, separator ``/`` or ``.``).  The handle is a context manager:
+    ``with sharedzarr.open(name) as a: ...`` closes it at the end of the block.
 
     Parameters
     ----------
@@ -1589,6 +1649,14 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     try:
         raw = backend.read_metadata()
         if raw is None:
+            table = getattr(backend, "table", None)
+            if table is not None and table.get(".zarray", copy=False) is not None:
+                raise ValueError(
+                    f"table {table_name!r} holds a Zarr format 2 array (.zarray), and "
+                    "sharedzarr.open reads Zarr v3 arrays; read it with zarr.open_array(store="
+                    f"SharedMemoryStore({table_name!r})), or copy it into a v3 array with "
+                    "sharedzarr.array(that_array, chunks=that_array.chunks)"
+                )
             raise ValueError(
                 f"table {table_name!r} holds no array (it has no 'metadata' key with a "
                 "zarr.json document); open it with sharedzarr.Table.attach"
@@ -1596,6 +1664,7 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
             )
         raw = bytes(raw)
         meta = ArrayMetadata.from_json(raw)
+        _use_chunk_key_encoding(backend, meta)
     except BaseException:
         backend.close()
         raise

@@ -34,10 +34,10 @@ store key comes back from :meth:`SharedMemoryStore.list` exactly as written.
 Table keys with no store spelling (integers, other tuples, bytes: entries
 written through :class:`~sharedzarr.Table` directly) are not listed.
 Groups and arrays below the root (``foo/zarr.json``, ``foo/c/0/0``) are plain
-string keys; :func:`sharedzarr.open` reads only the root array.  A root array
-must use the default chunk key encoding (``c/0/0``, zarr-python's default): the
-store refuses a root ``zarr.json`` with another one, whose chunks
-:func:`sharedzarr.open` would not find (arrays below the root may use any).
+string keys; :func:`sharedzarr.open` reads only the root array.  Chunk keys of
+the other chunk key encodings (``c.0.0``, ``0.0``, ``0/0``) are plain string keys
+too: :func:`sharedzarr.open` reads the root array's ``chunk_key_encoding`` and
+looks its chunks up under those keys, so a root array with any encoding opens.
 
 Reads and writes
 ----------------
@@ -63,7 +63,6 @@ through a process that never touches it), and again after :meth:`close`.
 from __future__ import annotations
 
 import builtins
-import json
 import re
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -172,32 +171,6 @@ def _byte_slice(size: int, byte_range: ByteRequest | None) -> slice:
         f"Unexpected byte_range, got {byte_range!r}; use zarr.abc.store.RangeByteRequest, "
         "OffsetByteRequest or SuffixByteRequest"
     )
-
-
-def _check_root_document(data: Any) -> None:
-    """Refuse a root array ``zarr.json`` whose chunk keys :func:`sharedzarr.open` would miss.
-
-    The store maps only ``c/i/j`` (the default chunk key encoding) onto the table's
-    chunk keys; a root array with another encoding would read as all fill values
-    through :func:`sharedzarr.open`.  Anything that is not a v3 array document
-    (groups, arbitrary bytes) passes.
-    """
-    try:
-        doc = json.loads(bytes(data))
-    except (ValueError, UnicodeDecodeError):
-        return
-    if not isinstance(doc, dict) or doc.get("node_type") != "array":
-        return
-    cke = doc.get("chunk_key_encoding", {"name": "default"})
-    if isinstance(cke, str):
-        cke = {"name": cke}
-    sep = (cke.get("configuration") or {}).get("separator", "/") if isinstance(cke, dict) else None
-    if not isinstance(cke, dict) or cke.get("name") != "default" or sep != "/":
-        raise ValueError(
-            f"SharedMemoryStore keeps the root array's chunks where sharedzarr.open finds them, "
-            f"which needs the default chunk key encoding ('c/0/0'); got {cke!r}. Create the "
-            "array with the default chunk_key_encoding, or below the root (e.g. name='data')"
-        )
 
 
 def _as_bytes_view(value: Buffer) -> Any:
@@ -448,13 +421,10 @@ class SharedMemoryStore(Store):
         Raises
         ------
         ValueError
-            On a read-only store, or for a root array ``zarr.json`` whose chunk key
-            encoding is not the default (see the module docstring).
+            On a read-only store.
         """
         self._check_writable()
         data = _as_bytes_view(value)
-        if key == ZARR_JSON:
-            _check_root_document(data)
         self.table.insert_prepared(self._key(key)[1], data)
 
     def delete_sync(self, key: str) -> None:
@@ -514,8 +484,6 @@ class SharedMemoryStore(Store):
         """
         self._check_writable()
         data = _as_bytes_view(value)
-        if key == ZARR_JSON:
-            _check_root_document(data)
         self.table.insert_new(self._key(key)[0], data)
 
     async def _set_many(self, values: Iterable[tuple[str, Buffer]]) -> None:
@@ -523,10 +491,7 @@ class SharedMemoryStore(Store):
         table = self.table
         with table.writer():
             for key, value in values:
-                data = _as_bytes_view(value)
-                if key == ZARR_JSON:
-                    _check_root_document(data)
-                table.insert_prepared(self._key(key)[1], data)
+                table.insert_prepared(self._key(key)[1], _as_bytes_view(value))
 
     async def delete(self, key: str) -> None:
         """Delete ``key``; see :meth:`delete_sync`."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing as mp
 import os
 import pickle
@@ -87,7 +88,7 @@ def test_protected_views_not_writeable_in_other_process():
 
 
 def test_big_reads_use_two_copy_threads_and_match():
-    from sharedzarr import array as array_mod
+    array_mod = importlib.import_module("sharedzarr.array")  # sharedzarr.array is sz.array()
 
     data = np.random.default_rng(3).random((3000, 1500))  # 36 MB: above the threshold
     a = sz.create(shape=data.shape, chunks=(256, 256), dtype="float64", table_name="mp_big")

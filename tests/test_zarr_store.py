@@ -401,23 +401,3 @@ def test_zarr_sharded_array_in_store(cleanup: list[str]) -> None:
     )
     z[:] = data
     np.testing.assert_array_equal(zarr.open_array(store=store, path="s")[1:7, 3:5], data[1:7, 3:5])
-
-
-@pytest.mark.parametrize(
-    "encoding",
-    [{"name": "default", "separator": "."}, {"name": "v2", "separator": "/"}, {"name": "v2"}],
-)
-def test_root_array_needs_default_chunk_key_encoding(
-    shm_store: SharedMemoryStore, encoding: dict[str, str]
-) -> None:
-    """Refused: sharedzarr.open would read such an array as all fill values."""
-    with pytest.raises(ValueError, match="default chunk key encoding"):
-        zarr.create_array(
-            shm_store, shape=(4,), chunks=(2,), dtype="i4", chunk_key_encoding=encoding
-        )
-    # below the root any encoding works (sharedzarr.open reads only the root)
-    z = zarr.create_array(
-        shm_store, name="sub", shape=(4,), chunks=(2,), dtype="i4", chunk_key_encoding=encoding
-    )
-    z[:] = 5
-    np.testing.assert_array_equal(zarr.open_array(store=shm_store, path="sub")[:], 5)

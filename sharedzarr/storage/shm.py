@@ -4,6 +4,10 @@ ExZarr's ETS backend keeps a chunk under ``{:chunk, {i, j}}`` and the metadata
 under ``:metadata``; so do we: ``("chunk", (i, j))`` and ``"metadata"`` in a
 :class:`sharedzarr.Table`.  Any process reads them with
 ``sharedzarr.Table.attach(name).lookup(("chunk", (0, 0)))``, as with ``:ets.lookup``.
+An array that zarr-python wrote through :class:`~sharedzarr.zarr_store.SharedMemoryStore` with
+another chunk key encoding keeps its chunks under zarr's string keys (``"c.0.0"``, ``"0.0"``,
+``"0/0"``); :func:`sharedzarr.open` switches the backend to them
+(:meth:`SharedMemoryBackend.use_chunk_keys`).
 
 The management functions keep the seed's names: :func:`clear_table`,
 :func:`delete_table`, :func:`get_state`, :func:`table_exists` (``table_exists?``)
@@ -15,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 from .. import _proc
@@ -68,6 +72,31 @@ class SharedMemoryBackend(Backend):
         self.reuse_epoch = table.reuse_epoch  # one call less on the read path
         self._keys: dict[tuple, tuple[bytes, int]] = {}
         self._meta_key = table.prepare_key(METADATA_KEY)
+        self._chunk_key: Callable[[tuple[int, ...]], str] | None = None
+        self._parse_key: Callable[[str], tuple[int, ...] | None] | None = None
+
+    def use_chunk_keys(
+        self,
+        chunk_key: Callable[[tuple[int, ...]], str],
+        parse_key: Callable[[str], tuple[int, ...] | None],
+    ) -> None:
+        """Keep chunks under zarr-python's string keys instead of ``("chunk", idx)``.
+
+        For an array that zarr-python wrote through
+        :class:`~sharedzarr.zarr_store.SharedMemoryStore` with a chunk key encoding other
+        than the default ``c/0/0`` (``c.0.0``, ``0.0``, ``0/0``): the store keeps those
+        chunks under their zarr keys, so the array reads and writes them there.
+
+        Parameters
+        ----------
+        chunk_key : callable
+            Chunk index -> zarr key (``ArrayMetadata.chunk_key``).
+        parse_key : callable
+            Zarr key -> chunk index, or None for a key that is no chunk.
+        """
+        self._chunk_key = chunk_key
+        self._parse_key = parse_key
+        self._keys.clear()
 
     def _key(self, idx: ChunkIndex) -> tuple[bytes, int]:
         pk = self._keys.get(idx)
@@ -75,7 +104,10 @@ class SharedMemoryBackend(Backend):
             if len(self._keys) >= _KEY_CACHE_MAX:
                 self._keys.clear()
             norm = tuple(int(i) for i in idx)
-            pk = self._keys[norm] = self.table.prepare_key((CHUNK_TAG, norm))
+            ck = self._chunk_key
+            pk = self._keys[norm] = self.table.prepare_key(
+                (CHUNK_TAG, norm) if ck is None else ck(norm)
+            )
         return pk
 
     @classmethod
@@ -185,8 +217,14 @@ class SharedMemoryBackend(Backend):
     def list_chunks(self) -> list[ChunkIndex]:
         """Indices of the stored chunks."""
         out = []
+        parse = self._parse_key
         for k in self.table.keys():
-            if isinstance(k, tuple) and len(k) == 2 and k[0] == CHUNK_TAG:
+            if parse is not None:
+                if type(k) is str:
+                    idx = parse(k)
+                    if idx is not None:
+                        out.append(idx)
+            elif isinstance(k, tuple) and len(k) == 2 and k[0] == CHUNK_TAG:
                 out.append(tuple(k[1]))
         return out
 
@@ -380,10 +418,20 @@ def _array_summary(t: Table) -> dict | None:
         return {
             "shape": list(doc["shape"]),
             "chunks": list(doc["chunk_grid"]["configuration"]["chunk_shape"]),
-            "dtype": doc["data_type"],
+            "dtype": _dtype_label(doc["data_type"]),
         }
     except (ValueError, KeyError, TypeError):
         return None
+
+
+def _dtype_label(data_type: Any) -> Any:
+    """numpy's short name of a zarr.json ``data_type`` (``datetime64[s]``), else it as is."""
+    from .._metadata import dtype_from_json, dtype_name
+
+    try:
+        return dtype_name(dtype_from_json(data_type))
+    except (TypeError, ValueError):
+        return data_type
 
 
 def table_info(name: str) -> TableInfo:
