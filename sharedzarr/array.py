@@ -55,6 +55,18 @@ from ._chunking import (
     selection_shape,
 )
 from ._codecs import CodecPipeline
+from ._indexing import (
+    PointSelection,
+    from_work,
+    is_advanced,
+    iter_chunk_runs,
+    plan_chunks,
+    plan_numpy,
+    plan_orthogonal,
+    plan_vectorized,
+    points_first,
+    work_view,
+)
 from ._metadata import ArrayMetadata, dtype_name, encode_fill_value
 from .errors import AccessDeniedError, CorruptTableError, SharedZarrError
 from .storage.base import MODES, Backend
@@ -160,6 +172,7 @@ class Array:
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
+        self._rows = self._fast_chunks and self._cached_views and _row_plan(meta)  # see _row
         self._drop_hot_readers()  # read_chunk's, installed on first use
 
     def _fill_chunk(self) -> np.ndarray:
@@ -517,6 +530,10 @@ class Array:
         -------
         numpy.ndarray or numpy scalar
         """
+        if type(key) is int and self._rows:  # a[i]: one row of a row-chunked array
+            row = self._row(key)
+            if row is not None:
+                return row
         if type(key) is tuple and len(key) == 2 and self._window_2d:
             out = self._window2d(key[0], key[1])  # the common a[r0:r1, c0:c1]
             if out is not None:
@@ -532,6 +549,8 @@ class Array:
             if out.size:
                 self._read_pieces(_box_pieces(starts, stops, self._chunks), out)
             return out
+        if is_advanced(key):
+            return self._gather(plan_numpy, key)
         try:
             sels, scalar = normalize_index(key, self._shape)
         except (IndexError, ValueError):
@@ -543,6 +562,28 @@ class Array:
         self._read_into(sels, out)
         out = out.reshape(result)
         return out[()] if scalar else out
+
+    def _row(self, i: int) -> np.ndarray | None:
+        """``a[i]`` when the chunks span whole rows (see :func:`_row_plan`): one cached
+        borrowed chunk view, one copy of its row, one reuse-epoch check; None to take the
+        general path (out of bounds, a stored value that is not a whole raw chunk, a
+        reused arena)."""
+        n = self._shape[0]
+        if i < 0:
+            i += n
+        if not 0 <= i < n or self._closed:
+            return None
+        c0, tail, trim = self._rows
+        views = self._chunk_views.get(None) or self._chunk_view_reader(None)
+        epoch = self._epoch
+        start = epoch()
+        chunk = views((i // c0, *tail))
+        if chunk is None:
+            return np.full(self._shape[1:], self._fill, self._dtype)
+        if type(chunk) is not np.ndarray:
+            return None
+        row = chunk[i % c0][trim].copy() if trim else chunk[i % c0].copy()
+        return row if epoch() == start else None
 
     def _point(self, key: Any) -> Any:
         """Fast path for ``a[i, j, ...]`` with one plain int per dimension; else None."""
@@ -598,6 +639,136 @@ class Array:
         if dtype is not None:
             arr = arr.astype(dtype, copy=False)
         return arr
+
+    # -- advanced indexing ------------------------------------------------------------------
+
+    @property
+    def oindex(self) -> _OIndex:
+        """Orthogonal indexing, as ``zarr.Array.oindex``: ``a.oindex[[0, 2], 1:3]``.
+
+        Each dimension takes an int, a slice, a 1-d integer array (list) or a 1-d boolean
+        mask; each array selects along its own axis.  Reads and writes.
+        """
+        return _OIndex(self)
+
+    @property
+    def vindex(self) -> _VIndex:
+        """Vectorised (point) indexing, as ``zarr.Array.vindex``: ``a.vindex[rows, cols]``.
+
+        One integer array per dimension, broadcast together (the result has their shape),
+        or one boolean mask of the array's shape.  Reads and writes.
+        """
+        return _VIndex(self)
+
+    def _plan(self, planner: Callable[[Any, tuple[int, ...]], Any], key: Any) -> Any:
+        """``planner(key, shape)``, retried once with fresh metadata if it fails."""
+        try:
+            return planner(key, self._shape)
+        except (IndexError, ValueError):
+            if not self._refreshed():
+                raise
+            return planner(key, self._shape)
+
+    def _gather(self, planner: Callable[[Any, tuple[int, ...]], Any], key: Any) -> Any:
+        """Read an advanced selection (see :mod:`sharedzarr._indexing`)."""
+        sel = self._plan(planner, key)
+        if sel is None:  # an orthogonal key without arrays: basic indexing
+            return self[key]
+        self._live()
+        dtype = self._dtype
+        res = np.empty(sel.result_shape, dtype)
+        if not res.size:
+            return res
+        work, is_view = work_view(sel, res)
+        if not is_view:
+            work = np.empty(sel.work_shape, dtype)
+        plan = plan_chunks(sel, self._chunks)
+        dst = work if plan.perm is None else np.empty(sel.work_shape, dtype)
+        self._consistent(lambda: self._gather_runs(sel, plan, dst))
+        if plan.perm is not None:
+            work[plan.perm] = dst  # back to the caller's order: one scatter
+        if not is_view:
+            res[...] = from_work(sel, work)
+        return res
+
+    def _gather_runs(self, sel: PointSelection, plan: Any, dst: np.ndarray) -> None:
+        """Copy each touched chunk's points into ``dst`` (sorted work layout), one numpy
+        gather per chunk, from borrowed views: the caller checks the reuse epoch."""
+        fill = self._fill
+        if self._cached_views:
+            views = self._chunk_views.get(None) or self._chunk_view_reader(None)
+        else:
+            views = self._reader
+        ndarray, decode = np.ndarray, self._decode
+        rows = (
+            sel.pdims == (0,)
+            and all(len(p) == 1 for p in plan.spieces)
+            and not any(s.dropped for s in sel.ssels)
+            and self._chunk_dtype == self._dtype
+        )
+        if rows:  # rows of one chunk column (a[idx], a[idx, 2:30]): one gather per chunk
+            take, tail, cut = np.take, tuple(p[0][0] for p in plan.spieces), None
+            if self._chunks[1:] != dst.shape[1:]:  # a part of each row: index a view
+                cut = (slice(None), *(p[0][1] for p in plan.spieces))
+            for run in plan.runs:
+                chunk = views((*run.pidx, *tail))
+                out = dst[run.k0 : run.k1]
+                if chunk is None:
+                    out[...] = fill
+                    continue
+                if type(chunk) is not ndarray:
+                    chunk = decode(chunk, (*run.pidx, *tail))
+                if cut is not None:
+                    out[...] = chunk[cut][run.offsets[0]]
+                else:
+                    take(chunk, run.offsets[0], axis=0, out=out)
+            return
+        for idx, csel, wsel in iter_chunk_runs(sel, plan):
+            chunk = views(idx)
+            if chunk is None:
+                dst[wsel] = fill
+                continue
+            if type(chunk) is not ndarray:
+                chunk = decode(chunk, idx)
+            dst[wsel] = points_first(sel, chunk)[csel]
+
+    def _scatter(self, planner: Callable[[Any, tuple[int, ...]], Any], key: Any, data: Any) -> None:
+        """Write an advanced selection: read-modify-write of each touched chunk, under the
+        writer lock, everything validated before the first chunk is written."""
+        backend = self._writable()
+        arr = self._check_data(data)
+        with backend.writer():
+            if self._sync_locked():  # another handle changed the array: check again
+                self._check_data(arr)
+            sel = planner(key, self._shape)
+            if sel is None:  # an orthogonal key without arrays: basic indexing
+                sels, _ = normalize_index(key, self._shape)
+                _, result = selection_shape(sels)
+                self._write_locked(sels, self._broadcast(arr, sels, result))
+                return
+            try:
+                value = np.broadcast_to(arr, sel.result_shape)
+            except ValueError:
+                raise ValueError(
+                    f"shape mismatch: value array of shape {arr.shape} could not be broadcast "
+                    f"to indexing result of shape {sel.result_shape}"
+                ) from None
+            if not value.size:
+                return
+            work, _ = work_view(sel, value)
+            plan = plan_chunks(sel, self._chunks)
+            if plan.perm is not None:
+                work = work[plan.perm]  # the sorted order: each chunk's values are one run
+            raw, encode = self._raw, self._pipeline.encode
+            for idx, csel, wsel in iter_chunk_runs(sel, plan):
+                stored = self._reader(idx)  # borrowed: stable while we hold the writer lock
+                if stored is None:
+                    chunk = self._fill_chunk().copy()
+                else:
+                    chunk = np.array(self._decode(stored, idx))
+                points_first(sel, chunk)[csel] = work[wsel]  # duplicates: the last one wins
+                buf = _byte_view(chunk)
+                backend.write_chunk(idx, buf if raw else encode(buf))
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -717,6 +888,9 @@ class Array:
         IndexError, ValueError, TypeError, sharedzarr.errors.AccessDeniedError
             As for :meth:`set_slice`; the array is unchanged on error.
         """
+        if is_advanced(key):
+            self._scatter(plan_numpy, key, data)
+            return
         backend = self._writable()
         arr = self._check_data(data)
         with backend.writer():
@@ -1329,6 +1503,47 @@ class Array:
             f"chunks={self._chunks} dtype={self._dtype} storage={self.storage!r}"
             f"{' mode=r' if self.readonly else ''}{state}>"
         )
+
+
+def _row_plan(meta: ArrayMetadata) -> tuple[int, tuple[int, ...], Any] | None:
+    """For :meth:`Array._row`: ``(rows per chunk, chunk index after the first axis, trim)``
+    when one chunk spans whole rows (a 2-d or higher array with one chunk along every
+    other axis), else None.  ``trim`` cuts an edge chunk's padding off a row (or is None)."""
+    shape, chunks = meta.shape, meta.chunks
+    if len(shape) < 2 or any(c < n for c, n in zip(chunks[1:], shape[1:], strict=True)):
+        return None
+    trim = None if chunks[1:] == shape[1:] else tuple(slice(0, n) for n in shape[1:])
+    return chunks[0], (0,) * (len(shape) - 1), trim
+
+
+class _OIndex:
+    """``Array.oindex``: orthogonal selections (zarr's semantics)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: Array) -> None:
+        self._array = array
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array._gather(plan_orthogonal, key)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        self._array._scatter(plan_orthogonal, key, data)
+
+
+class _VIndex:
+    """``Array.vindex``: vectorised (point) selections (zarr's semantics)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: Array) -> None:
+        self._array = array
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array._gather(plan_vectorized, key)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        self._array._scatter(plan_vectorized, key, data)
 
 
 def _box_pieces(
