@@ -172,7 +172,9 @@ class Array:
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
-        self._rows = self._fast_chunks and self._cached_views and _row_plan(meta)  # see _row
+        # a[i] and a[idx] of arrays whose chunks span whole rows: see _row and _take
+        self._takes = self._fast_chunks and self._cached_views and _row_plan(meta)
+        self._rows = self._takes if len(meta.shape) > 1 else None
         self._drop_hot_readers()  # read_chunk's, installed on first use
 
     def _fill_chunk(self) -> np.ndarray:
@@ -550,6 +552,10 @@ class Array:
                 self._read_pieces(_box_pieces(starts, stops, self._chunks), out)
             return out
         if is_advanced(key):
+            if self._takes and (type(key) is np.ndarray or type(key) is list):
+                got = self._take(key)  # a[idx]: the data loader's batch of rows
+                if got is not None:
+                    return got
             return self._gather(plan_numpy, key)
         try:
             sels, scalar = normalize_index(key, self._shape)
@@ -584,6 +590,46 @@ class Array:
             return None
         row = chunk[i % c0][trim].copy() if trim else chunk[i % c0].copy()
         return row if epoch() == start else None
+
+    def _take(self, key: np.ndarray | list[Any]) -> np.ndarray | None:
+        """``a[idx]`` for a 1-d integer ``idx`` when the chunks span whole rows: the rows
+        sorted once, then one ``take`` per touched chunk from its cached borrowed view and
+        one more to restore the caller's order.  None to take the general path (negative
+        or out-of-bounds indices, a stored value that is not a whole raw chunk, a reused
+        arena, a closed handle)."""
+        idx = key if type(key) is np.ndarray else np.asarray(key)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or not idx.size or self._closed:
+            return None
+        c0, tail, trim = self._takes
+        order = idx.argsort()
+        srt = idx[order]
+        if srt[0] < 0 or srt[-1] >= self._shape[0]:
+            return None
+        q, rows = np.divmod(srt, c0)  # chunk, row in chunk
+        bounds = [0, *[b + 1 for b in (q[1:] != q[:-1]).nonzero()[0].tolist()], len(idx)]
+        ql, rl = q.tolist(), rows.tolist()
+        heads = [ql[b] for b in bounds[:-1]]
+        views = self._chunk_views.get(None) or self._chunk_view_reader(None)
+        buf = np.empty((len(idx), *self._chunks[1:]), self._dtype)
+        epoch = self._epoch
+        start = epoch()
+        for j, ci in enumerate(heads):
+            k0, k1 = bounds[j], bounds[j + 1]
+            chunk = views((ci, *tail))
+            if chunk is None:
+                buf[k0:k1] = self._fill
+            elif type(chunk) is not np.ndarray:
+                return None
+            elif k1 - k0 == 1:  # one row of this chunk (many chunks, few rows each)
+                buf[k0] = chunk[rl[k0]]
+            else:
+                # mode "clip": the rows are in range, and "raise" would buffer ``out``
+                chunk.take(rows[k0:k1], 0, buf[k0:k1], "clip")
+        if epoch() != start:
+            return None
+        if trim is not None:
+            buf = buf[(slice(None), *trim)]
+        return buf.take(order.argsort(), 0)
 
     def _point(self, key: Any) -> Any:
         """Fast path for ``a[i, j, ...]`` with one plain int per dimension; else None."""
@@ -1507,10 +1553,10 @@ class Array:
 
 def _row_plan(meta: ArrayMetadata) -> tuple[int, tuple[int, ...], Any] | None:
     """For :meth:`Array._row`: ``(rows per chunk, chunk index after the first axis, trim)``
-    when one chunk spans whole rows (a 2-d or higher array with one chunk along every
-    other axis), else None.  ``trim`` cuts an edge chunk's padding off a row (or is None)."""
+    when one chunk spans whole rows (one chunk along every axis after the first), else
+    None.  ``trim`` cuts an edge chunk's padding off a row (or is None)."""
     shape, chunks = meta.shape, meta.chunks
-    if len(shape) < 2 or any(c < n for c, n in zip(chunks[1:], shape[1:], strict=True)):
+    if not shape or any(c < n for c, n in zip(chunks[1:], shape[1:], strict=True)):
         return None
     trim = None if chunks[1:] == shape[1:] else tuple(slice(0, n) for n in shape[1:])
     return chunks[0], (0,) * (len(shape) - 1), trim
