@@ -11,6 +11,8 @@ Read path
     then for each touched chunk copy straight from the backend's zero-copy view
     (``read_chunk(copy=False)``) into the output with one numpy slice assignment; there is no
     per-element Python work and no intermediate copy.  Compressed chunks are decoded first.
+    Advanced keys (index arrays, masks, ``oindex``, ``vindex``) are planned by
+    :mod:`sharedzarr._indexing`: one numpy gather (or scatter, on writes) per touched chunk.
 
 Write path
     The data is validated (dtype castable without losing information, shape broadcastable) before
@@ -522,15 +524,31 @@ class Array:
         return out
 
     def __getitem__(self, key: Any) -> Any:
-        """Read with numpy basic indexing: ints, slices (any step), ``...``.
+        """Read with numpy indexing: basic (ints, slices of any step, ``...``) and advanced.
+
+        Advanced keys follow numpy: integer arrays or lists on any axes (broadcast
+        together), boolean masks over some axes or the whole array, mixed with ints, slices
+        and ``...``.  ``None`` (``numpy.newaxis``) is not supported.  See also
+        :attr:`oindex` and :attr:`vindex` (zarr's orthogonal and point selections).
 
         Parameters
         ----------
-        key : int, slice, Ellipsis or tuple of those
+        key : int, slice, Ellipsis, array_like of int or bool, or tuple of those
 
         Returns
         -------
         numpy.ndarray or numpy scalar
+            A new array (never a view of shared memory).
+
+        Raises
+        ------
+        IndexError
+            As numpy: an index out of bounds (naming the axis and its size), too many
+            indices, a mask of the wrong shape, index arrays that do not broadcast.
+
+        Examples
+        --------
+        >>> a[[3, 0, 59]], a[idx, 2:30:3], a[..., [1, 2]], a[a_mask]  # doctest: +SKIP
         """
         if type(key) is int and self._rows:  # a[i]: one row of a row-chunked array
             row = self._row(key)
@@ -922,11 +940,14 @@ class Array:
             self._write_locked(sels, value)
 
     def __setitem__(self, key: Any, data: Any) -> None:
-        """Write with numpy basic indexing; scalars and broadcastable arrays are accepted.
+        """Write with numpy indexing (as :meth:`__getitem__`); scalars and arrays that
+        broadcast to the selection's shape are accepted.
+
+        With repeated indices the last value written wins, as numpy's assignment does.
 
         Parameters
         ----------
-        key : int, slice, Ellipsis or tuple of those
+        key : int, slice, Ellipsis, array_like of int or bool, or tuple of those
         data : array_like or scalar
 
         Raises
