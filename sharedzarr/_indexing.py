@@ -235,7 +235,10 @@ def _finish(
     bshape: tuple[int, ...],
 ) -> PointSelection:
     nb = len(bshape)
-    coords = tuple(np.ascontiguousarray(a, dtype=np.intp).reshape(-1) for a in arrays)
+    coords = tuple(
+        a if a.ndim == 1 and a.dtype == np.intp else np.asarray(a, np.intp).reshape(-1)
+        for a in arrays
+    )
     full = [*bshape, *(s.count for s in ssels)]
     dropped = {nb + j for j, s in enumerate(ssels) if s.dropped}
     result = tuple(full[a] for a in order if a not in dropped)
@@ -320,7 +323,7 @@ def plan_numpy(key: Any, shape: tuple[int, ...]) -> PointSelection:
             adv_axes.append(axis)
             adv_arrays.append(np.asarray(i % shape[axis], dtype=np.intp))
             axis += 1
-    arrays = _broadcast(adv_arrays)
+    arrays = adv_arrays if len(adv_arrays) == 1 else _broadcast(adv_arrays)
     bshape = arrays[0].shape
     nb = len(bshape)
     s_axes = [nb + j for j in range(len(sdims))]
@@ -477,6 +480,8 @@ def work_view(sel: PointSelection, result: np.ndarray) -> tuple[np.ndarray, bool
         which case ``work`` is a copy and :func:`from_work` puts it back.
     """
     nb = len(sel.bshape)
+    if sel.order == tuple(range(len(sel.order))):  # points first, no axis moved
+        return result.reshape(sel.work_shape), True
     full = [*sel.bshape, *(s.count for s in sel.ssels)]
     expanded = result.reshape([full[a] for a in sel.order])
     inverse = np.argsort(sel.order)
@@ -518,14 +523,11 @@ class ChunkRun(NamedTuple):
         The chunk coordinates along ``pdims``.
     k0, k1 : int
         The run ``[k0, k1)`` of the sorted points.
-    offsets : tuple of numpy.ndarray
-        Per ``pdims`` entry, the points' positions inside the chunk.
     """
 
     pidx: tuple[int, ...]
     k0: int
     k1: int
-    offsets: tuple[np.ndarray, ...]
 
 
 class ChunkPlan(NamedTuple):
@@ -535,6 +537,9 @@ class ChunkPlan(NamedTuple):
     ----------
     runs : list of ChunkRun
         In ascending chunk order.
+    offsets : tuple of numpy.ndarray
+        Per ``pdims`` entry, the sorted points' positions inside their chunk (a run's
+        points are ``offsets[j][k0:k1]``).
     perm : numpy.ndarray or None
         ``sorted position -> original point``: ``work[perm] = sorted_work`` restores the
         caller's order; None when the points were already in chunk order.
@@ -543,6 +548,7 @@ class ChunkPlan(NamedTuple):
     """
 
     runs: list[ChunkRun]
+    offsets: tuple[np.ndarray, ...]
     perm: np.ndarray | None
     spieces: list[list[tuple[int, slice, slice]]]
 
@@ -562,37 +568,30 @@ def plan_chunks(sel: PointSelection, chunks: Sequence[int]) -> ChunkPlan:
     """
     spieces = [_dim_pieces(s, chunks[d]) for d, s in zip(sel.sdims, sel.ssels, strict=True)]
     n = sel.npoints
-    if not sel.pdims or n == 0:
-        runs = [ChunkRun((), 0, n, ())] if not sel.pdims and n else []
-        return ChunkPlan(runs, None, spieces)
+    if n == 0:
+        return ChunkPlan([], (), None, spieces)
     cids = []
     offs = []
     for d, c in zip(sel.pdims, sel.coords, strict=True):
-        q = c // chunks[d]
+        q, r = np.divmod(c, chunks[d])
         cids.append(q)
-        offs.append(c - q * chunks[d])
+        offs.append(r)
     if len(cids) == 1:
         key = cids[0]
     else:
-        dims = tuple(int(q.max()) + 1 for q in cids)
-        key = np.ravel_multi_index(tuple(cids), dims)
-    if n == 1 or bool((key[1:] >= key[:-1]).all()):
-        perm = None
-        skey = key
-    else:
-        perm = np.argsort(key, kind="stable")
-        skey = key[perm]
+        key = np.ravel_multi_index(tuple(cids), tuple(int(q.max()) + 1 for q in cids))
+    perm = None
+    if n > 1 and not (key[1:] >= key[:-1]).all():
+        perm = key.argsort(kind="stable")  # stable: duplicates keep their order
+        key = key[perm]
         cids = [q[perm] for q in cids]
         offs = [o[perm] for o in offs]
-    starts = np.flatnonzero(skey[1:] != skey[:-1]) + 1
-    bounds = [0, *starts.tolist(), n]
-    firsts = bounds[:-1]
-    heads = [q[firsts].tolist() for q in cids]
-    runs = []
-    for j, (k0, k1) in enumerate(itertools.pairwise(bounds)):
-        pidx = tuple(h[j] for h in heads)
-        runs.append(ChunkRun(pidx, k0, k1, tuple(o[k0:k1] for o in offs)))
-    return ChunkPlan(runs, perm, spieces)
+    bounds = [0, *[b + 1 for b in (key[1:] != key[:-1]).nonzero()[0].tolist()], n]
+    heads = [q.tolist() for q in cids]
+    runs = [
+        ChunkRun(tuple([h[k0] for h in heads]), k0, k1) for k0, k1 in itertools.pairwise(bounds)
+    ]
+    return ChunkPlan(runs, tuple(offs), perm, spieces)
 
 
 def iter_chunk_runs(
@@ -614,9 +613,12 @@ def iter_chunk_runs(
     tuple
     """
     ndim = len(sel.pdims) + len(sel.sdims)
+    combos = list(itertools.product(*plan.spieces))
     for run in plan.runs:
-        rsl = slice(run.k0, run.k1)
-        for combo in itertools.product(*plan.spieces):
+        k0, k1 = run.k0, run.k1
+        rsl = slice(k0, k1)
+        offsets = tuple(o[k0:k1] for o in plan.offsets)
+        for combo in combos:
             idx = [0] * ndim
             for d, i in zip(sel.pdims, run.pidx, strict=True):
                 idx[d] = i
@@ -624,7 +626,7 @@ def iter_chunk_runs(
                 idx[d] = piece[0]
             yield (
                 tuple(idx),
-                (*run.offsets, *(p[1] for p in combo)),
+                (*offsets, *(p[1] for p in combo)),
                 (rsl, *(p[2] for p in combo)),
             )
 

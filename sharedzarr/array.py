@@ -764,28 +764,48 @@ class Array:
         else:
             views = self._reader
         ndarray, decode = np.ndarray, self._decode
-        rows = (
+        if (
             sel.pdims == (0,)
-            and all(len(p) == 1 for p in plan.spieces)
-            and not any(s.dropped for s in sel.ssels)
             and self._chunk_dtype == self._dtype
-        )
-        if rows:  # rows of one chunk column (a[idx], a[idx, 2:30]): one gather per chunk
-            take, tail, cut = np.take, tuple(p[0][0] for p in plan.spieces), None
-            if self._chunks[1:] != dst.shape[1:]:  # a part of each row: index a view
-                cut = (slice(None), *(p[0][1] for p in plan.spieces))
+            and not any(s.dropped for s in sel.ssels)
+        ):
+            # rows (a[idx], a[idx, 2:30]): per chunk, one take of the run's rows, trimmed
+            # to the slices afterwards (whole short rows beat numpy's mixed fancy indexing)
+            offsets = plan.offsets[0]
+            combos = [
+                (
+                    tuple(p[0] for p in combo),
+                    (slice(None), *(p[1] for p in combo)),
+                    tuple(p[2] for p in combo),
+                )
+                for combo in itertools.product(*plan.spieces)
+            ]
+            # per combination: 0 whole rows, 1 take then slice, 2 slice then index (narrow)
+            row_size = math.prod(self._chunks[1:])
+            how = []
+            for _, cs, _ in combos:
+                n = math.prod(
+                    len(range(*c.indices(m))) for c, m in zip(cs[1:], self._chunks[1:], strict=True)
+                )
+                how.append(0 if n == row_size else 1 if 4 * n >= row_size else 2)
             for run in plan.runs:
-                chunk = views((*run.pidx, *tail))
-                out = dst[run.k0 : run.k1]
-                if chunk is None:
-                    out[...] = fill
-                    continue
-                if type(chunk) is not ndarray:
-                    chunk = decode(chunk, (*run.pidx, *tail))
-                if cut is not None:
-                    out[...] = chunk[cut][run.offsets[0]]
-                else:
-                    take(chunk, run.offsets[0], axis=0, out=out)
+                k0, k1 = run.k0, run.k1
+                rows = offsets[k0:k1]
+                ci = run.pidx[0]
+                for (tail, csl, osl), h in zip(combos, how, strict=True):
+                    chunk = views((ci, *tail))
+                    if chunk is None:
+                        dst[(slice(k0, k1), *osl)] = fill
+                        continue
+                    if type(chunk) is not ndarray:
+                        chunk = decode(chunk, (ci, *tail))
+                    if h == 2:
+                        got = chunk[csl][rows]
+                    else:
+                        got = chunk.take(rows, 0, None, "clip")  # in range by construction
+                        if h:
+                            got = got[csl]
+                    dst[(slice(k0, k1), *osl)] = got
             return
         for idx, csel, wsel in iter_chunk_runs(sel, plan):
             chunk = views(idx)

@@ -397,7 +397,7 @@ def test_planner_normal_form() -> None:
     sel = ix.plan_numpy((slice(None), [1, 2], 3), (4, 5, 6))
     assert sel.result_shape == (4, 2)
     plan = ix.plan_chunks(ix.plan_numpy([9, 1, 8, 2], (10,)), (4,))
-    assert [(r.pidx, r.k0, r.k1) for r in plan.runs] == [((0,), 0, 2), ((2,), 2, 4)]
+    assert [tuple(r) for r in plan.runs] == [((0,), 0, 2), ((2,), 2, 4)]
     assert plan.perm is not None and plan.perm.tolist() == [1, 3, 0, 2]  # stable
     assert ix.plan_chunks(ix.plan_numpy([1, 2, 9], (10,)), (4,)).perm is None  # sorted
     assert ix.plan_orthogonal((1, slice(None)), (3, 3)) is None  # basic: no arrays
