@@ -623,31 +623,51 @@ class Array:
         srt = idx[order]
         if srt[0] < 0 or srt[-1] >= self._shape[0]:
             return None
-        q, rows = np.divmod(srt, c0)  # chunk, row in chunk
-        bounds = [0, *[b + 1 for b in (q[1:] != q[:-1]).nonzero()[0].tolist()], len(idx)]
-        ql, rl = q.tolist(), rows.tolist()
-        heads = [ql[b] for b in bounds[:-1]]
+        m = len(idx)
+        rows = srt % c0  # the row inside its chunk
+        if self._grid[0] <= m:  # where each chunk's run starts: one binary search for all
+            edges = srt.searchsorted(self._row_edges()).tolist()
+            runs = [
+                ((ci, *tail), k0, k1)
+                for ci, (k0, k1) in enumerate(itertools.pairwise(edges))
+                if k1 > k0
+            ]
+        else:  # more chunks than rows: where the chunk number changes
+            qa = srt // c0
+            bounds = [0, *[b + 1 for b in (qa[1:] != qa[:-1]).nonzero()[0].tolist()], m]
+            q = qa.tolist()
+            runs = [((q[k0], *tail), k0, k1) for k0, k1 in itertools.pairwise(bounds)]
+        rl = rows.tolist()
         views = self._chunk_views.get(None) or self._chunk_view_reader(None)
-        buf = np.empty((len(idx), *self._chunks[1:]), self._dtype)
+        buf = np.empty((m, *self._chunks[1:]), self._dtype)
+        ndarray = np.ndarray
         epoch = self._epoch
         start = epoch()
-        for j, ci in enumerate(heads):
-            k0, k1 = bounds[j], bounds[j + 1]
-            chunk = views((ci, *tail))
-            if chunk is None:
+        for cidx, k0, k1 in runs:
+            chunk = views(cidx)
+            if type(chunk) is ndarray:
+                if k1 - k0 == 1:  # one row of this chunk (many chunks, few rows each)
+                    buf[k0] = chunk[rl[k0]]
+                else:  # mode "clip": the rows are in range; "raise" would buffer ``out``
+                    chunk.take(rows[k0:k1], 0, buf[k0:k1], "clip")
+            elif chunk is None:
                 buf[k0:k1] = self._fill
-            elif type(chunk) is not np.ndarray:
-                return None
-            elif k1 - k0 == 1:  # one row of this chunk (many chunks, few rows each)
-                buf[k0] = chunk[rl[k0]]
             else:
-                # mode "clip": the rows are in range, and "raise" would buffer ``out``
-                chunk.take(rows[k0:k1], 0, buf[k0:k1], "clip")
+                return None
         if epoch() != start:
             return None
         if trim is not None:
             buf = buf[(slice(None), *trim)]
         return buf.take(order.argsort(), 0)
+
+    def _row_edges(self) -> np.ndarray:
+        """``[0, c0, 2*c0, ..., n]``: the first row of each chunk along axis 0, and the end."""
+        edges = self.__dict__.get("_edges")
+        if edges is None or edges[-1] != self._shape[0]:
+            c0, n = self._chunks[0], self._shape[0]
+            edges = np.array([*range(0, n, c0), n], dtype=np.intp)
+            self._edges = edges
+        return edges
 
     def _point(self, key: Any) -> Any:
         """Fast path for ``a[i, j, ...]`` with one plain int per dimension; else None."""
