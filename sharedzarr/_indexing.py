@@ -150,6 +150,8 @@ def _as_index_array(k: Any, axis: int | None) -> np.ndarray:
 
 def _wrap(arr: np.ndarray, axis: int, n: int) -> np.ndarray:
     """``arr`` as ``intp`` with negative entries counted from the end; numpy's bounds error."""
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) >= n:  # before intp wraps it
+        raise IndexError(f"index {int(arr.max())} is out of bounds for axis {axis} with size {n}")
     out = arr.astype(np.intp, copy=False)
     if out.size:
         lo, hi = int(out.min()), int(out.max())

@@ -550,8 +550,9 @@ class Array:
         --------
         >>> a[[3, 0, 59]], a[idx, 2:30:3], a[..., [1, 2]], a[a_mask]  # doctest: +SKIP
         """
-        if type(key) is int and self._rows:  # a[i]: one row of a row-chunked array
-            row = self._row(key)
+        tk = type(key)
+        if (tk is int or tk is np.int64) and self._rows:  # a[i]: one row (i from numpy too)
+            row = self._row(int(key))
             if row is not None:
                 return row
         if type(key) is tuple and len(key) == 2 and self._window_2d:

@@ -201,7 +201,7 @@ def test_compressed_and_big_endian(make: Callable[..., sz.Array], storage: str) 
 
 def test_single_row_fast_path(make: Callable[..., sz.Array]) -> None:
     a, ref = _filled(make, (50, 7), (8, 7))  # chunks span whole rows; chunk 0 unwritten
-    for i in [0, 7, 8, 49, -1, -50]:
+    for i in [0, 7, 8, 49, -1, -50, np.int64(9), np.int64(-2)]:
         row = a[i]
         np.testing.assert_array_equal(row, ref[i])
         assert row.flags.c_contiguous and row.flags.writeable and row.shape == (7,)
@@ -307,6 +307,7 @@ BAD = [
     (np.ones(59, bool), IndexError, "size of axis is 60 but size of corresponding boolean"),
     ((slice(None), np.ones(3, bool)), IndexError, "along axis 1"),
     (np.array([1.5]), IndexError, "integer"),
+    (np.array([2**63], np.uint64), IndexError, "out of bounds for axis 0 with size 60"),
     ([0, [1, 2]], (IndexError, ValueError), None),
     (([0], 1, 2), IndexError, "too many indices"),
     (([0], Ellipsis, Ellipsis), IndexError, "single ellipsis"),
