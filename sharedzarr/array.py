@@ -551,10 +551,15 @@ class Array:
         >>> a[[3, 0, 59]], a[idx, 2:30:3], a[..., [1, 2]], a[a_mask]  # doctest: +SKIP
         """
         tk = type(key)
-        if (tk is int or tk is np.int64) and self._rows:  # a[i]: one row (i from numpy too)
-            row = self._row(int(key))
-            if row is not None:
-                return row
+        if tk is int or tk is np.int64:
+            if self._rows:  # a[i]: one row of a row-chunked array (i from numpy too)
+                row = self._row(int(key))
+                if row is not None:
+                    return row
+        elif (tk is np.ndarray or tk is list) and self._takes:
+            got = self._take(key)  # a[idx]: the data loader's batch of rows
+            if got is not None:
+                return got
         if type(key) is tuple and len(key) == 2 and self._window_2d:
             out = self._window2d(key[0], key[1])  # the common a[r0:r1, c0:c1]
             if out is not None:
@@ -571,10 +576,6 @@ class Array:
                 self._read_pieces(_box_pieces(starts, stops, self._chunks), out)
             return out
         if is_advanced(key):
-            if self._takes and (type(key) is np.ndarray or type(key) is list):
-                got = self._take(key)  # a[idx]: the data loader's batch of rows
-                if got is not None:
-                    return got
             return self._gather(plan_numpy, key)
         try:
             sels, scalar = normalize_index(key, self._shape)
