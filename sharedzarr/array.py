@@ -639,7 +639,7 @@ class Array:
             bounds = [0, *[b + 1 for b in (qa[1:] != qa[:-1]).nonzero()[0].tolist()], m]
             q = qa.tolist()
             runs = [((q[k0], *tail), k0, k1) for k0, k1 in itertools.pairwise(bounds)]
-        rl = rows.tolist()
+        rl = rows.tolist() if len(runs) * 2 > m else rows  # many single-row runs: ints
         views = self._chunk_views.get(None) or self._chunk_view_reader(None)
         buf = np.empty((m, *self._chunks[1:]), self._dtype)
         ndarray = np.ndarray
