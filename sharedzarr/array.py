@@ -560,6 +560,19 @@ class Array:
             got = self._take(key)  # a[idx]: the data loader's batch of rows
             if got is not None:
                 return got
+        elif (
+            tk is tuple
+            and self._takes
+            and key
+            and type(key[0]) in (np.ndarray, list)
+            and not is_advanced(key[1:])
+            and not any(k is None for k in key[1:])
+        ):
+            # a[idx, 2:30:3]: an index array on axis 0 puts its axis first whatever
+            # follows, so this is a[idx][:, 2:30:3] (numpy's errors included)
+            got = self._take(key[0])
+            if got is not None:
+                return np.ascontiguousarray(got[(slice(None), *key[1:])])
         if type(key) is tuple and len(key) == 2 and self._window_2d:
             out = self._window2d(key[0], key[1])  # the common a[r0:r1, c0:c1]
             if out is not None:

@@ -340,6 +340,13 @@ def test_bad_oindex_vindex(make: Callable[..., sz.Array]) -> None:
         a.oindex[None, 0]
     with pytest.raises(IndexError, match="newaxis"):  # numpy's None is not supported
         a[[0], None]
+    rows, _ = _filled(make, (20, 4), (8, 4))  # chunks span rows: the row gather
+    with pytest.raises(IndexError, match="newaxis"):
+        rows[[0], None]
+    with pytest.raises(IndexError, match="index 4 is out of bounds for axis 1 with size 4"):
+        rows[[0], 4]
+    with pytest.raises(IndexError, match="too many indices"):
+        rows[[0], 1, 2]
     with pytest.raises(IndexError, match="vectorized"):
         a.vindex[1:3, [0]]
     with pytest.raises(IndexError, match="vectorized"):
