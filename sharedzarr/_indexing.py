@@ -580,18 +580,23 @@ def plan_chunks(sel: PointSelection, chunks: Sequence[int]) -> ChunkPlan:
         offs.append(r)
     if len(cids) == 1:
         key = cids[0]
-    else:
-        key = np.ravel_multi_index(tuple(cids), tuple(int(q.max()) + 1 for q in cids))
+        dims: tuple[int, ...] = ()
+    else:  # one number per chunk of the pdims (C order of their chunk grid)
+        dims = tuple(int(q.max()) + 1 for q in cids)
+        key = np.ravel_multi_index(tuple(cids), dims)
     perm = None
     if n > 1 and not (key[1:] >= key[:-1]).all():
         perm = key.argsort(kind="stable")  # stable: duplicates keep their order
         key = key[perm]
-        cids = [q[perm] for q in cids]
         offs = [o[perm] for o in offs]
     bounds = [0, *[b + 1 for b in (key[1:] != key[:-1]).nonzero()[0].tolist()], n]
-    heads = [q.tolist() for q in cids]
+    heads = key[bounds[:-1]]
+    if dims:
+        pidx = list(zip(*(h.tolist() for h in np.unravel_index(heads, dims)), strict=True))
+    else:
+        pidx = [(h,) for h in heads.tolist()]
     runs = [
-        ChunkRun(tuple([h[k0] for h in heads]), k0, k1) for k0, k1 in itertools.pairwise(bounds)
+        ChunkRun(p, k0, k1) for p, (k0, k1) in zip(pidx, itertools.pairwise(bounds), strict=True)
     ]
     return ChunkPlan(runs, tuple(offs), perm, spieces)
 

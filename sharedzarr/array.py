@@ -799,6 +799,20 @@ class Array:
         else:
             views = self._reader
         ndarray, decode = np.ndarray, self._decode
+        if not sel.sdims:
+            # points on every axis (vindex, a whole-array mask, a[rows, cols]): their flat
+            # positions inside the chunk, one take per chunk
+            flat = np.ravel_multi_index(plan.offsets, self._chunks)
+            for run in plan.runs:
+                k0, k1 = run.k0, run.k1
+                chunk = views(run.pidx)
+                if chunk is None:
+                    dst[k0:k1] = fill
+                    continue
+                if type(chunk) is not ndarray:
+                    chunk = decode(chunk, run.pidx)
+                dst[k0:k1] = chunk.reshape(-1).take(flat[k0:k1], 0, None, "clip")
+            return
         if (
             sel.pdims == (0,)
             and self._chunk_dtype == self._dtype
