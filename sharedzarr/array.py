@@ -892,7 +892,16 @@ class Array:
             plan = plan_chunks(sel, self._chunks)
             if plan.perm is not None:
                 work = work[plan.perm]  # the sorted order: each chunk's values are one run
-            raw, encode = self._raw, self._pipeline.encode
+            if self._raw:  # each new chunk is built in its new record: one copy, no temp
+                nbytes = self._chunk_nbytes
+                backend.write_chunks_filled(
+                    (
+                        (idx, nbytes, self._merge_fill(sel, idx, csel, work[wsel]))
+                        for idx, csel, wsel in iter_chunk_runs(sel, plan)
+                    ),
+                    None,
+                )
+                return
             for idx, csel, wsel in iter_chunk_runs(sel, plan):
                 stored = self._reader(idx)  # borrowed: stable while we hold the writer lock
                 if stored is None:
@@ -900,8 +909,23 @@ class Array:
                 else:
                     chunk = np.array(self._decode(stored, idx))
                 points_first(sel, chunk)[csel] = work[wsel]  # duplicates: the last one wins
-                buf = _byte_view(chunk)
-                backend.write_chunk(idx, buf if raw else encode(buf))
+                backend.write_chunk(idx, self._pipeline.encode(_byte_view(chunk)))
+
+    def _merge_fill(
+        self, sel: PointSelection, idx: tuple[int, ...], csel: Any, part: np.ndarray
+    ) -> Callable[[memoryview], None]:
+        """A ``fill(buffer)`` for ``write_chunks_filled``: the stored chunk ``idx`` (or the
+        fill value) with ``part`` scattered over ``csel``, built in the new record."""
+
+        def fill(buf: memoryview) -> None:
+            chunk = np.ndarray(self._chunks, self._chunk_dtype, buf)
+            # borrowed: stable under the writer lock, and still the published record (the
+            # new one replaces it only after this fill returns)
+            stored = self._reader(idx)
+            chunk[...] = self._fill if stored is None else self._decode(stored, idx)
+            points_first(sel, chunk)[csel] = part  # repeated points: the last one wins
+
+        return fill
 
     # -- writing ----------------------------------------------------------------------------
 
