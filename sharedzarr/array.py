@@ -553,7 +553,7 @@ class Array:
         tk = type(key)
         if tk is int or tk is np.int64:
             if self._rows:  # a[i]: one row of a row-chunked array (i from numpy too)
-                row = self._row(int(key))
+                row = self._row(key if tk is int else int(key))
                 if row is not None:
                     return row
         elif (tk is np.ndarray or tk is list) and self._takes:
@@ -616,7 +616,7 @@ class Array:
         views = self._chunk_views.get(None) or self._chunk_view_reader(None)
         epoch = self._epoch
         start = epoch()
-        chunk = views((i // c0, *tail))
+        chunk = views((i // c0, 0) if tail == (0,) else (i // c0, *tail))
         if chunk is None:
             return np.full(self._shape[1:], self._fill, self._dtype)
         if type(chunk) is not np.ndarray:

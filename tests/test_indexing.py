@@ -214,6 +214,12 @@ def test_single_row_fast_path(make: Callable[..., sz.Array]) -> None:
     with pytest.raises(IndexError, match="index 50 is out of bounds for axis 0 with size 50"):
         a[50]
     assert [r.tolist() for r in a][:9] == ref[:9].tolist()  # iteration takes the same path
+    for chunks in [(4, 3, 4), (4, 4, 5)]:  # 3-d rows, exact and padded
+        c, ref3 = _filled(make, (6, 3, 4), chunks)
+        for i in range(-6, 6):
+            np.testing.assert_array_equal(c[i], ref3[i])
+        np.testing.assert_array_equal(c[[5, 0, 2, 2]], ref3[[5, 0, 2, 2]])
+        np.testing.assert_array_equal(c[[5, 0], 1:, ::-2], ref3[[5, 0], 1:, ::-2])
 
 
 def test_stale_handle_follows_resize(make: Callable[..., sz.Array], storage: str) -> None:
