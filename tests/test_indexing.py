@@ -524,8 +524,12 @@ def test_random_orthogonal_and_points(hyp_arrays: Any, data: st.DataObject) -> N
             items.append(np.array(data.draw(st.lists(st.integers(-n, n - 1), max_size=6)), np.intp))
         else:
             items.append(slice(data.draw(st.integers(0, n)), None, data.draw(st.integers(1, 3))))
-    expected = ref[np.ix_(*[np.arange(n)[k] for k, n in zip(items, shape, strict=True)])]
-    np.testing.assert_array_equal(a.oindex[tuple(items)], expected)
+    block = np.ix_(*[np.arange(n)[k] for k, n in zip(items, shape, strict=True)])
+    np.testing.assert_array_equal(a.oindex[tuple(items)], ref[block])
+    value = np.arange(ref[block].size).reshape(ref[block].shape) - 50
+    a.oindex[tuple(items)] = value
+    ref[block] = value
+    np.testing.assert_array_equal(a[...], ref)
     npts = data.draw(st.integers(0, 8))
     pts = tuple(
         np.array(data.draw(st.lists(st.integers(-n, n - 1), min_size=npts, max_size=npts)), np.intp)
