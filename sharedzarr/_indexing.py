@@ -486,10 +486,11 @@ def work_view(sel: PointSelection, result: np.ndarray) -> tuple[np.ndarray, bool
         return result.reshape(sel.work_shape), True
     full = [*sel.bshape, *(s.count for s in sel.ssels)]
     expanded = result.reshape([full[a] for a in sel.order])
-    inverse = np.argsort(sel.order)
-    moved = expanded.transpose(inverse) if list(sel.order) != sorted(sel.order) else expanded
-    pos = [sel.order.index(b) for b in range(nb)]
-    is_view = pos == list(range(pos[0], pos[0] + nb)) if nb else True
+    inverse = [0] * len(sel.order)  # work axis -> its position in the result
+    for pos, axis in enumerate(sel.order):
+        inverse[axis] = pos
+    moved = expanded.transpose(inverse)
+    is_view = inverse[:nb] == list(range(inverse[0], inverse[0] + nb)) if nb else True
     return moved.reshape(sel.work_shape), is_view
 
 

@@ -779,6 +779,7 @@ class Array:
         if not res.size:
             return res
         work, is_view = work_view(sel, res)
+        is_view = is_view and work.base is res  # (numpy's views name their owner as base)
         if not is_view:
             work = np.empty(sel.work_shape, dtype)
         plan = plan_chunks(sel, self._chunks)
