@@ -45,14 +45,17 @@ import numpy as np
 from ._chunking import DimSelection, _dim_pieces
 
 __all__ = [
+    "ChunkPlan",
     "ChunkRun",
     "PointSelection",
+    "from_work",
     "is_advanced",
     "iter_chunk_runs",
     "plan_chunks",
     "plan_numpy",
     "plan_orthogonal",
     "plan_vectorized",
+    "points_first",
     "work_view",
 ]
 
