@@ -58,6 +58,7 @@ from ._chunking import (
 )
 from ._codecs import CodecPipeline
 from ._indexing import (
+    ChunkPlan,
     PointSelection,
     from_work,
     is_advanced,
@@ -791,7 +792,7 @@ class Array:
             res[...] = from_work(sel, work)
         return res
 
-    def _gather_runs(self, sel: PointSelection, plan: Any, dst: np.ndarray) -> None:
+    def _gather_runs(self, sel: PointSelection, plan: ChunkPlan, dst: np.ndarray) -> None:
         """Copy each touched chunk's points into ``dst`` (sorted work layout), one numpy
         gather per chunk, from borrowed views: the caller checks the reuse epoch."""
         fill = self._fill
