@@ -11,6 +11,8 @@ Read path
     then for each touched chunk copy straight from the backend's zero-copy view
     (``read_chunk(copy=False)``) into the output with one numpy slice assignment; there is no
     per-element Python work and no intermediate copy.  Compressed chunks are decoded first.
+    Advanced keys (index arrays, masks, ``oindex``, ``vindex``) are planned by
+    :mod:`sharedzarr._indexing`: one numpy gather (or scatter, on writes) per touched chunk.
 
 Write path
     The data is validated (dtype castable without losing information, shape broadcastable) before
@@ -57,6 +59,19 @@ from ._chunking import (
     selection_shape,
 )
 from ._codecs import CodecPipeline
+from ._indexing import (
+    ChunkPlan,
+    PointSelection,
+    from_work,
+    is_advanced,
+    iter_chunk_runs,
+    plan_chunks,
+    plan_numpy,
+    plan_orthogonal,
+    plan_vectorized,
+    points_first,
+    work_view,
+)
 from ._metadata import ArrayMetadata, dtype_name, encode_fill_value
 from .errors import AccessDeniedError, CorruptTableError, SharedZarrError
 from .storage.base import MODES, Backend
@@ -163,6 +178,9 @@ class Array:
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
+        # a[i] and a[idx] of arrays whose chunks span whole rows: see _row and _take
+        self._takes = self._fast_chunks and self._cached_views and _row_plan(meta)
+        self._rows = self._takes if len(meta.shape) > 1 else None
         self._drop_hot_readers()  # read_chunk's, installed on first use
 
     def _fill_chunk(self) -> np.ndarray:
@@ -510,16 +528,55 @@ class Array:
         return out
 
     def __getitem__(self, key: Any) -> Any:
-        """Read with numpy basic indexing: ints, slices (any step), ``...``.
+        """Read with numpy indexing: basic (ints, slices of any step, ``...``) and advanced.
+
+        Advanced keys follow numpy: integer arrays or lists on any axes (broadcast
+        together), boolean masks over some axes or the whole array, mixed with ints, slices
+        and ``...``.  ``None`` (``numpy.newaxis``) is not supported.  See also
+        :attr:`oindex` and :attr:`vindex` (zarr's orthogonal and point selections).
 
         Parameters
         ----------
-        key : int, slice, Ellipsis or tuple of those
+        key : int, slice, Ellipsis, array_like of int or bool, or tuple of those
 
         Returns
         -------
         numpy.ndarray or numpy scalar
+            A new array (never a view of shared memory).
+
+        Raises
+        ------
+        IndexError
+            As numpy: an index out of bounds (naming the axis and its size), too many
+            indices, a mask of the wrong shape, index arrays that do not broadcast.
+
+        Examples
+        --------
+        >>> a[[3, 0, 59]], a[idx, 2:30:3], a[..., [1, 2]], a[a_mask]  # doctest: +SKIP
         """
+        tk = type(key)
+        if tk is int or tk is np.int64:
+            if self._rows:  # a[i]: one row of a row-chunked array (i from numpy too)
+                row = self._row(key if tk is int else int(key))
+                if row is not None:
+                    return row
+        elif (tk is np.ndarray or tk is list) and self._takes:
+            got = self._take(key)  # a[idx]: the data loader's batch of rows
+            if got is not None:
+                return got
+        elif (
+            tk is tuple
+            and self._takes
+            and key
+            and type(key[0]) in (np.ndarray, list)
+            and not is_advanced(key[1:])
+            and not any(k is None for k in key[1:])
+        ):
+            # a[idx, 2:30:3]: an index array on axis 0 puts its axis first whatever
+            # follows, so this is a[idx][:, 2:30:3] (numpy's errors included)
+            got = self._take(key[0])
+            if got is not None:
+                return np.ascontiguousarray(got[(slice(None), *key[1:])])
         if type(key) is tuple and len(key) == 2 and self._window_2d:
             out = self._window2d(key[0], key[1])  # the common a[r0:r1, c0:c1]
             if out is not None:
@@ -535,6 +592,8 @@ class Array:
             if out.size:
                 self._read_pieces(_box_pieces(starts, stops, self._chunks), out)
             return out
+        if is_advanced(key):
+            return self._gather(plan_numpy, key)
         try:
             sels, scalar = normalize_index(key, self._shape)
         except (IndexError, ValueError):
@@ -546,6 +605,88 @@ class Array:
         self._read_into(sels, out)
         out = out.reshape(result)
         return out[()] if scalar else out
+
+    def _row(self, i: int) -> np.ndarray | None:
+        """``a[i]`` when the chunks span whole rows (see :func:`_row_plan`): one cached
+        borrowed chunk view, one copy of its row, one reuse-epoch check; None to take the
+        general path (out of bounds, a stored value that is not a whole raw chunk, a
+        reused arena)."""
+        n = self._shape[0]
+        if i < 0:
+            i += n
+        if not 0 <= i < n or self._closed:
+            return None
+        c0, tail, trim = self._rows
+        views = self._chunk_views.get(None) or self._chunk_view_reader(None)
+        epoch = self._epoch
+        start = epoch()
+        chunk = views((i // c0, 0) if tail == (0,) else (i // c0, *tail))
+        if chunk is None:
+            return np.full(self._shape[1:], self._fill, self._dtype)
+        if type(chunk) is not np.ndarray:
+            return None
+        row = chunk[i % c0][trim].copy() if trim else chunk[i % c0].copy()
+        return row if epoch() == start else None
+
+    def _take(self, key: np.ndarray | list[Any]) -> np.ndarray | None:
+        """``a[idx]`` for a 1-d integer ``idx`` when the chunks span whole rows: the rows
+        sorted once, then one ``take`` per touched chunk from its cached borrowed view and
+        one more to restore the caller's order.  None to take the general path (negative
+        or out-of-bounds indices, a stored value that is not a whole raw chunk, a reused
+        arena, a closed handle)."""
+        idx = key if type(key) is np.ndarray else np.asarray(key)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu" or not idx.size or self._closed:
+            return None
+        c0, tail, trim = self._takes
+        order = idx.argsort()
+        srt = idx[order]
+        if srt[0] < 0 or srt[-1] >= self._shape[0]:
+            return None
+        m = len(idx)
+        rows = srt % c0  # the row inside its chunk
+        if self._grid[0] <= m:  # where each chunk's run starts: one binary search for all
+            edges = srt.searchsorted(self._row_edges()).tolist()
+            runs = [
+                ((ci, *tail), k0, k1)
+                for ci, (k0, k1) in enumerate(itertools.pairwise(edges))
+                if k1 > k0
+            ]
+        else:  # more chunks than rows: where the chunk number changes
+            qa = srt // c0
+            bounds = [0, *[b + 1 for b in (qa[1:] != qa[:-1]).nonzero()[0].tolist()], m]
+            q = qa.tolist()
+            runs = [((q[k0], *tail), k0, k1) for k0, k1 in itertools.pairwise(bounds)]
+        rl = rows.tolist() if len(runs) * 2 > m else rows  # many single-row runs: ints
+        views = self._chunk_views.get(None) or self._chunk_view_reader(None)
+        buf = np.empty((m, *self._chunks[1:]), self._dtype)
+        ndarray = np.ndarray
+        epoch = self._epoch
+        start = epoch()
+        for cidx, k0, k1 in runs:
+            chunk = views(cidx)
+            if type(chunk) is ndarray:
+                if k1 - k0 == 1:  # one row of this chunk (many chunks, few rows each)
+                    buf[k0] = chunk[rl[k0]]
+                else:  # mode "clip": the rows are in range; "raise" would buffer ``out``
+                    chunk.take(rows[k0:k1], 0, buf[k0:k1], "clip")
+            elif chunk is None:
+                buf[k0:k1] = self._fill
+            else:
+                return None
+        if epoch() != start:
+            return None
+        if trim is not None:
+            buf = buf[(slice(None), *trim)]
+        return buf.take(order.argsort(), 0)
+
+    def _row_edges(self) -> np.ndarray:
+        """``[0, c0, 2*c0, ..., n]``: the first row of each chunk along axis 0, and the end."""
+        edges = self.__dict__.get("_edges")
+        if edges is None or edges[-1] != self._shape[0]:
+            c0, n = self._chunks[0], self._shape[0]
+            edges = np.array([*range(0, n, c0), n], dtype=np.intp)
+            self._edges = edges
+        return edges
 
     def _point(self, key: Any) -> Any:
         """Fast path for ``a[i, j, ...]`` with one plain int per dimension; else None."""
@@ -601,6 +742,195 @@ class Array:
         if dtype is not None:
             arr = arr.astype(dtype, copy=False)
         return arr
+
+    # -- advanced indexing ------------------------------------------------------------------
+
+    @property
+    def oindex(self) -> _OIndex:
+        """Orthogonal indexing, as ``zarr.Array.oindex``: ``a.oindex[[0, 2], 1:3]``.
+
+        Each dimension takes an int, a slice, a 1-d integer array (list) or a 1-d boolean
+        mask; each array selects along its own axis.  Reads and writes.
+        """
+        return _OIndex(self)
+
+    @property
+    def vindex(self) -> _VIndex:
+        """Vectorised (point) indexing, as ``zarr.Array.vindex``: ``a.vindex[rows, cols]``.
+
+        One integer array per dimension, broadcast together (the result has their shape),
+        or one boolean mask of the array's shape.  Reads and writes.
+        """
+        return _VIndex(self)
+
+    def _plan(self, planner: Callable[[Any, tuple[int, ...]], Any], key: Any) -> Any:
+        """``planner(key, shape)``, retried once with fresh metadata if it fails."""
+        try:
+            return planner(key, self._shape)
+        except (IndexError, ValueError):
+            if not self._refreshed():
+                raise
+            return planner(key, self._shape)
+
+    def _gather(self, planner: Callable[[Any, tuple[int, ...]], Any], key: Any) -> Any:
+        """Read an advanced selection (see :mod:`sharedzarr._indexing`)."""
+        sel = self._plan(planner, key)
+        if sel is None:  # an orthogonal key without arrays: basic indexing
+            return self[key]
+        self._live()
+        dtype = self._dtype
+        res = np.empty(sel.result_shape, dtype)
+        if not res.size:
+            return res
+        work, is_view = work_view(sel, res)
+        is_view = is_view and work.base is res  # (numpy's views name their owner as base)
+        if not is_view:
+            work = np.empty(sel.work_shape, dtype)
+        plan = plan_chunks(sel, self._chunks)
+        dst = work if plan.perm is None else np.empty(sel.work_shape, dtype)
+        self._consistent(lambda: self._gather_runs(sel, plan, dst))
+        if plan.perm is not None:
+            work[plan.perm] = dst  # back to the caller's order: one scatter
+        if not is_view:
+            res[...] = from_work(sel, work)
+        return res
+
+    def _gather_runs(self, sel: PointSelection, plan: ChunkPlan, dst: np.ndarray) -> None:
+        """Copy each touched chunk's points into ``dst`` (sorted work layout), one numpy
+        gather per chunk, from borrowed views: the caller checks the reuse epoch."""
+        fill = self._fill
+        if self._cached_views:
+            views = self._chunk_views.get(None) or self._chunk_view_reader(None)
+        else:
+            views = self._reader
+        ndarray, decode = np.ndarray, self._decode
+        if not sel.sdims:
+            # points on every axis (vindex, a whole-array mask, a[rows, cols]): their flat
+            # positions inside the chunk, one take per chunk
+            flat = np.ravel_multi_index(plan.offsets, self._chunks)
+            for run in plan.runs:
+                k0, k1 = run.k0, run.k1
+                chunk = views(run.pidx)
+                if chunk is None:
+                    dst[k0:k1] = fill
+                    continue
+                if type(chunk) is not ndarray:
+                    chunk = decode(chunk, run.pidx)
+                dst[k0:k1] = chunk.reshape(-1).take(flat[k0:k1], 0, None, "clip")
+            return
+        if (
+            sel.pdims == (0,)
+            and self._chunk_dtype == self._dtype
+            and not any(s.dropped for s in sel.ssels)
+        ):
+            # rows (a[idx], a[idx, 2:30]): per chunk, one take of the run's rows, trimmed
+            # to the slices afterwards (whole short rows beat numpy's mixed fancy indexing)
+            offsets = plan.offsets[0]
+            combos = [
+                (
+                    tuple(p[0] for p in combo),
+                    (slice(None), *(p[1] for p in combo)),
+                    tuple(p[2] for p in combo),
+                )
+                for combo in itertools.product(*plan.spieces)
+            ]
+            # per combination: 0 whole rows, 1 take then slice, 2 slice then index (narrow)
+            row_size = math.prod(self._chunks[1:])
+            how = []
+            for _, cs, _ in combos:
+                n = math.prod(
+                    len(range(*c.indices(m))) for c, m in zip(cs[1:], self._chunks[1:], strict=True)
+                )
+                how.append(0 if n == row_size else 1 if 4 * n >= row_size else 2)
+            for run in plan.runs:
+                k0, k1 = run.k0, run.k1
+                rows = offsets[k0:k1]
+                ci = run.pidx[0]
+                for (tail, csl, osl), h in zip(combos, how, strict=True):
+                    chunk = views((ci, *tail))
+                    if chunk is None:
+                        dst[(slice(k0, k1), *osl)] = fill
+                        continue
+                    if type(chunk) is not ndarray:
+                        chunk = decode(chunk, (ci, *tail))
+                    if h == 2:
+                        got = chunk[csl][rows]
+                    else:
+                        got = chunk.take(rows, 0, None, "clip")  # in range by construction
+                        if h:
+                            got = got[csl]
+                    dst[(slice(k0, k1), *osl)] = got
+            return
+        for idx, csel, wsel in iter_chunk_runs(sel, plan):
+            chunk = views(idx)
+            if chunk is None:
+                dst[wsel] = fill
+                continue
+            if type(chunk) is not ndarray:
+                chunk = decode(chunk, idx)
+            dst[wsel] = points_first(sel, chunk)[csel]
+
+    def _scatter(self, planner: Callable[[Any, tuple[int, ...]], Any], key: Any, data: Any) -> None:
+        """Write an advanced selection: read-modify-write of each touched chunk, under the
+        writer lock, everything validated before the first chunk is written."""
+        backend = self._writable()
+        arr = self._check_data(data)
+        with backend.writer():
+            if self._sync_locked():  # another handle changed the array: check again
+                self._check_data(arr)
+            sel = planner(key, self._shape)
+            if sel is None:  # an orthogonal key without arrays: basic indexing
+                sels, _ = normalize_index(key, self._shape)
+                _, result = selection_shape(sels)
+                self._write_locked(sels, self._broadcast(arr, sels, result))
+                return
+            try:
+                value = np.broadcast_to(arr, sel.result_shape)
+            except ValueError:
+                raise ValueError(
+                    f"shape mismatch: value array of shape {arr.shape} could not be broadcast "
+                    f"to indexing result of shape {sel.result_shape}"
+                ) from None
+            if not value.size:
+                return
+            work, _ = work_view(sel, value)
+            plan = plan_chunks(sel, self._chunks)
+            if plan.perm is not None:
+                work = work[plan.perm]  # the sorted order: each chunk's values are one run
+            if self._raw:  # each new chunk is built in its new record: one copy, no temp
+                nbytes = self._chunk_nbytes
+                backend.write_chunks_filled(
+                    (
+                        (idx, nbytes, self._merge_fill(sel, idx, csel, work[wsel]))
+                        for idx, csel, wsel in iter_chunk_runs(sel, plan)
+                    ),
+                    None,
+                )
+                return
+            for idx, csel, wsel in iter_chunk_runs(sel, plan):
+                stored = self._reader(idx)  # borrowed: stable while we hold the writer lock
+                if stored is None:
+                    chunk = self._fill_chunk().copy()
+                else:
+                    chunk = np.array(self._decode(stored, idx))
+                points_first(sel, chunk)[csel] = work[wsel]  # duplicates: the last one wins
+                backend.write_chunk(idx, self._pipeline.encode(_byte_view(chunk)))
+
+    def _merge_fill(
+        self, sel: PointSelection, idx: tuple[int, ...], csel: Any, part: np.ndarray
+    ) -> Callable[[memoryview], None]:
+        """A ``fill(buffer)`` for ``write_chunks_filled``: the stored chunk ``idx`` (or the
+        fill value) with ``part`` scattered over ``csel``, built in the new record."""
+
+        def fill(buf: memoryview) -> None:
+            chunk = np.ndarray(self._chunks, self._chunk_dtype, buf)
+            # borrowed: stable under the writer lock, and still the published record (the
+            # new one replaces it only after this fill returns)
+            stored = self._reader(idx)
+            chunk[...] = self._fill if stored is None else self._decode(stored, idx)
+            points_first(sel, chunk)[csel] = part  # repeated points: the last one wins
+
+        return fill
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -708,11 +1038,14 @@ class Array:
             self._write_locked(sels, value)
 
     def __setitem__(self, key: Any, data: Any) -> None:
-        """Write with numpy basic indexing; scalars and broadcastable arrays are accepted.
+        """Write with numpy indexing (as :meth:`__getitem__`); scalars and arrays that
+        broadcast to the selection's shape are accepted.
+
+        With repeated indices the last value written wins, as numpy's assignment does.
 
         Parameters
         ----------
-        key : int, slice, Ellipsis or tuple of those
+        key : int, slice, Ellipsis, array_like of int or bool, or tuple of those
         data : array_like or scalar
 
         Raises
@@ -720,6 +1053,9 @@ class Array:
         IndexError, ValueError, TypeError, sharedzarr.errors.AccessDeniedError
             As for :meth:`set_slice`; the array is unchanged on error.
         """
+        if is_advanced(key):
+            self._scatter(plan_numpy, key, data)
+            return
         backend = self._writable()
         arr = self._check_data(data)
         with backend.writer():
@@ -1332,6 +1668,47 @@ class Array:
             f"chunks={self._chunks} dtype={self._dtype} storage={self.storage!r}"
             f"{' mode=r' if self.readonly else ''}{state}>"
         )
+
+
+def _row_plan(meta: ArrayMetadata) -> tuple[int, tuple[int, ...], Any] | None:
+    """For :meth:`Array._row`: ``(rows per chunk, chunk index after the first axis, trim)``
+    when one chunk spans whole rows (one chunk along every axis after the first), else
+    None.  ``trim`` cuts an edge chunk's padding off a row (or is None)."""
+    shape, chunks = meta.shape, meta.chunks
+    if not shape or any(c < n for c, n in zip(chunks[1:], shape[1:], strict=True)):
+        return None
+    trim = None if chunks[1:] == shape[1:] else tuple(slice(0, n) for n in shape[1:])
+    return chunks[0], (0,) * (len(shape) - 1), trim
+
+
+class _OIndex:
+    """``Array.oindex``: orthogonal selections (zarr's semantics)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: Array) -> None:
+        self._array = array
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array._gather(plan_orthogonal, key)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        self._array._scatter(plan_orthogonal, key, data)
+
+
+class _VIndex:
+    """``Array.vindex``: vectorised (point) selections (zarr's semantics)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: Array) -> None:
+        self._array = array
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array._gather(plan_vectorized, key)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        self._array._scatter(plan_vectorized, key, data)
 
 
 def _box_pieces(
