@@ -68,14 +68,19 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
-from zarr.abc.store import (
-    ByteRequest,
-    OffsetByteRequest,
-    RangeByteRequest,
-    Store,
-    SuffixByteRequest,
-)
-from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+try:
+    from zarr.abc.store import (
+        ByteRequest,
+        OffsetByteRequest,
+        RangeByteRequest,
+        Store,
+        SuffixByteRequest,
+    )
+    from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+except ImportError as e:  # pragma: no cover - exercised in a subprocess by the tests
+    raise ImportError(
+        "sharedzarr.zarr_store needs zarr-python 3.1: pip install 'sharedzarr[zarr]'"
+    ) from e
 
 from ._table import Table, encode_key, key_hash, validate_name
 from .errors import TableExistsError

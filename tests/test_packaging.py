@@ -106,10 +106,6 @@ def test_s3_url_without_fsspec_or_s3fs_names_the_extra(hidden, tmp_path):
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
 
 
-@pytest.mark.xfail(
-    reason="sharedzarr.zarr_store imports zarr at module level without naming the extra",
-    strict=False,
-)
 def test_zarr_store_without_zarr_names_the_extra(tmp_path):
     r = _run(
         """
