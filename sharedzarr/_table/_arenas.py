@@ -25,11 +25,19 @@ from typing import Any
 
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
-from .._segment import Segment, list_names, map_os_errors
 from .._segment import exists as _seg_exists
+from .._segment import list_names, map_os_errors
 from .._segment import unlink as _unlink
 from ..errors import SharedZarrError
-from ._header import _OFFSET_BITS, _OFFSET_MASK, _REC_HEAD, TableBase, _arena_word, count_reclaim
+from ._header import (
+    _OFFSET_BITS,
+    _OFFSET_MASK,
+    _REC_HEAD,
+    Segment,
+    TableBase,
+    _arena_word,
+    count_reclaim,
+)
 
 __all__ = ["MAX_MAPPED", "ArenaMixin", "init_arena_ids"]
 
@@ -312,7 +320,8 @@ class ArenaMixin(TableBase):
             self._dedicated.close()
             self._dedicated = None
 
-    def _append(self, kb: bytes, values: list[memoryview]) -> tuple[int, int]:
+    def _append(self, kb: bytes, values: list[Any]) -> tuple[int, int]:
+        # values: memoryviews, or _Filler that write themselves
         """Append a record; return ``(reference, record length)``.  Not yet published."""
         total, _offs = L.record_layout(len(kb), [v.nbytes for v in values])
         seg, aid, off = self._alloc(total)

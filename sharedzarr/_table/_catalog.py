@@ -16,11 +16,11 @@ import time
 
 from .. import _layout as L
 from .._lock import WriterLock
-from .._segment import Segment, list_names, map_os_errors
 from .._segment import exists as _seg_exists
+from .._segment import list_names, map_os_errors
 from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError
-from ._header import count_write
+from ._header import Segment, count_write
 
 __all__ = ["list_tables", "table_segments"]
 

@@ -20,15 +20,17 @@ time, options, magic: :func:`init_created`, :func:`publish_header`).
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _layout as L
 from .. import _proc
 from .._lock import WriterLock
-from .._segment import Segment, map_os_errors
+from .._segment import Segment as _Segment
+from .._segment import map_os_errors
 from ..errors import CorruptTableError, SharedZarrError, TableNotFoundError
 
 __all__ = [
@@ -41,6 +43,45 @@ __all__ = [
     "publish_header",
     "validate_name",
 ]
+
+if TYPE_CHECKING:
+
+    class Segment(_Segment):
+        """For the type checker only: a segment the engine holds is mapped.
+
+        ``Segment`` types ``mm``, ``buf``, ``rbuf`` and ``words`` as optional (they are
+        None once closed); the engine only reaches segments it has mapped, so it types
+        them as mapped instead of paying a cast (a call) on the hot paths.
+        """
+
+        mm: mmap.mmap
+        buf: memoryview
+        rbuf: memoryview
+        words: memoryview
+
+        @classmethod
+        def create(
+            cls,
+            name: str,
+            size: int,
+            mode: int,
+            *,
+            reserve: int | None = None,
+            keep_fd: bool = False,
+        ) -> Segment: ...
+
+        @classmethod
+        def attach(
+            cls,
+            name: str,
+            *,
+            readonly: bool = False,
+            keep_fd: bool = False,
+            words_rw: bool = False,
+        ) -> Segment: ...
+
+else:
+    Segment = _Segment
 
 DEFAULT_TIMEOUT = 60.0
 _READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
@@ -175,11 +216,14 @@ class TableBase:
         ``"public"``, ``"protected"`` or ``"private"``.
     """
 
-    # class-level defaults: close() is safe on a half-built object
-    _hdr: Segment | None = None
-    _H: memoryview | None = None
+    # class-level defaults: close() is safe on a half-built object.  ``_hdr``, ``_H`` and
+    # ``_idx`` are None only on a closed (or half-built) handle, which every operation
+    # checks first (``_check_open``, ``_check_alive``); they are typed as mapped so that
+    # the hot paths need no casts (a cast is a call).
+    _hdr: Segment = None  # type: ignore[assignment]
+    _H: memoryview = None  # type: ignore[assignment]
     _idx_seg: Segment | None = None
-    _idx: memoryview | None = None
+    _idx: memoryview = None  # type: ignore[assignment]
     _wseg: Segment | None = None
     _dedicated: Segment | None = None  # a big record's own segment, while it is written
     _closed: bool = True

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import time
+from typing import Any
 
 import numpy as np
 
@@ -26,11 +27,11 @@ from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._index import build_slots
 from .._lock import WriterLock
-from .._segment import Segment, map_os_errors
+from .._segment import map_os_errors
 from .._segment import unlink as _unlink
 from ..errors import CorruptTableError, SharedZarrError
 from ._arenas import ArenaMixin
-from ._header import _OFFSET_BITS, _OFFSET_MASK, _REC_HEAD, _REC_HEAD1
+from ._header import _OFFSET_BITS, _OFFSET_MASK, _REC_HEAD, _REC_HEAD1, Segment
 
 __all__ = ["IndexMixin", "create_index_segment", "init_generation"]
 
@@ -76,7 +77,7 @@ class IndexMixin(ArenaMixin):
         if self._idx is not None:
             with contextlib.suppress(BufferError):
                 self._idx.release()
-            self._idx = None
+            self._idx = None  # type: ignore[assignment]
         if self._idx_seg is not None:
             self._idx_seg.close()
             self._idx_seg = None
@@ -131,7 +132,7 @@ class IndexMixin(ArenaMixin):
 
     # ------------------------------------------------------------------ probes
 
-    def _find(self, kb: bytes, h: int) -> tuple[int, int, Segment | None, int]:
+    def _find(self, kb: bytes, h: int) -> tuple[int, int, Any, int]:
         """Locate key bytes ``kb``: ``(slot, ref, arena segment, record offset)`` or ``(-1, ...)``.
 
         Lock-free.  Retries when the arena a reference points to was reclaimed
@@ -292,7 +293,7 @@ class IndexMixin(ArenaMixin):
             seg = Segment.create(name, L.index_bytes(new_cap), self.mode)
         try:
             L.INDEX_HDR.pack_into(seg.buf, 0, L.INDEX_MAGIC, new_cap, new_gen)
-            seg.buf[L.INDEX_HEADER : L.index_bytes(new_cap)] = new.view(np.uint8).reshape(-1)
+            seg.buf[L.INDEX_HEADER : L.index_bytes(new_cap)] = new.view(np.uint8).reshape(-1)  # type: ignore[call-overload]
         finally:
             seg.close()
         _crash_point("grow.built")

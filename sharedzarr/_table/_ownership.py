@@ -27,10 +27,11 @@ from typing import Any
 
 from .. import _layout as L
 from .. import _proc
-from .._segment import Segment, map_os_errors
 from .._segment import exists as _seg_exists
+from .._segment import map_os_errors
 from ..errors import AccessDeniedError
 from ._catalog import _destroy, _wait_for_magic
+from ._header import Segment
 
 __all__ = ["probe"]
 
@@ -159,7 +160,7 @@ def _reap_if_orphaned(name: str, H: memoryview, persistent: bool) -> bool:
     return True
 
 
-def _heir_ident(pid: int | None) -> tuple[int, int] | None:
+def _heir_ident(pid: int | str | None) -> tuple[int, int] | None:
     if pid is None or pid == "none":
         return None
     if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:

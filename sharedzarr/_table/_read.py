@@ -30,19 +30,19 @@ import functools
 import struct
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from .. import _layout as L
 from .._index import decode_key, encode_key, key_hash, sort_key
-from .._segment import Segment
 from ..errors import CorruptTableError, NotFoundError
-from ._header import _OFFSET_BITS, _READ_RETRIES, _REC_HEAD
+from ._header import _OFFSET_BITS, _READ_RETRIES, _REC_HEAD, Segment
 from ._space import SpaceMixin
 
 __all__ = ["ReadMixin"]
 
+_T = TypeVar("_T")
 _VIEW_CACHE_MAX = 1 << 16  # entries per view_reader (each holds a view, not a copy)
 
 
@@ -51,7 +51,7 @@ class ReadMixin(SpaceMixin):
 
     def _values(
         self, seg: Segment, off: int, copy: bool, aid: int = 0, borrow: bool = False
-    ) -> list | None:
+    ) -> list[Any] | None:
         """The values of the record at ``off``: ``bytes``, or with ``copy=False`` views.
 
         Views pin arena ``aid`` (see :meth:`_pin`); None means it was retired meanwhile
@@ -62,7 +62,7 @@ class ReadMixin(SpaceMixin):
         _total, klen, n = _REC_HEAD.unpack_from(mm, off)
         lens = struct.unpack_from(f"<{n}Q", mm, off + 16)
         pos = off + L.value_offset(klen, n)
-        out = []
+        out: list[Any] = []
         view = not copy and (borrow or seg.words_writable)
         if view and not borrow and not self._pin(seg, aid):
             return None
@@ -142,7 +142,7 @@ class ReadMixin(SpaceMixin):
         hit = self._probe_home(kb, h, self._H)
         if hit is not None:
             return hit[0].rbuf[hit[2] : hit[2] + hit[3]]
-        return self._get_slow(kb, h, False, True)
+        return self._get_slow(kb, h, False, True)  # type: ignore[return-value]  # a view
 
     def view_reader(
         self,
@@ -200,7 +200,7 @@ class ReadMixin(SpaceMixin):
         callable
             ``read(k)``; None when the key is absent (without ``fallback``).
         """
-        cache: dict[Any, tuple] = {}
+        cache: dict[Any, tuple[Any, ...]] = {}
         tick = 0  # cached reads so far: every 4096th asks whether the table was removed
 
         def read(k: Any) -> Any:
@@ -286,7 +286,7 @@ class ReadMixin(SpaceMixin):
 
     def _located(
         self, kb: bytes, h: int, H: memoryview, epoch: int
-    ) -> tuple[int, int, Segment, int, int] | None | bool:
+    ) -> tuple[int, int, Segment, int, int] | None | Literal[False]:
         """:meth:`_locate` for a reader that loaded the reuse epoch ``epoch`` first.
 
         False means "look again" (an absent key or an unparsable record while a writer
@@ -302,7 +302,7 @@ class ReadMixin(SpaceMixin):
             return False  # a probe may have skipped a reused record
         return hit
 
-    def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> Any:
+    def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> bytes | memoryview | None:
         """:meth:`get_prepared` by a full probe, repeated while arenas are reused under it."""
         H = self._check_open()
         for _attempt in range(_READ_RETRIES):
@@ -313,6 +313,7 @@ class ReadMixin(SpaceMixin):
             if hit is None:
                 return None
             _slot, ref, seg, pos, vlen = hit
+            v: bytes | memoryview  # (an annotation: no code runs)
             if copy:
                 v = seg.mm[pos : pos + vlen]
             elif borrow:
@@ -327,7 +328,7 @@ class ReadMixin(SpaceMixin):
                 return v
         raise self._kept_changing()
 
-    def _consistent(self, read: Any) -> Any:
+    def _consistent(self, read: Callable[[], _T]) -> _T:
         """Run the lock-free ``read()``; repeat it when a reused arena may have changed under it."""
         H = self._check_open()
         for _attempt in range(_READ_RETRIES):
@@ -360,7 +361,7 @@ class ReadMixin(SpaceMixin):
         v = self.get_prepared((kb, key_hash(kb)), copy=copy)
         return default if v is None else v
 
-    def lookup(self, key: Any, *, copy: bool = True) -> list:
+    def lookup(self, key: Any, *, copy: bool = True) -> list[Any]:
         """Return the list of values stored under ``key`` (empty when absent).
 
         ETS: ``ets:lookup/2``.  ``set``/``ordered_set`` give at most one value.
@@ -380,7 +381,7 @@ class ReadMixin(SpaceMixin):
             v = self.get_prepared((kb, h), copy=copy)
             return [] if v is None else [v]
 
-        def read() -> list | None:
+        def read() -> list[Any] | None:
             slot, ref, seg, off = self._find(kb, h)
             if slot < 0:
                 return []
@@ -405,7 +406,7 @@ class ReadMixin(SpaceMixin):
         kb = encode_key(key)
         h = key_hash(kb)
 
-        def read() -> list | None:
+        def read() -> list[Any] | None:
             slot, _ref, seg, off = self._find(kb, h)
             return None if slot < 0 else self._values(seg, off, True)
 
@@ -417,7 +418,8 @@ class ReadMixin(SpaceMixin):
                 f"table {self.name!r} is a {self.table_type}: use table.lookup(key), "
                 "which returns every value"
             )
-        return vals[0]
+        first: bytes = vals[0]
+        return first
 
     def __contains__(self, key: Any) -> bool:
         return self.member(key)
@@ -432,7 +434,7 @@ class ReadMixin(SpaceMixin):
         """Number of objects (ETS ``info(T, size)``; a bag counts every value)."""
         return int(self._check_open()[L.H_OBJECTS])
 
-    def _raw_items(self, with_values: bool, copy: bool = True) -> list:
+    def _raw_items(self, with_values: bool, copy: bool = True) -> list[Any]:
         """``(key bytes, values)`` of every live slot, each read consistently.
 
         The slot's reference is reloaded inside each checked read (see :meth:`_consistent`),
@@ -489,14 +491,14 @@ class ReadMixin(SpaceMixin):
         vals = self._values(seg, off, copy, ref >> _OFFSET_BITS)
         return None if vals is None else (kb, vals)
 
-    def keys(self) -> list:
+    def keys(self) -> list[Any]:
         """All keys (``ordered_set``: sorted; others: any order).  ETS: ``first/next``."""
         keys = [decode_key(kb) for kb, _ in self._raw_items(False)]
         if self.table_type == "ordered_set":
             keys.sort(key=sort_key)
         return keys
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[Any]:
         """Iterate over the keys (a snapshot; ``ordered_set`` in key order)."""
         return iter(self.keys())
 

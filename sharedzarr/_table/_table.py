@@ -17,12 +17,12 @@ from typing import Any
 from .. import _layout as L
 from .. import _proc
 from .._platform import check_platform
-from .._segment import Segment, map_os_errors, size_on_disk
+from .._segment import map_os_errors, size_on_disk
 from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, TableExistsError
 from ._arenas import init_arena_ids
 from ._catalog import _destroy, _wait_for_magic, table_segments
-from ._header import init_created, publish_header, validate_name
+from ._header import Segment, init_created, publish_header, validate_name
 from ._index import create_index_segment, init_generation
 from ._ownership import (
     _HANDLES,
@@ -263,12 +263,12 @@ class Table(WriteMixin):
         if self._H is not None:
             with contextlib.suppress(BufferError):
                 self._H.release()
-            self._H = None
+            self._H = None  # type: ignore[assignment]
         hdr_fd = -1
         if self._hdr is not None:
             hdr_fd = self._hdr.fd
             self._hdr.close()  # closing an inherited copy of the fd does not touch the parent
-            self._hdr = None
+            self._hdr = None  # type: ignore[assignment]
         if self._lock_fd >= 0 and self._lock_fd != hdr_fd:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)  # reopened after fork
@@ -284,7 +284,7 @@ class Table(WriteMixin):
         with contextlib.suppress(Exception):
             self.close()
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (Table.attach, (self.name,))
 
     def __repr__(self) -> str:

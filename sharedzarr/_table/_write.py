@@ -131,7 +131,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 H[L.H_HOLDER] = 0
         self._lock.release()
 
-    def _put(self, kb: bytes, h: int, values: list[memoryview], mode: str) -> bool:
+    def _put(self, kb: bytes, h: int, values: list[Any], mode: str) -> bool:
         """The one write primitive.  Call with the writer lock held.
 
         ``mode``: "replace" (set insert, bag rewrite), "new" (insert_new).
@@ -170,6 +170,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         H = self._H
         vbytes = sum(lens)
         if slot >= 0:
+            assert old is not None  # the key exists: its old record was read
             old_total, old_lens = old
             if lens:
                 self._store_ref(slot, new_ref)  # publish: one aligned 8-byte store
@@ -231,7 +232,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             self._remove(pk[0], pk[1])
 
     def insert_filled_many(
-        self, items: Iterable[tuple], submit: Any = None, *, expected_bytes: int = 0
+        self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
     ) -> int:
         """Insert many values, each written in place by its ``fill(buffer)``; set types only.
 
@@ -261,7 +262,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         """
         if self._bag:
             raise TypeError(f"insert_filled_many needs a set table; {self.name!r} is a bag")
-        pending: collections.deque = collections.deque()
+        pending: collections.deque[tuple[Any, ...]] = collections.deque()
         done = 0
         head_failed = False
         with self.writer():
@@ -312,7 +313,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 self._size_hint = 0
         return done
 
-    def _finish_filled(self, p: tuple) -> None:
+    def _finish_filled(self, p: tuple[Any, ...]) -> None:
         fut, kb, h, nbytes, new_ref, total = p
         if fut is not None:
             try:
@@ -324,7 +325,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         old = self._record_info(seg, off) if slot >= 0 else None
         self._publish(h, [nbytes], new_ref, total, slot, ref, old)
 
-    def _remove(self, kb: bytes, h: int) -> list | None:
+    def _remove(self, kb: bytes, h: int) -> list[Any] | None:
         """Delete a key (lock held); return its values (copies) or None when absent."""
         H = self._H
         slot, ref, seg, off = self._find(kb, h)
