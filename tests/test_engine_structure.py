@@ -374,3 +374,35 @@ def test_hot_word_literals_match_the_layout():
             and ast.unparse(node.value) == "H"
         ):
             assert node.slice.value in hot, ast.unparse(node)
+
+
+def test_no_method_call_on_an_imported_object():
+    """``imported_name.method()`` loses CPython 3.11's method-call fast path (see _header)."""
+    import importlib
+    import inspect
+
+    for m, src in engine_sources().items():
+        tree = ast.parse(src)
+        mod = importlib.import_module(
+            f"sharedzarr._table.{m}" if m != "__init__" else "sharedzarr._table"
+        )
+        imported = {
+            (a.asname or a.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for a in node.names
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id in imported
+            ):
+                obj = getattr(mod, node.func.value.id, None)
+                if obj is None:
+                    continue  # imported inside a function (``from multiprocessing import util``)
+                plain = inspect.ismodule(obj) or inspect.isclass(obj) or callable(obj)
+                assert plain, (
+                    f"_table/{m}.py:{node.lineno} calls a method of imported {node.func.value.id}"
+                )

@@ -32,7 +32,6 @@ from ..errors import SharedZarrError
 from ._header import (
     _OFFSET_BITS,
     _OFFSET_MASK,
-    _REC_HEAD,
     Segment,
     TableBase,
     _arena_word,
@@ -40,6 +39,8 @@ from ._header import (
 )
 
 __all__ = ["MAX_MAPPED", "ArenaMixin", "init_arena_ids"]
+
+_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
 MAX_MAPPED = 4096  # arena mappings cached per handle (Linux allows ~65k maps)
 

@@ -11,6 +11,14 @@ lookup there costs measurable time).  This is the one place that says which lite
 is which word; :func:`_check_hot_words` verifies them against :mod:`sharedzarr._layout`
 at import (an explicit check, not an ``assert``, so ``python -O`` keeps it).
 
+Hot paths
+---------
+A module that calls a method of a shared object on a hot path binds it by assignment
+(``_REC_HEAD1 = L.REC_HEAD1``), never by ``from ... import``: CPython 3.11 compiles
+``name.method(...)`` without its method-call fast path when ``name`` was imported (it
+takes it for a module), which costs a bound-method object per call (~40 ns per probe,
+measured).  ``tests/test_engine_structure.py`` checks this.
+
 Words stored here
 -----------------
 ``H_WRITES`` and ``H_RECLAIM``, the two "look again" counters cached readers trust
@@ -86,8 +94,6 @@ else:
 DEFAULT_TIMEOUT = 60.0
 _READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_REC_HEAD = L.REC_HEAD
-_REC_HEAD1 = L.REC_HEAD1
 _OFFSET_MASK = L.OFFSET_MASK
 _OFFSET_BITS = L.OFFSET_BITS
 

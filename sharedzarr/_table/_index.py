@@ -31,9 +31,12 @@ from .._segment import map_os_errors
 from .._segment import unlink as _unlink
 from ..errors import CorruptTableError, SharedZarrError
 from ._arenas import ArenaMixin
-from ._header import _OFFSET_BITS, _OFFSET_MASK, _REC_HEAD, _REC_HEAD1, Segment
+from ._header import _OFFSET_BITS, _OFFSET_MASK, Segment
 
 __all__ = ["IndexMixin", "create_index_segment", "init_generation"]
+
+_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
+_REC_HEAD1 = L.REC_HEAD1  # assigned, not imported: see _header, "Hot paths"
 
 
 def create_index_segment(table: str, name: str, cap: int, gen: int, mode: int) -> None:

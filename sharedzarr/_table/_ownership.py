@@ -41,6 +41,16 @@ _cleanup_registered = False
 _registry_lock = threading.Lock()
 
 
+def forget_owned(name: str) -> None:
+    """This process no longer owns table ``name`` (given away or deleted)."""
+    _OWNED.pop(name, None)
+
+
+def register_handle(t: Any) -> None:
+    """Remember handle ``t`` (weakly): a forked child resets its lock state."""
+    _HANDLES.add(t)
+
+
 def set_owner(H: memoryview, ident: tuple[int, int]) -> None:
     """Store the owner ``(pid, start time)`` (start first: a reader pairs them)."""
     H[L.H_OWNER_START] = ident[1]

@@ -37,10 +37,12 @@ import numpy as np
 from .. import _layout as L
 from .._index import decode_key, encode_key, key_hash, sort_key
 from ..errors import CorruptTableError, NotFoundError
-from ._header import _OFFSET_BITS, _READ_RETRIES, _REC_HEAD, Segment
+from ._header import _OFFSET_BITS, _READ_RETRIES, Segment
 from ._space import SpaceMixin
 
 __all__ = ["ReadMixin"]
+
+_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
 _T = TypeVar("_T")
 _VIEW_CACHE_MAX = 1 << 16  # entries per view_reader (each holds a view, not a copy)
@@ -128,8 +130,10 @@ class ReadMixin(SpaceMixin):
                 elif borrow:
                     return seg.rbuf[pos : pos + vlen]
                 elif seg.words_writable:
-                    # pin (A_NOREUSE, stored by _arenas), then A_ID still holds its id
-                    if self._pin(seg, ref >> _OFFSET_BITS) and H[22] == epoch:
+                    w = seg.words
+                    if w[7] == 0:  # A_NOREUSE unset: pin (the store is _arenas'; once per arena)
+                        self._pin(seg, ref >> _OFFSET_BITS)
+                    if w[6] == ref >> _OFFSET_BITS and H[22] == epoch:  # A_ID
                         return seg.rbuf[pos : pos + vlen]
         return self._get_slow(kb, h, copy, borrow)
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._index import key_hash
-from ._header import _OFFSET_BITS, _REC_HEAD, _arena_word
+from ._header import _OFFSET_BITS, _arena_word
 from ._index import IndexMixin
 
 __all__ = ["RECLAIM_MIN", "RECLAIM_RATIO", "RECLAIM_RATIO_BUSY", "SpaceMixin"]
+
+_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
 RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
 RECLAIM_RATIO = 0.4  # reclaim when garbage > this fraction of live records (<= 1.5x memory)

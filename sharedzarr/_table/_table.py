@@ -25,13 +25,13 @@ from ._catalog import _destroy, _wait_for_magic, table_segments
 from ._header import Segment, init_created, publish_header, validate_name
 from ._index import create_index_segment, init_generation
 from ._ownership import (
-    _HANDLES,
-    _OWNED,
     _heir_ident,
     _reap_if_orphaned,
     _register_owned,
     _try_reap,
+    forget_owned,
     init_owner,
+    register_handle,
 )
 from ._ownership import (
     set_heir as _store_heir,
@@ -64,7 +64,7 @@ class Table(WriteMixin):
 
     def __init__(self, name: str, hdr: Segment, readonly: bool) -> None:
         super().__init__(name, hdr, readonly)
-        _HANDLES.add(self)
+        register_handle(self)
 
     @classmethod
     def create(
@@ -312,7 +312,7 @@ class Table(WriteMixin):
             raise ValueError("give_away needs the pid of a running process")
         with self._owner_write("give_away"):
             _store_owner(self._H, ident)
-        _OWNED.pop(self.name, None)
+        forget_owned(self.name)
 
     def set_heir(self, pid: int | None) -> None:
         """Set (or with None clear) the heir.  ETS: ``ets:setopts(T, {heir, Pid, Data})``.
@@ -357,7 +357,7 @@ class Table(WriteMixin):
         name = self.name
         self.close()
         self._deleted = True
-        _OWNED.pop(name, None)
+        forget_owned(name)
         _destroy(name)
 
     def info(self) -> dict[str, Any]:
