@@ -23,19 +23,17 @@ ENGINE = ROOT / "_table"
 # the import order: each module may import only the engine modules before it
 ORDER = [
     "_header",
+    "_catalog",
+    "_ownership",
     "_arenas",
     "_index",
     "_space",
     "_read",
     "_recovery",
     "_write",
-    "_catalog",
-    "_ownership",
     "_table",
     "__init__",
 ]
-# _catalog and _ownership only need _header: they sit beside the mixin chain
-ALLOWED_EXTRA = {"_write": {"_catalog", "_ownership"}}
 FORBIDDEN_IMPORTS = ("sharedzarr.array", "sharedzarr.storage", "sharedzarr.zarr_store")
 FORBIDDEN_IMPORTS += ("sharedzarr.cli", "sharedzarr._export", "sharedzarr.testing")
 
@@ -338,9 +336,7 @@ def test_imports_run_one_way():
             if name.startswith("sharedzarr._table."):
                 dep = name.rsplit(".", 1)[1]
                 assert dep in ORDER, f"{m} imports unknown {dep}"
-                ok = ORDER.index(dep) < ORDER.index(m) or dep in ALLOWED_EXTRA.get(m, ())
-                if m in ("_catalog", "_ownership"):
-                    ok = dep in ("_header", "_catalog")
+                ok = ORDER.index(dep) < ORDER.index(m)
                 assert ok, f"_table/{m}.py imports {dep}, which is above it"
     for extra in ("_platform.py", "_faults.py"):
         imported = _imports(ast.parse((ROOT / extra).read_text()), extra)

@@ -56,6 +56,9 @@ it in this list)::
 
     _header     hot word indices (one definition site), handle state, checks;
                 stores H_WRITES, H_RECLAIM, the created time, options and magic
+    _catalog    tables by name: list, segments, destroy; stores H_DELETED
+    _ownership  owner/heir rules, exit and fork registry, probe;
+                stores H_OWNER_*, H_HEIR_*
     _arenas     arena map + allocator + pool; stores H_CUR_ARENA, H_NEXT_ARENA,
                 H_REUSE, pool words and every arena word (A_*)
     _index      index generations, probes, growth; the only slot stores;
@@ -66,9 +69,6 @@ it in this list)::
     _recovery   repair after a dead writer: recounts, asks each owner to store
     _write      writer session, put/remove, filled inserts, clear;
                 stores H_HOLDER, H_DIRTY, H_KEYS, H_OBJECTS, H_LIVE_VALUE
-    _catalog    tables by name: list, segments, destroy; stores H_DELETED
-    _ownership  owner/heir rules, exit and fork registry, probe;
-                stores H_OWNER_*, H_HEIR_*
     _table      the Table facade: create/attach/close, give_away, info
 
 ``tests/test_engine_structure.py`` enforces the one-writer-per-word rule, the
@@ -81,10 +81,22 @@ Why mixins, for now: the engine's parts are mixin classes of ``Table``
 be one more attribute hop per read, and the split had to be behaviour- and
 speed-preserving.  Every shared word already has one writer module, so turning a
 mixin into an object later (``IndexMap``, ``Allocator``) changes no protocol.
-Two deviations from the reviewed layout, each to keep imports one-way:
-``A_LIVE``/``A_GARBAGE`` are stored by ``_arenas`` (the allocator initialises them on
-create, reuse and retire; ``_space`` decides their values), and the owner-death rules
-and ``probe`` sit in ``_ownership`` above ``_catalog`` (which destroys).
+Where this differs from the reviewed layout, and why (each keeps imports one-way):
+
+* ``H_WRITES``/``H_RECLAIM`` are stored by ``_header`` (``count_write``,
+  ``count_reclaim``), not ``_index``: the allocator (reuse), the catalog (delete) and
+  recovery bump them too, and all sit beside or below the index.
+* ``A_LIVE``/``A_GARBAGE`` are stored by ``_arenas``: the allocator initialises them on
+  create, reuse and retire; ``_space`` decides their values and asks
+  (``_account_arena``).  A reader's no-reuse mark goes through ``_arenas``' ``_pin``
+  (called once per arena on the zero-copy path, so no call is added per read).
+* Recovery returns the entry counts (keys, objects, live value bytes) and the write
+  session stores them, as it stores them everywhere else.
+* The owner-death rules and ``probe`` sit in ``_ownership`` above ``_catalog`` (which
+  destroys), so no rule calls back down into a module that imports it.
+* The retry loops of the read path stay where they were (``_consistent``,
+  ``_get_slow``, ``view_reader``'s ``fill``): merging them into one helper would add a
+  call on the hot paths.  Their shared budget is ``_READ_RETRIES``.
 """
 
 from __future__ import annotations
