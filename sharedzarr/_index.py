@@ -2,7 +2,7 @@
 
 No OS calls: everything here works on bytes and numpy arrays (the byte format of
 the index segment is in :mod:`sharedzarr._layout`; the lock-free probe that reads
-it lives in :meth:`sharedzarr._table.Table._find`, inlined for speed).
+it lives in :meth:`sharedzarr._table._index.IndexMixin._find`, inlined for speed).
 
 * Keys are encoded with msgpack (lists and tuples both as arrays, so tuples come
   back as tuples); dicts are rejected by type.
