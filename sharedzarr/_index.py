@@ -2,7 +2,7 @@
 
 No OS calls: everything here works on bytes and numpy arrays (the byte format of
 the index segment is in :mod:`sharedzarr._layout`; the lock-free probe that reads
-it lives in :meth:`sharedzarr._table.Table._find`, inlined for speed).
+it lives in :meth:`sharedzarr._table._index.IndexMixin._find`, inlined for speed).
 
 * Keys are encoded with msgpack (lists and tuples both as arrays, so tuples come
   back as tuples); dicts are rejected by type.
@@ -20,7 +20,7 @@ import re
 import zlib
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import numpy as np
 
 __all__ = ["build_slots", "decode_key", "encode_key", "key_hash", "sort_key"]
@@ -48,7 +48,7 @@ def encode_key(key: Any) -> bytes:
         For a key that is not msgpack-encodable as a supported type.
     """
     try:
-        kb = _packer.pack(key)
+        kb: bytes = _packer.pack(key)
     except (TypeError, ValueError, OverflowError) as e:
         _packer.reset()
         _check_key(key)
@@ -92,7 +92,7 @@ def key_hash(kb: bytes) -> int:
 _TYPE_ORDER = {type(None): 0, bool: 1, int: 1, float: 1, str: 2, bytes: 3, tuple: 4, list: 4}
 
 
-def sort_key(k: Any) -> tuple:
+def sort_key(k: Any) -> tuple[Any, ...]:
     """A total order on keys (numbers < str < bytes < tuples), like ETS term order."""
     t = _TYPE_ORDER.get(type(k), 5)
     if t == 4:

@@ -86,6 +86,7 @@ Values start 64-byte aligned, so numpy views of any dtype are aligned.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 MAGIC = b"SZTABLE\0"
 INDEX_MAGIC = b"SZINDEX\0"
@@ -188,7 +189,7 @@ def value_offset(key_len: int, n_values: int) -> int:
     return align(16 + 8 * n_values + key_len)
 
 
-def pack_record(buf: memoryview, off: int, key: bytes, values: list) -> int:
+def pack_record(buf: memoryview, off: int, key: bytes, values: list[Any]) -> int:
     """Write a record at ``buf[off:]``; return its total length.
 
     ``buf`` is a writable buffer (an arena memoryview); ``values`` are buffers

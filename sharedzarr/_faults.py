@@ -1,0 +1,41 @@
+"""Crash-point test hook: kill this process at a named point of a write.
+
+The engine calls :func:`crash_point` between the stores of a write (``put.stored``,
+``arena.reused``, ...).  It is a no-op unless ``SHAREDZARR_CRASH_AT`` (a point name or
+``*``) is set in the environment when the process starts; ``SHAREDZARR_CRASH_AFTER``
+(N) then lets N passes through and SIGKILLs the process at the next one.  The fault
+tests (``make stress``) drive it from outside, through the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["crash_point"]
+
+_CRASH_AT: str | None = os.environ.get("SHAREDZARR_CRASH_AT") or None
+_CRASH_AFTER = int(os.environ.get("SHAREDZARR_CRASH_AFTER", "0") or 0)
+_crash_count = 0
+
+
+def crash_point(where: str) -> None:
+    """Test hook: SIGKILL this process at the N-th pass of a named point.
+
+    Enabled only by ``SHAREDZARR_CRASH_AT`` (a point name or ``*``) and
+    ``SHAREDZARR_CRASH_AFTER`` (N) in the environment; a no-op otherwise.
+
+    Parameters
+    ----------
+    where : str
+        The point's name, e.g. ``"put.stored"``.
+    """
+    global _crash_count
+    if _CRASH_AT is None:
+        return
+    if _CRASH_AT != "*" and _CRASH_AT != where:
+        return
+    _crash_count += 1
+    if _crash_count > _CRASH_AFTER:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,418 @@
+"""Data arenas: this handle's map of them, and the allocator that appends records.
+
+The arena map caches a mapping per data segment (bounded by ``MAX_MAPPED``) and forgets
+the ones a writer unlinked.  The allocator hands out room for a record: in the current
+arena, in a retired arena taken back from the pool (renamed to a fresh id), or in a
+new segment (a big value gets one of its own).
+
+Words stored here, and only here
+--------------------------------
+``H_CUR_ARENA``, ``H_NEXT_ARENA``, ``H_REUSE`` and the pool words of the header; every
+arena header word (``A_USED``, ``A_RESERVED``, ``A_LIVE``, ``A_GARBAGE``, ``A_ID``,
+``A_NOREUSE``).  ``A_LIVE``/``A_GARBAGE`` are stored here too, although their policy is
+the space accounting's (:mod:`._space`): the allocator writes them whenever it creates,
+reuses or retires an arena, so keeping their stores here spares the allocator an upward
+call; :mod:`._space` changes them through :meth:`ArenaMixin._account_arena`.  A reader's
+no-reuse mark (``A_NOREUSE``) is stored by :meth:`ArenaMixin._pin`, which the read path
+calls.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+from .. import _layout as L
+from .._faults import crash_point as _crash_point
+from .._segment import exists as _seg_exists
+from .._segment import list_names, map_os_errors
+from .._segment import unlink as _unlink
+from ..errors import SharedZarrError
+from ._header import (
+    _OFFSET_BITS,
+    _OFFSET_MASK,
+    Segment,
+    TableBase,
+    _arena_word,
+    count_reclaim,
+)
+
+__all__ = ["MAX_MAPPED", "ArenaMixin", "init_arena_ids"]
+
+_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
+
+MAX_MAPPED = 4096  # arena mappings cached per handle (Linux allows ~65k maps)
+
+
+def init_arena_ids(H: memoryview) -> None:
+    """A new header: the first arena gets id 1 (0 means "no arena")."""
+    H[L.H_NEXT_ARENA] = 1
+
+
+def _set_arena_word(seg: Segment, i: int, v: int) -> None:
+    seg.words[i] = v  # one aligned 8-byte store
+
+
+class _Filler:
+    """A value that writes itself into the record (see ``Table.insert_filled``)."""
+
+    __slots__ = ("fill", "nbytes")
+
+    def __init__(self, nbytes: int, fill: Any) -> None:
+        self.nbytes = nbytes
+        self.fill = fill
+
+
+class ArenaMixin(TableBase):
+    """The arena map and the allocator of a table handle (see the module docstring)."""
+
+    # ------------------------------------------------------------------ arena map
+
+    def _map_arena(self, aid: int) -> Segment:
+        arenas = self._arenas
+        if len(arenas) >= MAX_MAPPED:
+            for k in list(arenas)[: MAX_MAPPED // 2]:
+                arenas.pop(k).close()
+        if self._H[L.H_RECLAIM] != self._reclaim_seen:
+            self._forget_reclaimed()
+        seg = Segment.attach(self._seg_name_arena(aid), readonly=self._ro, words_rw=True)
+        arenas[aid] = seg
+        return seg
+
+    def _forget_reclaimed(self) -> None:
+        """Drop cached mappings of arenas a writer unlinked (their memory can then be freed)."""
+        self._reclaim_seen = self._H[L.H_RECLAIM]
+        for aid in list(self._arenas):
+            if not _seg_exists(self._seg_name_arena(aid)):
+                self._arenas.pop(aid).close()
+
+    def _record_at(self, ref: int) -> tuple[Segment, int] | None:
+        aid, off = ref >> _OFFSET_BITS, ref & _OFFSET_MASK
+        seg = self._arenas.get(aid)
+        if seg is None:
+            try:
+                seg = self._map_arena(aid)
+            except Exception:
+                return None
+        return seg, off
+
+    def _key_at(self, seg: Segment, off: int) -> bytes:
+        _t, klen, n = _REC_HEAD.unpack_from(seg.mm, off)
+        ko = off + 16 + 8 * n
+        return seg.mm[ko : ko + klen]
+
+    def _record_info(self, seg: Segment, off: int) -> tuple[int, list[int]]:
+        total, klen, n = _REC_HEAD.unpack_from(seg.mm, off)
+        lens = list(struct.unpack_from(f"<{n}Q", seg.mm, off + 16))
+        return total, lens
+
+    def _arena_ids(self) -> list[int]:
+        base = f"{L.PREFIX}{self.name}.a"
+        out = []
+        for n in list_names(base):
+            rest = n[len(base) :]
+            if rest.isdigit():
+                out.append(int(rest))
+        return sorted(out)
+
+    def _pin(self, seg: Segment, aid: int) -> bool:
+        """Mark arena ``aid`` never to be reused (a zero-copy view into it is handed out).
+
+        Returns False when it was already retired: the caller looks the key up again.
+        The mark is stored before the id is checked; a writer checks the mark at least
+        ``REUSE_GRACE_NS`` after it retired the arena, so one of the two sees the other.
+        """
+        w = seg.words
+        if w[7] == 0:  # A_NOREUSE
+            w[7] = L.NOREUSE_VIEW
+        return w[6] == aid  # A_ID
+
+    # ------------------------------------------------------------------ allocator
+
+    def _write_arena(self, total: int) -> tuple[Segment, int, int]:
+        """Return ``(segment, arena id, offset)`` with room for a record of ``total`` bytes."""
+        H = self._H
+        cur = H[L.H_CUR_ARENA]
+        seg = self._wseg
+        if cur:
+            name = self._seg_name_arena(cur)
+            if seg is None or seg.mm is None or seg.name != name:
+                # the current arena is mapped once, shared with the read path: a reused
+                # arena's pages are then already in this process's page tables
+                seg = self._arenas.get(cur)
+                if seg is None or seg.mm is None or seg.name != name:
+                    try:
+                        seg = self._map_arena(cur)
+                    except Exception:
+                        seg = None
+                        H[L.H_CUR_ARENA] = cur = 0
+                self._set_wseg(seg)
+            if seg is not None:
+                used = _arena_word(seg, L.A_USED)
+                if used + total <= seg.size:
+                    return seg, cur, used
+        # a new arena: sized to the table, or a dedicated one for a big record
+        # arenas are sparse: memory is reserved as records arrive, so the size only bounds
+        # how much garbage one arena can hold (about 1/8 of the live data) and how many
+        # mappings a reader needs
+        live = max(H[L.H_LIVE_RECORD], self._size_hint)
+        size = L.MIN_ARENA
+        while size < L.MAX_ARENA and size < live // 8:
+            size *= 2
+        dedicated = total + L.ARENA_HEADER > size // 4
+        if dedicated:
+            size = (total + L.ARENA_HEADER + 4095) & ~4095
+            reserve = size
+        else:
+            pooled = self._take_pooled(size)
+            if pooled is not None:
+                seg, aid = pooled
+                self._set_wseg(seg)
+                H[L.H_CUR_ARENA] = aid
+                return seg, aid, L.ARENA_HEADER
+            reserve = L.ARENA_HEADER
+        aid = H[L.H_NEXT_ARENA]
+        if aid > L.MAX_ARENA_ID:
+            raise SharedZarrError(f"table {self.name!r}: arena ids exhausted; copy the table")
+        name = self._seg_name_arena(aid)
+        _unlink(name)
+        with map_os_errors(self.name, f"data segment {name}"):
+            new = Segment.create(name, size, self.mode, reserve=reserve, keep_fd=True)
+        noreuse = L.NOREUSE_OWN if dedicated else 0
+        L.ARENA_HDR.pack_into(
+            new.buf, 0, L.ARENA_MAGIC, size, L.ARENA_HEADER, reserve, 0, 0, aid, noreuse
+        )
+        H[L.H_NEXT_ARENA] = aid + 1
+        _crash_point("arena.created")
+        if dedicated:  # a big record's own segment: never the current arena
+            self._dedicated = new
+            return new, aid, L.ARENA_HEADER
+        self._arenas[aid] = new
+        self._set_wseg(new)
+        H[L.H_CUR_ARENA] = aid
+        return new, aid, L.ARENA_HEADER
+
+    def _set_wseg(self, seg: Segment | None) -> None:
+        """Make ``seg`` the arena this handle appends to (only it keeps a descriptor)."""
+        old = self._wseg
+        if old is not None and old is not seg:
+            old.close_fd()
+        self._wseg = seg
+
+    def _pool_words(self) -> list[int]:
+        """Header word indices of the free-arena pool's id words."""
+        return [L.H_POOL + 2 * k for k in range(L.POOL_SLOTS)]
+
+    def _take_pooled(self, size: int) -> tuple[Segment, int] | None:
+        """Reuse a retired arena of about ``size`` bytes under a fresh id: ``(segment, id)``.
+
+        Its pages are allocated (and mapped here, if this process wrote it), so appending to
+        it costs a copy instead of fresh tmpfs pages.  Waits out the rest of the grace period
+        (a fraction of a millisecond) rather than allocating.
+        """
+        H = self._H
+        for w in self._pool_words():
+            aid = H[w]
+            if not aid:
+                continue
+            seg = self._arenas.get(aid)
+            if seg is None or seg.mm is None:
+                try:
+                    seg = self._map_arena(aid)
+                except Exception:
+                    H[w] = 0  # gone (rm from outside): forget it
+                    continue
+            if not size // 2 <= seg.size <= size * 2:
+                H[w] = 0  # sized for a table of another size: free its memory instead
+                self._unlink_arena(aid)
+                continue
+            wait = H[w + 1] + L.REUSE_GRACE_NS - time.monotonic_ns()
+            if wait > 0:
+                time.sleep(min(wait, L.REUSE_GRACE_NS) / 1e9)
+            if _arena_word(seg, L.A_NOREUSE) or _arena_word(seg, L.A_ID):
+                H[w] = 0  # a reader holds a zero-copy view into it: never overwrite
+                self._unlink_arena(aid)
+                continue
+            new = H[L.H_NEXT_ARENA]
+            if new > L.MAX_ARENA_ID:
+                return None
+            H[w] = 0  # out of the pool (a crash from here on: recovery unlinks it)
+            H[L.H_REUSE] += 1  # before any byte changes: copying readers in it retry
+            count_reclaim(H)  # readers drop their mapping of the old name
+            name = self._seg_name_arena(new)
+            _unlink(name)  # a stray from a crash
+            with map_os_errors(self.name, f"data segment {name}"):
+                seg.rename(name)
+            H[L.H_NEXT_ARENA] = new + 1
+            self._arenas.pop(aid, None)
+            self._arenas[new] = seg
+            _set_arena_word(seg, L.A_USED, L.ARENA_HEADER)
+            _set_arena_word(seg, L.A_LIVE, 0)
+            _set_arena_word(seg, L.A_GARBAGE, 0)
+            _set_arena_word(seg, L.A_ID, new)
+            _crash_point("arena.reused")
+            return seg, new
+        return None
+
+    def _retire(self, aid: int) -> None:
+        """Arena ``aid`` holds no live record: park it in the pool for reuse, or unlink it."""
+        H = self._H
+        seg = self._arenas.get(aid)
+        free = [w for w in self._pool_words() if not H[w]]
+        if (
+            free
+            and seg is not None
+            and seg.mm is not None
+            and not seg.readonly
+            and _arena_word(seg, L.A_NOREUSE) == 0
+            and (L.POOL_SLOTS - len(free) + 1) * _arena_word(seg, L.A_RESERVED)
+            <= H[L.H_LIVE_RECORD] // 4
+        ):
+            _set_arena_word(seg, L.A_ID, 0)  # retired: readers that pin it now look again
+            _set_arena_word(seg, L.A_GARBAGE, 0)
+            w = free[0]
+            H[w + 1] = time.monotonic_ns()
+            H[w] = aid
+            _crash_point("arena.retired")
+            return
+        self._unlink_arena(aid)
+
+    def _unlink_arena(self, aid: int) -> None:
+        H = self._H
+        count_reclaim(H)
+        _unlink(self._seg_name_arena(aid))
+        s = self._arenas.pop(aid, None)
+        if s is not None:
+            if s is self._wseg:
+                self._wseg = None
+            s.close()
+
+    def _alloc(self, total: int) -> tuple[Segment, int, int]:
+        """Room for a record of ``total`` bytes, reserved (fallocated) and mapped: (seg, id, off).
+
+        The caller writes the record at ``off``, then calls :meth:`_commit`.
+        """
+        self._dedicated = None
+        seg, aid, off = self._write_arena(total)
+        try:
+            reserved = _arena_word(seg, L.A_RESERVED)
+            if off + total > reserved:
+                seg.open_fd()
+                # small records reserve ahead (fewer calls); big ones exactly what they need
+                ahead = min(L.RESERVE_STEP, off // 8) if total < L.RESERVE_STEP // 4 else 0
+                want = min(seg.size, max((off + total + 4095) & ~4095, reserved + ahead))
+                with map_os_errors(self.name, "reserving memory"):
+                    seg.reserve(reserved, want - reserved)
+                _set_arena_word(seg, L.A_RESERVED, want)
+        except BaseException:
+            self._release_dedicated()
+            raise
+        return seg, aid, off
+
+    def _commit(self, seg: Segment, off: int, total: int) -> None:
+        """Account a record written at ``off`` (not yet published)."""
+        _set_arena_word(seg, L.A_USED, off + total)
+        _set_arena_word(seg, L.A_LIVE, _arena_word(seg, L.A_LIVE) + total)
+        self._release_dedicated()
+
+    def _release_dedicated(self) -> None:
+        if self._dedicated is not None:
+            self._dedicated.close()
+            self._dedicated = None
+
+    def _append(self, kb: bytes, values: list[Any]) -> tuple[int, int]:
+        # values: memoryviews, or _Filler that write themselves
+        """Append a record; return ``(reference, record length)``.  Not yet published."""
+        total, _offs = L.record_layout(len(kb), [v.nbytes for v in values])
+        seg, aid, off = self._alloc(total)
+        try:
+            L.pack_record(seg.buf, off, kb, values)
+            _crash_point("append.written")
+        except BaseException:
+            self._release_dedicated()
+            raise
+        self._commit(seg, off, total)
+        return L.make_ref(aid, off), total
+
+    def _append_raw(self, rec: memoryview) -> int:
+        total = rec.nbytes
+        seg, aid, off = self._alloc(total)
+        try:
+            seg.buf[off : off + total] = rec
+        except BaseException:
+            self._release_dedicated()
+            raise
+        self._commit(seg, off, total)
+        return L.make_ref(aid, off)
+
+    def _append_unfilled(self, kb: bytes, nbytes: int) -> tuple[int, int, memoryview]:
+        """Append a one-value record whose value is not written yet (lock held).
+
+        Returns ``(reference, record length, writable view of the value)``.  The record
+        is accounted live but unpublished: :meth:`_publish` it once the value is written,
+        or :meth:`_abandon` it.  (The view keeps a big value's own segment mapped.)
+        """
+        views: list[memoryview] = []
+        new_ref, total = self._append(kb, [_Filler(nbytes, views.append)])
+        return new_ref, total, views[0]
+
+    # ------------------------------------------------------------------ for _space, _recovery
+
+    def _account_arena(self, seg: Segment, live: int, garbage: int) -> None:
+        """Store arena ``seg``'s live and garbage byte counts (space accounting)."""
+        _set_arena_word(seg, L.A_LIVE, live)
+        _set_arena_word(seg, L.A_GARBAGE, garbage)
+
+    def _seal_current(self, aid: int) -> None:
+        """Arena ``aid`` is about to be compacted: if it is the current one, append elsewhere."""
+        H = self._H
+        if H[L.H_CUR_ARENA] == aid:
+            H[L.H_CUR_ARENA] = 0  # seal it: new records go elsewhere
+            self._set_wseg(None)
+
+    def _reset_arenas(self) -> None:
+        """The table was cleared: no current arena, an empty pool (clear unlinks them)."""
+        H = self._H
+        H[L.H_CUR_ARENA] = 0
+        for w in self._pool_words():
+            H[w] = 0
+
+    def _drain_pool(self) -> None:
+        """Unlink every retired arena kept in the pool (``reclaim()`` gives memory back)."""
+        H = self._H
+        for w in self._pool_words():
+            aid = H[w]
+            if aid:
+                H[w] = 0
+                self._unlink_arena(aid)
+
+    def _recount_arenas(self, per_arena: dict[int, int]) -> int:
+        """Recovery: unlink arenas nothing references, recount the rest; return the garbage.
+
+        ``per_arena`` maps arena id -> live record bytes, counted from the index.
+        """
+        H = self._H
+        cur = H[L.H_CUR_ARENA]
+        garbage = 0
+        max_id = 0
+        for aid in self._arena_ids():
+            max_id = max(max_id, aid)
+            if aid not in per_arena and aid != cur:
+                _unlink(self._seg_name_arena(aid))
+                s = self._arenas.pop(aid, None)
+                if s is not None:
+                    s.close()
+                continue
+            seg = self._arenas.get(aid) or self._map_arena(aid)
+            used = _arena_word(seg, L.A_USED)
+            live = per_arena.get(aid, 0)
+            _set_arena_word(seg, L.A_LIVE, live)
+            _set_arena_word(seg, L.A_GARBAGE, max(used - L.ARENA_HEADER - live, 0))
+            garbage += max(used - L.ARENA_HEADER - live, 0)
+        if cur and not _seg_exists(self._seg_name_arena(cur)):
+            H[L.H_CUR_ARENA] = 0
+        H[L.H_NEXT_ARENA] = max(H[L.H_NEXT_ARENA], max_id + 1)
+        for w in self._pool_words():
+            H[w] = 0  # pooled arenas hold no live record: unlinked above
+        return garbage

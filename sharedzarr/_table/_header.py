@@ -1,0 +1,361 @@
+"""The mapped header page of a table: hot word indices, handle state, header accessors.
+
+Layer 2, bottom.  Everything above builds on :class:`TableBase`, which holds a
+handle's state (the header mapping ``_H``, the index mapping, the arena maps) and the
+checks every operation starts with.
+
+Hot word indices
+----------------
+The read path indexes the header and arena words with literal ints (an attribute
+lookup there costs measurable time).  This is the one place that says which literal
+is which word; :func:`_check_hot_words` verifies them against :mod:`sharedzarr._layout`
+at import (an explicit check, not an ``assert``, so ``python -O`` keeps it).
+
+Hot paths
+---------
+A module that calls a method of a shared object on a hot path binds it by assignment
+(``_REC_HEAD1 = L.REC_HEAD1``), never by ``from ... import``: CPython 3.11 compiles
+``name.method(...)`` without its method-call fast path when ``name`` was imported (it
+takes it for a module), which costs a bound-method object per call (~40 ns per probe,
+measured).  ``tests/test_engine_structure.py`` checks this.
+
+Words stored here
+-----------------
+``H_WRITES`` and ``H_RECLAIM``, the two "look again" counters cached readers trust
+(:func:`count_write`, :func:`count_reclaim`); the fixed fields of a new header (created
+time, options, magic: :func:`init_created`, :func:`publish_header`).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import struct
+from typing import TYPE_CHECKING, Any
+
+from .. import _layout as L
+from .. import _proc
+from .._lock import WriterLock
+from .._segment import Segment as _Segment
+from .._segment import map_os_errors
+from ..errors import CorruptTableError, SharedZarrError, TableNotFoundError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "HOT_WORDS",
+    "TableBase",
+    "count_reclaim",
+    "count_write",
+    "init_created",
+    "publish_header",
+    "validate_name",
+]
+
+if TYPE_CHECKING:
+
+    class Segment(_Segment):
+        """For the type checker only: a segment the engine holds is mapped.
+
+        ``Segment`` types ``mm``, ``buf``, ``rbuf`` and ``words`` as optional (they are
+        None once closed); the engine only reaches segments it has mapped, so it types
+        them as mapped instead of paying a cast (a call) on the hot paths.
+        """
+
+        mm: mmap.mmap
+        buf: memoryview
+        rbuf: memoryview
+        words: memoryview
+
+        @classmethod
+        def create(
+            cls,
+            name: str,
+            size: int,
+            mode: int,
+            *,
+            reserve: int | None = None,
+            keep_fd: bool = False,
+        ) -> Segment: ...
+
+        @classmethod
+        def attach(
+            cls,
+            name: str,
+            *,
+            readonly: bool = False,
+            keep_fd: bool = False,
+            words_rw: bool = False,
+        ) -> Segment: ...
+
+else:
+    Segment = _Segment
+
+DEFAULT_TIMEOUT = 60.0
+_READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_OFFSET_MASK = L.OFFSET_MASK
+_OFFSET_BITS = L.OFFSET_BITS
+
+#: The literal word indices the hot read paths use, by name (header ``H_*``, arena ``A_*``).
+HOT_WORDS: dict[str, int] = {
+    "H_DELETED": 8,
+    "H_GEN": 9,
+    "H_WRITES": 12,
+    "H_RECLAIM": 21,
+    "H_REUSE": 22,
+    "A_ID": 6,
+    "A_NOREUSE": 7,
+    "NOREUSE_VIEW": 1,
+}
+
+
+def _check_hot_words() -> None:
+    wrong = {k: getattr(L, k) for k, v in HOT_WORDS.items() if getattr(L, k) != v}
+    if wrong:  # pragma: no cover - a layout change must update the literals
+        raise ImportError(
+            f"sharedzarr._layout moved hot words {wrong}; update HOT_WORDS and the literal "
+            "indices in sharedzarr/_table/_read.py and _index.py"
+        )
+
+
+_check_hot_words()
+
+
+def count_write(H: memoryview) -> None:
+    """Bump the write counter: cached readers (``view_reader``) look at their slot again."""
+    H[L.H_WRITES] += 1
+
+
+def count_reclaim(H: memoryview) -> None:
+    """Count a reclaim, a reuse or a recovery: cached readers drop their views.
+
+    The write counter moves as well: a cached read (``Table.view_reader``) loads nothing
+    else while that counter stands still.
+    """
+    H[L.H_RECLAIM] += 1
+    H[L.H_WRITES] += 1
+
+
+def init_created(buf: memoryview, when: float) -> None:
+    """Store the creation time of a new header (not yet published)."""
+    struct.pack_into("<d", buf, 56, when)
+
+
+def publish_header(
+    buf: memoryview,
+    ttype: int,
+    access: int,
+    named: bool,
+    persistent: bool,
+    mode: int,
+) -> None:
+    """Store the options of a new header, then its magic: attachers wait for the magic."""
+    struct.pack_into(
+        "<IIBBBBI",
+        buf,
+        8,
+        L.VERSION,
+        L.HEADER_SIZE,
+        ttype,
+        access,
+        int(named),
+        int(persistent),
+        mode,
+    )
+    buf[0:8] = L.MAGIC  # last: attachers wait for the magic
+
+
+def validate_name(name: str) -> str:
+    """Check a table name: letters, digits, ``_ . -``, 1 to 64 characters.
+
+    Raises
+    ------
+    ValueError
+        When the name is not valid; the message says which characters are allowed.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"table name must be a str, got {type(name).__name__}")
+    if not _NAME_RE.match(name) or name in (".", ".."):
+        raise ValueError(
+            f"invalid table name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-' "
+            "(e.g. 'my_array_data')"
+        )
+    return name
+
+
+def _as_buffer(value: Any) -> memoryview:
+    if isinstance(value, bytes):
+        return memoryview(value)
+    if isinstance(value, str):
+        raise TypeError("values must be bytes-like; encode str values first (value.encode())")
+    try:
+        mv = memoryview(value)
+    except TypeError as e:
+        raise TypeError(
+            f"values must be bytes-like (bytes, bytearray, memoryview, numpy array), "
+            f"got {type(value).__name__}"
+        ) from e
+    if not mv.c_contiguous:
+        raise ValueError(
+            "values must be C-contiguous; pass np.ascontiguousarray(value) or bytes(value)"
+        )
+    if mv.format != "B" or mv.ndim != 1:
+        mv = mv.cast("B")
+    return mv
+
+
+def _arena_word(seg: Segment, i: int) -> int:
+    return int(seg.words[i])  # one aligned 8-byte load
+
+
+class TableBase:
+    """A handle's state: the header mapping, the maps of index and arenas, and the checks.
+
+    Attributes
+    ----------
+    name : str
+        The table name.
+    table_type : str
+        ``"set"``, ``"ordered_set"``, ``"bag"`` or ``"duplicate_bag"``.
+    access : str
+        ``"public"``, ``"protected"`` or ``"private"``.
+    """
+
+    # class-level defaults: close() is safe on a half-built object.  ``_hdr``, ``_H`` and
+    # ``_idx`` are None only on a closed (or half-built) handle, which every operation
+    # checks first (``_check_open``, ``_check_alive``); they are typed as mapped so that
+    # the hot paths need no casts (a cast is a call).
+    _hdr: Segment = None  # type: ignore[assignment]
+    _H: memoryview = None  # type: ignore[assignment]
+    _idx_seg: Segment | None = None
+    _idx: memoryview = None  # type: ignore[assignment]
+    _wseg: Segment | None = None
+    _dedicated: Segment | None = None  # a big record's own segment, while it is written
+    _closed: bool = True
+    _deleted: bool = False
+    name: str = ""
+
+    def __init__(self, name: str, hdr: Segment, readonly: bool) -> None:
+        self.name = name
+        self._hdr = hdr
+        self._ro = readonly
+        self._pid = os.getpid()
+        self._arenas: dict[int, Segment] = {}
+        self._idx_gen = -1
+        self._mask = 0
+        self._lock_fd = hdr.fd
+        if hdr.size < L.HEADER_SIZE:
+            raise CorruptTableError(
+                f"table {name!r}: header segment is {hdr.size} bytes, expected {L.HEADER_SIZE}; "
+                f"it is not a sharedzarr table of this version (`sharedzarr rm {name}` removes it)"
+            )
+        magic, version, hsize, ttype, access, named, persistent, mode = struct.unpack_from(
+            "<8sII4BI", hdr.buf, 0
+        )
+        if magic != L.MAGIC or version != L.VERSION or hsize != L.HEADER_SIZE:
+            raise CorruptTableError(
+                f"table {name!r}: header has magic {magic!r} version {version}, expected "
+                f"{L.MAGIC!r} version {L.VERSION}; it was not made by this sharedzarr version "
+                f"or is damaged (`sharedzarr rm {name}` removes it)"
+            )
+        if ttype >= len(L.TABLE_TYPES) or access >= len(L.ACCESS_LEVELS):
+            raise CorruptTableError(f"table {name!r}: header has invalid type/access bytes")
+        self.table_type = L.TABLE_TYPES[ttype]
+        self.access = L.ACCESS_LEVELS[access]
+        self.named_table = bool(named)
+        self.persistent = bool(persistent)
+        self.mode = mode
+        self._bag = ttype >= 2
+        self._dup = ttype == 3
+        self._H = hdr.buf.cast("Q")
+        self._reclaim_seen = self._H[L.H_RECLAIM]
+        self._lock = WriterLock(self._get_lock_fd, self._holder, name)
+        self._reads = 0
+        self._size_hint = 0  # bytes a bulk write is about to store (sizes new arenas)
+        self._closed = False
+
+    # ------------------------------------------------------------------ identity
+
+    def _owner_start(self) -> int:
+        return int(self._H[L.H_OWNER_START])
+
+    def _get_lock_fd(self) -> int:
+        if self._lock_fd < 0 or os.getpid() != self._pid:
+            path = os.path.join("/dev/shm", L.segment_names(self.name)[0])
+            with map_os_errors(self.name, "header"):
+                self._lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._pid = os.getpid()
+        return self._lock_fd
+
+    def _holder(self) -> int:
+        H = self._H
+        return H[L.H_HOLDER] if H is not None else 0
+
+    # ------------------------------------------------------------------ checks
+
+    def _not_found(self) -> TableNotFoundError:
+        return TableNotFoundError(
+            f"table {self.name!r} was deleted; sharedzarr.create(..., table_name={self.name!r}) "
+            "creates a new one, `sharedzarr ls` lists tables"
+        )
+
+    def _check_alive(self) -> None:
+        if self._closed:
+            if self._deleted:
+                raise self._not_found()
+            raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
+        if self._H[L.H_DELETED] or self._hdr.unlinked():
+            raise self._not_found()
+
+    def _check_open(self) -> memoryview:
+        H = self._H
+        if H is None:
+            if self._deleted:
+                raise self._not_found()
+            raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
+        if H[L.H_DELETED]:
+            raise self._not_found()
+        self._reads += 1
+        if not self._reads & 255 and self._hdr.unlinked():
+            raise self._not_found()
+        return H
+
+    def _corrupt(self, ref: int) -> CorruptTableError:
+        return CorruptTableError(
+            f"table {self.name!r}: reference {ref:#x} points outside its data segment; "
+            f"the table is damaged (`sharedzarr rm {self.name}` removes it)"
+        )
+
+    def _kept_changing(self) -> SharedZarrError:
+        return SharedZarrError(
+            f"table {self.name!r}: a read was retried {_READ_RETRIES} times because writers "
+            "kept reusing memory under it; retry, or read under table.writer()"
+        )
+
+    @property
+    def owner_pid(self) -> int:
+        """Pid of the owning process (ETS ``info(T, owner)``)."""
+        return int(self._H[L.H_OWNER_PID])
+
+    @property
+    def heir_pid(self) -> int | None:
+        """Pid of the heir, or None (ETS ``info(T, heir)``)."""
+        return int(self._H[L.H_HEIR_PID]) or None
+
+    @property
+    def is_owner(self) -> bool:
+        """True when this process owns the table."""
+        H = self._H
+        return (H[L.H_OWNER_PID], H[L.H_OWNER_START]) == _proc.current()
+
+    @property
+    def write_count(self) -> int:
+        """Number of write operations ever applied (changes on every write)."""
+        return int(self._check_open()[L.H_WRITES])
+
+    def _seg_name_idx(self, gen: int) -> str:
+        return f"{L.PREFIX}{self.name}.idx.{gen}"
+
+    def _seg_name_arena(self, aid: int) -> str:
+        return f"{L.PREFIX}{self.name}.a{aid}"

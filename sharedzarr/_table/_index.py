@@ -1,0 +1,319 @@
+"""The hash index of a table: map its current generation, probe it, store its slots.
+
+The index is a segment per generation (``/sz.T.idx.<gen>``) of 16-byte slots
+(key hash, reference); :mod:`sharedzarr._index` holds its pure parts (key codec,
+hash, vectorised rebuild).  Readers check ``H_GEN`` (one load) and remap when it moved.
+
+Words stored here, and only here
+--------------------------------
+Every index slot (:meth:`IndexMixin._store_ref` publishes a reference with one aligned
+8-byte store; :meth:`IndexMixin._store_new_slot` fills an empty slot, hash first), the
+index segment header, ``H_GEN`` (a new generation is published by one store) and
+``H_USED_SLOTS``.  The write counter that follows a slot store is the header's
+(:func:`._header.count_write`): callers bump it right after the slot, with their crash
+points in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import time
+from typing import Any
+
+import numpy as np
+
+from .. import _layout as L
+from .._faults import crash_point as _crash_point
+from .._index import build_slots
+from .._lock import WriterLock
+from .._segment import map_os_errors
+from .._segment import unlink as _unlink
+from ..errors import CorruptTableError, SharedZarrError
+from ._arenas import ArenaMixin
+from ._header import _OFFSET_BITS, _OFFSET_MASK, Segment
+
+__all__ = ["IndexMixin", "create_index_segment", "init_generation"]
+
+_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
+_REC_HEAD1 = L.REC_HEAD1  # assigned, not imported: see _header, "Hot paths"
+
+
+def create_index_segment(table: str, name: str, cap: int, gen: int, mode: int) -> None:
+    """Create index segment ``name``: ``cap`` empty slots of generation ``gen`` (unpublished)."""
+    with map_os_errors(table, "index"):
+        seg = Segment.create(name, L.index_bytes(cap), mode)
+    try:
+        L.INDEX_HDR.pack_into(seg.buf, 0, L.INDEX_MAGIC, cap, gen)
+    finally:
+        seg.close()
+
+
+def init_generation(H: memoryview) -> None:
+    """A new header: index generation 1 (created by :func:`create_index_segment`)."""
+    H[L.H_GEN] = 1
+
+
+class IndexMixin(ArenaMixin):
+    """Index mapping, the lock-free probes, growth, and the only slot stores."""
+
+    # ------------------------------------------------------------------ mapping
+
+    def _remap(self, *, readonly: bool) -> None:
+        hdr = Segment.attach(L.segment_names(self.name)[0], readonly=readonly, keep_fd=True)
+        self._drop_maps()
+        old = self._hdr
+        if self._H is not None:
+            self._H.release()
+        self._hdr = hdr
+        self._H = hdr.buf.cast("Q")
+        self._lock_fd = hdr.fd
+        self._ro = readonly
+        self._lock = WriterLock(self._get_lock_fd, self._holder, self.name)
+        if old is not None:
+            old.close()
+
+    def _drop_maps(self) -> None:
+        for seg in self._arenas.values():
+            seg.close()
+        self._arenas.clear()
+        if self._idx is not None:
+            with contextlib.suppress(BufferError):
+                self._idx.release()
+            self._idx = None  # type: ignore[assignment]
+        if self._idx_seg is not None:
+            self._idx_seg.close()
+            self._idx_seg = None
+        self._idx_gen = -1
+        if self._wseg is not None:
+            self._wseg.close()
+            self._wseg = None
+
+    def _load_index(self) -> None:
+        """Map the current index generation (retrying while a writer replaces it)."""
+        H = self._H
+        for _ in range(1000):
+            gen = H[L.H_GEN]
+            if H[L.H_DELETED]:
+                raise self._not_found()
+            try:
+                seg = Segment.attach(self._seg_name_idx(gen), readonly=self._ro)
+            except Exception as e:
+                if H[L.H_GEN] != gen:
+                    continue  # replaced meanwhile: map the newer one
+                if self._hdr.unlinked() or H[L.H_DELETED]:
+                    raise self._not_found() from None
+                with map_os_errors(self.name, f"index generation {gen}"):
+                    raise e
+            if seg.size < L.INDEX_HEADER:
+                seg.close()
+                raise CorruptTableError(f"table {self.name!r}: index segment is truncated")
+            magic, cap, sgen = L.INDEX_HDR.unpack_from(seg.buf, 0)
+            if (
+                magic != L.INDEX_MAGIC
+                or cap < 1
+                or cap & (cap - 1)
+                or seg.size < L.index_bytes(cap)
+                or sgen != gen
+            ):
+                seg.close()
+                raise CorruptTableError(
+                    f"table {self.name!r}: index segment generation {gen} is damaged "
+                    f"(`sharedzarr rm {self.name}` removes the table)"
+                )
+            if self._idx is not None:
+                with contextlib.suppress(BufferError):
+                    self._idx.release()
+            if self._idx_seg is not None:
+                self._idx_seg.close()
+            self._idx_seg = seg
+            self._idx = seg.buf[L.INDEX_HEADER : L.index_bytes(cap)].cast("Q")
+            self._mask = cap - 1
+            self._idx_gen = gen
+            return
+        raise SharedZarrError(f"table {self.name!r}: index kept changing; retry")
+
+    # ------------------------------------------------------------------ probes
+
+    def _find(self, kb: bytes, h: int) -> tuple[int, int, Any, int]:
+        """Locate key bytes ``kb``: ``(slot, ref, arena segment, record offset)`` or ``(-1, ...)``.
+
+        Lock-free.  Retries when the arena a reference points to was reclaimed
+        between loading the reference and mapping the arena.
+        """
+        H = self._check_open()
+        for _attempt in range(100):
+            if H[L.H_GEN] != self._idx_gen:
+                self._load_index()
+            idx = self._idx
+            mask = self._mask
+            i = h & mask
+            arenas = self._arenas
+            for _ in range(mask + 1):
+                j = i << 1
+                sh = idx[j]
+                if sh == h:
+                    ref = idx[j + 1]
+                    if ref > 1:
+                        aid = ref >> _OFFSET_BITS
+                        off = ref & _OFFSET_MASK
+                        seg = arenas.get(aid)
+                        if seg is None:
+                            try:
+                                seg = self._map_arena(aid)
+                            except Exception:
+                                break  # reclaimed meanwhile (or gone): look again
+                        mm = seg.mm
+                        try:
+                            _total, klen, n = _REC_HEAD.unpack_from(mm, off)
+                        except struct.error:
+                            raise self._corrupt(ref) from None
+                        ko = off + 16 + 8 * n
+                        if mm[ko : ko + klen] == kb:
+                            return i, ref, seg, off
+                elif sh == 0:
+                    return -1, 0, None, 0
+                i = (i + 1) & mask
+            else:
+                return -1, 0, None, 0
+            # retry after a reclaimed arena: the slot now holds the moved reference
+            if H[L.H_DELETED] or self._hdr.unlinked():
+                raise self._not_found()
+            time.sleep(0)
+        raise SharedZarrError(
+            f"table {self.name!r}: a data segment is missing; the table is damaged"
+        )
+
+    def _probe_home(
+        self, kb: bytes, h: int, H: memoryview | None
+    ) -> tuple[Segment, int, int, int] | None:
+        """The lock-free fast probe: ``(segment, reference, value offset, value length)`` when
+        ``kb`` sits in its home slot of a current index with its arena mapped (the common
+        case at load <= 0.5); None sends the caller to the full probe (:meth:`_get_slow`).
+
+        Literal word indices: 8 deleted, 9 index generation.  The result is borrowed.
+        """
+        if H is None or H[8] or H[9] != self._idx_gen:
+            return None
+        self._reads += 1
+        if not self._reads & 255 and self._hdr.unlinked():
+            raise self._not_found()
+        idx = self._idx
+        j = (h & self._mask) << 1
+        if idx[j] != h:
+            return None
+        ref = idx[j + 1]
+        seg = self._arenas.get(ref >> _OFFSET_BITS) if ref > 1 else None
+        if seg is None:
+            return None
+        off = ref & _OFFSET_MASK
+        mm = seg.mm
+        try:
+            _total, klen, n, vlen = _REC_HEAD1.unpack_from(mm, off)
+        except (struct.error, TypeError):
+            return None
+        ko = off + 16 + 8 * n
+        pos = off + ((16 + 8 * n + klen + 63) & ~63)  # L.value_offset, inlined (hot path)
+        if n and pos + vlen <= seg.size and mm[ko : ko + klen] == kb:
+            return seg, ref, pos, vlen
+        return None
+
+    def _locate(self, kb: bytes, h: int) -> tuple[int, int, Segment, int, int] | None:
+        """The full probe: ``(slot, reference, segment, value offset, value length)``, or None
+        when ``kb`` is absent (or has no value).  Borrowed, like :meth:`_probe_home`: callers
+        check the reuse epoch around it and repeat on a change (see :meth:`_get_slow`).
+
+        Raises
+        ------
+        CorruptTableError, struct.error
+            On a record that does not parse (damage, or an arena reused meanwhile).
+        """
+        slot, ref, seg, off = self._find(kb, h)
+        if slot < 0:
+            return None
+        _total, klen, n, vlen = _REC_HEAD1.unpack_from(seg.mm, off)
+        if n == 0:
+            return None
+        pos = off + L.value_offset(klen, n)
+        if pos + vlen > seg.size:
+            raise self._corrupt(off)
+        return slot, ref, seg, pos, vlen
+
+    # ------------------------------------------------------------------ stores (lock held)
+
+    def _store_ref(self, slot: int, ref: int) -> None:
+        """Publish ``ref`` (or ``L.TOMBSTONE``) in ``slot``: one aligned 8-byte store."""
+        self._idx[(slot << 1) + 1] = ref
+
+    def _store_new_slot(self, h: int, ref: int) -> int:
+        """Publish ``ref`` under hash ``h`` in a free slot (hash first); return the slot."""
+        i = self._slot_for_new(h)
+        self._idx[i << 1] = h
+        self._idx[(i << 1) + 1] = ref  # publish
+        return i
+
+    def _count_new_slot(self) -> None:
+        """A slot left the empty state (tombstones keep it used until a rebuild)."""
+        self._H[L.H_USED_SLOTS] += 1
+
+    def _set_used_slots(self, n: int) -> None:
+        """Recovery: store the recounted number of used slots."""
+        self._H[L.H_USED_SLOTS] = n
+
+    def _slot_for_new(self, h: int) -> int:
+        idx = self._idx
+        mask = self._mask
+        i = h & mask
+        while idx[i << 1] != 0:
+            i = (i + 1) & mask
+        return i
+
+    def _grow_if_needed(self, extra: int = 1) -> None:
+        H = self._H
+        if H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        cap = self._mask + 1
+        if H[L.H_USED_SLOTS] + extra <= cap * L.MAX_LOAD:
+            return
+        need = max(H[L.H_KEYS] + extra, 1)
+        new_cap = L.MIN_CAPACITY
+        while need > new_cap * L.MAX_LOAD / 2:
+            new_cap *= 2
+        self._rebuild_index(new_cap)
+
+    def _rebuild_index(self, new_cap: int) -> None:
+        """Build index generation gen+1 with ``new_cap`` slots, publish it, drop the old one."""
+        H = self._H
+        old_gen = self._idx_gen
+        arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)
+        live = arr[arr[:, 1] > 1].copy()
+        del arr
+        new = build_slots(live, new_cap)
+        new_gen = old_gen + 1
+        name = self._seg_name_idx(new_gen)
+        _unlink(name)  # a stray from a crashed rebuild
+        with map_os_errors(self.name, "index growth"):
+            seg = Segment.create(name, L.index_bytes(new_cap), self.mode)
+        try:
+            L.INDEX_HDR.pack_into(seg.buf, 0, L.INDEX_MAGIC, new_cap, new_gen)
+            seg.buf[L.INDEX_HEADER : L.index_bytes(new_cap)] = new.view(np.uint8).reshape(-1)  # type: ignore[call-overload]
+        finally:
+            seg.close()
+        _crash_point("grow.built")
+        H[L.H_USED_SLOTS] = len(live)
+        H[L.H_GEN] = new_gen  # publish
+        _crash_point("grow.published")
+        _unlink(self._seg_name_idx(old_gen))
+        self._load_index()
+
+    def _new_empty_index(self) -> str:
+        """Publish an empty index of the next generation (``clear``); return its segment name."""
+        H = self._H
+        old_gen = self._idx_gen if self._idx_gen >= 0 else H[L.H_GEN]
+        new_gen = old_gen + 1
+        name = self._seg_name_idx(new_gen)
+        _unlink(name)
+        create_index_segment(self.name, name, L.MIN_CAPACITY, new_gen, self.mode)
+        H[L.H_GEN] = new_gen  # publish the empty index
+        H[L.H_USED_SLOTS] = 0
+        return name

@@ -1,0 +1,239 @@
+"""Owner and heir: who owns a table, who inherits it, and what happens when they die.
+
+* The creating process owns a table.  At its exit (atexit, and multiprocessing's
+  finalizers for forked children) a table it owns goes to a live heir, stays if
+  persistent, or is destroyed (:func:`_exit_cleanup`).
+* An owner killed with SIGKILL cannot clean up: a later attach, :func:`probe`,
+  ``ls`` or ``gc`` that finds the owner dead promotes a live heir
+  (:func:`_promote_heir`, the one place that does) or destroys a non-persistent table.
+* After ``fork`` the child owns nothing and resets every handle's lock state.
+
+:func:`probe` lives here rather than in :mod:`._catalog` because it applies these
+rules; the catalog below it only lists and destroys.
+
+Words stored here, and only here
+--------------------------------
+``H_OWNER_PID``, ``H_OWNER_START``, ``H_HEIR_PID``, ``H_HEIR_START``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+import weakref
+from typing import Any
+
+from .. import _layout as L
+from .. import _proc
+from .._segment import exists as _seg_exists
+from .._segment import map_os_errors
+from ..errors import AccessDeniedError
+from ._catalog import _destroy, _wait_for_magic
+from ._header import Segment
+
+__all__ = ["probe"]
+
+_OWNED: dict[str, None] = {}
+_HANDLES: weakref.WeakSet[Any] = weakref.WeakSet()  # Table handles (reset after fork)
+_cleanup_registered = False
+_registry_lock = threading.Lock()
+
+
+def forget_owned(name: str) -> None:
+    """This process no longer owns table ``name`` (given away or deleted)."""
+    _OWNED.pop(name, None)
+
+
+def register_handle(t: Any) -> None:
+    """Remember handle ``t`` (weakly): a forked child resets its lock state."""
+    _HANDLES.add(t)
+
+
+def set_owner(H: memoryview, ident: tuple[int, int]) -> None:
+    """Store the owner ``(pid, start time)`` (start first: a reader pairs them)."""
+    H[L.H_OWNER_START] = ident[1]
+    H[L.H_OWNER_PID] = ident[0]
+
+
+def set_heir(H: memoryview, ident: tuple[int, int] | None) -> None:
+    """Store the heir ``(pid, start time)``, or clear it with None."""
+    H[L.H_HEIR_START] = ident[1] if ident else 0
+    H[L.H_HEIR_PID] = ident[0] if ident else 0
+
+
+def init_owner(H: memoryview, me: tuple[int, int], heir: tuple[int, int] | None) -> None:
+    """A new header: owner ``me`` and the optional heir."""
+    H[L.H_OWNER_PID], H[L.H_OWNER_START] = me
+    if heir:
+        H[L.H_HEIR_PID], H[L.H_HEIR_START] = heir
+
+
+def _promote_heir(H: memoryview, heir: tuple[int, int]) -> None:
+    """The owner is gone and ``heir`` lives: it becomes the owner, and there is no heir."""
+    H[L.H_OWNER_START] = heir[1]
+    H[L.H_OWNER_PID] = heir[0]
+    H[L.H_HEIR_PID] = 0
+    H[L.H_HEIR_START] = 0
+
+
+def _register_owned(name: str) -> None:
+    global _cleanup_registered
+    with _registry_lock:
+        _OWNED[name] = None
+        if not _cleanup_registered:
+            atexit.register(_exit_cleanup)
+            try:  # forked multiprocessing children skip atexit but run these finalizers
+                from multiprocessing import util
+
+                util.Finalize(None, _exit_cleanup, exitpriority=-100)
+            except Exception:  # pragma: no cover
+                pass
+            _cleanup_registered = True
+
+
+def _exit_cleanup() -> None:
+    """At exit: delete the tables this process owns, or hand them to a live heir."""
+    me = _proc.current()
+    for name in list(_OWNED):
+        _OWNED.pop(name, None)
+        with contextlib.suppress(Exception):
+            _release_ownership(name, me)
+
+
+def _after_fork_in_child() -> None:
+    global _cleanup_registered
+    _OWNED.clear()
+    # multiprocessing's fork bootstrap clears the inherited Finalize registry (and
+    # skips atexit): register again when this child creates or takes a table
+    _cleanup_registered = False
+    for t in list(_HANDLES):
+        with contextlib.suppress(Exception):
+            t._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _release_ownership(name: str, me: tuple[int, int]) -> None:
+    """Owner ``me`` exits: hand the table to a live heir, keep it if persistent, else delete."""
+    try:
+        hdr = Segment.attach(L.segment_names(name)[0], keep_fd=False)
+    except Exception:
+        return
+    try:
+        H = hdr.buf.cast("Q")
+        try:
+            if bytes(hdr.buf[:8]) != L.MAGIC or H[L.H_DELETED]:
+                return
+            if (H[L.H_OWNER_PID], H[L.H_OWNER_START]) != me:
+                return  # given away meanwhile
+            heir = (H[L.H_HEIR_PID], H[L.H_HEIR_START])
+            if heir[0] and _proc.alive(*heir):
+                _promote_heir(H, heir)
+                return
+            if hdr.buf[19]:  # persistent
+                return
+        finally:
+            H.release()
+    finally:
+        hdr.close()
+    _destroy(name)
+
+
+def _owner_state(H: memoryview) -> str:
+    """'alive' when the owner runs, 'heir' when only the heir does, else 'dead'."""
+    if _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]):
+        return "alive"
+    if H[L.H_HEIR_PID] and _proc.alive(H[L.H_HEIR_PID], H[L.H_HEIR_START]):
+        return "heir"
+    return "dead"
+
+
+def _reap_if_orphaned(name: str, H: memoryview, persistent: bool) -> bool:
+    """Apply the owner-death rules to a table; return True when it was deleted.
+
+    The owner is dead (it was killed and could not clean up): a live heir becomes
+    the owner; otherwise a non-persistent table is deleted.
+    """
+    state = _owner_state(H)
+    if state == "alive":
+        return False
+    if state == "heir":
+        _promote_heir(H, (H[L.H_HEIR_PID], H[L.H_HEIR_START]))
+        return False
+    if persistent:
+        return False
+    _destroy(name)
+    return True
+
+
+def _heir_ident(pid: int | str | None) -> tuple[int, int] | None:
+    if pid is None or pid == "none":
+        return None
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        raise ValueError(f"heir/owner must be a process id (a positive int) or None, got {pid!r}")
+    ident = _proc.ident_of(pid)
+    if ident is None:
+        raise ValueError(f"process {pid} is not running; the heir must be a live process")
+    return ident
+
+
+def probe(name: str, *, reap: bool = True) -> str:
+    """Classify table ``name`` and apply the owner-death rules.
+
+    Returns ``"missing"`` (no header), ``"alive"`` (usable), ``"orphan"`` (owner
+    and heir dead, persistent: kept), ``"reaped"`` (it was orphaned and has just
+    been deleted; only when ``reap``), ``"deleted"`` (marked deleted, segments
+    left behind by a crashed deleter), ``"corrupt"`` (not a table of ours) or
+    ``"denied"`` (the segment mode hides it from this user).
+    A live heir of a dead owner becomes the owner here.  A process that may only
+    read the header (mode) never deletes: it reports an orphan as ``"orphan"``.
+    """
+    hdr_name = L.segment_names(name)[0]
+    try:
+        hdr = Segment.attach(hdr_name, keep_fd=False)
+    except Exception:
+        try:
+            with map_os_errors(name, "header"):
+                hdr = Segment.attach(hdr_name, readonly=True, keep_fd=False)
+        except AccessDeniedError:
+            return "denied"
+        except Exception:
+            return "missing" if not _seg_exists(hdr_name) else "corrupt"
+    try:
+        if hdr.size < L.HEADER_SIZE:
+            return "corrupt"
+        _wait_for_magic(name, hdr)
+        if bytes(hdr.buf[:8]) != L.MAGIC:
+            return "corrupt"
+        H = hdr.buf.cast("Q")
+        try:
+            if H[L.H_DELETED]:
+                state = "deleted"
+            else:
+                who = _owner_state(H)
+                persistent = bool(hdr.buf[19])
+                if who == "alive":
+                    state = "alive"
+                elif who == "heir" and not hdr.readonly:
+                    _reap_if_orphaned(name, H, persistent)  # the heir takes over
+                    state = "alive"
+                elif persistent or who == "heir":
+                    state = "alive" if who == "heir" else "orphan"
+                else:
+                    state = "reaped" if reap and not hdr.readonly else "orphan"
+        finally:
+            H.release()
+    finally:
+        hdr.close()
+    if state in ("reaped", "deleted") and reap and not hdr.readonly:
+        _destroy(name)
+    return state
+
+
+def _try_reap(name: str) -> bool:
+    """For create(): if table ``name`` is orphaned or half-deleted, delete it; True if gone."""
+    return probe(name) in ("reaped", "deleted", "missing")

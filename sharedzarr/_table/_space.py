@@ -1,0 +1,134 @@
+"""Space accounting and compaction: count garbage, decide when to reclaim, compact.
+
+Overwritten and deleted records become garbage.  When garbage exceeds
+``RECLAIM_RATIO`` of the live data (``RECLAIM_RATIO_BUSY`` inside a writer session),
+the writer copies the live records of the most wasteful arena forward, republishes
+them (through the index's slot store) and retires the arena (the allocator's pool).
+
+Words stored here, and only here
+--------------------------------
+``H_GARBAGE`` and ``H_LIVE_RECORD`` (the table's totals).  The per-arena counts
+(``A_LIVE``, ``A_GARBAGE``) are decided here and stored by the allocator
+(:meth:`._arenas.ArenaMixin._account_arena`).  Everything here runs with the writer
+lock held.
+"""
+
+from __future__ import annotations
+
+from .. import _layout as L
+from .._faults import crash_point as _crash_point
+from .._index import key_hash
+from ._header import _OFFSET_BITS, _arena_word
+from ._index import IndexMixin
+
+__all__ = ["RECLAIM_MIN", "RECLAIM_RATIO", "RECLAIM_RATIO_BUSY", "SpaceMixin"]
+
+_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
+
+RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
+RECLAIM_RATIO = 0.4  # reclaim when garbage > this fraction of live records (<= 1.5x memory)
+RECLAIM_RATIO_BUSY = 1.0  # ... and within a long writer session, at this fraction
+
+
+class SpaceMixin(IndexMixin):
+    """Garbage accounting, reclaim policy and compaction (lock held throughout)."""
+
+    def _add_live_record(self, total: int) -> None:
+        """A record of ``total`` bytes became live (published, or appended and abandoned)."""
+        self._H[L.H_LIVE_RECORD] += total
+
+    def _set_space(self, live_record: int, garbage: int) -> None:
+        """Store recounted totals (recovery; ``clear`` stores zeros)."""
+        H = self._H
+        H[L.H_LIVE_RECORD] = live_record
+        H[L.H_GARBAGE] = garbage
+
+    def _garbage(self, ref: int, total: int) -> None:
+        """Account the record at ``ref`` (``total`` bytes) as garbage."""
+        H = self._H
+        H[L.H_GARBAGE] += total
+        H[L.H_LIVE_RECORD] -= total
+        r = self._record_at(ref)
+        if r is None or r[0].readonly:
+            return
+        seg = r[0]
+        live = _arena_word(seg, L.A_LIVE) - total
+        garbage = _arena_word(seg, L.A_GARBAGE) + total
+        self._account_arena(seg, live, garbage)
+        aid = ref >> _OFFSET_BITS
+        if live <= 0 and aid != H[L.H_CUR_ARENA]:
+            # nothing left in it: reuse its pages (or free a big value's own segment)
+            H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
+            self._retire(aid)
+
+    def _abandon(self, new_ref: int, total: int) -> None:
+        """Account an appended, never published record as garbage (lock held)."""
+        self._add_live_record(total)
+        self._garbage(new_ref, total)
+
+    def _maybe_reclaim(self, ratio: float = RECLAIM_RATIO) -> None:
+        H = self._H
+        garbage = H[L.H_GARBAGE]
+        if garbage <= RECLAIM_MIN or garbage <= H[L.H_LIVE_RECORD] * ratio:
+            return
+        self._reclaim()
+
+    def _reclaim(self) -> int:
+        """Compact the most wasteful arenas until garbage is low (writer lock held)."""
+        freed = 0
+        H = self._H
+        ids = self._arena_ids()
+        for _ in range(64):
+            garbage = H[L.H_GARBAGE]
+            if garbage <= RECLAIM_MIN // 2 or garbage <= H[L.H_LIVE_RECORD] * RECLAIM_RATIO / 2:
+                break
+            victim = self._most_garbage(ids)
+            if victim is None:
+                break
+            freed += self._compact(victim)
+            ids.remove(victim)
+        return freed
+
+    def _most_garbage(self, ids: list[int]) -> int | None:
+        """The arena with the largest share of garbage (frees most per byte copied)."""
+        best, best_gain = None, 0.0
+        for aid in ids:
+            r = self._arenas.get(aid)
+            if r is None:
+                try:
+                    r = self._map_arena(aid)
+                except Exception:
+                    continue
+            if not _arena_word(r, L.A_ID):
+                continue  # retired, waiting in the pool: nothing to compact
+            g = _arena_word(r, L.A_GARBAGE)
+            gain = g / (g + _arena_word(r, L.A_LIVE) + 1)
+            if gain > best_gain:
+                best, best_gain = aid, gain
+        return best
+
+    def _compact(self, aid: int) -> int:
+        """Move the live records of arena ``aid`` forward, then unlink it."""
+        H = self._H
+        self._seal_current(aid)
+        seg = self._arenas.get(aid) or self._map_arena(aid)
+        used = _arena_word(seg, L.A_USED)
+        garbage = _arena_word(seg, L.A_GARBAGE)
+        off = L.ARENA_HEADER if _arena_word(seg, L.A_LIVE) > 0 else used  # all dead: no walk
+        mm = seg.mm
+        while off < used:
+            total, klen, n = _REC_HEAD.unpack_from(mm, off)
+            if total < L.ALIGN or off + total > used:
+                break
+            ko = off + 16 + 8 * n
+            kb = mm[ko : ko + klen]
+            slot, ref, _s, _o = self._find(kb, key_hash(kb))
+            if slot >= 0 and ref == L.make_ref(aid, off):
+                new_ref = self._append_raw(seg.buf[off : off + total])
+                self._store_ref(slot, new_ref)  # republish
+                _crash_point("reclaim.moved")
+            off += total
+        H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
+        self._account_arena(seg, 0, _arena_word(seg, L.A_GARBAGE))
+        self._retire(aid)
+        return garbage

@@ -1,0 +1,399 @@
+"""The ``Table`` facade: lifecycle (create, attach, close), ownership calls, info.
+
+Everything else a ``Table`` does comes from the engine modules it is built from
+(see the package docstring of :mod:`sharedzarr._table`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .. import _layout as L
+from .. import _proc
+from .._platform import check_platform
+from .._segment import map_os_errors, size_on_disk
+from .._segment import unlink as _unlink
+from ..errors import AccessDeniedError, TableExistsError
+from ._arenas import init_arena_ids
+from ._catalog import _destroy, _wait_for_magic, table_segments
+from ._header import Segment, init_created, publish_header, validate_name
+from ._index import create_index_segment, init_generation
+from ._ownership import (
+    _heir_ident,
+    _reap_if_orphaned,
+    _register_owned,
+    _try_reap,
+    forget_owned,
+    init_owner,
+    register_handle,
+)
+from ._ownership import (
+    set_heir as _store_heir,
+)
+from ._ownership import (
+    set_owner as _store_owner,
+)
+from ._write import WriteMixin
+
+__all__ = ["Table"]
+
+
+class Table(WriteMixin):
+    """An ETS-style table shared between processes through named POSIX shared memory.
+
+    Create one with :meth:`create`, attach to it from any process with
+    :meth:`attach`.  Reads take no lock; writes serialise on one writer lock
+    per table (:meth:`writer`).  A handle pickles as its name: a worker process
+    that receives it attaches, copying no data.
+
+    Attributes
+    ----------
+    name : str
+        The table name (what :meth:`attach` takes).
+    table_type : str
+        ``"set"``, ``"ordered_set"``, ``"bag"`` or ``"duplicate_bag"``.
+    access : str
+        ``"public"``, ``"protected"`` or ``"private"``.
+    """
+
+    def __init__(self, name: str, hdr: Segment, readonly: bool) -> None:
+        super().__init__(name, hdr, readonly)
+        register_handle(self)
+
+    @classmethod
+    def create(
+        cls,
+        name: str | None = None,
+        *,
+        table_type: str = "set",
+        access: str = "public",
+        heir: int | None = None,
+        named_table: bool = True,
+        persistent: bool = False,
+        mode: int = 0o600,
+    ) -> Table:
+        """Create a new table owned by this process.
+
+        ETS: ``ets:new/2``.
+
+        Parameters
+        ----------
+        name : str, optional
+            1-64 letters, digits, ``_ . -``.  ``None`` generates a unique name.
+        table_type : {"set", "ordered_set", "bag", "duplicate_bag"}
+            ETS table type.
+        access : {"public", "protected", "private"}
+            Who may read and write (see the README for what this can and cannot stop).
+        heir : int, optional
+            Pid of a running process that becomes the owner when this one exits.
+        named_table : bool
+            With ``False`` the name gets a unique suffix (like an ETS tid), so
+            several unnamed tables may share a base name; use ``table.name``.
+        persistent : bool
+            Keep the table after the owner exits, until it is deleted.
+        mode : int
+            Permission bits of the segments (default ``0o600``: this user only).
+
+        Returns
+        -------
+        Table
+
+        Raises
+        ------
+        TableExistsError
+            When a live table already has this name.
+        ValueError
+            For an invalid name, type, access or heir.
+        """
+        if table_type not in L.TABLE_TYPES:
+            raise ValueError(
+                f"invalid table_type {table_type!r}: use one of {', '.join(L.TABLE_TYPES)}"
+            )
+        if access not in L.ACCESS_LEVELS:
+            raise ValueError(f"invalid access {access!r}: use one of {', '.join(L.ACCESS_LEVELS)}")
+        if not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(f"invalid mode {mode!r}: use permission bits such as 0o600 or 0o660")
+        if not mode & 0o600 == 0o600:
+            raise ValueError(f"mode {oct(mode)} must give the owner read and write (0o600)")
+        heir_ident = _heir_ident(heir)
+        if name is None:
+            name = f"t{os.getpid()}-{secrets.token_hex(4)}"
+        validate_name(name)
+        if not named_table:
+            name = f"{name[:55]}.{secrets.token_hex(4)}"
+        hdr_name = L.segment_names(name)[0]
+        check_platform()
+        for attempt in range(2):
+            try:
+                with map_os_errors(name, "header"):
+                    hdr = Segment.create(hdr_name, L.HEADER_SIZE, mode, keep_fd=True)
+                break
+            except TableExistsError:
+                if attempt == 0 and _try_reap(name):
+                    continue
+                raise TableExistsError(
+                    f"table {name!r} already exists; attach with "
+                    f"sharedzarr.Table.attach({name!r}), pass overwrite=True to "
+                    f"sharedzarr.create, or delete it (`sharedzarr rm {name}`)"
+                ) from None
+        try:
+            # we hold the name: anything else named like our segments is a stray
+            for n in table_segments(name):
+                if n != hdr_name:
+                    _unlink(n)
+            create_index_segment(name, L.segment_names(name)[1] + "1", L.MIN_CAPACITY, 1, mode)
+            me = _proc.current()
+            buf = hdr.buf
+            H = buf.cast("Q")
+            init_owner(H, me, heir_ident)
+            init_created(buf, time.time())
+            init_generation(H)
+            init_arena_ids(H)
+            H.release()
+            publish_header(
+                buf,
+                L.TABLE_TYPES.index(table_type),
+                L.ACCESS_LEVELS.index(access),
+                named_table,
+                persistent,
+                mode,
+            )  # last: its magic; attachers wait for it
+        except BaseException:
+            hdr.close()
+            _destroy(name)
+            raise
+        _register_owned(name)
+        return cls(name, hdr, readonly=False)
+
+    @classmethod
+    def attach(cls, name: str, *, readonly: bool = False) -> Table:
+        """Attach to an existing table by name, from any process.
+
+        Parameters
+        ----------
+        name : str
+            The table name.
+        readonly : bool
+            Map the segments read-only; writes through this handle raise
+            :class:`AccessDeniedError`.
+
+        Returns
+        -------
+        Table
+
+        Raises
+        ------
+        TableNotFoundError
+            When no such table exists (or its owner died and it was deleted).
+        AccessDeniedError
+            For a private table of another process, or a segment mode that
+            denies this user.
+        CorruptTableError
+            When the segment is not a table of this layout version.
+        """
+        validate_name(name)
+        check_platform()
+        hdr_name = L.segment_names(name)[0]
+        try:
+            with map_os_errors(name, "header"):
+                hdr = Segment.attach(hdr_name, readonly=readonly, keep_fd=True)
+        except AccessDeniedError:  # (translated at the boundary, so caught outside it)
+            if readonly:
+                raise
+            with map_os_errors(name, "header"):  # the mode may still let us read
+                hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
+            readonly = True
+        try:
+            _wait_for_magic(name, hdr)
+            t = cls(name, hdr, readonly=readonly)
+        except BaseException:
+            hdr.close()
+            raise
+        try:
+            t._check_alive()
+            if not t._ro and t._reap_check():
+                raise t._not_found()
+            owner = t.is_owner
+            if t.access == "private" and not owner:
+                raise AccessDeniedError(
+                    f"table {name!r} is private to its owner (pid {t.owner_pid}); create it "
+                    "with access='protected' or 'public' to share it"
+                )
+            if owner:
+                _register_owned(name)
+            elif t.access == "protected" and not t._ro:
+                t._remap(readonly=True)
+        except BaseException:
+            t.close()
+            raise
+        return t
+
+    @classmethod
+    def _attach_for_admin(cls, name: str) -> Table:
+        """A read-only handle for inspection (``info``, ``ls``), ignoring the access level."""
+        validate_name(name)
+        with map_os_errors(name, "header"):
+            hdr = Segment.attach(L.segment_names(name)[0], readonly=True, keep_fd=True)
+        try:
+            _wait_for_magic(name, hdr)
+            t = cls(name, hdr, readonly=True)
+        except BaseException:
+            hdr.close()
+            raise
+        return t
+
+    def _reap_check(self) -> bool:
+        H = self._H
+        if _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]):
+            return False
+        return _reap_if_orphaned(self.name, H, self.persistent)
+
+    def close(self) -> None:
+        """Release this process's mappings; the table itself is untouched. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_maps()
+        if self._H is not None:
+            with contextlib.suppress(BufferError):
+                self._H.release()
+            self._H = None  # type: ignore[assignment]
+        hdr_fd = -1
+        if self._hdr is not None:
+            hdr_fd = self._hdr.fd
+            self._hdr.close()  # closing an inherited copy of the fd does not touch the parent
+            self._hdr = None  # type: ignore[assignment]
+        if self._lock_fd >= 0 and self._lock_fd != hdr_fd:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # reopened after fork
+        self._lock_fd = -1
+
+    def __enter__(self) -> Table:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Table.attach, (self.name,))
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self)} objects"
+        return f"<sharedzarr.Table {self.name!r} {self.table_type} {self.access}, {state}>"
+
+    def _after_fork(self) -> None:
+        # the child must not share the parent's flock description nor close its fd
+        self._lock.reset_after_fork()
+        self._lock_fd = -1
+        self._wseg = None
+
+    def give_away(self, pid: int) -> None:
+        """Make process ``pid`` the owner.  ETS: ``ets:give_away/3``.
+
+        Raises
+        ------
+        AccessDeniedError
+            When this process is not the owner.
+        ValueError
+            When ``pid`` is not a running process.
+        """
+        ident = _heir_ident(pid)
+        if ident is None:
+            raise ValueError("give_away needs the pid of a running process")
+        with self._owner_write("give_away"):
+            _store_owner(self._H, ident)
+        forget_owned(self.name)
+
+    def set_heir(self, pid: int | None) -> None:
+        """Set (or with None clear) the heir.  ETS: ``ets:setopts(T, {heir, Pid, Data})``.
+
+        Raises
+        ------
+        AccessDeniedError
+            When this process is not the owner.
+        """
+        ident = _heir_ident(pid)
+        with self._owner_write("set_heir"):
+            _store_heir(self._H, ident)
+
+    @contextlib.contextmanager
+    def _owner_write(self, what: str) -> Iterator[None]:
+        if not self.is_owner:
+            raise AccessDeniedError(
+                f"only the owner (pid {self.owner_pid}) of table {self.name!r} may call {what}"
+            )
+        if self._ro:
+            self._remap(readonly=False)
+        with self.writer():
+            yield
+
+    def delete_table(self) -> None:
+        """Delete the table for every process.  ETS: ``ets:delete/1``.
+
+        Other handles get :class:`TableNotFoundError` on their next call;
+        zero-copy views they hold stay readable.
+
+        Raises
+        ------
+        AccessDeniedError
+            When the table is protected or private and this process is not the owner.
+        """
+        self._check_alive()
+        if self.access != "public" and not self.is_owner:
+            raise AccessDeniedError(
+                f"table {self.name!r} is {self.access}: only its owner (pid {self.owner_pid}) "
+                "may delete it (`sharedzarr rm` can, as an administrator)"
+            )
+        name = self.name
+        self.close()
+        self._deleted = True
+        forget_owned(name)
+        _destroy(name)
+
+    def info(self) -> dict[str, Any]:
+        """Table information.  ETS: ``ets:info/1``.
+
+        Returns
+        -------
+        dict
+            name, type, access, size (objects), keys, memory (bytes of shared
+            memory), owner, heir, named_table, persistent, segments, created,
+            write_count, live_bytes, garbage_bytes, index_capacity, index_generation.
+        """
+        H = self._check_open()
+        if H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        segs = table_segments(self.name)
+        created = struct.unpack_from("<d", self._hdr.buf, 56)[0]
+        return {
+            "name": self.name,
+            "type": self.table_type,
+            "access": self.access,
+            "size": int(H[L.H_OBJECTS]),
+            "keys": int(H[L.H_KEYS]),
+            "memory": sum(size_on_disk(n) for n in segs),
+            "owner": int(H[L.H_OWNER_PID]),
+            "owner_alive": _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]),
+            "heir": int(H[L.H_HEIR_PID]) or None,
+            "named_table": self.named_table,
+            "persistent": self.persistent,
+            "segments": len(segs),
+            "created": created,
+            "write_count": int(H[L.H_WRITES]),
+            "live_bytes": int(H[L.H_LIVE_VALUE]),
+            "record_bytes": int(H[L.H_LIVE_RECORD]),
+            "garbage_bytes": int(H[L.H_GARBAGE]),
+            "index_capacity": self._mask + 1,
+            "index_generation": int(H[L.H_GEN]),
+            "mode": self.mode,
+        }

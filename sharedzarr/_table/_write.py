@@ -1,0 +1,469 @@
+"""The write side: the writer session (lock, holder, dirty word) and every write operation.
+
+A session (:meth:`WriteMixin.writer`, or the one a single operation opens) takes the
+writer lock (:mod:`sharedzarr._lock`), stores the holder, repairs after a dead writer
+(:mod:`._recovery`), marks the header dirty, and at its end reclaims once and clears the
+mark.  ``_put`` is the one write primitive: append the record (allocator), publish it
+(one slot store, index), bump the write counter (header), count it.
+
+Words stored here, and only here
+--------------------------------
+``H_HOLDER``, ``H_DIRTY``, and the entry counts ``H_KEYS``, ``H_OBJECTS``,
+``H_LIVE_VALUE`` (recovery recounts them and hands them back to be stored here).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import wait as futures_wait
+from typing import Any, Self
+
+from .. import _layout as L
+from .._faults import crash_point as _crash_point
+from .._index import encode_key, key_hash
+from .._segment import unlink as _unlink
+from ..errors import AccessDeniedError, NotFoundError
+from ._arenas import _Filler
+from ._catalog import table_segments
+from ._header import DEFAULT_TIMEOUT, _as_buffer, count_reclaim, count_write
+from ._ownership import _OWNED, _register_owned
+from ._read import ReadMixin
+from ._recovery import RecoveryMixin
+from ._space import RECLAIM_RATIO_BUSY
+
+__all__ = ["WriteMixin"]
+
+
+class WriteMixin(ReadMixin, RecoveryMixin):
+    """Writer sessions and the write operations of a table handle."""
+
+    def _set_counts(self, keys: int, objects: int, live_value: int) -> None:
+        """Store the entry counts (after recovery; ``clear`` stores zeros)."""
+        H = self._H
+        H[L.H_KEYS] = keys
+        H[L.H_OBJECTS] = objects
+        H[L.H_LIVE_VALUE] = live_value
+
+    @contextlib.contextmanager
+    def writer(self, timeout: float | None = DEFAULT_TIMEOUT) -> Iterator[Self]:
+        """Hold the table's writer lock across several operations.
+
+        Single operations take the lock by themselves; reads never take it.
+        Reentrant within a thread.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait; ``None`` waits forever.
+
+        Raises
+        ------
+        LockTimeoutError
+            When the lock is not acquired in time; names the holder's pid.
+        AccessDeniedError
+            When this process may not write (protected table, read-only handle).
+        """
+        self._begin_write(timeout)
+        ok = False
+        try:
+            yield self
+            ok = True
+        finally:
+            self._end_write(ok)
+
+    def _writable_check(self) -> None:
+        if self._closed:
+            if self._deleted:
+                raise self._not_found()
+            raise ValueError(f"operation on a closed handle of table {self.name!r}; attach again")
+        if self.access != "public" and not self.is_owner:
+            raise AccessDeniedError(
+                f"table {self.name!r} is {self.access}: only its owner (pid {self.owner_pid}) "
+                "may write; create it with access='public' to let every process write"
+            )
+        if self._ro:
+            if self.access == "public" or self.is_owner:
+                try:
+                    self._remap(readonly=False)
+                    return
+                except Exception:
+                    pass
+            raise AccessDeniedError(
+                f"this handle of table {self.name!r} is read-only; attach with "
+                "readonly=False (and a segment mode that lets this user write) to write"
+            )
+
+    def _begin_write(self, timeout: float | None) -> None:
+        if self._lock.depth:
+            self._lock.acquire(timeout)
+            return
+        self._writable_check()
+        self._lock.acquire(timeout)
+        try:
+            H = self._H
+            if H[L.H_DELETED] or self._hdr.unlinked():
+                raise self._not_found()
+            H[L.H_HOLDER] = os.getpid()
+            if H[L.H_DIRTY]:
+                self._set_counts(*self._recover())
+                H[L.H_DIRTY] = 0
+            H[L.H_DIRTY] = os.getpid()
+            if self.name not in _OWNED and self.is_owner:
+                _register_owned(self.name)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _end_write(self, ok: bool) -> None:
+        if self._lock.depth == 1:
+            H = self._H
+            if ok and H is not None and not self._deleted:
+                try:  # reclaim once per writer session: a bulk write's old records are
+                    self._maybe_reclaim()  # all garbage by now, so whole arenas just go
+                except Exception:
+                    ok = False  # the write itself is done; the next writer repairs
+            if H is not None:
+                if ok:
+                    H[L.H_DIRTY] = 0  # an exception leaves it set: the next writer repairs
+                H[L.H_HOLDER] = 0
+        self._lock.release()
+
+    def _put(self, kb: bytes, h: int, values: list[Any], mode: str) -> bool:
+        """The one write primitive.  Call with the writer lock held.
+
+        ``mode``: "replace" (set insert, bag rewrite), "new" (insert_new).
+        Returns False when ``mode == "new"`` and the key exists.
+        """
+        slot, ref, seg, off = self._find(kb, h)
+        if slot >= 0 and mode == "new":
+            return False
+        old = None
+        if slot >= 0:
+            old = self._record_info(seg, off)
+        else:
+            if not values:
+                return True
+            self._grow_if_needed()
+        new_ref, total = self._append(kb, values)
+        self._publish(h, [v.nbytes for v in values], new_ref, total, slot, ref, old)
+        self._maybe_reclaim(RECLAIM_RATIO_BUSY)
+        return True
+
+    def _publish(
+        self,
+        h: int,
+        lens: list[int],
+        new_ref: int,
+        total: int,
+        slot: int,
+        ref: int,
+        old: tuple[int, list[int]] | None,
+    ) -> None:
+        """Make record ``new_ref`` (``total`` bytes, values of ``lens``) the key's object.
+
+        ``slot``/``ref``/``old``: the key's slot, reference and old record info when it
+        exists (else ``slot < 0``).  Lock held.
+        """
+        H = self._H
+        vbytes = sum(lens)
+        if slot >= 0:
+            assert old is not None  # the key exists: its old record was read
+            old_total, old_lens = old
+            if lens:
+                self._store_ref(slot, new_ref)  # publish: one aligned 8-byte store
+            else:
+                self._store_ref(slot, L.TOMBSTONE)
+                H[L.H_KEYS] -= 1
+            _crash_point("put.stored")  # a crash here leaves the count to recovery
+            count_write(H)  # right after the slot: cached readers look at it again
+            _crash_point("put.published")
+            H[L.H_OBJECTS] += len(lens) - len(old_lens)
+            H[L.H_LIVE_VALUE] += vbytes - sum(old_lens)
+            self._add_live_record(total)
+            self._garbage(ref, old_total)
+        else:
+            self._store_new_slot(h, new_ref)  # publish
+            _crash_point("put.stored")
+            count_write(H)
+            _crash_point("put.published")
+            self._count_new_slot()
+            H[L.H_KEYS] += 1
+            H[L.H_OBJECTS] += len(lens)
+            H[L.H_LIVE_VALUE] += vbytes
+            self._add_live_record(total)
+
+    def insert_prepared(self, pk: tuple[bytes, int], value: Any) -> None:
+        """:meth:`insert` with a prepared key (see :meth:`prepare_key`); set types only."""
+        v = _as_buffer(value)
+        if self._bag:
+            raise TypeError(f"insert_prepared needs a set table; {self.name!r} is a bag")
+        self._begin_write(DEFAULT_TIMEOUT)
+        ok = False
+        try:
+            self._put(pk[0], pk[1], [v], "replace")
+            ok = True
+        finally:
+            self._end_write(ok)
+
+    def insert_filled(self, pk: tuple[bytes, int], nbytes: int, fill: Any) -> None:
+        """Insert a value of ``nbytes`` written in place by ``fill(buffer)``; set types only.
+
+        ``fill`` receives a writable memoryview of the new record's value and must
+        fill it; the value is published only after ``fill`` returns, so readers never
+        see it half-written.  Saves the copy into an intermediate buffer.
+        """
+        if self._bag:
+            raise TypeError(f"insert_filled needs a set table; {self.name!r} is a bag")
+        kb, h = pk
+        self._begin_write(DEFAULT_TIMEOUT)
+        ok = False
+        try:
+            self._put(kb, h, [_Filler(nbytes, fill)], "replace")
+            ok = True
+        finally:
+            self._end_write(ok)
+
+    def delete_prepared(self, pk: tuple[bytes, int]) -> None:
+        """:meth:`delete` with a prepared key (see :meth:`prepare_key`)."""
+        with self.writer():
+            self._remove(pk[0], pk[1])
+
+    def insert_filled_many(
+        self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
+    ) -> int:
+        """Insert many values, each written in place by its ``fill(buffer)``; set types only.
+
+        One writer session for all.  Each value is published only after its ``fill``
+        returned, in order, so readers never see one half-written.  If a fill raises, the
+        values before it are published and it and the later ones are not; the exception
+        propagates.
+
+        Parameters
+        ----------
+        items : iterable of (prepared key, nbytes, fill)
+            Prepared keys come from :meth:`prepare_key`.
+        submit : callable, optional
+            ``submit(fill, buffer) -> concurrent.futures.Future``.  Given, two fills in
+            three run there (another thread: numpy releases the GIL while it copies) while
+            this thread prepares the records and runs the third.
+        expected_bytes : int
+            About how many bytes ``items`` hold, when known.  New arenas are then sized for
+            a table of at least this much data from the first record on (instead of growing
+            from the smallest size), so a table written in one go has arenas of one size,
+            which the next rewrite reuses instead of allocating fresh memory.
+
+        Returns
+        -------
+        int
+            The number of values inserted.
+        """
+        if self._bag:
+            raise TypeError(f"insert_filled_many needs a set table; {self.name!r} is a bag")
+        pending: collections.deque[tuple[Any, ...]] = collections.deque()
+        done = 0
+        head_failed = False
+        with self.writer():
+            self._size_hint = max(int(expected_bytes), 0)
+            try:
+                for k, ((kb, h), nbytes, fill) in enumerate(items):
+                    self._grow_if_needed(len(pending) + 1)
+                    new_ref, total, buf = self._append_unfilled(kb, nbytes)
+                    if submit is not None and k % 3 != 2:
+                        pending.append((submit(fill, buf), kb, h, nbytes, new_ref, total))
+                    else:
+                        try:
+                            fill(buf)
+                        except BaseException:
+                            self._abandon(new_ref, total)
+                            raise
+                        pending.append((None, kb, h, nbytes, new_ref, total))
+                    while pending and (
+                        len(pending) > 4 or pending[0][0] is None or pending[0][0].done()
+                    ):
+                        head_failed = True  # a fill that failed is the oldest pending one
+                        self._finish_filled(pending.popleft())
+                        head_failed = False
+                        done += 1
+                while pending:
+                    head_failed = True
+                    self._finish_filled(pending.popleft())
+                    head_failed = False
+                    done += 1
+            except BaseException:
+                # publish, in order, the values filled before the first failure; the failed
+                # one and those after it become garbage
+                failed = head_failed
+                while pending:
+                    p = pending.popleft()
+                    if p[0] is not None:
+                        futures_wait([p[0]])
+                    if failed:
+                        self._abandon(p[4], p[5])
+                        continue
+                    try:
+                        self._finish_filled(p)  # abandons its record itself if it failed
+                        done += 1
+                    except BaseException:
+                        failed = True
+                raise
+            finally:
+                self._size_hint = 0
+        return done
+
+    def _finish_filled(self, p: tuple[Any, ...]) -> None:
+        fut, kb, h, nbytes, new_ref, total = p
+        if fut is not None:
+            try:
+                fut.result()
+            except BaseException:
+                self._abandon(new_ref, total)
+                raise
+        slot, ref, seg, off = self._find(kb, h)
+        old = self._record_info(seg, off) if slot >= 0 else None
+        self._publish(h, [nbytes], new_ref, total, slot, ref, old)
+
+    def _remove(self, kb: bytes, h: int) -> list[Any] | None:
+        """Delete a key (lock held); return its values (copies) or None when absent."""
+        H = self._H
+        slot, ref, seg, off = self._find(kb, h)
+        if slot < 0:
+            return None
+        vals = self._values(seg, off, True)
+        total, lens = self._record_info(seg, off)
+        self._store_ref(slot, L.TOMBSTONE)  # publish the deletion
+        count_write(H)  # right after the slot: cached readers look at it again
+        _crash_point("delete.published")
+        H[L.H_KEYS] -= 1
+        H[L.H_OBJECTS] -= len(lens)
+        H[L.H_LIVE_VALUE] -= sum(lens)
+        self._garbage(ref, total)
+        self._maybe_reclaim(RECLAIM_RATIO_BUSY)
+        return vals
+
+    def insert(self, key: Any, value: Any) -> None:
+        """Insert an object.  ETS: ``ets:insert/2``.
+
+        ``set``/``ordered_set``: replaces the value of ``key``.  ``bag``: adds
+        the value unless the same value is already stored under ``key``.
+        ``duplicate_bag``: always adds.
+
+        Parameters
+        ----------
+        key : key
+            str, int, float, bool, None, bytes, or tuples/lists of these.
+        value : bytes-like
+            bytes, bytearray, memoryview or C-contiguous numpy array (0 bytes to
+            hundreds of MiB).
+        """
+        kb = encode_key(key)
+        h = key_hash(kb)
+        v = _as_buffer(value)
+        self._begin_write(DEFAULT_TIMEOUT)
+        ok = False
+        try:
+            if not self._bag:
+                self._put(kb, h, [v], "replace")
+            else:
+                old = self._existing(kb, h)
+                if self._dup or not any(o == v for o in old):
+                    self._put(kb, h, old + [v], "replace")
+            ok = True
+        finally:
+            self._end_write(ok)
+
+    def _existing(self, kb: bytes, h: int) -> list[memoryview]:
+        slot, _ref, seg, off = self._find(kb, h)
+        if slot < 0:
+            return []
+        return self._values(seg, off, False, borrow=True) or []
+
+    def insert_new(self, key: Any, value: Any) -> bool:
+        """Insert only if ``key`` is absent; return whether it was inserted.
+
+        ETS: ``ets:insert_new/2``.  Atomic: the check and the insert happen
+        under the writer lock.
+        """
+        kb = encode_key(key)
+        h = key_hash(kb)
+        v = _as_buffer(value)
+        with self.writer():
+            return self._put(kb, h, [v], "new")
+
+    def delete(self, key: Any) -> None:
+        """Delete every object with ``key``; no error when absent.  ETS: ``ets:delete/2``."""
+        kb = encode_key(key)
+        h = key_hash(kb)
+        with self.writer():
+            self._remove(kb, h)
+
+    def delete_object(self, key: Any, value: Any) -> None:
+        """Delete the exact object ``(key, value)``.  ETS: ``ets:delete_object/2``.
+
+        In a ``duplicate_bag`` every instance of the object is deleted.
+        """
+        kb = encode_key(key)
+        h = key_hash(kb)
+        v = _as_buffer(value)
+        with self.writer():
+            old = self._existing(kb, h)
+            keep = [o for o in old if o != v]
+            if len(keep) == len(old):
+                return
+            if keep:
+                self._put(kb, h, keep, "replace")
+            else:
+                self._remove(kb, h)
+
+    def take(self, key: Any) -> list[bytes]:
+        """Return and delete the values of ``key`` (empty when absent).  ETS: ``ets:take/2``."""
+        kb = encode_key(key)
+        h = key_hash(kb)
+        with self.writer():
+            vals = self._remove(kb, h)
+        return vals or []
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.insert(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        if not self.member(key):
+            raise NotFoundError(f"key {key!r} is not in table {self.name!r}")
+        self.delete(key)
+
+    def clear(self) -> None:
+        """Delete every object, keeping the table.  ETS: ``ets:delete_all_objects/1``.
+
+        Zero-copy views that readers hold stay valid (the data segments are
+        unlinked, not overwritten).
+        """
+        with self.writer():
+            H = self._H
+            name = self._new_empty_index()  # publishes the empty index
+            self._set_counts(0, 0, 0)
+            self._set_space(0, 0)
+            self._reset_arenas()
+            count_write(H)
+            self._set_wseg(None)
+            for n in table_segments(self.name):
+                if n.endswith(".hdr") or n == name:
+                    continue
+                _unlink(n)
+            count_reclaim(H)
+            self._forget_reclaimed()
+            self._load_index()
+
+    def reclaim(self) -> int:
+        """Compact now and give memory back: copy live records out of wasteful data segments,
+        unlink them, and free the pool of retired segments kept for reuse.
+
+        Compaction also runs by itself when garbage exceeds 40% of the live data (the pool
+        is then kept: it makes the next rewrite a plain copy).  Returns the bytes of
+        garbage freed.
+        """
+        with self.writer():
+            freed = self._reclaim()
+            self._drain_pool()
+        return freed
