@@ -68,6 +68,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
+
 try:
     from zarr.abc.store import (
         ByteRequest,

@@ -137,11 +137,6 @@ def test_cli_without_optional_dependencies(tmp_path):
     assert r.stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(
-    reason="the engine checks the machine when sharedzarr._table is imported, not when a "
-    "shared-memory table is created or attached",
-    strict=False,
-)
 def test_import_works_on_another_machine_and_shm_says_why_not(tmp_path):
     r = _run(
         """
