@@ -343,6 +343,16 @@ class Segment:
             self.fd = posix_ipc.SharedMemory("/" + self.name, 0, size=0).fd
         return self.fd
 
+    def reopen_path(self) -> str:
+        """A path that opens *this* segment again as a new open file description.
+
+        Through the kept descriptor (``/proc/self/fd/N``) it names this segment even after
+        it was unlinked or its name was reused by another table; without one, its name.
+        """
+        if self.fd >= 0:
+            return f"/proc/self/fd/{self.fd}"
+        return os.path.join(SHM_DIR, self.name)
+
     def unlinked(self) -> bool:
         """Return True when the segment was unlinked (needs a kept descriptor)."""
         if self.fd < 0:

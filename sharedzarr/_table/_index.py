@@ -26,7 +26,6 @@ import numpy as np
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._index import build_slots
-from .._lock import WriterLock
 from .._segment import map_os_errors
 from .._segment import unlink as _unlink
 from ..errors import CorruptTableError, SharedZarrError
@@ -67,9 +66,9 @@ class IndexMixin(ArenaMixin):
             self._H.release()
         self._hdr = hdr
         self._H = hdr.buf.cast("Q")
-        self._lock_fd = hdr.fd
         self._ro = readonly
-        self._lock = WriterLock(self._get_lock_fd, self._holder, self.name)
+        self._lock.close()
+        self._lock = self._new_lock()
         if old is not None:
             old.close()
 

@@ -264,15 +264,10 @@ class Table(WriteMixin):
             with contextlib.suppress(BufferError):
                 self._H.release()
             self._H = None  # type: ignore[assignment]
-        hdr_fd = -1
         if self._hdr is not None:
-            hdr_fd = self._hdr.fd
             self._hdr.close()  # closing an inherited copy of the fd does not touch the parent
             self._hdr = None  # type: ignore[assignment]
-        if self._lock_fd >= 0 and self._lock_fd != hdr_fd:
-            with contextlib.suppress(OSError):
-                os.close(self._lock_fd)  # reopened after fork
-        self._lock_fd = -1
+        self._lock.close()
 
     def __enter__(self) -> Table:
         return self
@@ -292,9 +287,8 @@ class Table(WriteMixin):
         return f"<sharedzarr.Table {self.name!r} {self.table_type} {self.access}, {state}>"
 
     def _after_fork(self) -> None:
-        # the child must not share the parent's flock description nor close its fd
+        # the lock closes the child's copy of its description (sharedzarr._lock)
         self._lock.reset_after_fork()
-        self._lock_fd = -1
         self._wseg = None
 
     def give_away(self, pid: int) -> None:
