@@ -30,8 +30,13 @@ Header byte map (``H_*`` are word indices: byte offset // 8)::
     144     8  garbage record bytes          152  8  current arena id (0: none)
     160     8  next arena id                 168  8  reclaim generation
     176     8  reuse epoch: bumped before a retired arena is written again
+    184     8  operation sequence: odd while a writer session is open (see "Operations")
     192    32  free-arena pool: POOL_SLOTS x [u64 arena id (0: empty)][u64 retired at,
                CLOCK_MONOTONIC ns]
+    224     8  lock hint: pid of a process waiting for the writer lock (sharedzarr._lock)
+    232     8  lock hint: how many times the writer lock was granted
+    240     8  reader wait: CLOCK_MONOTONIC ns at which a snapshot reader asked writers to
+               pause (0: none; see "Operations")
 
 Index segment::
 
@@ -119,8 +124,12 @@ H_CUR_ARENA = 19
 H_NEXT_ARENA = 20
 H_RECLAIM = 21
 H_REUSE = 22
+H_OPSEQ = 23
 H_POOL = 24  # POOL_SLOTS pairs of words: arena id, retired-at ns
 POOL_SLOTS = 2
+H_LOCK_WANT = 28  # the writer lock's hint words: [want pid, grants] (sharedzarr._lock)
+H_LOCK_GRANTS = 29
+H_READER_WAIT = 30  # CLOCK_MONOTONIC ns at which a reader asked writers to pause (0: none)
 H_WORDS = HEADER_SIZE // 8
 
 TABLE_TYPES = ("set", "ordered_set", "bag", "duplicate_bag")

@@ -73,7 +73,7 @@ from ._indexing import (
     work_view,
 )
 from ._metadata import ArrayMetadata, dtype_name, encode_fill_value
-from .errors import AccessDeniedError, CorruptTableError, SharedZarrError
+from .errors import AccessDeniedError, CorruptTableError
 from .storage.base import MODES, Backend
 
 __all__ = ["Array", "Attributes", "create", "open"]
@@ -147,7 +147,12 @@ class Array:
     ) -> None:
         self._backend = backend
         self._reader = backend.chunk_reader()  # borrowed views; see Backend.reuse_epoch
-        self._epoch = backend.reuse_epoch
+        # multi-chunk reads are snapshots: the epoch moves when a write operation or a
+        # reuse overlaps a read, and snapshot() repeats a read until none did
+        self._epoch = backend.snapshot_epoch
+        self._snapshot = backend.snapshot
+        self._op_seq = backend.op_seq  # metadata coherence: see _sync
+        self._meta_seq = self._op_seq()
         self._attrs: Attributes | None = None
         self._set_metadata(metadata, metadata_bytes)
         self._closed = False
@@ -354,8 +359,8 @@ class Array:
                 fut.result()
         else:
             self._copy_pieces(backend, plist, out)
-        if epoch() != start:
-            self._recopy(backend, plist, out)
+        if epoch() != start:  # a write overlapped: copy them all again, as one snapshot
+            self._consistent(lambda: self._copy_pieces(backend, plist, out))
 
     def _window2d(self, k0: Any, k1: Any) -> np.ndarray | None:
         """``a[r0:r1, c0:c1]`` of a 2-D uncompressed array: its pieces computed in one
@@ -398,24 +403,13 @@ class Array:
         self._read_pieces(pieces, out)
         return out
 
-    def _recopy(self, backend: Backend, pieces: Any, out: np.ndarray) -> None:
-        """Copy ``pieces`` again one by one, each checked: memory was reused under a read."""
-        for piece in pieces:
-            self._consistent(lambda p=piece: self._copy_pieces(backend, (p,), out))
-
     def _consistent(self, read: Any) -> Any:
-        """Run ``read()`` until no memory was reused under it (see :meth:`_read_pieces`)."""
-        epoch = self._epoch
-        for _attempt in range(_READ_RETRIES):
-            start = epoch()
-            value = read()
-            if epoch() == start:
-                return value
-        raise SharedZarrError(
-            f"array {self._name_or_unknown()!r}: a read was retried {_READ_RETRIES} times "
-            "because writers kept reusing memory under it; retry, or read under "
-            "array.backend.writer()"
-        )
+        """Run ``read()`` until no write operation or memory reuse overlapped it: a snapshot.
+
+        The protocol (waiting for an open operation, retries, asking writers to pause) is
+        the table's: :meth:`sharedzarr._table.Table.snapshot`.
+        """
+        return self._snapshot(read)
 
     def _copy_pieces(
         self,
@@ -502,6 +496,7 @@ class Array:
         --------
         >>> a.get_slice(start=(0, 0), stop=(100, 100))  # doctest: +SKIP
         """
+        self._sync()
         try:
             sels = normalize_start_stop(start, stop, self._shape)
         except (IndexError, ValueError):
@@ -554,6 +549,8 @@ class Array:
         --------
         >>> a[[3, 0, 59]], a[idx, 2:30:3], a[..., [1, 2]], a[a_mask]  # doctest: +SKIP
         """
+        if self._op_seq() != self._meta_seq:  # another handle may have resized (_sync)
+            self._sync()
         tk = type(key)
         if tk is int or tk is np.int64:
             if self._rows:  # a[i]: one row of a row-chunked array (i from numpy too)
@@ -733,6 +730,7 @@ class Array:
         -------
         numpy.ndarray
         """
+        self._sync()
         if copy is False:
             raise ValueError(
                 "a sharedzarr.Array cannot be converted without a copy; use "
@@ -980,6 +978,33 @@ class Array:
                 chunk[csel] = part
             buf = _byte_view(chunk)
             backend.write_chunk(idx, buf if raw_codec else encode(buf))
+
+    def _sync(self) -> None:
+        """Adopt another handle's resize, append or attrs change: one word load when none.
+
+        Every write operation moves the table's operation sequence (see
+        :meth:`sharedzarr._table.Table.op_seq`); when it moved since this handle last
+        looked, the handle reads ``zarr.json`` again, as a snapshot.
+        """
+        if self._op_seq() != self._meta_seq and not self._closed:
+            self._resync()
+
+    def _resync(self) -> None:
+        backend = self._live()
+
+        def read() -> tuple[bytes | None, int]:
+            raw = backend.read_metadata()
+            return (None if raw is None else bytes(raw)), backend.op_seq()
+
+        raw, seq = self._snapshot(read)
+        if raw is not None and raw != self._meta_raw:
+            self._set_metadata(ArrayMetadata.from_json(raw), raw)
+        self._meta_seq = seq
+
+    def _synced(self) -> ArrayMetadata:
+        """The current metadata (after :meth:`_sync`)."""
+        self._sync()
+        return self._meta
 
     def _sync_locked(self) -> bool:
         """Under the writer lock: adopt metadata another handle wrote; True if it changed."""
@@ -1495,12 +1520,13 @@ class Array:
 
     @property
     def metadata(self) -> ArrayMetadata:
-        """The parsed ``zarr.json`` this handle uses."""
-        return self._meta
+        """The parsed ``zarr.json``, as of the last completed write operation."""
+        return self._synced()
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """The array's shape."""
+        """The array's shape, as of the last completed write operation (in any process)."""
+        self._sync()
         return self._shape
 
     @property
@@ -1559,6 +1585,7 @@ class Array:
         return len(self._live().list_chunks())
 
     def __len__(self) -> int:
+        self._sync()
         if not self._shape:
             raise TypeError("len() of unsized object (a rank-0 array)")
         return self._shape[0]
@@ -1749,25 +1776,25 @@ class Attributes(MutableMapping[str, Any]):
         self._array = array
 
     def __getitem__(self, key: str) -> Any:
-        value = self._array._meta.attributes[key]
+        value = self._array._synced().attributes[key]
         return json.loads(json.dumps(value)) if isinstance(value, (dict, list)) else value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._array._update_attributes(lambda a: a.__setitem__(key, value))
 
     def __delitem__(self, key: str) -> None:
-        if key not in self._array._meta.attributes:
+        if key not in self._array._synced().attributes:
             raise KeyError(key)
         self._array._update_attributes(lambda a: a.pop(key, None))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(list(self._array._meta.attributes))
+        return iter(list(self._array._synced().attributes))
 
     def __len__(self) -> int:
-        return len(self._array._meta.attributes)
+        return len(self._array._synced().attributes)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._array._meta.attributes
+        return key in self._array._synced().attributes
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
         """Set several attributes with one metadata write.
@@ -1802,14 +1829,14 @@ class Attributes(MutableMapping[str, Any]):
         -------
         dict
         """
-        return json.loads(json.dumps(self._array._meta.attributes))
+        return json.loads(json.dumps(self._array._synced().attributes))
 
     def refresh(self) -> None:
         """Re-read ``zarr.json`` to see attributes another handle wrote."""
         self._array.refresh()
 
     def __repr__(self) -> str:
-        return f"Attributes({self._array._meta.attributes!r})"
+        return f"Attributes({self._array._synced().attributes!r})"
 
 
 def _check_table_type(table_type: Any) -> None:

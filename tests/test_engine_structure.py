@@ -64,6 +64,8 @@ OWNERS = {
     "H_LIVE_RECORD": "_space",
     "H_HOLDER": "_write",
     "H_DIRTY": "_write",
+    "H_OPSEQ": "_write",
+    "H_READER_WAIT": "_read",
     "H_KEYS": "_write",
     "H_OBJECTS": "_write",
     "H_LIVE_VALUE": "_write",

@@ -38,7 +38,6 @@ from .. import _layout as L
 from .. import _proc
 from .._lock import WriterLock
 from .._segment import Segment as _Segment
-from .._segment import map_os_errors
 from ..errors import CorruptTableError, SharedZarrError, TableNotFoundError
 
 __all__ = [
@@ -104,6 +103,7 @@ HOT_WORDS: dict[str, int] = {
     "H_WRITES": 12,
     "H_RECLAIM": 21,
     "H_REUSE": 22,
+    "H_OPSEQ": 23,
     "A_ID": 6,
     "A_NOREUSE": 7,
     "NOREUSE_VIEW": 1,
@@ -244,7 +244,6 @@ class TableBase:
         self._arenas: dict[int, Segment] = {}
         self._idx_gen = -1
         self._mask = 0
-        self._lock_fd = hdr.fd
         if hdr.size < L.HEADER_SIZE:
             raise CorruptTableError(
                 f"table {name!r}: header segment is {hdr.size} bytes, expected {L.HEADER_SIZE}; "
@@ -270,7 +269,7 @@ class TableBase:
         self._dup = ttype == 3
         self._H = hdr.buf.cast("Q")
         self._reclaim_seen = self._H[L.H_RECLAIM]
-        self._lock = WriterLock(self._get_lock_fd, self._holder, name)
+        self._lock = self._new_lock()
         self._reads = 0
         self._size_hint = 0  # bytes a bulk write is about to store (sizes new arenas)
         self._closed = False
@@ -280,13 +279,19 @@ class TableBase:
     def _owner_start(self) -> int:
         return int(self._H[L.H_OWNER_START])
 
-    def _get_lock_fd(self) -> int:
-        if self._lock_fd < 0 or os.getpid() != self._pid:
-            path = os.path.join("/dev/shm", L.segment_names(self.name)[0])
-            with map_os_errors(self.name, "header"):
-                self._lock_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            self._pid = os.getpid()
-        return self._lock_fd
+    def _new_lock(self) -> WriterLock:
+        """The writer lock: its own descriptor of the header (opened on first use, closed in
+        forked children) and the two hint words that make it fair (see :mod:`.._lock`)."""
+        return WriterLock(
+            self._hdr.reopen_path(),
+            self._holder,
+            self.name,
+            hint_words=self._lock_hint,
+        )
+
+    def _lock_hint(self) -> memoryview | None:
+        H = self._H
+        return None if H is None or self._ro else H[L.H_LOCK_WANT : L.H_LOCK_GRANTS + 1]
 
     def _holder(self) -> int:
         H = self._H

@@ -18,6 +18,18 @@ I4  Every change of a slot's record is followed by a bump of ``H_WRITES`` (word 
     live record: the cached readers (``view_reader``) load nothing else.
 I5  A new index generation is published by one store of ``H_GEN`` (9); ``H_DELETED``
     (8) is set before a table's segments are unlinked.
+I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (stored by
+    :mod:`._write`, which explains the writer's side).  A reader that needs several
+    values as of one moment (an array's multi-chunk read, its metadata) runs
+    :meth:`ReadMixin.snapshot`: it waits for an even sequence, reads, and accepts the
+    result only if the sequence (and the reuse epoch) did not move; otherwise it reads
+    again.  After two failed attempts it stores the time in ``H_READER_WAIT`` (the only
+    store of that word), and a writer about to open its next session pauses while that
+    stamp is fresh (at most ``READER_PAUSE_NS``), so a reader under a writer that never
+    stops still finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
+    stopped or killed mid-operation) is not waited for again: the reader then reads each
+    value whole, as it stands.  A thread reading inside its own session reads its own
+    writes.
 
 Hot paths stay flat: ``get_prepared``, ``borrow_prepared`` and the closures of
 ``view_reader`` bind the header, index and arena map as locals and use the literal word
@@ -27,6 +39,7 @@ indices of :data:`._header.HOT_WORDS`; moving them here added no call per read.
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +53,10 @@ from ..errors import CorruptTableError, NotFoundError
 from ._header import _OFFSET_BITS, _READ_RETRIES, Segment
 from ._space import SpaceMixin
 
-__all__ = ["ReadMixin"]
+__all__ = ["OP_WAIT_S", "ReadMixin"]
+
+#: A reader waits at most this long for one open write operation (invariant I6).
+OP_WAIT_S = 1.0
 
 _REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
@@ -84,6 +100,86 @@ class ReadMixin(SpaceMixin):
         """Encode and hash a key once, for repeated use with :meth:`get_prepared`."""
         kb = encode_key(key)
         return kb, key_hash(kb)
+
+    def op_seq(self) -> int:
+        """The operation sequence: odd while a writer session is open (invariant I6).
+
+        One word load; a handle that cached something derived from the table (an array's
+        metadata) compares it with the value it cached to know whether to look again.
+        """
+        H = self._H
+        return (H if H is not None else self._check_open())[23]  # L.H_OPSEQ
+
+    def snapshot_epoch(self) -> int:
+        """A value that is the same before and after a read iff no operation overlapped it.
+
+        Waits (bounded, see invariant I6) while another writer's session is open, so the
+        value returned describes a moment between completed operations.
+        """
+        H = self._H
+        if H is None:
+            H = self._check_open()
+        s = H[23]  # L.H_OPSEQ
+        if s & 1:
+            s = self._wait_operation(H, s)
+        return (s << 32) | H[22]  # L.H_REUSE
+
+    def _wait_operation(self, H: memoryview, s: int) -> int:
+        """Wait until the open operation ``s`` ends; return the sequence to read under."""
+        if self._lock.depth:  # our own session: read our own writes
+            return s
+        end = time.monotonic() + OP_WAIT_S
+        spins = 0
+        while True:
+            s = H[L.H_OPSEQ]
+            if not s & 1:
+                return s
+            if time.monotonic() >= end:
+                return s  # stopped or killed mid-operation: read values whole, as they are
+            spins += 1
+            if spins < 64:
+                os.sched_yield()
+            else:
+                time.sleep(50e-6)
+
+    def snapshot(self, read: Callable[[], _T]) -> _T:
+        """Run the lock-free ``read()`` until it saw the table as of one moment (I6).
+
+        Parameters
+        ----------
+        read : callable
+            Reads several values (copies them out); may be called more than once.
+
+        Returns
+        -------
+        The result of the first ``read()`` that no write operation or arena reuse
+        overlapped.
+
+        Raises
+        ------
+        SharedZarrError
+            When writers kept interfering for ``_READ_RETRIES`` attempts.
+        """
+        H = self._check_open()
+        stamp = 0
+        try:
+            for attempt in range(_READ_RETRIES):
+                start = self.snapshot_epoch()
+                try:
+                    out = read()
+                except (CorruptTableError, struct.error, TypeError):
+                    if ((H[L.H_OPSEQ] << 32) | H[L.H_REUSE]) != start:
+                        continue
+                    raise
+                if ((H[L.H_OPSEQ] << 32) | H[L.H_REUSE]) == start:
+                    return out
+                if attempt >= 1:  # ask writers to pause before their next operation
+                    stamp = time.monotonic_ns()
+                    H[L.H_READER_WAIT] = stamp
+        finally:
+            if stamp and H[L.H_READER_WAIT] == stamp:
+                H[L.H_READER_WAIT] = 0
+        raise self._kept_changing()
 
     def reuse_epoch(self) -> int:
         """The reuse epoch: a counter a writer bumps before it overwrites a retired arena.

@@ -6,9 +6,23 @@ writer lock (:mod:`sharedzarr._lock`), stores the holder, repairs after a dead w
 mark.  ``_put`` is the one write primitive: append the record (allocator), publish it
 (one slot store, index), bump the write counter (header), count it.
 
+Operations (what makes a session atomic for readers)
+----------------------------------------------------
+A session is one *operation*: ``H_OPSEQ`` becomes odd when it opens (after recovery,
+before the first change) and even when it closes, whether it succeeded or raised; a
+dead writer's odd value is moved on by the next session.  Readers that need a snapshot
+accept only reads that no operation overlapped (:mod:`._read`, invariant I6), so an
+array's multi-chunk write, append or resize (one session each) is seen whole or not at
+all, and every handle sees the current shape on its next call.  Before opening, a
+writer pauses while a reader's ``H_READER_WAIT`` stamp is fresh (at most
+``READER_PAUSE_NS`` from the stamp), so back-to-back operations cannot starve readers.
+
+What an operation does *not* give yet: a session that raises or is killed midway
+leaves the values it already published (each whole) in place.
+
 Words stored here, and only here
 --------------------------------
-``H_HOLDER``, ``H_DIRTY``, and the entry counts ``H_KEYS``, ``H_OBJECTS``,
+``H_HOLDER``, ``H_DIRTY``, ``H_OPSEQ``, and the entry counts ``H_KEYS``, ``H_OBJECTS``,
 ``H_LIVE_VALUE`` (recovery recounts them and hands them back to be stored here).
 """
 
@@ -17,6 +31,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
+import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import wait as futures_wait
 from typing import Any, Self
@@ -34,7 +49,19 @@ from ._read import ReadMixin
 from ._recovery import RecoveryMixin
 from ._space import RECLAIM_RATIO_BUSY
 
-__all__ = ["WriteMixin"]
+__all__ = ["READER_PAUSE_NS", "WriteMixin"]
+
+#: How long a writer defers its next operation for a reader that asked (see above).
+READER_PAUSE_NS = 100_000_000
+
+
+def _let_readers_in(H: memoryview) -> None:
+    """Pause while a snapshot reader's ``H_READER_WAIT`` stamp is fresh (bounded)."""
+    while True:
+        w = H[L.H_READER_WAIT]
+        if not w or time.monotonic_ns() >= w + READER_PAUSE_NS:
+            return
+        time.sleep(50e-6)
 
 
 class WriteMixin(ReadMixin, RecoveryMixin):
@@ -110,9 +137,13 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             if H[L.H_DIRTY]:
                 self._set_counts(*self._recover())
                 H[L.H_DIRTY] = 0
+            if H[L.H_READER_WAIT]:
+                _let_readers_in(H)
             H[L.H_DIRTY] = os.getpid()
             if self.name not in _OWNED and self.is_owner:
                 _register_owned(self.name)
+            s = H[L.H_OPSEQ]
+            H[L.H_OPSEQ] = s + 2 if s & 1 else s + 1  # open: odd (and moved past a dead one)
         except BaseException:
             self._lock.release()
             raise
@@ -129,6 +160,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 if ok:
                     H[L.H_DIRTY] = 0  # an exception leaves it set: the next writer repairs
                 H[L.H_HOLDER] = 0
+                H[L.H_OPSEQ] += 1  # close the operation: even
         self._lock.release()
 
     def _put(self, kb: bytes, h: int, values: list[Any], mode: str) -> bool:

@@ -15,9 +15,11 @@ shared-memory tables whose chunk keys are ``("chunk", (i, j, ...))`` and whose m
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+_T = TypeVar("_T")
 
 __all__ = ["Backend", "ChunkIndex", "TABLE_TYPES", "ACCESS_LEVELS", "MODES"]
 
@@ -363,6 +365,45 @@ class Backend(abc.ABC):
             return obj if take is None else take(obj)
 
         return cached
+
+    def op_seq(self) -> int:
+        """A counter that moves with every write operation (odd while one is open).
+
+        Handles compare it with the value they cached to notice another handle's
+        metadata change.  Backends without sharing (the default) return 0.
+
+        Returns
+        -------
+        int
+        """
+        return 0
+
+    def snapshot_epoch(self) -> int:
+        """A value that is unchanged across a read iff no write overlapped it.
+
+        The default is :meth:`reuse_epoch`.
+
+        Returns
+        -------
+        int
+        """
+        return self.reuse_epoch()
+
+    def snapshot(self, read: Callable[[], _T]) -> _T:
+        """Run ``read()`` so that it sees the storage as of one moment between writes.
+
+        The default runs it once: backends whose writes a reader cannot overlap need no more.
+
+        Parameters
+        ----------
+        read : callable
+            Reads and copies several values; may be called more than once.
+
+        Returns
+        -------
+        Whatever ``read()`` returned.
+        """
+        return read()
 
     def reuse_epoch(self) -> int:
         """A counter that moves when memory a borrowed buffer may point to is reused.

@@ -36,6 +36,7 @@ class _State:
         self.metadata: bytes | None = None
         self.lock = threading.RLock()
         self.writes = 0
+        self.meta_writes = 0  # what handles compare to notice another handle's change
         self.deleted = False
 
 
@@ -288,6 +289,7 @@ class MemoryBackend(Backend):
         with state.lock:
             state.metadata = bytes(data)
             state.writes += 1
+            state.meta_writes += 1
 
     @contextmanager
     def _writer(self, timeout: float | None) -> Iterator[MemoryBackend]:
@@ -306,6 +308,11 @@ class MemoryBackend(Backend):
     def writer(self, timeout: float | None = None) -> Any:
         """Hold the store's writer lock (a reentrant :class:`threading.RLock`)."""
         return self._writer(timeout)
+
+    def op_seq(self) -> int:
+        """Moves with every metadata write (see :meth:`Backend.op_seq`)."""
+        state = self._state
+        return state.meta_writes if state is not None else 0
 
     def write_count(self) -> int:
         """Return the number of writes made to the store."""

@@ -70,6 +70,9 @@ class SharedMemoryBackend(Backend):
         self.name = table.name
         self.readonly = readonly
         self.reuse_epoch = table.reuse_epoch  # one call less on the read path
+        self.snapshot_epoch = table.snapshot_epoch
+        self.snapshot = table.snapshot
+        self.op_seq = table.op_seq
         self._keys: dict[tuple, tuple[bytes, int]] = {}
         self._meta_key = table.prepare_key(METADATA_KEY)
         self._chunk_key: Callable[[tuple[int, ...]], str] | None = None

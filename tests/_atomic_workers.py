@@ -1,0 +1,72 @@
+"""Child-process bodies for tests/test_atomicity.py (importable by spawned processes)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+import sharedzarr as sz
+
+
+def rewrite_uniform(name: str, seconds: float, ready, out) -> None:
+    """Rewrite the whole array with one value per write, back to back."""
+    a = sz.open(name)
+    ready.set()
+    end = time.monotonic() + seconds
+    k = 0
+    while time.monotonic() < end:
+        k += 1
+        a[...] = k
+    out.put(k)
+    a.close()
+
+
+def read_uniform(name: str, seconds: float, out) -> None:
+    """Read the whole array again and again; count reads that mix two writes."""
+    a = sz.open(name)
+    end = time.monotonic() + seconds
+    reads = mixed = 0
+    while time.monotonic() < end:
+        v = a[...]
+        reads += 1
+        if v.min() != v.max():
+            mixed += 1
+    out.put((reads, mixed))
+    a.close()
+
+
+def append_frames(name: str, frames: int, ready) -> None:
+    """Append frames whose every value is the frame number + 1 (never the fill value 0)."""
+    a = sz.open(name)
+    ready.wait(30)
+    shape = a.shape[1:]
+    for i in range(frames):
+        a.append(np.full((1, *shape), i + 1, dtype=a.dtype))
+    a.close()
+
+
+def poll_newest(name: str, frames: int, out) -> None:
+    """A consumer that never calls refresh(): read the newest frame as the array grows."""
+    a = sz.open(name)
+    seen = bad = 0
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        n = len(a)
+        if n:
+            frame = a[n - 1]
+            seen += 1
+            if not (frame == n).all():
+                bad += 1
+        if n >= frames:
+            break
+    out.put((seen, bad, len(a)))
+    a.close()
+
+
+def resize_to(name: str, shape: tuple[int, ...], attrs: dict) -> None:
+    """Resize the array and change its attributes from another process."""
+    a = sz.open(name)
+    a.resize(shape)
+    a.attrs.update(attrs)
+    a.close()

@@ -1,0 +1,92 @@
+"""Write operations are atomic for readers in other processes, and every handle is current.
+
+Real spawned processes: a writer rewrites the whole array with one value per write while
+readers check every read is uniform; consumers that never call ``refresh()`` follow an
+appending producer and never see a frame before its data; a resize and an attrs change
+made in another process are seen by this handle on its next call.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import uuid
+
+import _atomic_workers as W
+import numpy as np
+import pytest
+
+import sharedzarr as sz
+
+CTX = mp.get_context("spawn")
+
+
+def _name(tag: str) -> str:
+    return f"at-{tag}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.parametrize("chunks", [(16, 256), (64, 64)], ids=["row-chunks", "tiles"])
+def test_whole_array_reads_never_mix_two_writes(chunks):
+    a = sz.zeros((256, 256), dtype="int64", chunks=chunks, table_name=_name("mix"))
+    try:
+        ready = CTX.Event()
+        q_w, q_r = CTX.Queue(), CTX.Queue()
+        w = CTX.Process(target=W.rewrite_uniform, args=(a.name, 3.0, ready, q_w))
+        w.start()
+        assert ready.wait(60)
+        readers = [CTX.Process(target=W.read_uniform, args=(a.name, 2.5, q_r)) for _ in range(2)]
+        for r in readers:
+            r.start()
+        results = [q_r.get(timeout=120) for _ in readers]
+        writes = q_w.get(timeout=120)
+        for p in (w, *readers):
+            p.join(60)
+        assert writes > 10
+        assert all(reads > 0 for reads, _ in results)  # readers finish under a busy writer
+        assert [mixed for _, mixed in results] == [0, 0]
+    finally:
+        a.delete()
+
+
+def test_appending_consumers_never_see_a_frame_before_its_data():
+    frames = 200
+    a = sz.zeros((0, 64, 64), dtype="float32", chunks=(1, 64, 64), table_name=_name("app"))
+    try:
+        ready = CTX.Event()
+        q = CTX.Queue()
+        consumers = [CTX.Process(target=W.poll_newest, args=(a.name, frames, q)) for _ in range(2)]
+        for c in consumers:
+            c.start()
+        producer = CTX.Process(target=W.append_frames, args=(a.name, frames, ready))
+        producer.start()
+        ready.set()
+        results = [q.get(timeout=180) for _ in consumers]
+        producer.join(60)
+        for c in consumers:
+            c.join(60)
+        for seen, bad, final_len in results:
+            assert final_len == frames  # followed every append without refresh()
+            assert seen > 0 and bad == 0
+        assert a.shape == (frames, 64, 64)  # this handle too, without refresh()
+    finally:
+        a.delete()
+
+
+def test_resize_and_attrs_from_another_process_are_seen_without_refresh():
+    a = sz.zeros((10, 4), dtype="int32", chunks=(5, 4), table_name=_name("rs"))
+    try:
+        a[:] = 7
+        assert a.shape == (10, 4) and len(a) == 10
+        p = CTX.Process(target=W.resize_to, args=(a.name, (20, 4), {"note": "grown"}))
+        p.start()
+        p.join(60)
+        assert p.exitcode == 0
+        assert a.shape == (20, 4) and len(a) == 20
+        assert a.attrs["note"] == "grown"
+        got = a[...]
+        assert got.shape == (20, 4)
+        np.testing.assert_array_equal(got[:10], 7)
+        np.testing.assert_array_equal(got[10:], 0)
+        a[15] = 3  # a write on the new shape, through this handle
+        assert (a[15] == 3).all()
+    finally:
+        a.delete()
