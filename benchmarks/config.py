@@ -128,9 +128,8 @@ class BenchConfig:
         Rows per random batch in workload (l).
     loader_batches, loader_rows : int
         Batches, and single rows, per reader process per repetition in workload (l).
-    writer_bytes : int
-        Bytes each writer writes per repetition in workload (i) (whole passes over its chunks;
-        at least one pass); slow peers write a quarter.
+    writer_seconds : float
+        How long each writer writes per repetition in workload (i).
     handoffs : int
         Writer-lock hand-offs per repetition in workload (j).
     append_frames : int
@@ -159,7 +158,7 @@ class BenchConfig:
     batch_rows: int = 64
     loader_batches: int = 400
     loader_rows: int = 4000
-    writer_bytes: int = 64 << 20
+    writer_seconds: float = 0.3
     handoffs: int = 400
     append_frames: int = 200
     frame: tuple[int, int, int] = (1, 160, 120)
@@ -210,7 +209,7 @@ SIZES: dict[str, BenchConfig] = {
         concurrent_reads=2,
         loader_batches=200,
         loader_rows=2000,
-        writer_bytes=32 << 20,
+        writer_seconds=0.2,
         handoffs=250,
         append_frames=100,
         rewrites=100,
@@ -235,7 +234,7 @@ SIZES: dict[str, BenchConfig] = {
         batch_rows=16,
         loader_batches=10,
         loader_rows=50,
-        writer_bytes=1 << 16,
+        writer_seconds=0.01,
         handoffs=10,
         append_frames=5,
         frame=(1, 8, 8),

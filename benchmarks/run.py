@@ -342,24 +342,20 @@ class _Bench:
             return
         chunks = list(P._chunk_indices(ds))
         halves = [chunks[0::2], chunks[1::2]]
-        target = cfg.writer_bytes // (4 if peer.slow else 1)
-        per_pass = len(halves[0]) * ds.chunk_nbytes
-        passes = max(1, target // per_pass)
-        if per_pass > target:
-            halves = [h[: max(4, target // ds.chunk_nbytes)] for h in halves]
-        nbytes = [len(h) * ds.chunk_nbytes * passes for h in halves]
+        secs = cfg.writer_seconds
         values: list[list[float]] = [[], [], []]
         try:
             for _ in range(cfg.reps):
                 yield f"i.{k}"
-                t0, t1 = w0.call("concurrent_write", rid, ds=ds, chunks=halves[0], passes=passes)
-                one = nbytes[0] / 1e9 / (t1 - t0)
+                t0, t1, nb = w0.call("concurrent_write", rid, ds=ds, chunks=halves[0], seconds=secs)
+                one = nb / 1e9 / (t1 - t0)
                 spans = self._together(
                     "concurrent_write",
                     rid,
-                    [{"ds": ds, "chunks": h, "passes": passes} for h in halves],
+                    [{"ds": ds, "chunks": h, "seconds": secs} for h in halves],
                 )
-                two = sum(nbytes) / 1e9 / (max(s[1] for s in spans) - min(s[0] for s in spans))
+                total = sum(s[2] for s in spans)
+                two = total / 1e9 / (max(s[1] for s in spans) - min(s[0] for s in spans))
                 for v, x in zip(values, (one, two, two / one), strict=True):
                     v.append(x)
         except Exception as exc:

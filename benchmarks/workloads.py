@@ -224,10 +224,13 @@ def chunk_write_session(
 
 
 def concurrent_write(
-    reader: Reader, ds: Dataset, chunks: Sequence[ChunkIdx], passes: int, barrier: Any = None
-) -> tuple[float, float]:
-    """Overwrite ``chunks`` one by one (``write_chunk``), ``passes`` times, starting together
-    with the other writers.
+    reader: Reader, ds: Dataset, chunks: Sequence[ChunkIdx], seconds: float, barrier: Any = None
+) -> tuple[float, float, int]:
+    """Overwrite ``chunks`` one by one (``write_chunk``), round and round, for ``seconds``,
+    starting together with the other writers.
+
+    The run is timed, not sized: a fast peer writes long enough that the few hundred µs by
+    which two processes leave a barrier apart do not count, a slow one still finishes.
 
     Parameters
     ----------
@@ -237,34 +240,41 @@ def concurrent_write(
         The array's description.
     chunks : sequence of tuple
         This writer's chunks (disjoint from the other writers').
-    passes : int
-        Passes over ``chunks``.
+    seconds : float
+        How long to write (the last chunk started before the end is finished).
     barrier : multiprocessing.Barrier, optional
         Shared by all writers of the measurement; None for a single writer.
 
     Returns
     -------
-    tuple of float
-        ``time.perf_counter()`` at start and end.
+    tuple
+        ``time.perf_counter()`` at start and end, and the bytes written.
     """
     payloads = _payloads(ds, 4)
     write = reader.write_chunk
+    clock = time.perf_counter
     for n, idx in enumerate(chunks[:4]):  # warm-up
         write(idx, payloads[n & 3])
     if barrier is not None:
         barrier.wait(timeout=120)
     gc_was_enabled = gc.isenabled()
     gc.disable()
+    count = 0
     try:
-        t0 = time.perf_counter()
-        for _ in range(passes):
+        t0 = clock()
+        end = t0 + seconds
+        t1 = t0
+        while t1 < end:
             for n, idx in enumerate(chunks):
                 write(idx, payloads[n & 3])
-        t1 = time.perf_counter()
+                count += 1
+                t1 = clock()
+                if t1 >= end:
+                    break
     finally:
         if gc_was_enabled:
             gc.enable()
-    return (t0, t1)
+    return (t0, t1, count * ds.chunk_nbytes)
 
 
 def _wait_for(stamps: np.ndarray, slot: int, value: int, deadline: float, pause: float) -> None:
