@@ -2,11 +2,13 @@
 
 (j) lock hand-off
     Two worker processes share one writer lock: a sharedzarr :class:`~sharedzarr.Table`'s
-    ``with t.writer():``, and LMDB's write transaction (``env.begin(write=True)``, a process-shared
-    robust mutex) beside it. Writer A holds the lock; writer B blocks in it; A stamps
-    ``time.perf_counter_ns()`` into a shared-memory block just before it leaves the ``with``, and
-    B stamps its first statement inside. The difference is the hand-off latency (the clock is
-    CLOCK_MONOTONIC, the same in every process). See :func:`benchmarks.workloads.lock_handoff`.
+    ``with t.writer():``; beside it LMDB's write transaction (``env.begin(write=True)``, a
+    process-shared robust mutex) and a blocking ``fcntl.flock`` on a file in /dev/shm (the
+    kernel wakes the waiter: what a lock that never polls costs here). Writer A holds the lock;
+    writer B blocks in it; A stamps ``time.perf_counter_ns()`` into a shared-memory block just
+    before it leaves the ``with``, and B stamps its first statement inside. The difference is
+    the hand-off latency (the clock is CLOCK_MONOTONIC, the same in every process). See
+    :func:`benchmarks.workloads.lock_handoff`.
 (k) append
     Appending one frame to a growing array, in this process: sharedzarr ``a.append(frame)``;
     a preallocated ``shared_memory`` block that receives the frame with ``np.copyto`` (the cost
@@ -16,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 from collections.abc import Callable
@@ -75,6 +78,9 @@ class HandoffReader(Reader):
 
             self.obj = sz.Table.attach(arg)
             self.hold = self.obj.writer
+        elif kind == "flock":
+            fd = self.obj = os.open(arg, os.O_RDWR)
+            self.hold = lambda: _Flock(fd)
         else:
             path, map_size = arg
             self.obj = _lmdb_open(path, map_size)
@@ -90,8 +96,23 @@ class HandoffReader(Reader):
         self.shm.close()
         if self.kind == "sz":
             self.obj.close()
+        elif self.kind == "flock":
+            os.close(self.obj)
         else:
             _lmdb_close(self.obj)
+
+
+class _Flock:
+    """``with _Flock(fd):`` holds ``fcntl.flock(fd, LOCK_EX)`` (blocking)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
 
 
 class HandoffPeer:
@@ -221,8 +242,30 @@ class LmdbHandoffPeer(HandoffPeer):
             self.path = None
 
 
+class FlockHandoffPeer(HandoffPeer):
+    """A blocking ``fcntl.flock`` on a file in /dev/shm: the kernel wakes the waiter."""
+
+    label = "fcntl.flock (blocking)"
+    kind = "flock"
+    path: str | None = None
+
+    def _create(self) -> None:
+        self.path = os.path.join(SHM_DIR, _unique("flock"))
+        with open(self.path, "wb"):
+            pass
+
+    def _arg(self) -> Any:
+        return self.path
+
+    def _destroy(self) -> None:
+        if self.path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+
+
 #: (j) peers, in table order
-HANDOFF_PEERS: list[type[HandoffPeer]] = [SzHandoffPeer, LmdbHandoffPeer]
+HANDOFF_PEERS: list[type[HandoffPeer]] = [SzHandoffPeer, LmdbHandoffPeer, FlockHandoffPeer]
 
 
 # --------------------------------------------------------------------------------- (k) append

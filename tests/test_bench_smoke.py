@@ -30,7 +30,7 @@ ARRAY_PEERS = [
 ]
 TABLE_PEERS = ["dict (in-process)", "sharedzarr Table", "LMDB (/dev/shm)", "Manager().dict()"]
 WORKLOADS = ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "(h)", "(i)", "(j)", "(k)", "(l)"]
-HANDOFF_PEERS = ["sharedzarr Table.writer()", "LMDB (/dev/shm) write txn"]
+HANDOFF_PEERS = ["sharedzarr Table.writer()", "LMDB (/dev/shm) write txn", "fcntl.flock (blocking)"]
 APPEND_PEERS = [
     "shared_memory array np.copyto(buf[n], frame)",
     "sharedzarr shm a.append(frame)",
