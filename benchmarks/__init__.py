@@ -5,10 +5,14 @@ Run ``make bench`` (or ``python -m benchmarks.run``); see :mod:`benchmarks.run` 
 Modules
 -------
 config
-    Sizes (``full``, ``quick``, ``tiny``) and the two datasets.
+    Sizes (``full``, ``quick``, ``tiny``) and the datasets.
 peers
     One adapter per peer: a creator side (allocate, write, clean up) and a reader side
     (attach by handle, read, write chunks) that runs in a spawned worker for cross-process peers.
+writers
+    The peers of the writer-lock hand-off (j) and of append (k).
+loader
+    The peers of the data loader (l), among them a producer process feeding a Queue.
 workloads
     The timed loops. The same functions run in the parent (in-process peers) and in the workers
     (cross-process peers), so every peer is timed by the same code.

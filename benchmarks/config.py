@@ -3,9 +3,11 @@
 Three sizes:
 
 ``full``
-    The sizes of the issue: dataset A is float64 4096x4096 (128 MiB) in 256x256 chunks (512 KiB),
-    dataset B is float64 1024x1024 (8 MiB) in 32x32 chunks (8 KiB); 1000 random windows; a
-    1,000,000-entry table; 5 timed repetitions after one warm-up.
+    Dataset A is float64 4096x4096 (128 MiB) in 256x256 chunks (512 KiB), dataset B is float64
+    1024x1024 (8 MiB) in 32x32 chunks (8 KiB), dataset W is float64 512x512 (2 MiB) in 128x128
+    chunks (128 KiB: the fixed cost of a write call); 1000 random windows; a 1,000,000-entry
+    table; the data loader reads a 65536x192 float64 array (100 MB, 1.5 KiB rows) in chunks of
+    256 rows (384 KiB); 5 timed repetitions after one warm-up.
 ``quick``
     The same arrays with fewer repetitions, windows and table entries, for iterating on the code.
     Its numbers are indicative only (3 repetitions).
@@ -28,7 +30,7 @@ class Dataset:
     Parameters
     ----------
     key : str
-        Short name used in workload labels (``"a"`` or ``"b"``).
+        Short name used in workload labels (``"a"``, ``"b"``, ``"w"`` or ``"l"``).
     shape : tuple of int
         Array shape.
     chunks : tuple of int
@@ -117,6 +119,25 @@ class BenchConfig:
         Lookups per repetition in workload (f).
     concurrent_reads : int
         Whole-array reads per reader per repetition in workload (c).
+    w : Dataset
+        The small array of the write workloads (h, i): its whole-array rewrite shows the fixed
+        cost of a write call; it is also the third chunk size of the two-writer workload (i).
+    loader : Dataset
+        The 2-d array of the data-loader workload (l): rows of a dataset, chunks of whole rows.
+    batch_rows : int
+        Rows per random batch in workload (l).
+    loader_batches, loader_rows : int
+        Batches, and single rows, per reader process per repetition in workload (l).
+    writer_seconds : float
+        How long each writer writes per repetition in workload (i).
+    handoffs : int
+        Writer-lock hand-offs per repetition in workload (j).
+    append_frames : int
+        Frames appended per repetition in workload (k).
+    frame : tuple of int
+        Shape of one appended float64 frame in workload (k).
+    rewrites : int
+        Full rewrites before the memory measurement ``e.mem_*_rewrites``.
     """
 
     name: str
@@ -132,6 +153,16 @@ class BenchConfig:
     lookups: int
     lookups_slow: int
     concurrent_reads: int
+    w: Dataset = field(default_factory=lambda: _FULL_W)
+    loader: Dataset = field(default_factory=lambda: _FULL_L)
+    batch_rows: int = 64
+    loader_batches: int = 400
+    loader_rows: int = 4000
+    writer_seconds: float = 0.3
+    handoffs: int = 400
+    append_frames: int = 200
+    frame: tuple[int, int, int] = (1, 160, 120)
+    rewrites: int = 100
     seed: int = 20240601
     notes: list[str] = field(default_factory=list)
 
@@ -143,6 +174,8 @@ class BenchConfig:
 
 _FULL_A = Dataset("a", (4096, 4096), (256, 256))
 _FULL_B = Dataset("b", (1024, 1024), (32, 32))
+_FULL_W = Dataset("w", (512, 512), (128, 128))
+_FULL_L = Dataset("l", (65536, 192), (256, 192))
 
 SIZES: dict[str, BenchConfig] = {
     "full": BenchConfig(
@@ -174,6 +207,12 @@ SIZES: dict[str, BenchConfig] = {
         lookups=5_000,
         lookups_slow=500,
         concurrent_reads=2,
+        loader_batches=200,
+        loader_rows=2000,
+        writer_seconds=0.2,
+        handoffs=250,
+        append_frames=100,
+        rewrites=100,
         notes=["quick run: 3 repetitions and a 100,000-entry table; indicative only"],
     ),
     "tiny": BenchConfig(
@@ -190,6 +229,16 @@ SIZES: dict[str, BenchConfig] = {
         lookups=200,
         lookups_slow=50,
         concurrent_reads=1,
+        w=Dataset("w", (64, 64), (16, 16)),
+        loader=Dataset("l", (2048, 32), (64, 32)),
+        batch_rows=16,
+        loader_batches=10,
+        loader_rows=50,
+        writer_seconds=0.01,
+        handoffs=10,
+        append_frames=5,
+        frame=(1, 8, 8),
+        rewrites=3,
         notes=["tiny smoke run: the numbers are meaningless"],
     ),
 }

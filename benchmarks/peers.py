@@ -146,6 +146,14 @@ class Reader:
         """Overwrite chunk ``idx`` with ``data``."""
         raise NotImplementedError
 
+    def write_chunks(self, order: list[tuple[int, int]], payloads: list[np.ndarray]) -> None:
+        """Overwrite the chunks of ``order`` (payload ``n % len(payloads)`` for the n-th) in one
+        batch: one transaction or writer session where the peer has one (workload h)."""
+        write = self.write_chunk
+        m = len(payloads)
+        for n, idx in enumerate(order):
+            write(idx, payloads[n % m])
+
     def lookup_fn(self, op: str) -> Callable[[Any], Any]:
         """Return the callable of table operation ``op`` (workload f)."""
         raise NotImplementedError
@@ -173,6 +181,8 @@ class Peer:
     reader_cls: ClassVar[type[Reader]] = Reader
     #: True when the peer keeps its data in /dev/shm (workload e)
     uses_dev_shm: ClassVar[bool] = False
+    #: True when workload (e) also measures the memory after ``cfg.rewrites`` full rewrites
+    rewrite_mem: ClassVar[bool] = False
 
     def __init__(self, ds: Dataset) -> None:
         self.ds = ds
@@ -310,6 +320,7 @@ class PlainShmPeer(Peer):
     cross_process = True
     reader_cls = PlainShmReader
     uses_dev_shm = True
+    rewrite_mem = True
     _shm: Any = None
 
     def create(self) -> None:
@@ -482,6 +493,16 @@ class SzReader(Reader):
         """``write_chunk(idx, data)``."""
         self.arr.write_chunk(idx, data)
 
+    def write_chunks(self, order: list[tuple[int, int]], payloads: list[np.ndarray]) -> None:
+        """``write_chunk`` per chunk inside one writer session (``with backend.writer():``,
+        which is ``a.table.writer()`` for ``shm``): the closest the API has to one call that
+        writes many chunks."""
+        write = self.arr.write_chunk
+        m = len(payloads)
+        with self.arr.backend.writer():
+            for n, idx in enumerate(order):
+                write(idx, payloads[n % m])
+
     def close(self) -> None:
         """``close()`` the handle if this reader opened it."""
         if self.owned:
@@ -495,6 +516,7 @@ class SzShmPeer(Peer):
     cross_process = True
     reader_cls = SzReader
     uses_dev_shm = True
+    rewrite_mem = True
     storage: ClassVar[str] = "shm"
     arr: Any = None
     name: str | None = None
@@ -550,6 +572,7 @@ class SzMemoryPeer(SzShmPeer):
     label = "sharedzarr memory"
     cross_process = False
     uses_dev_shm = False
+    rewrite_mem = False
     storage = "memory"
 
     def shm_paths(self) -> list[str]:
@@ -686,8 +709,10 @@ _LMDB_ENVS: dict[str, list[Any]] = {}
 def _lmdb_open(path: str, map_size: int) -> Any:
     """Open the LMDB environment at ``path`` the same way in every process.
 
-    ``sync=False``/``metasync=False``: shared memory is not durable either, and on tmpfs a sync
-    would cost nothing anyway. ``readahead=False`` as recommended for a RAM-resident database.
+    LMDB at its best on tmpfs: ``writemap=True`` (writes go straight into the shared map, no
+    ``pwrite`` of dirty pages), ``map_async=True``, ``sync=False``/``metasync=False`` (shared
+    memory is not durable either), ``readahead=False`` as recommended for a RAM-resident
+    database.
     LMDB allows one open environment per path and process, so readers of one process share it
     (reference counted; :func:`_lmdb_close` closes it with the last reader).
     """
@@ -699,6 +724,8 @@ def _lmdb_open(path: str, map_size: int) -> Any:
             path,
             map_size=map_size,
             subdir=True,
+            writemap=True,
+            map_async=True,
             sync=False,
             metasync=False,
             readahead=False,
@@ -784,6 +811,18 @@ class LmdbReader(Reader):
         with self.env.begin(write=True) as txn:
             txn.put(_lmdb_key(idx), np.ascontiguousarray(data).data)
 
+    def write_chunks(self, order: list[tuple[int, int]], payloads: list[np.ndarray]) -> None:
+        """One write transaction for all the chunks."""
+        if self.txn is not None:
+            self.txn.abort()
+            self.txn = None
+        m = len(payloads)
+        bufs = [np.ascontiguousarray(p).data for p in payloads]
+        with self.env.begin(write=True) as txn:
+            put = txn.put
+            for n, idx in enumerate(order):
+                put(_lmdb_key(idx), bufs[n % m])
+
     def lookup_fn(self, op: str) -> Callable[[Any], Any]:
         """``get_txn``: a transaction per lookup; ``get_one_txn``: one transaction for all."""
         env = self.env
@@ -811,6 +850,7 @@ class LmdbPeer(Peer):
     cross_process = True
     reader_cls = LmdbReader
     uses_dev_shm = True
+    rewrite_mem = True
     path: str | None = None
     env: Any = None
 

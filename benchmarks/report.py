@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import statistics
@@ -15,7 +16,16 @@ from typing import Any
 
 from benchmarks.config import BenchConfig
 
-__all__ = ["Check", "Results", "Row", "Workload", "machine_info", "plot_read_gbps", "workloads"]
+__all__ = [
+    "Check",
+    "Results",
+    "Row",
+    "Workload",
+    "machine_info",
+    "plot_read_gbps",
+    "plot_write_gbps",
+    "workloads",
+]
 
 COPYTO = "np.copyto (limit)"
 PLAIN = "shared_memory array"
@@ -30,6 +40,14 @@ MANAGER = "Manager().dict()"
 SZ_TABLE_LOOKUP = "sharedzarr Table.lookup(key)"
 SZ_TABLE_GET = "sharedzarr Table.get(key, copy=False)"
 LMDB_GET = "LMDB (/dev/shm) txn.get, txn per get"
+SZ_TABLE = "sharedzarr Table"
+SZ_LOCK = "sharedzarr Table.writer()"
+LMDB_LOCK = "LMDB (/dev/shm) write txn"
+SZ_APPEND = "sharedzarr shm a.append(frame)"
+PLAIN_APPEND = "shared_memory array np.copyto(buf[n], frame)"
+QUEUE = "multiprocessing.Queue"
+PLAIN_BATCH = "shared_memory array: arr[idx]"
+PLAIN_ROW = "shared_memory array: arr[i].copy()"
 
 
 @dataclass(frozen=True)
@@ -70,10 +88,32 @@ def workloads(cfg: BenchConfig) -> list[Workload]:
     list of Workload
     """
     a, b, w = cfg.a, cfg.b, cfg.window
-    ca, cb = a.chunk_label(), b.chunk_label()
+    ca, cb, cw = a.chunk_label(), b.chunk_label(), cfg.w.chunk_label()
     sa = f"{a.shape[0]}x{a.shape[1]}"
     sb = f"{b.shape[0]}x{b.shape[1]}"
+    sw = f"{cfg.w.shape[0]}x{cfg.w.shape[1]}"
     n = f"{cfg.table_entries:,}"
+    ld = cfg.loader
+    lrow = f"{ld.shape[1] * ld.itemsize / 1024:g} KiB"
+    lsize = f"{ld.shape[0]}x{ld.shape[1]} float64 ({ld.nbytes / 1e6:.0f} MB, rows of {lrow})"
+    frame = "x".join(str(x) for x in cfg.frame)
+    fkib = f"{math.prod(cfg.frame) * 8 / 1024:g} KiB"
+    two = []
+    for k, ds in (("a", a), ("b", b), ("w", cfg.w)):
+        c = ds.chunk_label()
+        two += [
+            Workload(
+                f"i.w1_{k}", f"(i) 1 writer process, write_chunk, {c} chunks", "GB/s", True, PLAIN
+            ),
+            Workload(
+                f"i.w2_{k}",
+                f"(i) 2 writer processes, disjoint {c} chunks, aggregate",
+                "GB/s",
+                True,
+                PLAIN,
+            ),
+            Workload(f"i.scale_{k}", f"(i) 2 writers / 1 writer, {c} chunks", "x", True, PLAIN),
+        ]
     return [
         Workload("a.write", f"(a) whole-array write, {sa}, {ca} chunks", "GB/s", True, COPYTO),
         Workload("a.read", f"(a) whole-array read, {sa}, {ca} chunks", "GB/s", True, PLAIN),
@@ -106,6 +146,53 @@ def workloads(cfg: BenchConfig) -> list[Workload]:
             "GB/s",
             True,
             COPY_ONE,
+        ),
+        Workload(
+            "h.batch",
+            f"(h) {cfg.chunk_ops} chunk writes in one writer session / one txn, {cb} (per chunk)",
+            "µs",
+            False,
+            LMDB,
+        ),
+        Workload("h.write_w", f"(h) whole-array write, {sw}, {cw} chunks", "GB/s", True, PLAIN),
+        Workload(
+            "h.mem_a",
+            f"(h) /dev/shm bytes per data byte after {cfg.rewrites} full rewrites, {ca} chunks",
+            "B/B",
+            False,
+            PLAIN,
+        ),
+        Workload(
+            "h.mem_b",
+            f"(h) /dev/shm bytes per data byte after {cfg.rewrites} full rewrites, {cb} chunks",
+            "B/B",
+            False,
+            PLAIN,
+        ),
+        *two,
+        Workload(
+            "j.p50", "(j) writer-lock hand-off, release → waiter runs, p50", "µs", False, LMDB_LOCK
+        ),
+        Workload(
+            "j.p99", "(j) writer-lock hand-off, release → waiter runs, p99", "µs", False, LMDB_LOCK
+        ),
+        Workload(
+            "k.append", f"(k) append one {frame} float64 frame ({fkib})", "µs", False, PLAIN_APPEND
+        ),
+        Workload(
+            "l.batch",
+            f"(l) 2 reader processes, random batches of {cfg.batch_rows} rows of {lsize},"
+            " aggregate",
+            "batches/s",
+            True,
+            PLAIN_BATCH,
+        ),
+        Workload(
+            "l.row",
+            "(l) 2 reader processes, one random row at a time (per row)",
+            "µs",
+            False,
+            PLAIN_ROW,
         ),
     ]
 
@@ -199,6 +286,11 @@ class Check:
             return "n/a"
         ok = self.ratio >= self.bound if self.at_least else self.ratio <= self.bound
         return "PASS" if ok else "FAIL"
+
+
+def _size(n: int) -> str:
+    """``n`` bytes as e.g. ``"2 MiB"`` or ``"32 KiB"``."""
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 1024:g} KiB"
 
 
 def _fmt(x: float | None) -> str:
@@ -423,10 +515,156 @@ class Results:
                 )
         return out
 
-    def checks_markdown(self) -> str:
-        """The target checks as a Markdown table."""
+    def label_like(self, workload: str, prefix: str) -> str:
+        """The first peer label of ``workload`` that starts with ``prefix`` (else ``prefix``)."""
+        for r in self.rows:
+            if r.workload == workload and r.peer.startswith(prefix):
+                return r.peer
+        return prefix
+
+    def write_checks(self) -> list[Check]:
+        """The write targets (workloads b, f, h, i, j, k), measured in this run."""
+        cfg = self.cfg
+        ca, cb, cw = cfg.a.chunk_label(), cfg.b.chunk_label(), cfg.w.chunk_label()
+        out: list[Check] = []
+
+        def ratio(target: str, wl: str, peer: str, ref: str, bound: float, at_least: bool) -> None:
+            unit = self.workloads[wl].unit
+            p, r = self.median(wl, peer), self.median(wl, ref)
+            detail = f"{peer} {_fmt(p)} {unit} / {ref} {_fmt(r)} {unit} ({wl})"
+            ceiling = self.ratio(wl, COPYTO, ref) if ref not in (COPYTO, PLAIN) else None
+            tiled = self.ratio(wl, TILED, ref)
+            out.append(
+                Check(target, self.ratio(wl, peer, ref), bound, at_least, detail, ceiling, tiled)
+            )
+
+        def value(
+            target: str, wl: str, peer: str, bound: float, at_least: bool, limit: bool = False
+        ) -> None:
+            v = self.median(wl, peer)
+            unit = self.workloads[wl].unit
+            detail = f"{peer} {_fmt(v)} {unit} ({wl})"
+            tiled = None
+            if limit:  # the lock-free peers' own value: what this machine allowed in the run
+                tiled = self.median(wl, TILED)
+                detail += f"; {PLAIN} {_fmt(self.median(wl, PLAIN))} {unit}"
+            out.append(Check(target, v, bound, at_least, detail, None, tiled))
+
+        ratio(
+            f"write_chunk, one {cb} chunk: time ≤ 3x LMDB (one txn per put)",
+            "b.chunk_write",
+            SZ,
+            LMDB,
+            3.0,
+            False,
+        )
+        ratio(
+            f"{cfg.chunk_ops} {cb} chunk writes in one writer session: time ≤ 1.5x LMDB (one txn)",
+            "h.batch",
+            SZ,
+            LMDB,
+            1.5,
+            False,
+        )
+        ratio(
+            f"whole-array rewrite ({ca} chunks) ≥ 0.8x np.copyto into shared_memory",
+            "a.write",
+            SZ,
+            PLAIN,
+            0.8,
+            True,
+        )
+        ratio(
+            f"whole-array rewrite, {_size(cfg.w.nbytes)} in {cw} chunks ≥ 0.5x np.copyto"
+            " into shared_memory",
+            "h.write_w",
+            SZ,
+            PLAIN,
+            0.5,
+            True,
+        )
+        ratio(f"whole-array rewrite ({cb} chunks) ≥ 1x LMDB", "b.write", SZ, LMDB, 1.0, True)
+        value(f"2 writers / 1 writer ≥ 1.5x ({ca} chunks)", "i.scale_a", SZ, 1.5, True, True)
+        value(f"2 writers / 1 writer ≥ 1.2x ({cb} chunks)", "i.scale_b", SZ, 1.2, True, True)
+        for k, c in (("a", ca), ("b", cb), ("w", cw)):
+            value(
+                f"2 writers / 1 writer never < 1.0x ({c} chunks)",
+                f"i.scale_{k}",
+                SZ,
+                1.0,
+                True,
+                True,
+            )
+        value("writer-lock hand-off p99 ≤ 100 µs", "j.p99", SZ_LOCK, 100.0, False)
+        frame = f"{math.prod(cfg.frame) * 8 / 1024:g} KiB"
+        value(f"append one {frame} frame ≤ 100 µs", "k.append", SZ_APPEND, 100.0, False)
+        ratio(
+            f"Table bulk insert, {cfg.table_entries:,} entries in one writer session: time per"
+            " entry ≤ 3x LMDB (one txn)",
+            "f.insert",
+            SZ_TABLE,
+            LMDB,
+            3.0,
+            False,
+        )
+        for wl, c in (("h.mem_a", ca), ("h.mem_b", cb)):
+            value(
+                f"/dev/shm bytes ≤ 1.05x live data after {cfg.rewrites} rewrites ({c} chunks)",
+                wl,
+                SZ,
+                1.05,
+                False,
+            )
+        return out
+
+    def loader_checks(self) -> list[Check]:
+        """The data-loader targets (workload l), measured in this run."""
+        out: list[Check] = []
+        sz_batch = self.label_like("l.batch", SZ)
+        queue = self.label_like("l.batch", QUEUE)
+        sz_row = self.label_like("l.row", SZ)
+        for target, wl, peer, ref, bound, at_least in (
+            (
+                "a[idx], random batches ≥ 0.5x shared_memory arr[idx]",
+                "l.batch",
+                sz_batch,
+                PLAIN_BATCH,
+                0.5,
+                True,
+            ),
+            ("a[idx], random batches ≥ 3x the Queue", "l.batch", sz_batch, queue, 3.0, True),
+            (
+                "a[i], one row: time ≤ 3x shared_memory arr[i].copy()",
+                "l.row",
+                sz_row,
+                PLAIN_ROW,
+                3.0,
+                False,
+            ),
+        ):
+            unit = self.workloads[wl].unit
+            p, r = self.median(wl, peer), self.median(wl, ref)
+            detail = f"{peer} {_fmt(p)} {unit} / {ref} {_fmt(r)} {unit} ({wl})"
+            out.append(Check(target, self.ratio(wl, peer, ref), bound, at_least, detail))
+        return out
+
+    @staticmethod
+    def _simple_checks_markdown(title: str, checks: list[Check]) -> str:
         lines = [
-            "| Target (issue 7, section 2) | Measured ratio | Required | Result | np.copyto's ratio"
+            f"| {title} | Measured | Required | Result | chunked limit's ratio | From |",
+            "|---|---:|---:|---|---:|---|",
+        ]
+        for c in checks:
+            r = "–" if c.ratio is None else f"{c.ratio:.4g}"
+            req = f"{'≥' if c.at_least else '≤'} {c.bound:g}"
+            tiled = "–" if c.tiled is None else f"{c.tiled:.3g}x"
+            lines.append(f"| {c.target} | {r} | {req} | **{c.verdict}** | {tiled} | {c.detail} |")
+        return "\n".join(lines)
+
+    def checks_markdown(self) -> str:
+        """The read target checks as a Markdown table."""
+        lines = [
+            "| Read target | Measured ratio | Required | Result | np.copyto's ratio"
             " (ceiling) | chunked limit's ratio | From |",
             "|---|---:|---:|---|---:|---:|---|",
         ]
@@ -470,6 +708,7 @@ class Results:
             ],
             "checks": [
                 {
+                    "group": group,
                     "target": c.target,
                     "ratio": c.ratio,
                     "bound": c.bound,
@@ -477,8 +716,14 @@ class Results:
                     "verdict": c.verdict,
                     "ceiling": c.ceiling,
                     "chunked_limit": c.tiled,
+                    "detail": c.detail,
                 }
-                for c in self.checks()
+                for group, checks in (
+                    ("read", self.checks()),
+                    ("write", self.write_checks()),
+                    ("loader", self.loader_checks()),
+                )
+                for c in checks
             ],
         }
 
@@ -507,10 +752,32 @@ class Results:
   dict); per-chunk operations: {cfg.chunk_ops} per repetition ({cfg.chunk_ops_slow} for the slow
   peers), in a random order; (c) reads the whole array {cfg.concurrent_reads} times per reader
   per repetition.
-- LMDB: `sync=False`, values read with `buffers=True`; "txn per get/read" begins a read
-  transaction per operation (a reader that sees the latest value, like `read_chunk`), "one txn"
-  reuses one read transaction (a snapshot).
-- Manager dict, zarr: chunks stored uncompressed; the Manager dict holds `bytes` per chunk.{notes}
+- LMDB at its best on /dev/shm: `writemap=True, map_async=True, sync=False, metasync=False`,
+  values read with `buffers=True`; "txn per get/read" begins a read transaction per operation
+  (a reader that sees the latest value, like `read_chunk`), "one txn" reuses one read
+  transaction (a snapshot). Its bulk insert (f) is one transaction with `putmulti(append=True)`
+  of keys in order.
+- Manager dict, zarr: chunks stored uncompressed; the Manager dict holds `bytes` per chunk.
+- (h) "one writer session" is `write_chunk` per chunk inside `with a.table.writer():`, the
+  closest the API has to one call writing many chunks; LMDB puts them in one transaction.
+  The memory after {cfg.rewrites} rewrites calls `write_whole` (`set_slice` of the whole array)
+  that many times and never `reclaim()`.
+- (i) Two spawned worker processes overwrite disjoint chunks (every other chunk) with
+  `write_chunk`, one per call, starting together at a barrier; first one writer alone, then
+  both; each writes for {cfg.writer_seconds:g} s per repetition. Aggregate GB/s = all bytes
+  / (last end - first start).
+- (j) Writer A holds the lock, B blocks in it; A stamps `time.perf_counter_ns()` into shared
+  memory just before it leaves `with`, B as the first thing it does holding the lock;
+  {cfg.handoffs} hand-offs per repetition, A holding 0.2–2 ms (random) after B asked.
+- (k) Appending {cfg.append_frames} frames per repetition to an array that starts empty
+  (sharedzarr: shape `(0, h, w)`, one frame per chunk; resized back to 0 between repetitions).
+- (l) The data loader: the 2 workers read at once (barrier), {cfg.loader_batches} random
+  batches of {cfg.batch_rows} rows each per repetition (rows drawn with replacement), then
+  {cfg.loader_rows} single rows each. The Queue peer's producer process pickles random batches
+  into a `multiprocessing.Queue` (maxsize 8) that both workers take from; LMDB holds one key
+  per chunk of {cfg.loader.chunks[0]} rows (the sharedzarr array's chunks).
+- The machine is shared: other work may run during the measurement; the peers taking turns
+  keeps the ratios fair, not the absolute numbers.{notes}
 
 ## Results
 {self.markdown_table()}
@@ -518,7 +785,7 @@ class Results:
 Ratio references:
 {self.legend()}
 
-## Targets (issue 7, section 2)
+## Read targets
 The ceiling column is the same ratio measured for `np.copyto` in this process (one memory
 copy, no lookup at all): where even it misses the target, no implementation can meet it on
 this machine.  The chunked limit's column is the same ratio for "{TILED}": the chunks stored
@@ -527,7 +794,30 @@ header), read from another process like the others; where it misses the target, 
 store can meet it here.
 
 {self.checks_markdown()}
+
+## Write targets
+"Measured" is a ratio of medians (time or throughput, as the target says), or for the
+two-writer, hand-off, append and memory targets the value itself (x, µs, B/B). The chunked
+limit's column is the same ratio for the chunk-major shared_memory segment, where there is one;
+for the two-writer targets it is that segment's own 2-writers / 1-writer ratio (no lock at
+all), and "From" gives the flat shared_memory array's: when they are near 1.0x, the second
+writer had no free core in this run (the machine is shared), and no store could scale here.
+
+{self._simple_checks_markdown("Write target", self.write_checks())}
+
+## Data-loader targets
+{self._loader_note()}
+
+{self._simple_checks_markdown("Data-loader target", self.loader_checks())}
 """
+
+    def _loader_note(self) -> str:
+        sz = self.label_like("l.batch", SZ)
+        how = sz.split(": ", 1)[1] if ": " in sz else "?"
+        return (
+            f"sharedzarr's batch read in this run: `{how}`. Ratios are of aggregate batches/s"
+            " (higher is better) for batches, of µs per row for single rows."
+        )
 
 
 def _cpu_model() -> str:
@@ -637,8 +927,84 @@ def plot_read_gbps(results: Results, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_write_gbps(results: Results, path: Path) -> None:
+    """Write a bar chart of whole-array write GB/s by peer and chunk size, and of the
+    aggregate GB/s of two writer processes.
+
+    Parameters
+    ----------
+    results : Results
+        The run's results (workloads ``a.write``, ``h.write_w``, ``b.write``, ``i.w2_*``).
+    path : Path
+        The PNG file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = results.cfg
+    panels = [
+        (
+            "whole-array write (one process)",
+            [
+                ("a.write", f"{cfg.a.chunk_label()} chunks ({_size(cfg.a.nbytes)})"),
+                ("h.write_w", f"{cfg.w.chunk_label()} chunks ({_size(cfg.w.nbytes)})"),
+                ("b.write", f"{cfg.b.chunk_label()} chunks ({_size(cfg.b.nbytes)})"),
+            ],
+        ),
+        (
+            "2 writer processes, disjoint chunks, aggregate",
+            [
+                ("i.w2_a", f"{cfg.a.chunk_label()} chunks"),
+                ("i.w2_w", f"{cfg.w.chunk_label()} chunks"),
+                ("i.w2_b", f"{cfg.b.chunk_label()} chunks"),
+            ],
+        ),
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))
+    for ax, (title, series) in zip(axes, panels, strict=True):
+        peers: list[str] = []
+        for r in results.rows:
+            if r.workload in {wl for wl, _ in series} and r.peer not in peers and r.values:
+                peers.append(r.peer)
+        peers.sort(key=lambda p: _PEER_ORDER.index(p) if p in _PEER_ORDER else len(_PEER_ORDER))
+        width = 0.8 / len(series)
+        for n, (wl, label) in enumerate(series):
+            xs, ys = [], []
+            for i, p in enumerate(peers):
+                v = results.median(wl, p)
+                if v:
+                    xs.append(i + (n - (len(series) - 1) / 2) * width)
+                    ys.append(v)
+            bars = ax.bar(xs, ys, width, label=label)
+            for b, v in zip(bars, ys, strict=True):
+                ax.annotate(
+                    _fmt(v),
+                    (b.get_x() + b.get_width() / 2, v),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                )
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(peers)))
+        ax.set_xticklabels(peers, rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("GB/s (log scale)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle(f"Write throughput by peer and chunk size ({cfg.name} run)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+_PEER_ORDER = [COPYTO, PLAIN, TILED, SZ, SZ_MEM, ZARR_MEM, ZARR_LOCAL, LMDB, MANAGER]
+
+
 def write_outputs(results: Results, machine: dict[str, str], out_dir: Path) -> str:
-    """Write ``latest.md``, ``latest.json`` and ``read_gbps.png`` into ``out_dir``.
+    """Write ``latest.md``, ``latest.json``, ``read_gbps.png`` and ``write_gbps.png`` into
+    ``out_dir``.
 
     Parameters
     ----------
@@ -662,6 +1028,7 @@ def write_outputs(results: Results, machine: dict[str, str], out_dir: Path) -> s
         lambda p: p.write_text(json.dumps(results.to_json(machine), indent=1)),
     )
     _atomic_write(out_dir / "read_gbps.png", lambda p: plot_read_gbps(results, p))
+    _atomic_write(out_dir / "write_gbps.png", lambda p: plot_write_gbps(results, p))
     return md
 
 

@@ -2,15 +2,19 @@
 
 Usage::
 
-    python -m benchmarks.run                 # full size (issue 7), < 10 min on 2 cores
+    python -m benchmarks.run                 # full size, < 15 min on 2 cores
     python -m benchmarks.run --quick         # same arrays, fewer repetitions
-    python -m benchmarks.run --size tiny --out /tmp/bench   # smoke run, a few seconds
+    python -m benchmarks.run --size tiny --out DIR   # smoke run, well under a minute
     python -m benchmarks.run --only sharedzarr,shared_memory --workloads a,b
 
-The size can also come from the environment: ``SZ_BENCH_SIZE=tiny make bench``.
-Prints the Markdown table and writes ``latest.md``, ``latest.json`` and ``read_gbps.png`` into
-the output directory (default ``benchmarks/results``). Every /dev/shm segment, LMDB environment
-and zarr directory the run creates is removed at the end, also on error or SIGTERM.
+The size can also come from the environment: ``SZ_BENCH_SIZE=tiny make bench``; so can the
+workloads (``SZ_BENCH_WORKLOADS=hijkl``). Workloads: (a)-(g) reads, chunk writes, memory,
+tables and the copy probe; (h) batched chunk writes, the small-array rewrite and the memory after
+many rewrites; (i) two writer processes; (j) the writer-lock hand-off; (k) append; (l) the data
+loader. Prints the Markdown table and writes ``latest.md``, ``latest.json``, ``read_gbps.png``
+and ``write_gbps.png`` into the output directory (default ``benchmarks/results``). Every
+/dev/shm segment, LMDB environment and zarr directory the run creates is removed at the end,
+also on error or SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import glob
 import os
 import shutil
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import loader as L
 from benchmarks import peers as P
+from benchmarks import writers as W
 from benchmarks.config import BenchConfig, Dataset, get_config
 from benchmarks.report import (
     LMDB_ONE_TXN,
@@ -43,6 +50,7 @@ from benchmarks.worker import LocalRunner, WorkerError, WorkerPool
 __all__ = ["main", "run"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+ALL_WORKLOADS = "abcdefghijkl"
 _T0 = time.perf_counter()
 
 
@@ -136,31 +144,20 @@ class _Bench:
             for key in self._array_keys(cls):
                 if key[0] in self.parts:
                     self.results.note(key, cls.label, proc, "n/a (not available)")
-        if self.parts & {"a", "c", "d", "e"}:
+        if self.parts & {"a", "c", "d", "e", "h", "i"}:
             _take_turns([self._dataset(cls, self.cfg.a, self.data_a) for cls in live])
-        if self.parts & {"b", "e"}:
+        if self.parts & {"b", "e", "h", "i"}:
             _take_turns([self._dataset(cls, self.cfg.b, self.data_b) for cls in live])
+        if self.parts & {"h", "i"}:
+            data_w = np.random.default_rng(self.cfg.seed + 2).random(self.cfg.w.shape)
+            _take_turns([self._dataset(cls, self.cfg.w, data_w) for cls in live if cls in _W_PEERS])
 
     def _array_keys(self, cls: type[P.Peer]) -> list[str]:
-        keys = ["a.write", "a.read", "a.win_aligned", "a.win_unaligned"]
-        keys += ["b.write", "b.read", "b.chunk_read", "b.chunk_view", "b.chunk_write"]
-        if cls.cross_process:
-            keys += ["c.read1", "c.read2", "d.attach"]
-        if cls.uses_dev_shm:
-            keys += ["e.mem_a", "e.mem_a_after", "e.mem_b", "e.mem_b_after"]
-        return keys
+        return [k for ds in "abw" for k in _dataset_keys(cls, ds)]
 
     def _dataset_keys(self, cls: type[P.Peer], k: str) -> list[str]:
         """The workload keys measured on dataset ``k`` for ``cls`` in this run."""
-        out = []
-        for key in self._array_keys(cls):
-            if key[0] not in self.parts:
-                continue
-            if key.startswith(f"{k}.") or key.startswith(f"e.mem_{k}"):
-                out.append(key)
-            elif k == "a" and key[0] in "cd":
-                out.append(key)
-        return out
+        return [key for key in _dataset_keys(cls, k) if key[0] in self.parts]
 
     def _steps(
         self, key: str, label: str, proc: str, one: Callable[[], list[float]]
@@ -210,8 +207,8 @@ class _Bench:
         cfg, ds = self.cfg, peer.ds
         k, label = ds.key, cls.label
         runner = self._runner(cls.cross_process)
-        rid = f"{label}/r0"  # a worker holds the readers of every peer at once
-        if cls.uses_dev_shm:
+        rid = f"{label}/r0/{k}"  # a worker holds the readers of every peer at once
+        if cls.uses_dev_shm and k != "w":
             self.measure(
                 f"e.mem_{k}",
                 label,
@@ -220,11 +217,17 @@ class _Bench:
             )
         gb = ds.nbytes / 1e9
         yield from self._steps(
-            f"{k}.write",
+            "h.write_w" if k == "w" else f"{k}.write",
             label,
             "same",
             lambda: [gb / t for t in _times(lambda: peer.write_whole(data), 1)],
         )
+        if k == "w":
+            if cls.cross_process and "i" in self.parts:
+                runner.attach(rid, peer)
+                attached.append((runner, rid))
+                yield from self._two_writers(peer, rid, attached, label, proc)
+            return
         # (d) first, while this worker holds nothing of this store (LMDB shares one env)
         if cls.cross_process and k == "a":
             yield from self._steps(
@@ -274,6 +277,8 @@ class _Bench:
                 yield from self._concurrent(peer, runner, rid, attached, label, proc)
         else:
             yield from self._chunks(peer, runner, rid, attached, label, proc)
+        if cls.cross_process:
+            yield from self._two_writers(peer, rid, attached, label, proc)
         if cls.uses_dev_shm:
             self.measure(
                 f"e.mem_{k}_after",
@@ -281,6 +286,85 @@ class _Bench:
                 proc,
                 lambda: [P.dev_shm_bytes(peer.shm_paths()) / ds.nbytes],
             )
+        if cls.rewrite_mem and "h" in self.parts:
+            yield from self._rewrite_memory(peer, data, label, proc)
+
+    def _rewrite_memory(
+        self, peer: P.Peer, data: np.ndarray, label: str, proc: str
+    ) -> Iterator[str]:
+        """(h) The store's /dev/shm bytes per data byte after ``cfg.rewrites`` full rewrites
+        (``write_whole``), with no ``reclaim()`` call. One step: the rewrites take a while."""
+        ds = peer.ds
+
+        def rewrite() -> list[float]:
+            for _ in range(self.cfg.rewrites):
+                peer.write_whole(data)
+            return [P.dev_shm_bytes(peer.shm_paths()) / ds.nbytes]
+
+        yield f"h.mem_{ds.key}"
+        self.measure(f"h.mem_{ds.key}", label, proc, rewrite)
+
+    def _together(self, fname: str, rid: str, kwargs: list[dict[str, Any]]) -> list[Any]:
+        """Run ``workloads.<fname>`` in both workers at once (they meet at the barrier)."""
+        assert self.pool is not None
+        workers = self.pool.workers
+        for w, kw in zip(workers, kwargs, strict=True):
+            w.send("call", fname, rid, {**kw, "use_barrier": True})
+        try:
+            return [w.result() for w in workers]
+        except Exception:
+            for w in workers:  # drain the other answer, then unbreak the barrier
+                with contextlib.suppress(Exception):
+                    w.result(timeout=130)
+            self.pool.barrier.reset()
+            raise
+
+    def _two_writers(
+        self, peer: P.Peer, rid: str, attached: list, label: str, proc: str
+    ) -> Iterator[str]:
+        """(i) One writer process, then two at once, overwriting disjoint chunks with
+        ``write_chunk``: GB/s of each and the ratio of the two (one step per repetition)."""
+        if "i" not in self.parts:
+            return
+        cfg, ds = self.cfg, peer.ds
+        k = ds.key
+        keys = [f"i.w1_{k}", f"i.w2_{k}", f"i.scale_{k}"]
+        assert self.pool is not None
+        w0, w1 = self.pool.workers
+        try:
+            for w in (w0, w1):
+                if (w, rid) not in attached:
+                    w.attach(rid, peer)
+                    attached.append((w, rid))
+        except Exception as exc:
+            for key in keys:
+                self.results.note(key, label, proc, _err(exc))
+            return
+        chunks = list(P._chunk_indices(ds))
+        halves = [chunks[0::2], chunks[1::2]]
+        secs = cfg.writer_seconds
+        values: list[list[float]] = [[], [], []]
+        try:
+            for _ in range(cfg.reps):
+                yield f"i.{k}"
+                t0, t1, nb = w0.call("concurrent_write", rid, ds=ds, chunks=halves[0], seconds=secs)
+                one = nb / 1e9 / (t1 - t0)
+                spans = self._together(
+                    "concurrent_write",
+                    rid,
+                    [{"ds": ds, "chunks": h, "seconds": secs} for h in halves],
+                )
+                total = sum(s[2] for s in spans)
+                two = total / 1e9 / (max(s[1] for s in spans) - min(s[0] for s in spans))
+                for v, x in zip(values, (one, two, two / one), strict=True):
+                    v.append(x)
+        except Exception as exc:
+            for key in keys:
+                self.results.note(key, label, proc, _err(exc))
+            _log(f"  i.{k} {label}: {_err(exc)}")
+            return
+        for key, v in zip(keys, values, strict=True):
+            self.results.add(key, label, proc, v)
 
     def _chunks(
         self, peer: P.Peer, runner: Any, rid: str, attached: list, label: str, proc: str
@@ -309,10 +393,11 @@ class _Bench:
         else:
             yield from self._steps("b.chunk_view", label, proc, per_op("chunk_reads", view=True))
         yield from self._steps("b.chunk_write", label, proc, per_op("chunk_writes", ds=peer.ds))
+        yield from self._steps("h.batch", label, proc, per_op("chunk_write_session", ds=peer.ds))
 
     def _concurrent(
         self, peer: P.Peer, runner: Any, rid: str, attached: list, label: str, proc: str
-    ) -> Iterator[str]:
+    ) -> Iterator[str]:  # (c)
         cfg, ds = self.cfg, peer.ds
         n = cfg.concurrent_reads
 
@@ -366,6 +451,168 @@ class _Bench:
         values = copy_runs(self.cfg.a.shape, [n for _, n in labels], self.cfg.reps, self.cfg.warmup)
         for (label, _n), v in zip(labels, values, strict=True):
             self.results.add("g.copy", label, "same", v)
+
+    # ---------------------------------------------------------------------- (j) hand-off
+    def handoff_peers(self) -> None:
+        """(j) Writer-lock hand-off latency between the two workers, the peers taking turns."""
+        live = []
+        for cls in W.HANDOFF_PEERS:
+            reason = cls.unavailable()
+            if reason is None:
+                live.append(cls)
+                continue
+            for key in ("j.p50", "j.p99"):
+                self.results.note(key, cls.label, "other", "n/a (not available)")
+        _take_turns([self._handoff(cls) for cls in live])
+
+    def _handoff(self, cls: type[W.HandoffPeer]) -> Iterator[str]:
+        cfg, label = self.cfg, cls.label
+        peer = cls(cfg.handoffs)
+        rid = f"{label}/j"
+        attached: list[Any] = []
+        keys = ["j.p50", "j.p99"]
+        _log(f"{label}: {cfg.handoffs} writer-lock hand-offs per repetition")
+        try:
+            peer.create()
+            assert self.pool is not None
+            self.pool.ensure_alive()
+            for w in self.pool.workers:
+                w.attach(rid, peer)
+                attached.append(w)
+            values: list[list[float]] = [[], []]
+            for rep in range(cfg.warmup + cfg.reps):
+                if rep >= cfg.warmup:
+                    yield "j"
+                peer.reset()
+                out = self._together(
+                    "lock_handoff",
+                    rid,
+                    [
+                        {"role": "A", "n": cfg.handoffs, "seed": rep},
+                        {"role": "B", "n": cfg.handoffs},
+                    ],
+                )
+                lat = np.asarray(out[1])
+                if rep >= cfg.warmup:
+                    values[0].append(float(np.percentile(lat, 50)))
+                    values[1].append(float(np.percentile(lat, 99)))
+            for key, v in zip(keys, values, strict=True):
+                self.results.add(key, label, "other", v)
+        except Exception as exc:
+            _log(f"  j {label}: {_err(exc)}")
+            for key in keys:
+                self.results.note(key, label, "other", _err(exc))
+        finally:
+            for w in attached:
+                with contextlib.suppress(Exception):
+                    w.close(rid)
+            peer.destroy()
+
+    # ------------------------------------------------------------------------ (k) append
+    def append_peers(self) -> None:
+        """(k) Appending one frame to a growing array, in this process, the peers taking
+        turns."""
+        live = []
+        for cls in W.APPEND_PEERS:
+            reason = cls.unavailable()
+            if reason is None:
+                live.append(cls)
+            else:
+                self.results.note("k.append", cls.label, "same", "n/a (not available)")
+        _take_turns([self._append(cls) for cls in live])
+
+    def _append(self, cls: type[W.AppendPeer]) -> Iterator[str]:
+        cfg, label = self.cfg, cls.label
+        n = cfg.append_frames
+        peer = cls(cfg.frame, n)
+        frames = [np.random.default_rng(s).random(cfg.frame) for s in range(4)]
+
+        def one() -> list[float]:
+            peer.reset()
+            t = _times(lambda: [peer.append(frames[i & 3]) for i in range(n)], 1)[0]
+            return [t / n * 1e6]
+
+        try:
+            peer.create()
+            for _ in range(cfg.warmup):
+                one()
+            yield from self._steps("k.append", label, "same", one)
+        except Exception as exc:
+            self.results.note("k.append", label, "same", _err(exc))
+        finally:
+            peer.destroy()
+
+    # ----------------------------------------------------------------------- (l) loader
+    def loader_peers(self) -> None:
+        """(l) The data loader: both workers read random batches (then single rows) at once,
+        the peers taking turns."""
+        cfg = self.cfg
+        _log(f"data loader: {cfg.loader.shape} float64, batches of {cfg.batch_rows} rows")
+        data = L.loader_data(cfg.loader, cfg.seed + 3)
+        live = []
+        for cls in L.LOADER_PEERS:
+            reason = cls.unavailable()
+            if reason is None:
+                live.append(cls)
+                continue
+            self.results.note("l.batch", cls.label, "other", "n/a (not available)")
+        _take_turns([self._loader(cls, data) for cls in live])
+
+    def _loader(self, cls: type[L.LoaderPeer], data: np.ndarray) -> Iterator[str]:
+        cfg, ds = self.cfg, self.cfg.loader
+        peer = cls(ds, cfg.seed + 3)
+        rid = f"{cls.label}/l"
+        attached: list[Any] = []
+        label = cls.label
+        try:
+            assert self.pool is not None
+            self.pool.ensure_alive()
+            peer.create(data, self.pool)
+            label = f"{cls.label}: {peer.batch_how}"
+            for w in self.pool.workers:
+                w.attach(rid, peer)
+                attached.append(w)
+            rep = iter(range(10**6))
+            nb, nr = cfg.loader_batches, cfg.loader_rows
+
+            def batches() -> list[float]:
+                r = next(rep)
+                spans = self._together(
+                    "loader_batches",
+                    rid,
+                    [
+                        {
+                            "nrows": ds.shape[0],
+                            "batch_rows": cfg.batch_rows,
+                            "n": nb,
+                            "seed": 1000 * r + w,
+                        }
+                        for w in range(2)
+                    ],
+                )
+                return [2 * nb / (max(s[1] for s in spans) - min(s[0] for s in spans))]
+
+            def rows() -> list[float]:
+                r = next(rep)
+                spans = self._together(
+                    "loader_rows",
+                    rid,
+                    [{"nrows": ds.shape[0], "n": nr, "seed": 1000 * r + w} for w in range(2)],
+                )
+                return [statistics.mean((s[1] - s[0]) / nr * 1e6 for s in spans)]
+
+            yield from self._steps("l.batch", label, "other", batches)
+            if cls.row_how:
+                yield from self._steps("l.row", f"{cls.label}: {cls.row_how}", "other", rows)
+        except Exception as exc:
+            _log(f"  l {label}: {_err(exc)}")
+            if not any(r.workload == "l.batch" and r.peer == label for r in self.results.rows):
+                self.results.note("l.batch", label, "other", _err(exc))
+        finally:
+            for w in attached:
+                with contextlib.suppress(Exception):
+                    w.close(rid)
+            peer.destroy()
 
     # ------------------------------------------------------------------------- table peers
     def table_peer(self, kind: str) -> None:
@@ -468,12 +715,47 @@ _STEP_ORDER = [
     "a.win_unaligned",
     "c.read1",
     "c.read2",
+    "i.a",
+    "h.mem_a",
     "b.write",
     "b.read",
     "b.chunk_read",
     "b.chunk_view",
     "b.chunk_write",
+    "h.batch",
+    "i.b",
+    "h.mem_b",
+    "h.write_w",
+    "i.w",
+    "j",
+    "k.append",
+    "l.batch",
+    "l.row",
 ]
+
+#: the peers of dataset W (the small array of workloads h and i)
+_W_PEERS = [P.CopytoPeer, P.PlainShmPeer, P.TiledShmPeer, P.SzShmPeer, P.SzMemoryPeer, P.LmdbPeer]
+
+
+def _dataset_keys(cls: type[P.Peer], k: str) -> list[str]:
+    """Every workload key a peer of class ``cls`` measures on dataset ``k``."""
+    if k == "w":
+        if cls not in _W_PEERS:
+            return []
+        keys = ["h.write_w"]
+    elif k == "a":
+        keys = ["a.write", "a.read", "a.win_aligned", "a.win_unaligned"]
+        if cls.cross_process:
+            keys += ["c.read1", "c.read2", "d.attach"]
+    else:
+        keys = ["b.write", "b.read", "b.chunk_read", "b.chunk_view", "b.chunk_write", "h.batch"]
+    if cls.cross_process:
+        keys += [f"i.w1_{k}", f"i.w2_{k}", f"i.scale_{k}"]
+    if cls.uses_dev_shm and k != "w":
+        keys += [f"e.mem_{k}", f"e.mem_{k}_after"]
+    if cls.rewrite_mem and k != "w":
+        keys.append(f"h.mem_{k}")
+    return keys
 
 
 def _times(fn: Callable[[], object], reps: int) -> list[float]:
@@ -525,7 +807,7 @@ def _matches(label: str, only: Sequence[str] | None) -> bool:
 
 
 def run(
-    cfg: BenchConfig, out_dir: Path, only: Sequence[str] | None = None, parts: str = "abcdefg"
+    cfg: BenchConfig, out_dir: Path, only: Sequence[str] | None = None, parts: str = ALL_WORKLOADS
 ) -> Results:
     """Run the benchmark and write the report.
 
@@ -534,7 +816,7 @@ def run(
     cfg : BenchConfig
         Sizes and repetitions.
     out_dir : Path
-        Where ``latest.md``, ``latest.json`` and ``read_gbps.png`` go.
+        Where ``latest.md``, ``latest.json``, ``read_gbps.png`` and ``write_gbps.png`` go.
     only : sequence of str, optional
         Run only the peers whose label contains one of these (case-insensitive).
     parts : str
@@ -550,10 +832,10 @@ def run(
     with _sigterm_as_exit():
         try:
             if any(c.cross_process and _matches(c.label, only) for c in P.ARRAY_PEERS) or (
-                set(parts) & {"f"}
+                set(parts) & set("fjl")
             ):
-                bench.pool = WorkerPool(2)
-            if set(parts) & set("abcde"):
+                bench.pool = WorkerPool(2, batch_rows=cfg.batch_rows)
+            if set(parts) & set("abcdehi"):
                 bench.array_peers([c for c in P.ARRAY_PEERS if _matches(c.label, only)])
             if "f" in parts:
                 for kind in P.TABLE_PEERS:
@@ -561,6 +843,12 @@ def run(
                         bench.table_peer(kind)
             if "g" in parts:
                 bench.copy_probe()
+            if "j" in parts:
+                bench.handoff_peers()
+            if "k" in parts:
+                bench.append_peers()
+            if "l" in parts:
+                bench.loader_peers()
         finally:
             if bench.pool is not None:
                 bench.pool.stop()
@@ -571,7 +859,7 @@ def run(
     machine = machine_info()
     md = write_outputs(results, machine, out_dir)
     print(md)
-    _log(f"done in {results.elapsed:.0f} s; wrote {out_dir}/latest.md, read_gbps.png")
+    _log(f"done in {results.elapsed:.0f} s; wrote {out_dir}/latest.md and the plots")
     return results
 
 
@@ -600,7 +888,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="same as --size quick")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR, help="output directory")
     ap.add_argument("--only", help="comma-separated substrings of peer labels to run")
-    ap.add_argument("--workloads", default="abcdefg", help="workload letters to run, e.g. 'ab'")
+    ap.add_argument(
+        "--workloads",
+        default=os.environ.get("SZ_BENCH_WORKLOADS", ALL_WORKLOADS),
+        help=f"workload letters to run, e.g. 'ab' (default {ALL_WORKLOADS}; "
+        "env SZ_BENCH_WORKLOADS)",
+    )
     ap.add_argument("--list-peers", action="store_true", help="print the peer labels and exit")
     args = ap.parse_args(argv)
     if args.list_peers:
@@ -608,10 +901,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(cls.label)
         for kind in P.TABLE_PEERS:
             print(P.TablePeer.labels[kind])
+        for group in (W.HANDOFF_PEERS, W.APPEND_PEERS, L.LOADER_PEERS):
+            for c in group:
+                print(c.label)
         return 0
     cfg = get_config("quick" if args.quick else args.size)
     only = [s.strip() for s in args.only.split(",")] if args.only else None
-    parts = "".join(c for c in args.workloads.lower() if c in "abcdefg")
+    parts = "".join(c for c in args.workloads.lower() if c in ALL_WORKLOADS)
     run(cfg, args.out, only, parts)
     return 0
 

@@ -32,7 +32,7 @@ class WorkerError(RuntimeError):
     """A command failed in a worker; the message is the worker's traceback."""
 
 
-def worker_main(conn: Any, barrier: Any) -> None:
+def worker_main(conn: Any, barrier: Any, batch_queue: Any = None) -> None:
     """Serve commands from the parent until ``("exit",)`` or end of file.
 
     Parameters
@@ -40,8 +40,13 @@ def worker_main(conn: Any, barrier: Any) -> None:
     conn : multiprocessing.connection.Connection
         This worker's end of the pipe.
     barrier : multiprocessing.Barrier
-        Shared by all workers, for workload (c).
+        Shared by all workers, for the workloads whose processes start together (c, i, j, l).
+    batch_queue : multiprocessing.Queue, optional
+        The batch queue of workload (l)'s Queue peer (a queue travels only by inheritance).
     """
+    from benchmarks import loader
+
+    loader.WORKER_QUEUE = batch_queue
     readers: dict[Any, Reader] = {}
     try:
         while True:
@@ -94,14 +99,19 @@ class Worker:
         The spawn context.
     barrier : multiprocessing.Barrier
         Shared by the workers of one pool.
+    batch_queue : multiprocessing.Queue, optional
+        Shared by the workers of one pool, for workload (l).
     """
 
     cross_process = True
 
-    def __init__(self, ctx: Any, barrier: Any) -> None:
+    def __init__(self, ctx: Any, barrier: Any, batch_queue: Any = None) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(
-            target=worker_main, args=(child, barrier), daemon=True, name="szbench-worker"
+            target=worker_main,
+            args=(child, barrier, batch_queue),
+            daemon=True,
+            name="szbench-worker",
         )
         self.proc.start()
         child.close()
@@ -168,22 +178,26 @@ class Worker:
 
 
 class WorkerPool:
-    """Two workers sharing a barrier (two readers are what 2 cores allow).
+    """Two workers sharing a barrier (two readers are what 2 cores allow) and a batch queue.
 
     Parameters
     ----------
     n : int
         Number of workers.
+    batch_rows : int
+        Rows per batch that the Queue peer of workload (l) produces.
     """
 
-    def __init__(self, n: int = 2) -> None:
+    def __init__(self, n: int = 2, batch_rows: int = 64) -> None:
         self.ctx = multiprocessing.get_context("spawn")
         self.n = n
+        self.batch_rows = batch_rows
         self._start()
 
     def _start(self) -> None:
         self.barrier = self.ctx.Barrier(self.n)
-        self.workers = [Worker(self.ctx, self.barrier) for _ in range(self.n)]
+        self.queue = self.ctx.Queue(maxsize=4 * self.n)
+        self.workers = [Worker(self.ctx, self.barrier, self.queue) for _ in range(self.n)]
         for w in self.workers:  # wait until each worker has imported everything
             w.request("ping")
 
@@ -194,9 +208,11 @@ class WorkerPool:
             self._start()
 
     def stop(self) -> None:
-        """Stop every worker."""
+        """Stop every worker and close the batch queue."""
         for w in self.workers:
             w.stop()
+        self.queue.close()
+        self.queue.join_thread()
 
 
 class LocalRunner:

@@ -21,9 +21,14 @@ from benchmarks.peers import Reader
 __all__ = [
     "attach",
     "chunk_reads",
+    "chunk_write_session",
     "chunk_writes",
     "concurrent_read",
+    "concurrent_write",
     "copy_runs",
+    "loader_batches",
+    "loader_rows",
+    "lock_handoff",
     "lookups",
     "time_reps",
     "whole_read",
@@ -181,6 +186,234 @@ def chunk_writes(
             write(idx, payloads[n & 15])
 
     return [t / len(order) for t in time_reps(run, reps, warmup)]
+
+
+def _payloads(ds: Dataset, n: int = 16) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.random(ds.chunks).astype(ds.dtype) for _ in range(n)]
+
+
+def chunk_write_session(
+    reader: Reader, order: Sequence[ChunkIdx], ds: Dataset, reps: int, warmup: int
+) -> list[float]:
+    """Time overwriting the chunks in ``order`` in one batch (:meth:`Reader.write_chunks`: one
+    writer session or transaction).
+
+    Parameters
+    ----------
+    reader : Reader
+        Attached reader.
+    order : sequence of tuple
+        Chunk indices to write, in this order.
+    ds : Dataset
+        The array's description.
+    reps, warmup : int
+        See :func:`time_reps`.
+
+    Returns
+    -------
+    list of float
+        Mean seconds per chunk, one per repetition.
+    """
+    payloads = _payloads(ds)
+    order = list(order)
+    return [
+        t / len(order)
+        for t in time_reps(lambda: reader.write_chunks(order, payloads), reps, warmup)
+    ]
+
+
+def concurrent_write(
+    reader: Reader, ds: Dataset, chunks: Sequence[ChunkIdx], seconds: float, barrier: Any = None
+) -> tuple[float, float, int]:
+    """Overwrite ``chunks`` one by one (``write_chunk``), round and round, for ``seconds``,
+    starting together with the other writers.
+
+    The run is timed, not sized: a fast peer writes long enough that the few hundred µs by
+    which two processes leave a barrier apart do not count, a slow one still finishes.
+
+    Parameters
+    ----------
+    reader : Reader
+        Attached reader.
+    ds : Dataset
+        The array's description.
+    chunks : sequence of tuple
+        This writer's chunks (disjoint from the other writers').
+    seconds : float
+        How long to write (the last chunk started before the end is finished).
+    barrier : multiprocessing.Barrier, optional
+        Shared by all writers of the measurement; None for a single writer.
+
+    Returns
+    -------
+    tuple
+        ``time.perf_counter()`` at start and end, and the bytes written.
+    """
+    payloads = _payloads(ds, 4)
+    write = reader.write_chunk
+    clock = time.perf_counter
+    for n, idx in enumerate(chunks[:4]):  # warm-up
+        write(idx, payloads[n & 3])
+    if barrier is not None:
+        barrier.wait(timeout=120)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    count = 0
+    try:
+        t0 = clock()
+        end = t0 + seconds
+        t1 = t0
+        while t1 < end:
+            for n, idx in enumerate(chunks):
+                write(idx, payloads[n & 3])
+                count += 1
+                t1 = clock()
+                if t1 >= end:
+                    break
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return (t0, t1, count * ds.chunk_nbytes)
+
+
+def _wait_for(stamps: np.ndarray, slot: int, value: int, deadline: float, pause: float) -> None:
+    """Wait until ``stamps[slot] >= value`` (``pause`` seconds between looks; 0 spins)."""
+    while stamps[slot] < value:
+        if pause:
+            time.sleep(pause)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"lock hand-off: the other writer stopped (slot {slot} < {value})")
+
+
+def lock_handoff(
+    reader: Any, role: str, n: int, seed: int = 0, barrier: Any = None
+) -> list[float] | None:
+    """One side of ``n`` writer-lock hand-offs between two processes (workload j).
+
+    Writer A takes the lock, waits until B is about to ask for it, keeps it 0.2–2 ms more (B
+    is then blocked in the lock), stamps ``perf_counter_ns()`` and leaves the ``with``. B stamps
+    ``perf_counter_ns()`` as the first thing it does holding the lock, and leaves. The next
+    round starts when A has seen B leave.
+
+    Parameters
+    ----------
+    reader : benchmarks.writers.HandoffReader
+        The lock and the stamp block (zeroed by the parent before each repetition).
+    role : str
+        ``"A"`` (holds, then releases) or ``"B"`` (waits for the lock).
+    n : int
+        Hand-offs.
+    seed : int
+        Seed of A's random hold times.
+    barrier : multiprocessing.Barrier, optional
+        Shared with the other writer: both start together.
+
+    Returns
+    -------
+    list of float or None
+        B: the ``n`` hand-off latencies in µs (acquire stamp minus release stamp); A: None.
+    """
+    from benchmarks.writers import STAMP_SLOTS
+
+    s, hold = reader.stamps, reader.hold
+    a_holds, b_ready, b_done = 0, 1, 2
+    rel, acq = STAMP_SLOTS, STAMP_SLOTS + n
+    holds = np.random.default_rng(seed).uniform(0.2e-3, 2e-3, n).tolist()
+    if barrier is not None:
+        barrier.wait(timeout=120)
+    deadline = time.monotonic() + 60 + n * 0.05
+    if role == "A":
+        for i in range(n):
+            with hold():
+                s[a_holds] = i + 1
+                _wait_for(s, b_ready, i + 1, deadline, 0)
+                time.sleep(holds[i])
+                s[rel + i] = time.perf_counter_ns()
+            _wait_for(s, b_done, i + 1, deadline, 20e-6)
+        return None
+    for i in range(n):
+        _wait_for(s, a_holds, i + 1, deadline, 0)
+        s[b_ready] = i + 1
+        with hold():
+            t = time.perf_counter_ns()
+        s[acq + i] = t
+        s[b_done] = i + 1
+    return ((s[acq : acq + n] - s[rel : rel + n]) / 1e3).tolist()
+
+
+def loader_batches(
+    reader: Any, nrows: int, batch_rows: int, n: int, seed: int, barrier: Any = None
+) -> tuple[float, float]:
+    """Read ``n`` random batches of ``batch_rows`` rows (workload l), starting together with
+    the other reader.
+
+    Parameters
+    ----------
+    reader : benchmarks.loader.LoaderReader
+        Attached reader.
+    nrows : int
+        Rows in the array.
+    batch_rows : int
+        Rows per batch (drawn with replacement, in random order).
+    n : int
+        Batches.
+    seed : int
+        Seed of the batches (differs per reader and repetition).
+    barrier : multiprocessing.Barrier, optional
+        Shared with the other reader.
+
+    Returns
+    -------
+    tuple of float
+        ``time.perf_counter()`` at start and end.
+    """
+    rng = np.random.default_rng(seed)
+    batches = [rng.integers(0, nrows, batch_rows) for _ in range(n)]
+    batch = reader.batch
+    for idx in batches[:2]:  # warm-up
+        batch(idx)
+    if barrier is not None:
+        barrier.wait(timeout=120)
+    t0 = time.perf_counter()
+    for idx in batches:
+        batch(idx)
+    return (t0, time.perf_counter())
+
+
+def loader_rows(
+    reader: Any, nrows: int, n: int, seed: int, barrier: Any = None
+) -> tuple[float, float]:
+    """Read ``n`` random single rows (workload l), starting together with the other reader.
+
+    Parameters
+    ----------
+    reader : benchmarks.loader.LoaderReader
+        Attached reader.
+    nrows : int
+        Rows in the array.
+    n : int
+        Rows to read.
+    seed : int
+        Seed of the row numbers.
+    barrier : multiprocessing.Barrier, optional
+        Shared with the other reader.
+
+    Returns
+    -------
+    tuple of float
+        ``time.perf_counter()`` at start and end.
+    """
+    rows = np.random.default_rng(seed).integers(0, nrows, n).tolist()
+    row = reader.row
+    for i in rows[:4]:  # warm-up
+        row(i)
+    if barrier is not None:
+        barrier.wait(timeout=120)
+    t0 = time.perf_counter()
+    for i in rows:
+        row(i)
+    return (t0, time.perf_counter())
 
 
 def attach(

@@ -29,7 +29,31 @@ ARRAY_PEERS = [
     "Manager().dict()",
 ]
 TABLE_PEERS = ["dict (in-process)", "sharedzarr Table", "LMDB (/dev/shm)", "Manager().dict()"]
-WORKLOADS = ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"]
+WORKLOADS = ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "(h)", "(i)", "(j)", "(k)", "(l)"]
+HANDOFF_PEERS = ["sharedzarr Table.writer()", "LMDB (/dev/shm) write txn", "fcntl.flock (blocking)"]
+APPEND_PEERS = [
+    "shared_memory array np.copyto(buf[n], frame)",
+    "sharedzarr shm a.append(frame)",
+    "LMDB (/dev/shm) txn.put(next key, frame)",
+]
+LOADER_PEERS = ["shared_memory array", "sharedzarr shm", "multiprocessing.Queue", "LMDB (/dev/shm)"]
+#: new workload -> peers (label prefixes) that must have a row in it
+NEW_ROWS = {
+    "h.batch": ["shared_memory array", "sharedzarr shm", "LMDB (/dev/shm)"],
+    "h.write_w": ["np.copyto (limit)", "shared_memory array", "sharedzarr shm", "LMDB (/dev/shm)"],
+    "h.mem_a": ["shared_memory array", "sharedzarr shm", "LMDB (/dev/shm)"],
+    "h.mem_b": ["shared_memory array", "sharedzarr shm", "LMDB (/dev/shm)"],
+    **{
+        f"i.{m}_{k}": ["shared_memory array", "sharedzarr shm", "LMDB (/dev/shm)"]
+        for m in ("w1", "w2", "scale")
+        for k in "abw"
+    },
+    "j.p50": HANDOFF_PEERS,
+    "j.p99": HANDOFF_PEERS,
+    "k.append": APPEND_PEERS,
+    "l.batch": LOADER_PEERS,
+    "l.row": ["shared_memory array", "sharedzarr shm", "LMDB (/dev/shm)"],
+}
 
 
 def _bench_entries() -> set[str]:
@@ -74,7 +98,7 @@ def test_prints_every_peer_and_workload(tiny_run: tuple[subprocess.CompletedProc
         assert any(p.startswith(peer) for p in peers_seen), f"no (f) row for {peer!r}"
     for w in WORKLOADS:
         assert f"| {w} " in proc.stdout, f"no workload {w}"
-    assert "## Targets" in proc.stdout
+    assert "## Read targets" in proc.stdout and "## Write targets" in proc.stdout
 
 
 def test_every_reference_row_has_numbers(
@@ -95,8 +119,9 @@ def test_writes_results_into_out_dir(tiny_run: tuple[subprocess.CompletedProcess
     assert "## Machine" in md and "CPU:" in md and "numpy" in md and "lmdb" in md
     for peer in ARRAY_PEERS:
         assert f"| {peer} |" in md
-    png = (out / "read_gbps.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
+    for plot in ("read_gbps.png", "write_gbps.png"):
+        assert (out / plot).read_bytes().startswith(b"\x89PNG"), plot
+    assert "## Write targets" in md and "## Data-loader targets" in md
     data = json.loads((out / "latest.json").read_text())
     assert data["size"] == "tiny"
     verdicts = {c["verdict"] for c in data["checks"]}
@@ -114,7 +139,7 @@ def test_list_peers() -> None:
         check=True,
     )
     listed = proc.stdout.splitlines()
-    for peer in ARRAY_PEERS + TABLE_PEERS:
+    for peer in ARRAY_PEERS + TABLE_PEERS + HANDOFF_PEERS + APPEND_PEERS + LOADER_PEERS:
         assert peer in listed
 
 
@@ -129,6 +154,54 @@ def test_one_row_per_peer_and_workload(
     sz = {r["workload"]: r for r in data["rows"] if r["peer"] == "sharedzarr shm"}
     for w in ("a.write", "a.read", "a.win_aligned", "b.chunk_read", "c.read2", "d.attach"):
         assert len(sz[w]["values"]) == 2, sz[w]  # tiny: 2 repetitions
+    for w in ("h.batch", "h.write_w", "i.w1_a", "i.w2_b", "i.scale_w"):
+        assert len(sz[w]["values"]) == 2 or sz[w]["note"], sz[w]
+
+
+def test_new_workloads_have_a_row_for_every_peer(
+    tiny_run: tuple[subprocess.CompletedProcess, Path],
+) -> None:
+    """The write, hand-off, append and data-loader workloads report every peer, with numbers
+    (or, for sharedzarr, an error note), and their targets are checked."""
+    _, out = tiny_run
+    data = json.loads((out / "latest.json").read_text())
+    for key, peers in NEW_ROWS.items():
+        rows = [r for r in data["rows"] if r["workload"] == key]
+        for peer in peers:
+            found = [r for r in rows if r["peer"].startswith(peer)]
+            assert found, f"no {key} row for {peer!r}"
+            assert found[0]["values"] or found[0]["note"], found[0]
+    groups = {c["group"] for c in data["checks"]}
+    assert groups == {"read", "write", "loader"}
+    targets = " ".join(c["target"] for c in data["checks"])
+    for words in ("hand-off", "append", "2 writers", "bulk insert", "rewrites", "a[idx]", "a[i]"):
+        assert words in targets, words
+    # the data loader says which batch read sharedzarr used
+    sz_batch = [r for r in data["rows"] if r["workload"] == "l.batch" and "sharedzarr" in r["peer"]]
+    assert sz_batch[0]["peer"].split(": ", 1)[1] in (
+        "a[idx]",
+        "np.stack([a[int(i)] for i in idx]) fallback",
+    )
+    # the lock hand-off produced latencies, not nonsense
+    for r in data["rows"]:
+        if r["workload"].startswith("j.") and r["values"]:
+            assert all(v > 0 for v in r["values"]), r
+
+
+def test_lmdb_opens_at_its_best(tmp_path: Path) -> None:
+    """LMDB runs with writemap, map_async and no syncs, as on tmpfs it should."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks.peers import _lmdb_close, _lmdb_open
+    finally:
+        sys.path.remove(str(ROOT))
+    env = _lmdb_open(str(tmp_path / "env"), 1 << 20)
+    try:
+        flags = env.flags()
+        assert flags["writemap"] and flags["map_async"]
+        assert not flags["sync"] and not flags["metasync"]
+    finally:
+        _lmdb_close(env)
 
 
 def _bench_modules() -> tuple[Any, Any, Any]:
