@@ -20,7 +20,7 @@ import re
 import zlib
 from typing import Any
 
-import msgpack  # type: ignore[import-untyped]
+import msgpack
 import numpy as np
 
 __all__ = ["build_slots", "decode_key", "encode_key", "key_hash", "sort_key"]

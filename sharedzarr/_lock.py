@@ -132,7 +132,7 @@ class WriterLock:
         return self._depth if self._owned() else 0
 
     def _owned(self) -> bool:
-        return self._rlock._is_owned()  # type: ignore[attr-defined]
+        return bool(self._rlock._is_owned())  # type: ignore[attr-defined]
 
     def fileno(self) -> int:
         """The descriptor the lock is taken on (opened on first use in this process)."""

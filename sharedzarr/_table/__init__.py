@@ -124,7 +124,16 @@ from ._ownership import (  # noqa: F401
 from ._space import RECLAIM_MIN, RECLAIM_RATIO, RECLAIM_RATIO_BUSY  # noqa: F401
 from ._table import Table
 
-__all__ = ["Table", "decode_key", "encode_key", "validate_name"]
+__all__ = [
+    "Table",
+    "decode_key",
+    "encode_key",
+    "key_hash",
+    "list_tables",
+    "probe",
+    "table_segments",
+    "validate_name",
+]
 
 _sort_key = sort_key  # the old private name, kept for callers
 _count_reclaim = count_reclaim  # the old private name
