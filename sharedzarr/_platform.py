@@ -13,7 +13,7 @@ build docs or run the in-process ``memory`` backend are not blocked.
 
 from __future__ import annotations
 
-import platform
+import os
 import sys
 
 from .errors import SharedZarrError
@@ -39,7 +39,7 @@ def check_platform() -> None:
     UnsupportedPlatformError
         On any other CPU or byte order; the message names the machine.
     """
-    machine = platform.machine()
+    machine = os.uname().machine  # not platform.machine(): its cache fills at import of uuid
     if sys.byteorder != "little" or machine not in SUPPORTED_MACHINES:
         raise UnsupportedPlatformError(
             "sharedzarr publishes values with plain aligned 8-byte stores and relies on "

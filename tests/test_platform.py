@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import platform
+import os
 import subprocess
 import sys
 import uuid
@@ -16,7 +16,8 @@ from sharedzarr.errors import SharedZarrError
 
 @pytest.fixture
 def arm(monkeypatch):
-    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    real = os.uname()
+    monkeypatch.setattr(os, "uname", lambda: os.uname_result((*real[:4], "aarch64")))
 
 
 def test_error_is_typed():
@@ -44,7 +45,8 @@ def test_create_refuses_big_endian(monkeypatch):
 def test_attach_refuses_another_cpu(monkeypatch):
     t = Table.create(f"x-{uuid.uuid4().hex[:8]}")
     try:
-        monkeypatch.setattr(platform, "machine", lambda: "ppc64le")
+        real = os.uname()
+        monkeypatch.setattr(os, "uname", lambda: os.uname_result((*real[:4], "ppc64le")))
         with pytest.raises(UnsupportedPlatformError, match="ppc64le"):
             Table.attach(t.name)
         monkeypatch.undo()
@@ -55,8 +57,9 @@ def test_attach_refuses_another_cpu(monkeypatch):
 
 def test_import_works_on_another_cpu():
     code = (
-        "import platform, sys\n"
-        "platform.machine = lambda: 'aarch64'\n"
+        "import os, platform, sys, uuid\n"  # uuid caches platform.uname() first
+        "real = os.uname()\n"
+        "os.uname = lambda: os.uname_result((*real[:4], 'aarch64'))\n"
         "import sharedzarr, sharedzarr._table\n"
         "from sharedzarr._platform import UnsupportedPlatformError\n"
         "try:\n"
