@@ -28,7 +28,8 @@ I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (store
     stamp is fresh (at most ``READER_PAUSE_NS``), so a reader under a writer that never
     stops still finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
     stopped or killed mid-operation) is not waited for again: the reader then reads each
-    value whole, as it stands.  A thread reading inside its own session reads its own
+    value whole, as it stands.  A read-only mapping (``mode="r"``, another process's
+    protected table) cannot store the stamp: such a reader retries without asking.  A thread reading inside its own session reads its own
     writes.
 
 Hot paths stay flat: ``get_prepared``, ``borrow_prepared`` and the closures of
@@ -173,8 +174,8 @@ class ReadMixin(SpaceMixin):
                     raise
                 if ((H[L.H_OPSEQ] << 32) | H[L.H_REUSE]) == start:
                     return out
-                if attempt >= 1:  # ask writers to pause before their next operation
-                    stamp = time.monotonic_ns()
+                if attempt >= 1 and not H.readonly:  # ask writers to pause before their next
+                    stamp = time.monotonic_ns()  # operation (a read-only mapping cannot ask)
                     H[L.H_READER_WAIT] = stamp
         finally:
             if stamp and H[L.H_READER_WAIT] == stamp:
