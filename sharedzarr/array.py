@@ -80,6 +80,7 @@ __all__ = ["Array", "Attributes", "create", "open"]
 
 _PARALLEL_BYTES = 16 << 20  # reads at least this big copy on two threads
 _COPY_THREADS = min(2, os.cpu_count() or 1)
+DEFAULT_WRITE_TIMEOUT = 60.0  # seconds a write waits for the writer lock (Array.write_timeout)
 _READ_RETRIES = 1000  # a retry needs a writer to reuse memory during one chunk's copy
 # multi-chunk reads keep a cached view per chunk (see Array._copy_pieces) up to this many
 # chunks; a bigger array would cycle through the backend's cache faster than it helps
@@ -153,6 +154,7 @@ class Array:
         self._snapshot = backend.snapshot
         self._op_seq = backend.op_seq  # metadata coherence: see _sync
         self._meta_seq = self._op_seq()
+        self._write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
         self._attrs: Attributes | None = None
         self._set_metadata(metadata, metadata_bytes)
         self._closed = False
@@ -873,7 +875,7 @@ class Array:
         writer lock, everything validated before the first chunk is written."""
         backend = self._writable()
         arr = self._check_data(data)
-        with backend.writer():
+        with backend.writer(self.write_timeout):
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
             sel = planner(key, self._shape)
@@ -979,6 +981,26 @@ class Array:
             buf = _byte_view(chunk)
             backend.write_chunk(idx, buf if raw_codec else encode(buf))
 
+    @property
+    def write_timeout(self) -> float | None:
+        """Seconds a write waits for the writer lock before ``LockTimeoutError`` (None: forever).
+
+        Used by ``a[...] = v`` and every write without its own ``timeout=``; 60 by default.
+        """
+        return self._write_timeout
+
+    @write_timeout.setter
+    def write_timeout(self, seconds: float | None) -> None:
+        if seconds is not None and not seconds >= 0:
+            raise ValueError(
+                f"write_timeout must be a number of seconds >= 0 or None, not {seconds!r}"
+            )
+        self._write_timeout = seconds
+
+    def _wait(self, timeout: float | None) -> float | None:
+        """A write's lock timeout: its own ``timeout=``, else :attr:`write_timeout`."""
+        return self._write_timeout if timeout is None else timeout
+
     def _sync(self) -> None:
         """Adopt another handle's resize, append or attrs change: one word load when none.
 
@@ -1019,6 +1041,8 @@ class Array:
         data: Any,
         start: Sequence[int] | None = None,
         stop: Sequence[int] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> None:
         """Write ``data`` into the region ``start <= index < stop`` (ExZarr's ``set_slice``).
 
@@ -1033,6 +1057,8 @@ class Array:
         stop : sequence of int, optional
             Exclusive end.  Default ``start + data.shape`` when ``data`` has the array's rank,
             else the array's shape.
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
 
         Raises
         ------
@@ -1051,7 +1077,7 @@ class Array:
         """
         backend = self._writable()
         arr = self._check_data(data)
-        with backend.writer():
+        with backend.writer(self._wait(timeout)):
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
             if stop is None and arr.ndim == len(self._shape):
@@ -1083,7 +1109,7 @@ class Array:
             return
         backend = self._writable()
         arr = self._check_data(data)
-        with backend.writer():
+        with backend.writer(self.write_timeout):
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
             sels, _ = normalize_index(key, self._shape)
@@ -1220,7 +1246,9 @@ class Array:
         self._chunk_views[copy] = reader
         return reader
 
-    def write_chunk(self, idx: Sequence[int] | int, data: Any) -> None:
+    def write_chunk(
+        self, idx: Sequence[int] | int, data: Any, *, timeout: float | None = None
+    ) -> None:
         """Replace one whole chunk.
 
         Parameters
@@ -1231,6 +1259,8 @@ class Array:
             The chunk's values: shape :attr:`chunks`, or for an edge chunk also just its
             in-bounds part; anything broadcastable to one of those.  Values in an edge chunk's
             padding are replaced by the fill value.
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
 
         Raises
         ------
@@ -1241,7 +1271,7 @@ class Array:
         """
         backend = self._writable()
         arr = self._check_data(data)
-        with backend.writer():
+        with backend.writer(self._wait(timeout)):
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
             idx = normalize_chunk_index(idx, self._grid)
@@ -1318,7 +1348,7 @@ class Array:
 
     # -- shape changes ----------------------------------------------------------------------
 
-    def resize(self, new_shape: Sequence[int] | int) -> None:
+    def resize(self, new_shape: Sequence[int] | int, *, timeout: float | None = None) -> None:
         """Change the shape; chunks that fall outside are deleted.
 
         Growing exposes fill values.  Shrinking deletes chunks outside the new grid and resets
@@ -1329,6 +1359,8 @@ class Array:
         ----------
         new_shape : sequence of int
             Same rank as the array.
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
 
         Raises
         ------
@@ -1339,7 +1371,7 @@ class Array:
         """
         backend = self._writable()
         shape = normalize_shape(new_shape, "new_shape")
-        with backend.writer():
+        with backend.writer(self._wait(timeout)):
             self._sync_locked()
             if len(shape) != len(self._shape):
                 raise ValueError(
@@ -1372,7 +1404,7 @@ class Array:
             backend.write_metadata(raw)
             self._set_metadata(meta, raw)
 
-    def append(self, data: Any, axis: int = 0) -> tuple[int, ...]:
+    def append(self, data: Any, axis: int = 0, *, timeout: float | None = None) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` into the new part.
 
         Parameters
@@ -1381,6 +1413,8 @@ class Array:
             Same rank as the array, matching its shape on every other axis.
         axis : int
             The axis to grow (negative counts from the end).
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
 
         Returns
         -------
@@ -1394,7 +1428,7 @@ class Array:
         """
         backend = self._writable()
         arr = self._check_data(data)
-        with backend.writer():
+        with backend.writer(self._wait(timeout)):
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
             ndim = len(self._shape)
@@ -1431,7 +1465,7 @@ class Array:
 
     def _update_attributes(self, change: Callable[[dict[str, Any]], None]) -> None:
         backend = self._writable()
-        with backend.writer():
+        with backend.writer(self.write_timeout):
             self._sync_locked()
             attrs = json.loads(json.dumps(self._meta.attributes))
             change(attrs)

@@ -100,3 +100,14 @@ def hold_then_fork_and_die(path: str, use_mp: bool, ready) -> None:
         f.write(str(child))
     ready.set()
     signal.pause()
+
+
+def hold_array_lock(name: str, ready, release) -> None:
+    """Hold an array's writer lock (one open write operation) until ``release`` is set."""
+    import sharedzarr as sz
+
+    a = sz.open(name)
+    with a.backend.writer():
+        ready.set()
+        release.wait(60)
+    a.close()

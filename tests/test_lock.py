@@ -146,3 +146,42 @@ def test_a_forked_child_does_not_keep_a_dead_holders_lock(lockfile, use_mp):
             except ChildProcessError:
                 pass
             time.sleep(0.01)
+
+
+def test_array_writes_take_a_timeout():
+    import uuid
+
+    import numpy as np
+
+    import sharedzarr as sz
+
+    a = sz.zeros((8, 4), dtype="int32", chunks=(4, 4), table_name=f"lk-{uuid.uuid4().hex[:8]}")
+    try:
+        ready, release = CTX.Event(), CTX.Event()
+        p = CTX.Process(target=W.hold_array_lock, args=(a.name, ready, release))
+        p.start()
+        assert ready.wait(60)
+        try:
+            with pytest.raises(LockTimeoutError, match="writer lock"):
+                a.write_chunk((0, 0), np.ones((4, 4), "int32"), timeout=0.2)
+            with pytest.raises(LockTimeoutError):
+                a.set_slice(1, timeout=0.1)
+            with pytest.raises(LockTimeoutError):
+                a.append(np.ones((1, 4), "int32"), timeout=0.1)
+            with pytest.raises(LockTimeoutError):
+                a.resize((4, 4), timeout=0.1)
+            a.write_timeout = 0.1
+            with pytest.raises(LockTimeoutError):
+                a[...] = 2
+            with pytest.raises(ValueError, match="write_timeout"):
+                a.write_timeout = -1
+            assert a.shape == (8, 4)
+            np.testing.assert_array_equal(a[...], 0)  # nothing was written
+        finally:
+            release.set()
+            p.join(60)
+        a.write_timeout = 5
+        a[...] = 3
+        np.testing.assert_array_equal(a[...], 3)
+    finally:
+        a.delete()
