@@ -29,8 +29,11 @@ I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (store
     stops still finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
     stopped or killed mid-operation) is not waited for again: the reader then reads each
     value whole, as it stands.  A read-only mapping (``mode="r"``, another process's
-    protected table) cannot store the stamp: such a reader retries without asking.  A thread reading inside its own session reads its own
-    writes.
+    protected table) cannot store the stamp.  So the last resort, for every reader: after
+    ``_LOCKED_AFTER`` failed attempts (``_LOCKED_AFTER_RO`` for a read-only mapping) it
+    takes the writer lock (``flock`` needs only a read-only descriptor) for one read, and
+    that read cannot be overlapped.  A thread reading inside its own session reads its
+    own writes.
 
 Hot paths stay flat: ``get_prepared``, ``borrow_prepared`` and the closures of
 ``view_reader`` bind the header, index and arena map as locals and use the literal word
@@ -50,7 +53,7 @@ import numpy as np
 
 from .. import _layout as L
 from .._index import decode_key, encode_key, key_hash, sort_key
-from ..errors import CorruptTableError, NotFoundError
+from ..errors import CorruptTableError, LockTimeoutError, NotFoundError
 from ._header import _OFFSET_BITS, _READ_RETRIES, Segment
 from ._space import SpaceMixin
 
@@ -58,6 +61,9 @@ __all__ = ["OP_WAIT_S", "ReadMixin"]
 
 #: A reader waits at most this long for one open write operation (invariant I6).
 OP_WAIT_S = 1.0
+#: Failed snapshot attempts after which a reader reads once under the writer lock (I6).
+_LOCKED_AFTER = 16
+_LOCKED_AFTER_RO = 2
 
 _REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
@@ -177,6 +183,15 @@ class ReadMixin(SpaceMixin):
                 if attempt >= 1 and not H.readonly:  # ask writers to pause before their next
                     stamp = time.monotonic_ns()  # operation (a read-only mapping cannot ask)
                     H[L.H_READER_WAIT] = stamp
+                if attempt >= (_LOCKED_AFTER_RO if H.readonly else _LOCKED_AFTER):
+                    try:  # last resort: keep writers out for one read (any descriptor flocks)
+                        self._lock.acquire(OP_WAIT_S)
+                    except LockTimeoutError:
+                        continue  # a writer stopped mid-operation holds it: retry as before
+                    try:
+                        return read()
+                    finally:
+                        self._lock.release()
         finally:
             if stamp and H[L.H_READER_WAIT] == stamp:
                 H[L.H_READER_WAIT] = 0
