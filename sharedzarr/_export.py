@@ -47,7 +47,9 @@ import itertools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -407,6 +409,9 @@ def load(
     dtype = np.dtype(zsrc.dtype).newbyteorder("=")  # sharedzarr stores little-endian
     dims = getattr(zsrc.metadata, "dimension_names", None)
     fill = zsrc.fill_value
+    # a persistent copy becomes persistent only once complete: a load killed half-way
+    # leaves an orphan (owner dead, not persistent) that `ls` shows and `gc` removes
+    persist = bool(table_options.pop("persistent", False))
     try:
         arr = _create(
             zsrc.shape,
@@ -431,6 +436,8 @@ def load(
         except Exception:  # noqa: BLE001 - the original error matters more
             arr.close()
         raise
+    if persist and arr.table is not None:
+        arr.table.persist()
     return arr
 
 
@@ -605,6 +612,24 @@ def cli_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`KeyboardInterrupt` while the block runs (main thread only),
+    so cleanup that runs on Ctrl-C also runs when the command is terminated."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def cli_import(args: argparse.Namespace) -> int:
     """``sharedzarr import SRC NAME``: load a Zarr array into a new shared-memory array.
 
@@ -624,18 +649,19 @@ def cli_import(args: argparse.Namespace) -> int:
     from .errors import SharedZarrError
 
     try:
-        a = load(
-            args.src,
-            args.name,
-            path=args.path,
-            compressor=_parse_compressor(args.compressor, None),
-            overwrite=args.overwrite,
-            storage_options=_parse_options(args.storage_option),
-            concurrency=args.concurrency,
-            progress=_show_progress(args),
-            persistent=True,
-            access=args.access,
-        )
+        with _terminate_as_interrupt():  # SIGTERM, like Ctrl-C, removes the partial table
+            a = load(
+                args.src,
+                args.name,
+                path=args.path,
+                compressor=_parse_compressor(args.compressor, None),
+                overwrite=args.overwrite,
+                storage_options=_parse_options(args.storage_option),
+                concurrency=args.concurrency,
+                progress=_show_progress(args),
+                persistent=True,
+                access=args.access,
+            )
     except (SharedZarrError, OSError, ValueError, TypeError, ImportError) as e:
         return _fail(e)
     try:

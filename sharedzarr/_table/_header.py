@@ -279,6 +279,12 @@ class TableBase:
     def _owner_start(self) -> int:
         return int(self._H[L.H_OWNER_START])
 
+    def _store_persistent(self) -> None:
+        """Mark the table persistent: the options byte 19, stored only at creation and here
+        (under the writer lock; the owner's exit reads it then)."""
+        self._hdr.buf[19] = 1
+        self.persistent = True
+
     def _new_lock(self) -> WriterLock:
         """The writer lock: its own descriptor of the header (opened on first use, closed in
         forked children) and the two hint words that make it fair (see :mod:`.._lock`)."""

@@ -320,6 +320,20 @@ class Table(WriteMixin):
         with self._owner_write("set_heir"):
             _store_heir(self._H, ident)
 
+    def persist(self) -> None:
+        """Keep the table after its owner exits, until it is deleted, as ``persistent=True``
+        at creation does.  A producer that fills a table before it is worth keeping (an
+        import) calls it last, so a producer killed half-way leaves an orphan, not a
+        persistent partial table.
+
+        Raises
+        ------
+        AccessDeniedError
+            When this process is not the owner.
+        """
+        with self._owner_write("persist"):
+            self._store_persistent()
+
     @contextlib.contextmanager
     def _owner_write(self, what: str) -> Iterator[None]:
         if not self.is_owner:
