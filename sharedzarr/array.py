@@ -113,6 +113,14 @@ _SOURCE_KINDS.update({"M": "M", "m": "m", "S": "S", "U": "U", "V": "V"})  # no p
 _ARRAY_TABLE_TYPES = ("set", "ordered_set")
 
 
+def _is_fill_value(part: np.ndarray, fill: Any) -> bool:
+    """True when every element of ``part`` is ``fill`` (NaN matches NaN)."""
+    try:
+        return bool(np.array_equal(part, np.broadcast_to(fill, part.shape), equal_nan=True))
+    except TypeError:  # no NaN for this dtype (ints, strings, structured)
+        return bool((part == fill).all())
+
+
 def _byte_view(arr: np.ndarray) -> memoryview:
     """Return a 1-d unsigned-byte memoryview of a C-contiguous array (no copy)."""
     return memoryview(arr.reshape(-1).view(np.uint8))
@@ -1378,31 +1386,64 @@ class Array:
                     f"new_shape {shape} has {len(shape)} dimension(s) but the array has "
                     f"{len(self._shape)}; resize cannot change the rank"
                 )
-            old_shape, chunks = self._shape, self._chunks
-            if shape == old_shape:
-                return
-            grid = chunk_grid_shape(shape, chunks)
-            for idx in backend.list_chunks():
+            self._resize_locked(shape)
+
+    def _resize_locked(self, shape: tuple[int, ...]) -> None:
+        """Resize with the writer lock held, so that stopping anywhere leaves a right array.
+
+        The order is what makes it so: (1) the part the new shape exposes is reset to the
+        fill value while it is still outside the published shape (an earlier write killed
+        half-way may have left data there); (2) the new shape is published, in one
+        metadata write; (3) what lies beyond it is deleted or reset.  Killed before (2),
+        the old array is intact; after it, the new one is right and (3)'s leftovers lie
+        beyond the shape, where the next growth's step (1) finds them.  Readers see the
+        whole operation or none of it either way (:meth:`Backend.snapshot`).
+        """
+        backend = self._live()
+        old_shape, chunks = self._shape, self._chunks
+        if shape == old_shape:
+            return
+        grid = chunk_grid_shape(shape, chunks)
+        stored = backend.list_chunks()
+        if any(n > o for n, o in zip(shape, old_shape, strict=True)):
+            for idx in stored:  # (1): clean what the new shape exposes
+                if any(i >= g for i, g in zip(idx, grid, strict=True)):
+                    continue  # stays beyond the new shape too
+                self._reset_beyond(tuple(idx), old_shape, delete=True)
+        meta = self._meta.evolve(shape=shape)  # (2)
+        raw = meta.to_json()
+        backend.write_metadata(raw)
+        self._set_metadata(meta, raw)
+        if any(n < o for n, o in zip(shape, old_shape, strict=True)):
+            for idx in stored:  # (3): drop what the shape no longer covers
                 if any(i >= g for i, g in zip(idx, grid, strict=True)):
                     backend.delete_chunk(idx)
-                    continue
-                old_valid = chunk_valid_shape(idx, old_shape, chunks)
-                new_valid = chunk_valid_shape(idx, shape, chunks)
-                cut = [d for d in range(len(shape)) if new_valid[d] < old_valid[d]]
-                if not cut:
-                    continue
-                stored = self._reader(idx)  # borrowed: stable under the writer lock
-                if stored is None:
-                    continue
-                chunk = np.array(self._decode(stored, tuple(idx)))
-                for d in cut:
-                    chunk[(slice(None),) * d + (slice(new_valid[d], None),)] = self._fill
-                buf = _byte_view(chunk)
-                backend.write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
-            meta = self._meta.evolve(shape=shape)
-            raw = meta.to_json()
-            backend.write_metadata(raw)
-            self._set_metadata(meta, raw)
+                else:
+                    self._reset_beyond(tuple(idx), shape, delete=False)
+
+    def _reset_beyond(self, idx: tuple[int, ...], shape: tuple[int, ...], delete: bool) -> None:
+        """Reset the part of stored chunk ``idx`` that lies outside ``shape`` to the fill
+        value (with ``delete``, delete the chunk if all of it does); writer lock held."""
+        chunks = self._chunks
+        valid = chunk_valid_shape(idx, shape, chunks)
+        if any(v <= 0 for v in valid):
+            if delete:
+                self._live().delete_chunk(idx)
+            return
+        cut = [d for d in range(len(shape)) if valid[d] < chunks[d]]
+        if not cut:
+            return
+        stored = self._reader(idx)  # borrowed: stable under the writer lock
+        if stored is None:
+            return
+        chunk = np.array(self._decode(stored, idx))
+        tails = [(slice(None),) * d + (slice(valid[d], None),) for d in cut]
+        if all(_is_fill_value(chunk[t], self._fill) for t in tails):
+            return  # already the fill value: no write
+        for t in tails:
+            chunk[t] = self._fill
+        buf = _byte_view(chunk)
+        self._live().write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
 
     def append(self, data: Any, axis: int = 0, *, timeout: float | None = None) -> tuple[int, ...]:
         """Grow the array along ``axis`` and write ``data`` into the new part.
@@ -1454,12 +1495,41 @@ class Array:
                     )
             old = self._shape
             new_shape = tuple(s + (arr.shape[d] if d == ax else 0) for d, s in enumerate(old))
-            self.resize(new_shape)
             sels = tuple(
                 DimSelection(old[d] if d == ax else 0, 1, arr.shape[d]) for d in range(ndim)
             )
-            self._write_locked(sels, arr)
+            # the data goes in first, beyond the published shape, and the shape is published
+            # last: stopped anywhere (an error, OutOfSpaceError, SIGKILL), the array is the
+            # old one.  The data covers all of the exposed part, so nothing there needs a
+            # reset (compare _resize_locked).
+            old_meta, old_raw = self._meta, self._meta_raw
+            meta = old_meta.evolve(shape=new_shape)
+            self._set_metadata(meta)  # this handle writes within the new shape
+            try:
+                self._write_locked(sels, arr)
+            except BaseException:
+                self._set_metadata(old_meta, old_raw)
+                self._drop_appended(old, new_shape, ax)
+                raise
+            backend.write_metadata(self._meta_raw)
             return new_shape
+
+    def _drop_appended(self, old: tuple[int, ...], new: tuple[int, ...], ax: int) -> None:
+        """After a failed append: delete the chunks it stored wholly beyond the old shape, so
+        the space they took is free again (best effort; a partly written edge chunk keeps
+        its tail, beyond the shape, until the next growth resets it)."""
+        old_grid = chunk_grid_shape(old, self._chunks)
+        new_grid = chunk_grid_shape(new, self._chunks)
+        backend = self._live()
+        ranges = [range(old_grid[d] if d == ax else 0, g) for d, g in enumerate(new_grid)]
+        try:
+            for idx in itertools.product(*ranges):
+                backend.delete_chunk(idx)
+            table = getattr(backend, "table", None)
+            if table is not None:
+                table.reclaim()  # compact: the space the deleted chunks took is free again
+        except Exception:  # noqa: BLE001 - the append's own error is the one to report
+            pass
 
     # -- attributes and info ----------------------------------------------------------------
 
