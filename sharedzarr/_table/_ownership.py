@@ -36,6 +36,9 @@ from ._header import Segment
 __all__ = ["probe"]
 
 _OWNED: dict[str, None] = {}
+# tables this process attached without owning them: ownership can arrive without a write
+# (it inherits as a live heir, or is given the table), so the exit checks these too
+_ATTACHED: dict[str, None] = {}
 _HANDLES: weakref.WeakSet[Any] = weakref.WeakSet()  # Table handles (reset after fork)
 _cleanup_registered = False
 _registry_lock = threading.Lock()
@@ -44,6 +47,13 @@ _registry_lock = threading.Lock()
 def forget_owned(name: str) -> None:
     """This process no longer owns table ``name`` (given away or deleted)."""
     _OWNED.pop(name, None)
+
+
+def register_attached(name: str) -> None:
+    """This process attached table ``name``: at exit, release it if it owns it by then."""
+    with _registry_lock:
+        _ATTACHED[name] = None
+    _ensure_cleanup()
 
 
 def register_handle(t: Any) -> None:
@@ -79,9 +89,14 @@ def _promote_heir(H: memoryview, heir: tuple[int, int]) -> None:
 
 
 def _register_owned(name: str) -> None:
-    global _cleanup_registered
     with _registry_lock:
         _OWNED[name] = None
+    _ensure_cleanup()
+
+
+def _ensure_cleanup() -> None:
+    global _cleanup_registered
+    with _registry_lock:
         if not _cleanup_registered:
             atexit.register(_exit_cleanup)
             try:  # forked multiprocessing children skip atexit but run these finalizers
@@ -94,17 +109,24 @@ def _register_owned(name: str) -> None:
 
 
 def _exit_cleanup() -> None:
-    """At exit: delete the tables this process owns, or hand them to a live heir."""
+    """At exit: delete the tables this process owns, or hand them to a live heir.
+
+    Those it created or wrote as the owner are known; those it only attached are checked
+    (one header read each): it may have become their owner since, as a live heir or by
+    ``give_away``.
+    """
     me = _proc.current()
-    for name in list(_OWNED):
-        _OWNED.pop(name, None)
-        with contextlib.suppress(Exception):
-            _release_ownership(name, me)
+    for registry in (_OWNED, _ATTACHED):
+        for name in list(registry):
+            registry.pop(name, None)
+            with contextlib.suppress(Exception):
+                _release_ownership(name, me)
 
 
 def _after_fork_in_child() -> None:
     global _cleanup_registered
     _OWNED.clear()
+    _ATTACHED.clear()
     # multiprocessing's fork bootstrap clears the inherited Finalize registry (and
     # skips atexit): register again when this child creates or takes a table
     _cleanup_registered = False

@@ -31,6 +31,7 @@ from ._ownership import (
     _try_reap,
     forget_owned,
     init_owner,
+    register_attached,
     register_handle,
 )
 from ._ownership import (
@@ -227,8 +228,10 @@ class Table(WriteMixin):
                 )
             if owner:
                 _register_owned(name)
-            elif t.access == "protected" and not t._ro:
-                t._remap(readonly=True)
+            else:
+                register_attached(name)
+                if t.access == "protected" and not t._ro:
+                    t._remap(readonly=True)
         except BaseException:
             t.close()
             raise
@@ -307,6 +310,7 @@ class Table(WriteMixin):
         with self._owner_write("give_away"):
             _store_owner(self._H, ident)
         forget_owned(self.name)
+        register_attached(self.name)  # given to this very process: still ours at exit
 
     def set_heir(self, pid: int | None) -> None:
         """Set (or with None clear) the heir.  ETS: ``ets:setopts(T, {heir, Pid, Data})``.
