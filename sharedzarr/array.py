@@ -162,6 +162,7 @@ class Array:
         self._snapshot = backend.snapshot
         self._op_seq = backend.op_seq  # metadata coherence: see _sync
         self._meta_seq = self._op_seq()
+        self._meta_token: Any = None
         self._write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
         self._attrs: Attributes | None = None
         self._set_metadata(metadata, metadata_bytes)
@@ -350,27 +351,35 @@ class Array:
         are copied again one by one, each checked.
         """
         backend = self._live()
+        plist = pieces if type(pieces) is list else list(pieces)
+
+        def copy_all() -> None:
+            if (
+                self._raw
+                and out.nbytes >= _PARALLEL_BYTES
+                and _COPY_THREADS > 1
+                and len(plist) >= 2 * _COPY_THREADS
+            ):
+                # numpy releases the GIL while it copies: a second thread takes half the
+                # chunks (a block-by-block gather is slower than one flat copy; two cores
+                # close the gap)
+                half = len(plist) // 2
+                fut = _copy_pool().submit(self._copy_pieces, backend, plist[half:], out)
+                try:
+                    self._copy_pieces(backend, plist[:half], out)
+                finally:
+                    fut.result()
+            else:
+                self._copy_pieces(backend, plist, out)
+
+        if self._op_seq() & 1:  # a writer is mid-operation: the snapshot protocol waits for
+            self._consistent(copy_all)  # it, and asks it to let this read in first
+            return
         epoch = self._epoch
         start = epoch()
-        plist = pieces if type(pieces) is list else list(pieces)
-        if (
-            self._raw
-            and out.nbytes >= _PARALLEL_BYTES
-            and _COPY_THREADS > 1
-            and len(plist) >= 2 * _COPY_THREADS
-        ):
-            # numpy releases the GIL while it copies: a second thread takes half the chunks
-            # (a block-by-block gather is slower than one flat copy; two cores close the gap)
-            half = len(plist) // 2
-            fut = _copy_pool().submit(self._copy_pieces, backend, plist[half:], out)
-            try:
-                self._copy_pieces(backend, plist[:half], out)
-            finally:
-                fut.result()
-        else:
-            self._copy_pieces(backend, plist, out)
+        copy_all()
         if epoch() != start:  # a write overlapped: copy them all again, as one snapshot
-            self._consistent(lambda: self._copy_pieces(backend, plist, out))
+            self._consistent(copy_all)
 
     def _window2d(self, k0: Any, k1: Any) -> np.ndarray | None:
         """``a[r0:r1, c0:c1]`` of a 2-D uncompressed array: its pieces computed in one
@@ -1017,19 +1026,26 @@ class Array:
         looked, the handle reads ``zarr.json`` again, as a snapshot.
         """
         if self._op_seq() != self._meta_seq and not self._closed:
-            self._resync()
+            seq = self._op_seq()
+            token = self._live().metadata_token()
+            if token is not None and token == self._meta_token:
+                self._meta_seq = seq  # another write, not of the metadata: nothing to adopt
+            else:
+                self._resync()
 
     def _resync(self) -> None:
+        """Read ``zarr.json`` again.  No snapshot is needed: it is one record, read whole,
+        and writers publish a new shape only after the data it covers (see
+        :meth:`_resize_locked`, :meth:`append`).  The sequence and token are loaded before
+        the record, so a change after them is noticed by the next :meth:`_sync`."""
         backend = self._live()
-
-        def read() -> tuple[bytes | None, int]:
-            raw = backend.read_metadata()
-            return (None if raw is None else bytes(raw)), backend.op_seq()
-
-        raw, seq = self._snapshot(read)
+        seq = backend.op_seq()
+        token = backend.metadata_token()
+        raw = backend.read_metadata()
         if raw is not None and raw != self._meta_raw:
             self._set_metadata(ArrayMetadata.from_json(raw), raw)
         self._meta_seq = seq
+        self._meta_token = token
 
     def _synced(self) -> ArrayMetadata:
         """The current metadata (after :meth:`_sync`)."""

@@ -23,8 +23,8 @@ I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (store
     values as of one moment (an array's multi-chunk read, its metadata) runs
     :meth:`ReadMixin.snapshot`: it waits for an even sequence, reads, and accepts the
     result only if the sequence (and the reuse epoch) did not move; otherwise it reads
-    again.  After two failed attempts it stores the time in ``H_READER_WAIT`` (the only
-    store of that word), and a writer about to open its next session pauses while that
+    again.  When it has to wait for a writer, or an attempt failed, it stores the time in
+    ``H_READER_WAIT`` (the only store of that word; cleared when the read is done), and a writer about to open its next session pauses while that
     stamp is fresh (at most ``READER_PAUSE_NS``), so a reader under a writer that never
     stops still finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
     stopped or killed mid-operation) is not waited for again: the reader then reads each
@@ -171,6 +171,9 @@ class ReadMixin(SpaceMixin):
         stamp = 0
         try:
             for attempt in range(_READ_RETRIES):
+                if not stamp and H[L.H_OPSEQ] & 1 and not H.readonly and not self._lock.depth:
+                    stamp = time.monotonic_ns()  # about to wait for a writer: ask it to pause
+                    H[L.H_READER_WAIT] = stamp  # before its next operation, so we get in
                 start = self.snapshot_epoch()
                 try:
                     out = read()
@@ -180,8 +183,8 @@ class ReadMixin(SpaceMixin):
                     raise
                 if ((H[L.H_OPSEQ] << 32) | H[L.H_REUSE]) == start:
                     return out
-                if attempt >= 1 and not H.readonly:  # ask writers to pause before their next
-                    stamp = time.monotonic_ns()  # operation (a read-only mapping cannot ask)
+                if not H.readonly:  # ask writers to pause before their next operation
+                    stamp = time.monotonic_ns()  # (a read-only mapping cannot ask)
                     H[L.H_READER_WAIT] = stamp
                 if attempt >= (_LOCKED_AFTER_RO if H.readonly else _LOCKED_AFTER):
                     try:  # last resort: keep writers out for one read (any descriptor flocks)
@@ -196,6 +199,22 @@ class ReadMixin(SpaceMixin):
             if stamp and H[L.H_READER_WAIT] == stamp:
                 H[L.H_READER_WAIT] = 0
         raise self._kept_changing()
+
+    def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int] | None:
+        """An identity of the value of prepared key ``pk``: equal tokens mean the very same
+        record, unchanged (records are immutable while referenced, I1; moving or reusing
+        one bumps ``H_RECLAIM``, I4).  A few loads, no copy and no wait: a handle that
+        cached a value checks it with this.  None when the fast probe cannot tell (absent,
+        not in its home slot): compare the value itself then.
+        """
+        H = self._H
+        if H is None:
+            H = self._check_open()
+        gen = H[L.H_RECLAIM]
+        hit = self._probe_home(pk[0], pk[1], H)
+        if hit is None or H[L.H_RECLAIM] != gen:
+            return None
+        return hit[1], gen
 
     def reuse_epoch(self) -> int:
         """The reuse epoch: a counter a writer bumps before it overwrites a retired arena.

@@ -378,6 +378,19 @@ class Backend(abc.ABC):
         """
         return 0
 
+    def metadata_token(self) -> Any:
+        """An identity of the stored metadata: equal tokens mean it did not change.
+
+        Handles call it when :meth:`op_seq` moved, to tell a metadata change from any other
+        write without reading the metadata.  The default, None, means "unknown": the handle
+        reads the metadata and compares.
+
+        Returns
+        -------
+        object or None
+        """
+        return None
+
     def snapshot_epoch(self) -> int:
         """A value that is unchanged across a read iff no write overlapped it.
 

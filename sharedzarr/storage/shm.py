@@ -231,6 +231,10 @@ class SharedMemoryBackend(Backend):
                 out.append(tuple(k[1]))
         return out
 
+    def metadata_token(self) -> tuple[int, int] | None:
+        """The metadata record's identity (:meth:`sharedzarr.Table.value_token`)."""
+        return self.table.value_token(self._meta_key)
+
     def read_metadata(self) -> bytes | None:
         """The ``zarr.json`` bytes, or None."""
         v = self.table.get_prepared(self._meta_key, copy=True)
