@@ -38,6 +38,7 @@ test: $(STAMP)-dev
 
 bench: $(STAMP)-dev
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.snapshot
 
 stress: $(STAMP)-dev
 	$(BIN)/python -m pytest -q -p no:cacheprovider -o faulthandler_timeout=3600 -m stress tests
