@@ -197,6 +197,11 @@ class Array:
         # a[i] and a[idx] of arrays whose chunks span whole rows: see _row and _take
         self._takes = self._fast_chunks and self._cached_views and _row_plan(meta)
         self._rows = self._takes if len(meta.shape) > 1 else None
+        self._span_plan: Any = None  # a[idx] as one gather: see _take_spans
+        self._spans_ok = True
+        self._span_stride = 0
+        self._span_uses = 0
+        self._span_skip = 0
         self._drop_hot_readers()  # read_chunk's, installed on first use
 
     def _fill_chunk(self) -> np.ndarray:
@@ -654,6 +659,10 @@ class Array:
         if idx.ndim != 1 or idx.dtype.kind not in "iu" or not idx.size or self._closed:
             return None
         c0, tail, trim = self._takes
+        if trim is None and self._spans_ok:
+            got = self._take_spans(idx)
+            if got is not None:
+                return got
         order = idx.argsort()
         srt = idx[order]
         if srt[0] < 0 or srt[-1] >= self._shape[0]:
@@ -694,6 +703,105 @@ class Array:
         if trim is not None:
             buf = buf[(slice(None), *trim)]
         return buf.take(order.argsort(), 0)
+
+    def _take_spans(self, idx: np.ndarray) -> np.ndarray | None:
+        """``a[idx]`` as one numpy gather over the shared mappings themselves.
+
+        Every row of a raw row-chunked array starts at a fixed distance into its chunk's
+        value, and values start 64-byte aligned in an arena; so an arena seen as
+        overlapping rows, one every ``u`` bytes (a strided view, no copy), holds every row
+        at index ``(value offset + row in chunk * row bytes) / u``.  A batch is then one
+        fancy index per arena instead of one step per chunk.  The plan (where each chunk
+        is) is valid while the backend's write token stays (no slot changed), and the copy
+        is checked against the reuse epoch like every borrowed read.  None: the caller's
+        general path (the plan is unavailable, or a writer changed chunks meanwhile).
+        """
+        backend = self._live()
+        token = backend.write_token()
+        plan = self._span_plan
+        if plan is None or plan[0] != token:
+            # a plan costs a probe per chunk row: under writes that change chunks between
+            # batches, step aside (the per-chunk path needs no plan) and look again later
+            if self._span_skip:
+                self._span_skip -= 1
+                return None
+            if plan is not None and self._span_uses < 8:
+                self._span_skip = 256
+            self._span_uses = 0
+            plan = self._plan_spans(backend)
+            if plan is None:
+                return None
+        self._span_uses += 1
+        token, unit_of, aid_of, views, single = plan
+        n, c0 = self._shape[0], self._chunks[0]
+        if idx.min() < 0:
+            idx = np.where(idx < 0, idx + n, idx)
+        if idx.min() < 0 or idx.max() >= n:
+            return None  # the general path raises numpy's IndexError
+        ci = idx // c0
+        unit = unit_of[ci] + (idx - ci * c0) * self._span_stride
+        epoch = self._epoch
+        start = epoch()
+        if single is not None:
+            out = single[unit]
+        else:  # one gather per arena: sorted by arena, cut where the arena changes
+            out = np.empty((len(idx), self._chunk_nbytes // c0), np.uint8)
+            aids = aid_of[ci]
+            order = aids.argsort(kind="stable")
+            sa, su = aids[order], unit[order]
+            cuts = [0, *(np.flatnonzero(sa[1:] != sa[:-1]) + 1).tolist(), len(sa)]
+            for k0, k1 in itertools.pairwise(cuts):
+                view = views.get(int(sa[k0]))
+                if view is None:  # absent chunks read as the fill value
+                    fill = np.full(self._chunks[1:], self._fill, self._dtype)
+                    out[order[k0:k1]] = fill.reshape(-1).view(np.uint8)
+                else:
+                    out[order[k0:k1]] = view[su[k0:k1]]
+        if epoch() != start or backend.write_token() != token:
+            self._span_plan = None
+            return None
+        return out.view(self._dtype).reshape((len(idx), *self._chunks[1:]))
+
+    def _plan_spans(self, backend: Backend) -> Any:
+        """Where every chunk's rows are (see :meth:`_take_spans`), or None (then not tried
+        again until the metadata changes)."""
+        c0, tail, _trim = self._takes
+        grid0 = self._grid[0]
+        row_nbytes = self._chunk_nbytes // c0
+        u = math.gcd(64, row_nbytes)
+        got = backend.chunk_spans([(i, *tail) for i in range(grid0)]) if grid0 <= 65536 else None
+        if got is None or row_nbytes == 0:
+            self._spans_ok = False
+            return None
+        token, spans, buffers = got
+        unit_of = np.zeros(grid0, np.intp)
+        aid_of = np.zeros(grid0, np.intp)
+        for i, span in enumerate(spans):
+            if span is None:
+                continue
+            aid, pos, vlen = span
+            if vlen != self._chunk_nbytes or pos % u:
+                self._spans_ok = False  # not whole raw chunks: no plan for this array
+                return None
+            unit_of[i], aid_of[i] = pos // u, aid
+        views: dict[int, np.ndarray] = {}
+        for aid, buf in buffers.items():
+            flat = np.frombuffer(buf, np.uint8)
+            count = (len(flat) - row_nbytes) // u + 1
+            if count <= 0:
+                self._spans_ok = False
+                return None
+            views[aid] = np.lib.stride_tricks.as_strided(
+                flat, shape=(count, row_nbytes), strides=(u, 1), writeable=False
+            )
+        present = set(aid_of[[s is not None for s in spans]].tolist())
+        single = views[present.pop()] if len(present) == 1 and None not in spans else None
+        if not views:
+            single = None
+        self._span_stride = row_nbytes // u
+        plan = (token, unit_of, aid_of, views, single)
+        self._span_plan = plan
+        return plan
 
     def _row_edges(self) -> np.ndarray:
         """``[0, c0, 2*c0, ..., n]``: the first row of each chunk along axis 0, and the end."""

@@ -20,13 +20,14 @@ I5  A new index generation is published by one store of ``H_GEN`` (9); ``H_DELET
     (8) is set before a table's segments are unlinked.
 I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (stored by
     :mod:`._write`, which explains the writer's side).  A reader that needs several
-    values as of one moment (an array's multi-chunk read, its metadata) runs
+    values as of one moment (an array's multi-chunk read) runs
     :meth:`ReadMixin.snapshot`: it waits for an even sequence, reads, and accepts the
     result only if the sequence (and the reuse epoch) did not move; otherwise it reads
-    again.  When it has to wait for a writer, or an attempt failed, it stores the time in
-    ``H_READER_WAIT`` (the only store of that word; cleared when the read is done), and a writer about to open its next session pauses while that
-    stamp is fresh (at most ``READER_PAUSE_NS``), so a reader under a writer that never
-    stops still finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
+    again.  When it has to wait for a writer, or an attempt failed, it stores the time
+    in ``H_READER_WAIT`` (the only store of that word; cleared when the read is done),
+    and a writer about to open its next session pauses while that stamp is fresh (at
+    most ``READER_PAUSE_NS``), so a reader under a writer that never stops still
+    finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
     stopped or killed mid-operation) is not waited for again: the reader then reads each
     value whole, as it stands.  A read-only mapping (``mode="r"``, another process's
     protected table) cannot store the stamp.  So the last resort, for every reader: after
@@ -46,7 +47,7 @@ import functools
 import os
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -436,6 +437,49 @@ class ReadMixin(SpaceMixin):
         if hit is None and H[L.H_REUSE] != epoch:
             return False  # a probe may have skipped a reused record
         return hit
+
+    def value_spans(
+        self, pks: Sequence[tuple[bytes, int]]
+    ) -> tuple[int, list[tuple[int, int, int] | None], dict[int, memoryview]]:
+        """Where the values of prepared keys lie in this handle's arena mappings (borrowed).
+
+        For readers that gather from many values at once with one numpy operation (the
+        array's ``a[idx]``).  Returns ``(token, spans, buffers)``: ``spans[i]`` is
+        ``(arena id, value offset, value length)`` of ``pks[i]`` (None when absent) and
+        ``buffers[id]`` the arena's read-only mapping.  They stay right while
+        :meth:`write_token` returns ``token`` (I4: no slot changed, no record moved); a
+        copy made from them is whole if :meth:`reuse_epoch` did not move around it (I2).
+        """
+        H = self._check_open()
+        for _attempt in range(_READ_RETRIES):
+            token, epoch = H[L.H_WRITES], H[L.H_REUSE]
+            spans: list[tuple[int, int, int] | None] = []
+            buffers: dict[int, memoryview] = {}
+            again = False
+            for kb, h in pks:
+                hit = self._located(kb, h, H, epoch)
+                if hit is False:
+                    again = True
+                    break
+                if hit is None:
+                    spans.append(None)
+                    continue
+                _slot, ref, seg, pos, vlen = hit
+                aid = ref >> _OFFSET_BITS
+                if aid not in buffers:
+                    rbuf = seg.rbuf
+                    if rbuf is None:
+                        raise self._kept_changing()
+                    buffers[aid] = rbuf
+                spans.append((aid, pos, vlen))
+            if not again and H[L.H_WRITES] == token and H[L.H_REUSE] == epoch:
+                return token, spans, buffers
+        raise self._kept_changing()
+
+    def write_token(self) -> int:
+        """The write counter (``H_WRITES``): unchanged means no slot changed (I4)."""
+        H = self._H
+        return (H if H is not None else self._check_open())[12]  # L.H_WRITES
 
     def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> bytes | memoryview | None:
         """:meth:`get_prepared` by a full probe, repeated while arenas are reused under it."""

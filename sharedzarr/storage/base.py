@@ -15,7 +15,7 @@ shared-memory tables whose chunk keys are ``("chunk", (i, j, ...))`` and whose m
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar, TypeVar
 
@@ -376,6 +376,22 @@ class Backend(abc.ABC):
         -------
         int
         """
+        return 0
+
+    def chunk_spans(self, idxs: Sequence[ChunkIndex]) -> Any:
+        """Where raw chunks lie in shared buffers, for a one-operation gather; or None.
+
+        Backends that keep chunks in a few large mappings return ``(token, spans,
+        buffers)`` (see :meth:`sharedzarr.Table.value_spans`): ``spans[i]`` is ``(buffer
+        id, offset, length)`` of chunk ``idxs[i]`` (None when absent), valid while
+        :meth:`write_token` returns ``token``, and a copy from them is whole when
+        :meth:`reuse_epoch` did not move around it.  The default, None, means "not
+        available": readers take chunks one by one.
+        """
+        return None
+
+    def write_token(self) -> int:
+        """A counter that moves whenever any stored chunk changes (see :meth:`chunk_spans`)."""
         return 0
 
     def metadata_token(self) -> Any:

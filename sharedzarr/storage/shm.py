@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from .. import _proc
@@ -73,6 +73,7 @@ class SharedMemoryBackend(Backend):
         self.snapshot_epoch = table.snapshot_epoch
         self.snapshot = table.snapshot
         self.op_seq = table.op_seq
+        self.write_token = table.write_token
         self._keys: dict[tuple, tuple[bytes, int]] = {}
         self._meta_key = table.prepare_key(METADATA_KEY)
         self._chunk_key: Callable[[tuple[int, ...]], str] | None = None
@@ -230,6 +231,12 @@ class SharedMemoryBackend(Backend):
             elif isinstance(k, tuple) and len(k) == 2 and k[0] == CHUNK_TAG:
                 out.append(tuple(k[1]))
         return out
+
+    def chunk_spans(
+        self, idxs: Sequence[ChunkIndex]
+    ) -> tuple[int, list[tuple[int, int, int] | None], dict[int, memoryview]]:
+        """Where the chunks lie in the table's arenas (:meth:`sharedzarr.Table.value_spans`)."""
+        return self.table.value_spans([self._key(i) for i in idxs])
 
     def metadata_token(self) -> tuple[int, int] | None:
         """The metadata record's identity (:meth:`sharedzarr.Table.value_token`)."""
