@@ -25,7 +25,7 @@ import contextlib
 import errno
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import posix_ipc
 
@@ -38,6 +38,7 @@ from .errors import (
 )
 
 SHM_DIR = "/dev/shm"
+_MAP_FIXED = 0x10  # Linux; the mmap module does not export it
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14
 _POPULATE_MIN = 64 << 10
 
@@ -439,3 +440,96 @@ def stat(name: str) -> os.stat_result | None:
         return os.stat(os.path.join(SHM_DIR, name))
     except OSError:
         return None
+
+
+class Concatenated:
+    """Segments mapped read-only back to back in one address range.
+
+    One numpy view then spans them all, so a gather across them is one operation (the
+    array's ``a[idx]``).  The range is reserved first (``PROT_NONE``), then each segment
+    is mapped into its place (``MAP_FIXED``); a mapping of a shared segment sees what
+    every other mapping of it sees.  ``numpy.asarray(c)`` is the whole range as read-only
+    ``uint8``, and every numpy view of it keeps ``c`` alive: the range is unmapped only
+    when the last one is gone (never under a reader).
+
+    Parameters
+    ----------
+    names : iterable of str
+        The segments, in order.
+    uid : int
+        Every segment must belong to this user (the table's), or none is mapped.
+
+    Attributes
+    ----------
+    offsets : list of int
+        Where each segment starts in the range.
+
+    Raises
+    ------
+    OSError
+        When a segment is gone, belongs to another user, or cannot be mapped.
+    """
+
+    def __init__(self, names: Iterable[str], uid: int) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        mmap_ = libc.mmap
+        mmap_.restype = ctypes.c_void_p
+        mmap_.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        ]
+        self._munmap = libc.munmap
+        self._munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self._base = 0
+        self._size = 0
+        self.offsets: list[int] = []
+        fds: list[int] = []
+        try:
+            sizes = []
+            for name in names:
+                flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+                fds.append(os.open(os.path.join(SHM_DIR, name), flags))
+                st = os.fstat(fds[-1])
+                if st.st_uid != uid:
+                    raise OSError(errno.EPERM, f"segment {name!r} belongs to uid {st.st_uid}")
+                sizes.append(st.st_size)
+            total = sum(sizes)
+            if not total or any(n % mmap.PAGESIZE for n in sizes):
+                raise OSError(errno.EINVAL, "segments must be whole pages")
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0)
+            base = mmap_(None, total, 0, flags, -1, 0)  # PROT_NONE: reserved only
+            if base is None or base == ctypes.c_void_p(-1).value:
+                raise OSError(ctypes.get_errno(), "cannot reserve an address range")
+            self._base, self._size = base, total
+            off = 0
+            for fd, n in zip(fds, sizes, strict=True):
+                got = mmap_(base + off, n, mmap.PROT_READ, mmap.MAP_SHARED | _MAP_FIXED, fd, 0)
+                if got != base + off:
+                    raise OSError(ctypes.get_errno(), "cannot map a segment into the range")
+                self.offsets.append(off)
+                off += n
+        except BaseException:
+            self._unmap()
+            raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    @property
+    def __array_interface__(self) -> dict[str, object]:
+        """The range as read-only ``uint8`` (numpy's array interface)."""
+        return {"shape": (self._size,), "typestr": "|u1", "data": (self._base, True), "version": 3}
+
+    def _unmap(self) -> None:
+        base, self._base = self._base, 0
+        if base:
+            self._munmap(base, self._size)
+
+    def __del__(self) -> None:
+        self._unmap()

@@ -202,6 +202,7 @@ class Array:
         self._span_stride = 0
         self._span_uses = 0
         self._span_skip = 0
+        self._span_range: Any = None  # (arena ids, range, offsets): see _plan_spans
         self._drop_hot_readers()  # read_chunk's, installed on first use
 
     def _fill_chunk(self) -> np.ndarray:
@@ -796,8 +797,22 @@ class Array:
             )
         present = set(aid_of[[s is not None for s in spans]].tolist())
         single = views[present.pop()] if len(present) == 1 and None not in spans else None
-        if not views:
-            single = None
+        if single is None and len(views) > 1 and None not in spans:
+            # several arenas: map them once more, back to back, for one gather over all
+            aids = tuple(sorted(views))
+            kept = self._span_range
+            if kept is None or kept[0] != aids:
+                got = backend.buffers_in_one_range(aids)
+                kept = self._span_range = None if got is None else (aids, *got)
+            if kept is not None:
+                _ids, rng, offsets = kept
+                flat = np.asarray(rng)
+                for aid, off in offsets.items():
+                    unit_of[aid_of == aid] += off // u
+                count = (len(flat) - row_nbytes) // u + 1
+                single = np.lib.stride_tricks.as_strided(
+                    flat, shape=(count, row_nbytes), strides=(u, 1), writeable=False
+                )
         self._span_stride = row_nbytes // u
         plan = (token, unit_of, aid_of, views, single)
         self._span_plan = plan

@@ -51,6 +51,12 @@ def test_gather_across_several_arenas(name: str) -> None:
     idx = np.random.default_rng(2).integers(0, 32768, 500)
     np.testing.assert_array_equal(b[idx], data[idx])
     assert len(b._span_plan[3]) > 1, "the data fit one arena: the test needs several"
+    assert b._span_range is not None  # gathered from one range over all of them
+    a[:256] = -data[:256]  # chunks rewritten: a new plan, the new values
+    idx = np.array([0, 255, 40000 % 32768, 3])
+    expect = data[idx].copy()
+    expect[idx < 256] *= -1
+    np.testing.assert_array_equal(b[idx], expect)
     b.close()
     a.close()
 

@@ -476,6 +476,32 @@ class ReadMixin(SpaceMixin):
                 return token, spans, buffers
         raise self._kept_changing()
 
+    def arenas_in_one_range(self, aids: Sequence[int]) -> tuple[Any, dict[int, int]] | None:
+        """Map arenas ``aids`` read-only back to back in one address range, for a gather
+        across them in one numpy operation (see :class:`sharedzarr._segment.Concatenated`).
+
+        Returns ``(range, offsets)`` (``numpy.asarray(range)`` is the bytes; ``offsets``
+        maps an arena id to where it starts), or None when an arena is gone or renamed
+        meanwhile, or the mapping fails: the caller keeps its per-arena views.  Each
+        arena's id word is checked in the new mapping, so the range holds these arenas;
+        as with every borrowed read, copies from it are checked against the reuse epoch.
+        """
+        import numpy as np
+
+        from .._segment import Concatenated
+
+        try:
+            uid = os.fstat(self._hdr.fd).st_uid if self._hdr.fd >= 0 else os.geteuid()
+            rng = Concatenated([self._seg_name_arena(a) for a in aids], uid)
+        except OSError:
+            return None
+        data = np.asarray(rng)
+        offsets = dict(zip(aids, rng.offsets, strict=True))
+        for aid, off in offsets.items():
+            if int(data[off + 8 * L.A_ID : off + 8 * L.A_ID + 8].view("<u8")[0]) != aid:
+                return None  # the name now holds another arena
+        return rng, offsets
+
     def write_token(self) -> int:
         """The write counter (``H_WRITES``): unchanged means no slot changed (I4)."""
         H = self._H

@@ -390,6 +390,14 @@ class Backend(abc.ABC):
         """
         return None
 
+    def buffers_in_one_range(self, ids: Sequence[int]) -> Any:
+        """The buffers of :meth:`chunk_spans` mapped back to back in one range, or None.
+
+        Returns ``(range, offsets)``: ``numpy.asarray(range)`` holds the bytes, and
+        ``offsets[id]`` is where buffer ``id`` starts.  The default, None: not available.
+        """
+        return None
+
     def write_token(self) -> int:
         """A counter that moves whenever any stored chunk changes (see :meth:`chunk_spans`)."""
         return 0

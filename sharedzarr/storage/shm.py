@@ -238,6 +238,10 @@ class SharedMemoryBackend(Backend):
         """Where the chunks lie in the table's arenas (:meth:`sharedzarr.Table.value_spans`)."""
         return self.table.value_spans([self._key(i) for i in idxs])
 
+    def buffers_in_one_range(self, ids: Sequence[int]) -> tuple[Any, dict[int, int]] | None:
+        """The arenas in one range (:meth:`sharedzarr.Table.arenas_in_one_range`)."""
+        return self.table.arenas_in_one_range(ids)
+
     def metadata_token(self) -> tuple[int, int] | None:
         """The metadata record's identity (:meth:`sharedzarr.Table.value_token`)."""
         return self.table.value_token(self._meta_key)
