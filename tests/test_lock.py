@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 
 import _lock_workers as W
 import pytest
@@ -185,3 +186,27 @@ def test_array_writes_take_a_timeout():
         np.testing.assert_array_equal(a[...], 3)
     finally:
         a.delete()
+
+
+def test_a_read_only_handle_can_still_ask_writers_to_take_turns(cleanup) -> None:
+    """A ``mode="r"`` handle's hints (the lock's want word, the reader-wait stamp) go
+    through a writable mapping of the header kept for them: they reach the writer."""
+    import sharedzarr as sz
+    from sharedzarr import _layout as L
+
+    name = f"hint-{uuid.uuid4().hex[:8]}"
+    cleanup.append(name)
+    a = sz.create((64, 64), chunks=(32, 64), table_name=name)
+    r = sz.open(name, mode="r")
+    t = r.table
+    W = t._hint_words()
+    assert W is not None and not W.readonly
+    assert t._lock_hint() is not None  # the lock is fair for this handle too
+    W[L.H_READER_WAIT] = 12345
+    assert a.table._H[L.H_READER_WAIT] == 12345  # the writer's mapping sees it
+    W[L.H_READER_WAIT] = 0
+    with pytest.raises(sz.errors.AccessDeniedError):
+        r[0] = 1.0  # still a read-only handle for the data
+    r.close()
+    assert t._hint_H is None
+    a.close()

@@ -28,6 +28,7 @@ time, options, magic: :func:`init_created`, :func:`publish_header`).
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import re
@@ -269,6 +270,9 @@ class TableBase:
         self._dup = ttype == 3
         self._H = hdr.buf.cast("Q")
         self._reclaim_seen = self._H[L.H_RECLAIM]
+        self._hint_seg: Segment | None = None  # read-only handles: see _hint_words
+        self._hint_H: memoryview | None = None
+        self._hint_tried = False
         self._lock = self._new_lock()
         self._reads = 0
         self._size_hint = 0  # bytes a bulk write is about to store (sizes new arenas)
@@ -296,8 +300,43 @@ class TableBase:
         )
 
     def _lock_hint(self) -> memoryview | None:
+        W = self._hint_words()
+        return None if W is None else W[L.H_LOCK_WANT : L.H_LOCK_GRANTS + 1]
+
+    def _hint_words(self) -> memoryview | None:
+        """The header as writable words, for the hints only: the lock's ``want`` and
+        ``grants`` and the reader-wait stamp, which ask other processes to take turns and
+        are no table data.  A read-only handle gets them through a second, writable
+        mapping of the header page when this user may write it (checked to be the same
+        table); None when it may not (another user's protected table).
+        """
         H = self._H
-        return None if H is None or self._ro else H[L.H_LOCK_WANT : L.H_LOCK_GRANTS + 1]
+        if H is None or not self._ro:
+            return H
+        if self._hint_H is None and not self._hint_tried:
+            self._hint_tried = True
+            try:
+                seg = Segment.attach(L.segment_names(self.name)[0], keep_fd=False)
+            except Exception:  # noqa: BLE001 - no permission, or gone: no hints
+                return None
+            W = seg.buf.cast("Q")
+            if W[7] != H[7] or W[L.H_OWNER_START] != H[L.H_OWNER_START]:  # 7: created
+                W.release()
+                seg.close()  # the name holds another table now
+                return None
+            self._hint_seg, self._hint_H = seg, W
+        return self._hint_H
+
+    def _drop_hints(self) -> None:
+        """Release the hint mapping of :meth:`_hint_words` (close, remap)."""
+        W, self._hint_H = self._hint_H, None
+        seg, self._hint_seg = self._hint_seg, None
+        self._hint_tried = False
+        if W is not None:
+            with contextlib.suppress(BufferError):
+                W.release()
+        if seg is not None:
+            seg.close()
 
     def _holder(self) -> int:
         H = self._H

@@ -67,6 +67,7 @@ class IndexMixin(ArenaMixin):
         self._hdr = hdr
         self._H = hdr.buf.cast("Q")
         self._ro = readonly
+        self._drop_hints()
         self._lock.close()
         self._lock = self._new_lock()
         if old is not None:

@@ -29,9 +29,10 @@ I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (store
     most ``READER_PAUSE_NS``), so a reader under a writer that never stops still
     finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
     stopped or killed mid-operation) is not waited for again: the reader then reads each
-    value whole, as it stands.  A read-only mapping (``mode="r"``, another process's
-    protected table) cannot store the stamp.  So the last resort, for every reader: after
-    ``_LOCKED_AFTER`` failed attempts (``_LOCKED_AFTER_RO`` for a read-only mapping) it
+    value whole, as it stands.  A read-only handle stores the stamp through a writable
+    mapping of the header kept for such hints (``_hint_words``); one that may not write
+    the header (another user's table) cannot ask.  The last resort, for every reader:
+    after ``_LOCKED_AFTER`` failed attempts (``_LOCKED_AFTER_RO`` when it cannot ask) it
     takes the writer lock (``flock`` needs only a read-only descriptor) for one read, and
     that read cannot be overlapped.  A thread reading inside its own session reads its
     own writes.
@@ -169,12 +170,13 @@ class ReadMixin(SpaceMixin):
             When writers kept interfering for ``_READ_RETRIES`` attempts.
         """
         H = self._check_open()
+        W = self._hint_words()  # writable even for most read-only handles (None: cannot ask)
         stamp = 0
         try:
             for attempt in range(_READ_RETRIES):
-                if not stamp and H[L.H_OPSEQ] & 1 and not H.readonly and not self._lock.depth:
+                if not stamp and H[L.H_OPSEQ] & 1 and W is not None and not self._lock.depth:
                     stamp = time.monotonic_ns()  # about to wait for a writer: ask it to pause
-                    H[L.H_READER_WAIT] = stamp  # before its next operation, so we get in
+                    W[L.H_READER_WAIT] = stamp  # before its next operation, so we get in
                 start = self.snapshot_epoch()
                 try:
                     out = read()
@@ -184,10 +186,10 @@ class ReadMixin(SpaceMixin):
                     raise
                 if ((H[L.H_OPSEQ] << 32) | H[L.H_REUSE]) == start:
                     return out
-                if not H.readonly:  # ask writers to pause before their next operation
-                    stamp = time.monotonic_ns()  # (a read-only mapping cannot ask)
-                    H[L.H_READER_WAIT] = stamp
-                if attempt >= (_LOCKED_AFTER_RO if H.readonly else _LOCKED_AFTER):
+                if W is not None:  # ask writers to pause before their next operation
+                    stamp = time.monotonic_ns()
+                    W[L.H_READER_WAIT] = stamp
+                if attempt >= (_LOCKED_AFTER_RO if W is None else _LOCKED_AFTER):
                     try:  # last resort: keep writers out for one read (any descriptor flocks)
                         self._lock.acquire(OP_WAIT_S)
                     except LockTimeoutError:
@@ -197,8 +199,8 @@ class ReadMixin(SpaceMixin):
                     finally:
                         self._lock.release()
         finally:
-            if stamp and H[L.H_READER_WAIT] == stamp:
-                H[L.H_READER_WAIT] = 0
+            if stamp and W is not None and W[L.H_READER_WAIT] == stamp:
+                W[L.H_READER_WAIT] = 0
         raise self._kept_changing()
 
     def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int] | None:

@@ -271,6 +271,7 @@ class Table(WriteMixin):
             self._hdr.close()  # closing an inherited copy of the fd does not touch the parent
             self._hdr = None  # type: ignore[assignment]
         self._lock.close()
+        self._drop_hints()
 
     def __enter__(self) -> Table:
         return self
