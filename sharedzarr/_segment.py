@@ -354,6 +354,12 @@ class Segment:
             return f"/proc/self/fd/{self.fd}"
         return os.path.join(SHM_DIR, self.name)
 
+    def owner_uid(self) -> int:
+        """The user id that owns the segment (needs a kept descriptor, else its name)."""
+        if self.fd >= 0:
+            return os.fstat(self.fd).st_uid
+        return os.stat(os.path.join(SHM_DIR, self.name)).st_uid
+
     def unlinked(self) -> bool:
         """Return True when the segment was unlinked (needs a kept descriptor)."""
         if self.fd < 0:

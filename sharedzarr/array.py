@@ -2257,6 +2257,7 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     *,
     storage: str | type[Backend] = "shm",
     mode: str = "r+",
+    trusted_uid: int | str | None = None,
 ) -> Array:
     """Open an existing array by its table name, from any process.
 
@@ -2273,6 +2274,9 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     mode : {"r+", "r"}
         ``"r"`` gives a read-only handle whose writes raise
         :class:`~sharedzarr.errors.AccessDeniedError`.
+    trusted_uid : int or "any", optional
+        Open an array that another user created only if it is this user's (see
+        :meth:`sharedzarr.Table.attach`); by default only your own arrays open.
 
     Returns
     -------
@@ -2282,6 +2286,9 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     ------
     sharedzarr.errors.TableNotFoundError
         If no table has that name.
+    sharedzarr.errors.AccessDeniedError
+        For an array of another user not named by ``trusted_uid``, or whose permissions
+        deny you.
     ValueError
         For an unknown mode, or a table that holds no array (no ``"metadata"`` key).
     """
@@ -2292,7 +2299,8 @@ def open(  # noqa: A001 - the public name, as in ExZarr and zarr-python
     if not isinstance(table_name, str):
         raise TypeError(f"table_name must be a str, got {table_name!r}")
     backend_cls = _storage.resolve(storage)
-    backend = backend_cls.open(table_name, mode=mode)
+    extra = {} if trusted_uid is None else {"trusted_uid": trusted_uid}
+    backend = backend_cls.open(table_name, mode=mode, **extra)
     try:
         raw = backend.read_metadata()
         if raw is None:

@@ -131,10 +131,20 @@ def as_user(user: str, name: str) -> dict[str, Any]:
     out: dict[str, Any] = {"uid": os.getuid()}
 
     out["exists"] = shm.table_exists(name)
-    out["attach"] = _exc(lambda: Table.attach(name).close())
-    out["attach_ro"] = _exc(lambda: Table.attach(name, readonly=True).close())
-    out["open"] = _exc(lambda: sz.open(name).close())
-    out["open_r"] = _exc(lambda: sz.open(name, mode="r").close())
+    owner = os.stat(f"/dev/shm/sz.{name}.hdr").st_uid
+    # another user's table: refused unless its user is named (names are not bound to users)
+    try:
+        Table.attach(name, readonly=True)
+        out["untrusted"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        out["untrusted"] = f"{type(e).__name__}: {e}"
+    out["open_untrusted"] = _exc(lambda: sz.open(name, mode="r").close())
+    out["attach"] = _exc(lambda: Table.attach(name, trusted_uid=owner).close())
+    out["attach_ro"] = _exc(
+        lambda: Table.attach(name, readonly=True, trusted_uid=owner).close()
+    )
+    out["open"] = _exc(lambda: sz.open(name, trusted_uid=owner).close())
+    out["open_r"] = _exc(lambda: sz.open(name, mode="r", trusted_uid=owner).close())
     out["get_state"] = _exc(lambda: shm.get_state(name))
     out["table_info"] = _exc(lambda: shm.table_info(name))
     out["clear_table"] = _exc(lambda: shm.clear_table(name))
@@ -142,9 +152,9 @@ def as_user(user: str, name: str) -> dict[str, Any]:
     out["gc"] = _exc(lambda: shm.gc(dry_run=False))
     out["create_same_name"] = _exc(lambda: Table.create(name))
     if out["attach"] == "ok":
-        t = Table.attach(name)
+        t = Table.attach(name, trusted_uid=owner)
         out["insert"] = _exc(lambda: t.insert("x", b"y"))
-        a = sz.open(name)
+        a = sz.open(name, trusted_uid=owner)
         out["values"] = a[:].tolist()
         # may not mark the data segment (no write permission): a zero-copy read is a copy
         out["view"] = a.read_chunk((0,), copy=False).tolist()

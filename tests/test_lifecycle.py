@@ -528,7 +528,12 @@ def test_other_user_reads_with_mode_644_but_cannot_write():
         assert os.stat(f"/dev/shm/sz.{name}.hdr").st_mode & 0o777 == 0o644
         out = _as_nobody(name)
         assert out["exists"] is True
-        for op in ("attach", "attach_ro", "open", "open_r", "get_state", "table_info"):
+        # root made it: without naming root as trusted, nobody attaches nothing
+        assert out["untrusted"].startswith("AccessDeniedError"), out["untrusted"]
+        assert "trusted_uid=0" in out["untrusted"], out["untrusted"]
+        assert out["open_untrusted"] == "AccessDeniedError"
+        assert out["get_state"] == "AccessDeniedError"  # it returns the data
+        for op in ("attach", "attach_ro", "open", "open_r", "table_info"):
             assert out[op] == "ok", (op, out[op])
         assert out["values"] == [4] * 20
         assert out["view"] == [4] * 10

@@ -173,7 +173,9 @@ class Table(WriteMixin):
         return cls(name, hdr, readonly=False)
 
     @classmethod
-    def attach(cls, name: str, *, readonly: bool = False) -> Table:
+    def attach(
+        cls, name: str, *, readonly: bool = False, trusted_uid: int | str | None = None
+    ) -> Table:
         """Attach to an existing table by name, from any process.
 
         Parameters
@@ -183,6 +185,10 @@ class Table(WriteMixin):
         readonly : bool
             Map the segments read-only; writes through this handle raise
             :class:`AccessDeniedError`.
+        trusted_uid : int or "any", optional
+            A table that another user created is attached only when its user id is named
+            here (or ``"any"``, for inspection tools): names are not bound to users, so
+            another user could have created ``prices`` first, with data of its choosing.
 
         Returns
         -------
@@ -193,8 +199,8 @@ class Table(WriteMixin):
         TableNotFoundError
             When no such table exists (or its owner died and it was deleted).
         AccessDeniedError
-            For a private table of another process, or a segment mode that
-            denies this user.
+            For a private table of another process, a segment mode that denies this
+            user, or a table of another user not named by ``trusted_uid``.
         CorruptTableError
             When the segment is not a table of this layout version.
         """
@@ -211,6 +217,7 @@ class Table(WriteMixin):
                 hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
             readonly = True
         try:
+            _check_trusted(name, hdr.owner_uid(), trusted_uid)
             _wait_for_magic(name, hdr)
             t = cls(name, hdr, readonly=readonly)
         except BaseException:
@@ -410,3 +417,16 @@ class Table(WriteMixin):
             "index_generation": int(H[L.H_GEN]),
             "mode": self.mode,
         }
+
+
+def _check_trusted(name: str, uid: int, trusted: int | str | None) -> None:
+    """Refuse a table another user created unless the caller named that user."""
+    me = os.geteuid()
+    if uid == me or trusted == "any" or (trusted is not None and trusted == uid):
+        return
+    raise AccessDeniedError(
+        f"table {name!r} was created by user id {uid}, not by you (uid {me}): table names "
+        "are not bound to users, so another user could have made it with data of its "
+        f"choosing. If you trust that user, pass trusted_uid={uid} (sharedzarr.open, "
+        "Table.attach)"
+    )

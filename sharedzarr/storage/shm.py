@@ -146,11 +146,13 @@ class SharedMemoryBackend(Backend):
         return cls(t)
 
     @classmethod
-    def open(cls, name: str, *, mode: str = "r+") -> Backend:
+    def open(
+        cls, name: str, *, mode: str = "r+", trusted_uid: int | str | None = None
+    ) -> Backend:
         """Attach to the table ``name``; ``mode="r"`` maps it read-only."""
         if mode not in ("r", "r+"):
             raise ValueError(f"invalid mode {mode!r}: use 'r' (read-only) or 'r+' (read-write)")
-        t = Table.attach(name, readonly=(mode == "r"))
+        t = Table.attach(name, readonly=(mode == "r"), trusted_uid=trusted_uid)
         return cls(t, readonly=(mode == "r"))
 
     @classmethod
@@ -475,7 +477,7 @@ def _attach_any(name: str) -> Table:
     from ..errors import AccessDeniedError
 
     try:
-        return Table.attach(name)
+        return Table.attach(name, trusted_uid="any")  # inspection: metadata, no data
     except AccessDeniedError:
         return Table._attach_for_admin(name)
 
