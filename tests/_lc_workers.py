@@ -140,9 +140,7 @@ def as_user(user: str, name: str) -> dict[str, Any]:
         out["untrusted"] = f"{type(e).__name__}: {e}"
     out["open_untrusted"] = _exc(lambda: sz.open(name, mode="r").close())
     out["attach"] = _exc(lambda: Table.attach(name, trusted_uid=owner).close())
-    out["attach_ro"] = _exc(
-        lambda: Table.attach(name, readonly=True, trusted_uid=owner).close()
-    )
+    out["attach_ro"] = _exc(lambda: Table.attach(name, readonly=True, trusted_uid=owner).close())
     out["open"] = _exc(lambda: sz.open(name, trusted_uid=owner).close())
     out["open_r"] = _exc(lambda: sz.open(name, mode="r", trusted_uid=owner).close())
     out["get_state"] = _exc(lambda: shm.get_state(name))

@@ -146,9 +146,7 @@ class SharedMemoryBackend(Backend):
         return cls(t)
 
     @classmethod
-    def open(
-        cls, name: str, *, mode: str = "r+", trusted_uid: int | str | None = None
-    ) -> Backend:
+    def open(cls, name: str, *, mode: str = "r+", trusted_uid: int | str | None = None) -> Backend:
         """Attach to the table ``name``; ``mode="r"`` maps it read-only."""
         if mode not in ("r", "r+"):
             raise ValueError(f"invalid mode {mode!r}: use 'r' (read-only) or 'r+' (read-write)")
