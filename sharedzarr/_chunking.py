@@ -57,7 +57,7 @@ class DimSelection(NamedTuple):
 
     start: int
     step: int
-    count: int
+    count: int  # type: ignore[assignment]  # a field named like tuple.count, on purpose
     dropped: bool = False
 
 

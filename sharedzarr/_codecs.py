@@ -608,7 +608,8 @@ def _split_bytes_codec(data: Any, what: str, itemsize: int) -> tuple[str, list[C
             f"sharding_indexed: {what} must start with the 'bytes' codec (no transpose or "
             f"nested sharding), got {data!r}"
         )
-    endian = (entries[0].get("configuration") or {}).get("endian", "little") or "little"
+    config = entries[0].get("configuration") or {}
+    endian = (config.get("endian", "little") if isinstance(config, Mapping) else None) or "little"
     if endian not in ("little", "big"):
         raise ValueError("sharding_indexed: bytes codec endian must be 'little' or 'big'")
     return endian, [codec_from_dict(c, itemsize) for c in entries[1:]]

@@ -48,7 +48,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -411,7 +411,7 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
     if dtype.fields is not None or kind in "MmSUV":
         return _normalize_other_fill(value, dtype, what)
     if value is None:
-        return dtype.type(0)
+        return _scalar(dtype.type(0))
     if kind == "b":
         if isinstance(value, (bool, np.bool_)):
             return np.bool_(value)
@@ -430,7 +430,7 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
             raise ValueError(
                 f"{what} is out of range for {dtype} (valid: {info.min} to {info.max})"
             )
-        return dtype.type(ivalue)
+        return _scalar(dtype.type(ivalue))
     if kind == "f":
         if isinstance(value, (complex, np.complexfloating)):
             raise TypeError(f"{what} is complex but the dtype is {dtype}")
@@ -439,7 +439,7 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
             out = dtype.type(f)
         if math.isfinite(f) and not np.isfinite(out):
             raise ValueError(f"{what} is out of range for {dtype}")
-        return out
+        return _scalar(out)
     # complex
     if isinstance(value, (complex, np.complexfloating)):
         re, im = float(value.real), float(value.imag)
@@ -450,7 +450,7 @@ def normalize_fill_value(value: Any, dtype: np.dtype) -> np.generic:
         im = _float_from_json(value[1], dtype, what)
     else:
         re, im = _float_from_json(value, dtype, what), 0.0
-    return dtype.type(complex(re, im))
+    return _scalar(dtype.type(complex(re, im)))
 
 
 def encode_fill_value(value: np.generic, dtype: np.dtype) -> Any:
@@ -473,7 +473,7 @@ def encode_fill_value(value: np.generic, dtype: np.dtype) -> Any:
     if kind in "Mm":
         return int(np.asarray(value, dtype).view(np.int64))
     if kind == "S":
-        return base64.standard_b64encode(bytes(value)).decode("ascii")
+        return base64.standard_b64encode(bytes(cast(Any, value))).decode("ascii")
     if kind == "U":
         return str(value)
     if kind == "b":
@@ -524,19 +524,27 @@ def decode_fill_value(data: Any, dtype: np.dtype) -> np.generic:
                 f"zarr.json: fill_value {data!r} holds {len(raw)} bytes; {dtype} needs "
                 f"{dtype.itemsize}"
             )
-        return np.frombuffer(raw, dtype)[0]
+        return _scalar(np.frombuffer(raw, dtype)[0])
     if kind in "Mm":
         if data == "NaT":
-            return np.array(_NAT, np.int64).view(dtype)[()]
+            return _scalar(np.array(_NAT, np.int64).view(dtype)[()])
         if type(data) is not int or not _NAT <= data < 2**63:
             raise ValueError(
                 f"zarr.json: the fill_value of a {dtype} array must be an int64 or 'NaT', "
                 f"got {data!r}"
             )
-        return np.array(data, np.int64).view(dtype)[()]
+        return _scalar(np.array(data, np.int64).view(dtype)[()])
     if kind == "U" and not isinstance(data, str):
         raise ValueError(f"zarr.json: the fill_value of a {dtype} array must be a string")
     return normalize_fill_value(data, dtype)
+
+
+def _scalar(x: object) -> np.generic:
+    """``x``, the numpy scalar that indexing or ``dtype.type`` made (numpy's stubs type
+    ``a[()]`` and ``a[0]`` as arrays or Any)."""
+    if not isinstance(x, np.generic):
+        raise TypeError(f"expected a numpy scalar, got {type(x).__name__}")
+    return x
 
 
 def _normalize_other_fill(value: Any, dtype: np.dtype, what: str) -> np.generic:
@@ -549,16 +557,16 @@ def _normalize_other_fill(value: Any, dtype: np.dtype, what: str) -> np.generic:
     zero = integer and int(value) == 0
     if dtype.fields is not None or kind == "V":
         if value is None and dtype.fields is not None:
-            return np.array([0], dtype)[0]  # zarr-python's default ("0" in string fields)
+            return _scalar(np.array([0], dtype)[0])  # zarr-python's default ("0" in string fields)
         if value is None or zero:
-            return np.zeros((), dtype)[()]
+            return _scalar(np.zeros((), dtype)[()])
         if isinstance(value, (bytes, np.bytes_)) or (
             isinstance(value, np.void) and value.dtype.fields is None
         ):
-            raw = bytes(value)
+            raw = bytes(cast(Any, value))
             if len(raw) != dtype.itemsize:
                 raise ValueError(f"{what} has {len(raw)} bytes; {dtype} needs {dtype.itemsize}")
-            return np.frombuffer(raw, dtype)[0]
+            return _scalar(np.frombuffer(raw, dtype)[0])
         if kind == "V" and dtype.fields is None:
             raise TypeError(f"{what} does not fit {dtype}; give {dtype.itemsize} bytes")
         if isinstance(value, np.void):
@@ -568,20 +576,20 @@ def _normalize_other_fill(value: Any, dtype: np.dtype, what: str) -> np.generic:
                 f"{what} does not fit structured dtype {dtype}; give a tuple of field values"
             )
         try:
-            return np.array(tuple(value), dtype)[()]
+            return _scalar(np.array(tuple(value), dtype)[()])
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{what} does not fit structured dtype {dtype}: {exc}") from None
     if kind in "Mm":
         scalar = np.datetime64 if kind == "M" else np.timedelta64
         other = np.timedelta64 if kind == "M" else np.datetime64
         if value is None:
-            return np.array(_NAT, np.int64).view(dtype)[()]
+            return _scalar(np.array(_NAT, np.int64).view(dtype)[()])
         if isinstance(value, (bool, np.bool_, float, np.floating, complex, other)):
             raise TypeError(f"{what} does not fit {dtype}")
         if integer:
             if not _NAT <= int(value) < 2**63:
                 raise ValueError(f"{what} is out of range for {dtype}")
-            return np.array(int(value), np.int64).view(dtype)[()]
+            return _scalar(np.array(int(value), np.int64).view(dtype)[()])
         if kind == "m" and isinstance(value, datetime.datetime | datetime.date):
             raise TypeError(f"{what} does not fit {dtype}; give a timedelta")
         try:
@@ -591,21 +599,21 @@ def _normalize_other_fill(value: Any, dtype: np.dtype, what: str) -> np.generic:
         out = np.array(v).astype(dtype)[()]
         if not np.isnat(v) and np.array(out).astype(v.dtype)[()] != v:
             raise ValueError(f"{what} is not representable in {dtype} without losing precision")
-        return out
+        return _scalar(out)
     n = dtype.itemsize // 4 if kind == "U" else dtype.itemsize
     if value is None or zero:
-        return dtype.type(b"" if kind == "S" else "")
+        return _scalar(dtype.type(b"" if kind == "S" else ""))
     if kind == "S":
         if not isinstance(value, (bytes, np.bytes_)):
             raise TypeError(f"{what} does not fit {dtype}; give bytes, e.g. b'abc'")
-        raw = bytes(value)
+        text: bytes | str = bytes(value)
     else:
         if not isinstance(value, str):
             raise TypeError(f"{what} does not fit {dtype}; give a str")
-        raw = value
-    if len(raw) > n:
+        text = value
+    if len(text) > n:
         raise ValueError(f"{what} is longer than the {n} characters of {dtype}")
-    return dtype.type(raw)
+    return _scalar(dtype.type(text))
 
 
 def _check_json(value: Any, what: str) -> None:
@@ -969,6 +977,10 @@ def _parse_codecs(
             f"zarr.json: the first codec must be 'bytes' (array to bytes), got {name!r}"
         )
     config = first.get("configuration") or {}
+    if not isinstance(config, Mapping):
+        raise ValueError(
+            f"zarr.json: the bytes codec's configuration must be an object, got {config!r}"
+        )
     endian = config.get("endian", "little")
     if endian is None:
         endian = "little"
@@ -987,11 +999,14 @@ def _parse_sharding(
 ) -> tuple[str, tuple[Codec, ...]]:
     """The ``sharding_indexed`` serializer: the shard is the array's chunk."""
     config = first.get("configuration") or {}
+    if not isinstance(config, Mapping):
+        raise ValueError(f"zarr.json: sharding configuration must be an object, got {config!r}")
     inner = (config.get("codecs") or [{}])[0]
     inner_cfg = (inner.get("configuration") or {}) if isinstance(inner, Mapping) else {}
     endian = inner_cfg.get("endian", "little") or "little"
-    order = "<" if endian == "little" else ">"
-    chunk_dtype = dtype.newbyteorder(order) if _has_endian(dtype) else dtype
+    chunk_dtype = (
+        dtype.newbyteorder("<" if endian == "little" else ">") if _has_endian(dtype) else dtype
+    )
     fill = np.array(fill_value, chunk_dtype).tobytes()
     try:
         shard = ShardingCodec(dict(config), chunks, chunk_dtype, fill)

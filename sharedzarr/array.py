@@ -37,6 +37,7 @@ import math
 import operator
 import os
 import sys
+import types
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
@@ -123,7 +124,8 @@ def _is_fill_value(part: np.ndarray, fill: Any) -> bool:
 
 def _byte_view(arr: np.ndarray) -> memoryview:
     """Return a 1-d unsigned-byte memoryview of a C-contiguous array (no copy)."""
-    return memoryview(arr.reshape(-1).view(np.uint8))
+    flat: Any = arr.reshape(-1).view(np.uint8)  # numpy arrays export the buffer protocol
+    return memoryview(flat)
 
 
 class Array:
@@ -177,9 +179,11 @@ class Array:
         self._shape = meta.shape
         self._chunks = meta.chunks
         self._dtype = meta.dtype
-        order = "<" if meta.endian == "little" else ">"
+        little = meta.endian == "little"
         self._chunk_dtype = (
-            meta.dtype.newbyteorder(order) if meta.dtype.itemsize > 1 else meta.dtype
+            meta.dtype.newbyteorder("<" if little else ">")
+            if meta.dtype.itemsize > 1
+            else meta.dtype
         )
         self._pipeline = CodecPipeline(meta.codecs)
         self._raw = self._pipeline.raw
@@ -195,8 +199,10 @@ class Array:
         self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
         # a[i] and a[idx] of arrays whose chunks span whole rows: see _row and _take
-        self._takes = self._fast_chunks and self._cached_views and _row_plan(meta)
-        self._rows = self._takes if len(meta.shape) > 1 else None
+        self._takes: _RowPlan | None = (
+            _row_plan(meta) if self._fast_chunks and self._cached_views else None
+        )
+        self._rows: _RowPlan | None = self._takes if len(meta.shape) > 1 else None
         self._span_plan: Any = None  # a[idx] as one gather: see _take_spans
         self._spans_ok = True
         self._span_stride = 0
@@ -638,6 +644,7 @@ class Array:
             i += n
         if not 0 <= i < n or self._closed:
             return None
+        assert self._rows is not None  # the caller checked
         c0, tail, trim = self._rows
         views = self._chunk_views.get(None) or self._chunk_view_reader(None)
         epoch = self._epoch
@@ -659,6 +666,7 @@ class Array:
         idx = key if type(key) is np.ndarray else np.asarray(key)
         if idx.ndim != 1 or idx.dtype.kind not in "iu" or not idx.size or self._closed:
             return None
+        assert self._takes is not None  # the caller checked
         c0, tail, trim = self._takes
         if trim is None and self._spans_ok:
             got = self._take_spans(idx)
@@ -761,11 +769,13 @@ class Array:
         if epoch() != start or backend.write_token() != token:
             self._span_plan = None
             return None
-        return out.view(self._dtype).reshape((len(idx), *self._chunks[1:]))
+        rows: np.ndarray = out.view(self._dtype).reshape((len(idx), *self._chunks[1:]))
+        return rows
 
     def _plan_spans(self, backend: Backend) -> Any:
         """Where every chunk's rows are (see :meth:`_take_spans`), or None (then not tried
         again until the metadata changes)."""
+        assert self._takes is not None
         c0, tail, _trim = self._takes
         grid0 = self._grid[0]
         row_nbytes = self._chunk_nbytes // c0
@@ -1352,8 +1362,9 @@ class Array:
 
             return read
 
-        self._read_hot = self._chunk_view_reader(True, fallback(True))
-        self._view_hot = self._chunk_view_reader(False, fallback(False))
+        # instance attributes over the methods: read_chunk's hot path is one call
+        self._read_hot = self._chunk_view_reader(True, fallback(True))  # type: ignore[method-assign]
+        self._view_hot = self._chunk_view_reader(False, fallback(False))  # type: ignore[method-assign]
 
     def _drop_hot_readers(self) -> None:
         self.__dict__.pop("_read_hot", None)
@@ -1940,7 +1951,10 @@ class Array:
         )
 
 
-def _row_plan(meta: ArrayMetadata) -> tuple[int, tuple[int, ...], Any] | None:
+_RowPlan = tuple[int, tuple[int, ...], Any]
+
+
+def _row_plan(meta: ArrayMetadata) -> _RowPlan | None:
     """For :meth:`Array._row`: ``(rows per chunk, chunk index after the first axis, trim)``
     when one chunk spans whole rows (one chunk along every axis after the first), else
     None.  ``trim`` cuts an edge chunk's padding off a row (or is None)."""
@@ -1999,7 +2013,7 @@ def _box_pieces(
             ci += 1
         dims.append(parts)
     for combo in itertools.product(*dims):
-        yield tuple(zip(*combo, strict=True))  # type: ignore[misc]
+        yield tuple(zip(*combo, strict=True))
 
 
 class Attributes(MutableMapping[str, Any]):
@@ -2039,7 +2053,7 @@ class Attributes(MutableMapping[str, Any]):
     def __contains__(self, key: object) -> bool:
         return key in self._array._synced().attributes
 
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
         """Set several attributes with one metadata write.
 
         Parameters
@@ -2072,7 +2086,8 @@ class Attributes(MutableMapping[str, Any]):
         -------
         dict
         """
-        return json.loads(json.dumps(self._array._synced().attributes))
+        copy: dict[str, Any] = json.loads(json.dumps(self._array._synced().attributes))
+        return copy
 
     def refresh(self) -> None:
         """Re-read ``zarr.json`` to see attributes another handle wrote."""
@@ -2225,7 +2240,7 @@ def create(
 def _caller_stacklevel() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside sharedzarr."""
     level = 1
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     package = __name__.rpartition(".")[0] + "."
     while frame is not None and frame.f_globals.get("__name__", "").startswith(package):
         frame = frame.f_back

@@ -331,7 +331,8 @@ class SharedMemoryStore(Store):
 
     def _view(self, key: str) -> memoryview | None:
         """A zero-copy read-only view of the value of ``key``, or None."""
-        return self.table.get_prepared(self._key(key)[1], copy=False)
+        view: memoryview | None = self.table.get_prepared(self._key(key)[1], copy=False)
+        return view
 
     def delete_table(self) -> None:
         """Delete the table for every process (ETS ``delete/1``); the store is then unusable."""

@@ -20,14 +20,15 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from .. import _proc
 from .._layout import TABLE_TYPES, segment_names
 from .._segment import Segment, map_os_errors, size_on_disk
 from .._segment import exists as _seg_exists
-from .._table import DEFAULT_TIMEOUT, Table, list_tables, probe, table_segments, validate_name
-from .._table import _destroy as _destroy_table
+from .._table import Table, list_tables, probe, table_segments, validate_name
+from .._table._catalog import _destroy as _destroy_table
+from .._table._header import DEFAULT_TIMEOUT
 from ..errors import AccessDeniedError, TableExistsError, TableNotFoundError
 from .base import Backend, ChunkIndex
 
@@ -69,12 +70,13 @@ class SharedMemoryBackend(Backend):
         self.table = table
         self.name = table.name
         self.readonly = readonly
-        self.reuse_epoch = table.reuse_epoch  # one call less on the read path
-        self.snapshot_epoch = table.snapshot_epoch
-        self.snapshot = table.snapshot
-        self.op_seq = table.op_seq
-        self.write_token = table.write_token
-        self._keys: dict[tuple, tuple[bytes, int]] = {}
+        # the table's own methods, bound here: one call less on the read path
+        self.reuse_epoch = table.reuse_epoch  # type: ignore[method-assign]
+        self.snapshot_epoch = table.snapshot_epoch  # type: ignore[method-assign]
+        self.snapshot = table.snapshot  # type: ignore[method-assign]
+        self.op_seq = table.op_seq  # type: ignore[method-assign]
+        self.write_token = table.write_token  # type: ignore[method-assign]
+        self._keys: dict[tuple[int, ...], tuple[bytes, int]] = {}
         self._meta_key = table.prepare_key(METADATA_KEY)
         self._chunk_key: Callable[[tuple[int, ...]], str] | None = None
         self._parse_key: Callable[[str], tuple[int, ...] | None] | None = None
@@ -160,7 +162,7 @@ class SharedMemoryBackend(Backend):
 
     def read_chunk(self, idx: ChunkIndex, *, copy: bool = True) -> bytes | memoryview | None:
         """Return chunk ``idx``'s bytes (``copy=False``: a read-only view), or None."""
-        return self.table.get_prepared(self._key(idx), copy=copy)
+        return cast("bytes | memoryview | None", self.table.get_prepared(self._key(idx), copy=copy))
 
     def chunk_reader(self) -> Any:
         """A zero-copy ``read(idx)`` that goes straight to the table (no per-call dispatch).
@@ -173,7 +175,7 @@ class SharedMemoryBackend(Backend):
 
         def read(idx: ChunkIndex) -> memoryview | None:
             pk = keys.get(idx)
-            return borrow(pk if pk is not None else key(idx))
+            return cast("memoryview | None", borrow(pk if pk is not None else key(idx)))
 
         return read
 
@@ -189,7 +191,7 @@ class SharedMemoryBackend(Backend):
 
     def reuse_epoch(self) -> int:
         """The table's reuse epoch (:meth:`sharedzarr._table.Table.reuse_epoch`)."""
-        return self.table.reuse_epoch()
+        return int(self.table.reuse_epoch())
 
     def write_chunk(self, idx: ChunkIndex, data: Any) -> None:
         """Store chunk ``idx`` (one atomic publish; readers see old or new)."""
@@ -202,7 +204,7 @@ class SharedMemoryBackend(Backend):
         self.table.insert_filled(self._key(idx), nbytes, fill)
 
     def write_chunks_filled(
-        self, items: Iterable[tuple], submit: Any = None, *, expected_bytes: int = 0
+        self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
     ) -> None:
         """Store many whole chunks in one writer session (see ``Table.insert_filled_many``)."""
         self._check_writable()
@@ -236,15 +238,19 @@ class SharedMemoryBackend(Backend):
         self, idxs: Sequence[ChunkIndex]
     ) -> tuple[int, list[tuple[int, int, int] | None], dict[int, memoryview]]:
         """Where the chunks lie in the table's arenas (:meth:`sharedzarr.Table.value_spans`)."""
-        return self.table.value_spans([self._key(i) for i in idxs])
+        spans: tuple[int, list[tuple[int, int, int] | None], dict[int, memoryview]]
+        spans = self.table.value_spans([self._key(i) for i in idxs])
+        return spans
 
     def buffers_in_one_range(self, ids: Sequence[int]) -> tuple[Any, dict[int, int]] | None:
         """The arenas in one range (:meth:`sharedzarr.Table.arenas_in_one_range`)."""
-        return self.table.arenas_in_one_range(ids)
+        got: tuple[Any, dict[int, int]] | None = self.table.arenas_in_one_range(ids)
+        return got
 
     def metadata_token(self) -> tuple[int, int] | None:
         """The metadata record's identity (:meth:`sharedzarr.Table.value_token`)."""
-        return self.table.value_token(self._meta_key)
+        token: tuple[int, int] | None = self.table.value_token(self._meta_key)
+        return token
 
     def read_metadata(self) -> bytes | None:
         """The ``zarr.json`` bytes, or None."""
@@ -256,14 +262,16 @@ class SharedMemoryBackend(Backend):
         self._check_writable()
         self.table.insert_prepared(self._meta_key, data)
 
-    def writer(self, timeout: float | None = DEFAULT_TIMEOUT) -> contextlib.AbstractContextManager:
+    def writer(
+        self, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> contextlib.AbstractContextManager[Any]:
         """The table's writer lock (reentrant per thread)."""
         self._check_writable()
-        return self.table.writer(timeout)
+        return cast("contextlib.AbstractContextManager[Any]", self.table.writer(timeout))
 
     def write_count(self) -> int:
         """The table's write counter."""
-        return self.table.write_count
+        return int(self.table.write_count)
 
     def delete(self) -> None:
         """Delete the table (ETS ``delete/1``)."""
@@ -297,7 +305,7 @@ class State:
         The ``zarr.json`` document.
     """
 
-    chunks: dict[tuple, bytes]
+    chunks: dict[tuple[int, ...], bytes]
     metadata: bytes | None
 
 
@@ -340,7 +348,7 @@ class TableInfo:
     persistent: bool
     segments: int
     created: float
-    array: dict | None = None
+    array: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -417,7 +425,7 @@ def get_state(name: str) -> State:
         When there is no such table.
     """
     with _attach(name) as t:
-        chunks: dict[tuple, bytes] = {}
+        chunks: dict[tuple[int, ...], bytes] = {}
         metadata = None
         for k, v in t.items():
             if k == METADATA_KEY:
@@ -427,7 +435,7 @@ def get_state(name: str) -> State:
         return State(chunks=chunks, metadata=metadata)
 
 
-def _array_summary(t: Table) -> dict | None:
+def _array_summary(t: Table) -> dict[str, Any] | None:
     raw = t.get(METADATA_KEY)
     if raw is None:
         return None
