@@ -39,7 +39,7 @@ from .. import _layout as L
 from .. import _proc
 from .._lock import WriterLock
 from .._segment import Segment as _Segment
-from ..errors import CorruptTableError, SharedZarrError, TableNotFoundError
+from ..errors import AccessDeniedError, CorruptTableError, SharedZarrError, TableNotFoundError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -241,6 +241,7 @@ class TableBase:
         self.name = name
         self._hdr = hdr
         self._ro = readonly
+        self._asked_ro = False  # the caller asked for read-only: never remapped to write
         self._pid = os.getpid()
         self._arenas: dict[int, Segment] = {}
         self._idx_gen = -1
@@ -375,6 +376,12 @@ class TableBase:
         return CorruptTableError(
             f"table {self.name!r}: reference {ref:#x} points outside its data segment; "
             f"the table is damaged (`sharedzarr rm {self.name}` removes it)"
+        )
+
+    def _read_only_handle(self) -> AccessDeniedError:
+        return AccessDeniedError(
+            f"this handle of table {self.name!r} was opened read-only (readonly=True, or "
+            f"mode='r'); attach or open it again without that to write"
         )
 
     def _kept_changing(self) -> SharedZarrError:

@@ -216,10 +216,12 @@ class Table(WriteMixin):
             with map_os_errors(name, "header"):  # the mode may still let us read
                 hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
             readonly = True
+        asked = readonly
         try:
             _check_trusted(name, hdr.owner_uid(), trusted_uid)
             _wait_for_magic(name, hdr)
             t = cls(name, hdr, readonly=readonly)
+            t._asked_ro = asked
         except BaseException:
             hdr.close()
             raise
@@ -352,6 +354,8 @@ class Table(WriteMixin):
             raise AccessDeniedError(
                 f"only the owner (pid {self.owner_pid}) of table {self.name!r} may call {what}"
             )
+        if self._asked_ro:
+            raise self._read_only_handle()
         if self._ro:
             self._remap(readonly=False)
         with self.writer():

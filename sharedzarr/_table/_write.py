@@ -111,6 +111,8 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 f"table {self.name!r} is {self.access}: only its owner (pid {self.owner_pid}) "
                 "may write; create it with access='public' to let every process write"
             )
+        if self._asked_ro:
+            raise self._read_only_handle()
         if self._ro:
             if self.access == "public" or self.is_owner:
                 try:
