@@ -261,12 +261,21 @@ class IndexMixin(ArenaMixin):
         self._H[L.H_USED_SLOTS] = n
 
     def _slot_for_new(self, h: int) -> int:
+        """The first empty slot from ``h``'s home (lock held).  Bounded: an index with no
+        empty slot although the header counts room is damaged, not a reason to spin."""
         idx = self._idx
         mask = self._mask
         i = h & mask
-        while idx[i << 1] != 0:
+        for _ in range(mask + 1):
+            if idx[i << 1] == 0:
+                return i
             i = (i + 1) & mask
-        return i
+        raise CorruptTableError(
+            f"table {self.name!r}: its index has no empty slot although the header counts "
+            f"{self._H[L.H_USED_SLOTS]} used of {mask + 1}; the table is damaged "
+            f"(`sharedzarr export` can copy what is readable, `sharedzarr rm {self.name}` "
+            "removes it)"
+        )
 
     def _grow_if_needed(self, extra: int = 1) -> None:
         H = self._H

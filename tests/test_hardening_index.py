@@ -1,0 +1,50 @@
+"""A damaged index (no empty slot, though the header counts room) is a CorruptTableError,
+never an insert spinning forever under the writer lock.  The writer runs in a real
+subprocess with a timeout, so a hang fails the test instead of stalling it."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import subprocess
+import sys
+import uuid
+
+import numpy as np
+
+from sharedzarr import Table
+from sharedzarr import _layout as L
+
+CHILD = """
+import sys
+from sharedzarr import Table
+from sharedzarr.errors import CorruptTableError
+t = Table.attach(sys.argv[1])
+try:
+    t.insert("a brand new key", b"x")
+except CorruptTableError as e:
+    print("CORRUPT", e)
+"""
+
+
+def test_an_index_without_empty_slots_is_corrupt_not_a_hang(cleanup) -> None:
+    name = f"idx-{uuid.uuid4().hex[:8]}"
+    cleanup.append(name)
+    t = Table.create(name, persistent=True)
+    t.insert("k", b"v")
+    gen = t._idx_gen
+    path = f"/dev/shm/sz.{name}.idx.{gen}"
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
+        slots = np.frombuffer(mm, np.uint64, offset=L.INDEX_HEADER).reshape(-1, 2)
+        empty = slots[:, 0] == 0
+        slots[empty, 0] = 0xDEAD  # every empty slot now looks used (a tombstone)
+        slots[empty, 1] = L.TOMBSTONE
+        del slots, empty
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, name], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("CORRUPT") and "no empty slot" in r.stdout, r.stdout
+    assert t.get("k") == b"v"  # reads still work
+    t.delete_table()
+    assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"sz.{name}.")]
