@@ -29,8 +29,10 @@ from collections.abc import Iterable, Iterator
 
 import posix_ipc
 
+from ._layout import PREFIX as L_PREFIX
 from .errors import (
     AccessDeniedError,
+    CorruptTableError,
     OutOfSpaceError,
     SharedZarrError,
     TableExistsError,
@@ -103,6 +105,12 @@ def map_os_errors(table: str, what: str = "") -> Iterator[None]:
                 f"table {table!r} does not exist ({what} is missing); "
                 f"sharedzarr.create(..., table_name={table!r}) creates it, "
                 "`sharedzarr ls` lists tables"
+            ) from e
+        if e.errno == errno.ELOOP:
+            raise CorruptTableError(
+                f"table {table!r}: {what or 'a segment'} in {SHM_DIR} is a symbolic link, not "
+                "a segment sharedzarr made; it is never followed. Remove the link (`ls -l "
+                f"{SHM_DIR}/{L_PREFIX}{table}.*`) and create the table again"
             ) from e
         if e.errno == errno.ENOMEM:
             raise OutOfSpaceError(

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _layout as L
 from .. import _proc
+from .._index import decode_key
 from .._lock import WriterLock
 from .._segment import Segment as _Segment
 from ..errors import AccessDeniedError, CorruptTableError, SharedZarrError, TableNotFoundError
@@ -372,11 +373,24 @@ class TableBase:
             raise self._not_found()
         return H
 
-    def _corrupt(self, ref: int) -> CorruptTableError:
+    def _corrupt(
+        self, ref: int, what: str = "points outside its data segment"
+    ) -> CorruptTableError:
         return CorruptTableError(
-            f"table {self.name!r}: reference {ref:#x} points outside its data segment; "
-            f"the table is damaged (`sharedzarr rm {self.name}` removes it)"
+            f"table {self.name!r}: reference {ref:#x} {what}; the table is damaged "
+            f"(`sharedzarr export` copies what is readable, `sharedzarr rm {self.name}` "
+            "removes it)"
         )
+
+    def _decode_key(self, kb: bytes) -> Any:
+        """A stored key's value; CorruptTableError for bytes that do not decode."""
+        try:
+            return decode_key(kb)
+        except Exception as e:  # msgpack raises ValueError and friends
+            raise CorruptTableError(
+                f"table {self.name!r}: a stored key does not decode ({e}); the table is "
+                f"damaged (`sharedzarr rm {self.name}` removes it)"
+            ) from None
 
     def _read_only_handle(self) -> AccessDeniedError:
         return AccessDeniedError(

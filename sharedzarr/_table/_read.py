@@ -54,7 +54,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from .. import _layout as L
-from .._index import decode_key, encode_key, key_hash, sort_key
+from .._index import encode_key, key_hash, sort_key
 from ..errors import CorruptTableError, LockTimeoutError, NotFoundError
 from ._header import _OFFSET_BITS, _READ_RETRIES, Segment
 from ._space import SpaceMixin
@@ -692,15 +692,18 @@ class ReadMixin(SpaceMixin):
         if r is None:
             return None  # its arena is gone: look again
         seg, off = r
-        kb = self._key_at(seg, off)
-        if not with_values:
-            return (kb, None)
-        vals = self._values(seg, off, copy, ref >> _OFFSET_BITS)
+        try:
+            kb = self._key_at(seg, off)
+            if not with_values:
+                return (kb, None)
+            vals = self._values(seg, off, copy, ref >> _OFFSET_BITS)
+        except (struct.error, ValueError, IndexError):
+            raise self._corrupt(ref, "holds a record that does not parse") from None
         return None if vals is None else (kb, vals)
 
     def keys(self) -> list[Any]:
         """All keys (``ordered_set``: sorted; others: any order).  ETS: ``first/next``."""
-        keys = [decode_key(kb) for kb, _ in self._raw_items(False)]
+        keys = [self._decode_key(kb) for kb, _ in self._raw_items(False)]
         if self.table_type == "ordered_set":
             keys.sort(key=sort_key)
         return keys
@@ -716,7 +719,7 @@ class ReadMixin(SpaceMixin):
         """
         pairs = []
         for kb, vals in self._raw_items(True, copy):
-            k = decode_key(kb)
+            k = self._decode_key(kb)
             for v in vals:
                 pairs.append((k, v))
         if self.table_type == "ordered_set":

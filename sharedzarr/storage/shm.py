@@ -394,7 +394,7 @@ def delete_table(name: str) -> None:
     if state == "denied":
         raise _denied(name)
     try:
-        with map_os_errors(name, "delete"):
+        with map_os_errors(name, "header"):
             Segment.attach(segment_names(name)[0]).close()  # may we write it?
     except TableNotFoundError:
         raise _not_found(name) from None
