@@ -232,9 +232,9 @@ def export(
             raise TypeError(f"source must be a sharedzarr.Array or a name, got {arr!r}")
         backend = arr.backend
         if lock:
-            # a read-only handle cannot take the writer lock: use the table directly
+            # writers wait: a lock without a write session, which read-only handles may hold
             table = getattr(backend, "table", None)
-            ctx = table.writer() if table is not None else backend.writer()
+            ctx = table.writers_held() if table is not None else backend.writer()
         else:
             ctx = contextlib.nullcontext()
         with ctx:

@@ -308,6 +308,27 @@ class Array:
                     f"data values range from {lo} to {hi}, which does not fit {dst} "
                     f"({info.min} to {info.max})"
                 )
+        elif dst.kind == "f" and arr.size and src.kind in "fiu":
+            if src.kind == "f" and np.can_cast(src, dst):
+                pass  # a wider float: every value fits
+            elif src.kind == "f":  # narrower floats: overflow would store inf
+                big = np.finfo(dst).max
+                with np.errstate(invalid="ignore"):
+                    over = np.abs(arr[np.isfinite(arr)]) > big
+                if over.any():
+                    raise ValueError(
+                        f"data holds values beyond {dst}'s range (+-{big:.4g}); they would be "
+                        f"stored as inf. Scale them, or create the array with a wider dtype"
+                    )
+            elif src.itemsize * 8 > np.finfo(dst).nmant + 1:  # ints the mantissa may not hold
+                back = arr.astype(dst).astype(src)  # (numpy calls int64 -> float64 "safe")
+                if (back != arr).any():
+                    bad = arr.reshape(-1)[(back != arr).reshape(-1)][0]
+                    raise ValueError(
+                        f"the integer {int(bad)} is not exactly representable in {dst}; it "
+                        f"would be rounded. Convert explicitly (data.astype({str(dst)!r})) "
+                        "if rounding is what you want"
+                    )
         return arr
 
     @staticmethod

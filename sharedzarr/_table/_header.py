@@ -94,7 +94,7 @@ else:
 
 DEFAULT_TIMEOUT = 60.0
 _READ_RETRIES = 10_000  # a retry needs a writer to reuse an arena during one read
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # fullmatch: "$" would let a "\n" in
 _OFFSET_MASK = L.OFFSET_MASK
 _OFFSET_BITS = L.OFFSET_BITS
 
@@ -178,7 +178,7 @@ def validate_name(name: str) -> str:
     """
     if not isinstance(name, str):
         raise TypeError(f"table name must be a str, got {type(name).__name__}")
-    if not _NAME_RE.match(name) or name in (".", ".."):
+    if not _NAME_RE.fullmatch(name) or name in (".", ".."):
         raise ValueError(
             f"invalid table name {name!r}: use 1 to 64 letters, digits, '_', '.' or '-' "
             "(e.g. 'my_array_data')"
@@ -198,6 +198,12 @@ def _as_buffer(value: Any) -> memoryview:
             f"values must be bytes-like (bytes, bytearray, memoryview, numpy array), "
             f"got {type(value).__name__}"
         ) from e
+    if "O" in mv.format:  # numpy object arrays export pointers to this process's objects
+        raise TypeError(
+            "values must hold bytes, not Python objects: a numpy object array stores "
+            "pointers that mean nothing to another process; encode the objects first "
+            "(e.g. pickle.dumps(value), or a numpy array of a numeric dtype)"
+        )
     if not mv.c_contiguous:
         raise ValueError(
             "values must be C-contiguous; pass np.ascontiguousarray(value) or bytes(value)"

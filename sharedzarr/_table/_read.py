@@ -44,6 +44,7 @@ indices of :data:`._header.HOT_WORDS`; moving them here added no call per read.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import struct
@@ -202,6 +203,31 @@ class ReadMixin(SpaceMixin):
             if stamp and W is not None and W[L.H_READER_WAIT] == stamp:
                 W[L.H_READER_WAIT] = 0
         raise self._kept_changing()
+
+    @contextlib.contextmanager
+    def writers_held(self, timeout: float | None = 60.0) -> Iterator[None]:
+        """Keep every writer out while the block runs: what it reads is one snapshot.
+
+        For a reader of many values at once (an export).  It takes the writer lock (an
+        ``flock``, which any handle may take, read-only ones included) but opens no write
+        session, so it needs no write permission and changes nothing.
+
+        Parameters
+        ----------
+        timeout : float or None
+            Seconds to wait for the lock; None waits forever.
+
+        Raises
+        ------
+        LockTimeoutError
+            When a writer keeps the lock longer.
+        """
+        self._check_open()
+        self._lock.acquire(timeout)
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int] | None:
         """An identity of the value of prepared key ``pk``: equal tokens mean the very same
