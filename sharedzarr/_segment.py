@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import mmap
 import os
+import time
 from collections.abc import Iterable, Iterator
 
 import posix_ipc
@@ -362,6 +364,16 @@ class Segment:
             return f"/proc/self/fd/{self.fd}"
         return os.path.join(SHM_DIR, self.name)
 
+    def lock_creation(self) -> None:
+        """Hold an exclusive ``flock`` on this descriptor while the segment is being filled
+        in (a table's header before its magic): the kernel drops it if this process dies,
+        which is how :func:`creator_gone` tells a dead creator from a slow one."""
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def unlock_creation(self) -> None:
+        """Release :meth:`lock_creation`."""
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+
     def owner_uid(self) -> int:
         """The user id that owns the segment (needs a kept descriptor, else its name)."""
         if self.fd >= 0:
@@ -454,6 +466,28 @@ def stat(name: str) -> os.stat_result | None:
         return os.stat(os.path.join(SHM_DIR, name))
     except OSError:
         return None
+
+
+def creator_gone(name: str, grace: float = 2.0) -> bool:
+    """True when segment ``name`` is still all zeros at its start (a table header before its
+    magic) and nobody holds its creation lock (:meth:`Segment.lock_creation`) any more:
+    its creator died half-way.  A segment younger than ``grace`` seconds is given the
+    benefit of the doubt (its creator may not have taken the lock yet)."""
+    try:
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if time.time() - st.st_ctime < grace:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held: a creator (or a writer) is alive
+        return os.pread(fd, 8, 0).strip(b"\0") == b""
+    finally:
+        os.close(fd)  # also releases the flock
 
 
 class Concatenated:

@@ -27,8 +27,8 @@ from typing import Any
 
 from .. import _layout as L
 from .. import _proc
+from .._segment import creator_gone, map_os_errors
 from .._segment import exists as _seg_exists
-from .._segment import map_os_errors
 from ..errors import AccessDeniedError
 from ._catalog import _destroy, _wait_for_magic
 from ._header import Segment
@@ -230,30 +230,39 @@ def probe(name: str, *, reap: bool = True) -> str:
             return "corrupt"
         _wait_for_magic(name, hdr)
         if bytes(hdr.buf[:8]) != L.MAGIC:
-            return "corrupt"
-        H = hdr.buf.cast("Q")
-        try:
-            if H[L.H_DELETED]:
-                state = "deleted"
-            else:
-                who = _owner_state(H)
-                persistent = bool(hdr.buf[19])
-                if who == "alive":
-                    state = "alive"
-                elif who == "heir" and not hdr.readonly:
-                    _reap_if_orphaned(name, H, persistent)  # the heir takes over
-                    state = "alive"
-                elif persistent or who == "heir":
-                    state = "alive" if who == "heir" else "orphan"
-                else:
-                    state = "reaped" if reap and not hdr.readonly else "orphan"
-        finally:
-            H.release()
+            if not (reap and not hdr.readonly and creator_gone(hdr_name)):
+                return "corrupt"
+            state = "half-made"  # its creator died before the magic: nobody can use it
+        else:
+            state = _header_state(name, hdr, reap)
     finally:
         hdr.close()
+    if state == "half-made":
+        _destroy(name)
+        return "reaped"
     if state in ("reaped", "deleted") and reap and not hdr.readonly:
         _destroy(name)
     return state
+
+
+def _header_state(name: str, hdr: Segment, reap: bool = True) -> str:
+    """:func:`probe`'s verdict on a header with its magic (may promote a live heir)."""
+    H = hdr.buf.cast("Q")
+    try:
+        if H[L.H_DELETED]:
+            return "deleted"
+        who = _owner_state(H)
+        persistent = bool(hdr.buf[19])
+        if who == "alive":
+            return "alive"
+        if who == "heir" and not hdr.readonly:
+            _reap_if_orphaned(name, H, persistent)  # the heir takes over
+            return "alive"
+        if persistent or who == "heir":
+            return "alive" if who == "heir" else "orphan"
+        return "reaped" if reap and not hdr.readonly else "orphan"
+    finally:
+        H.release()
 
 
 def _try_reap(name: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import _layout as L
 from .. import _proc
+from .._faults import crash_point as _crash_point
 from .._platform import check_platform
 from .._segment import map_os_errors, size_on_disk
 from .._segment import unlink as _unlink
@@ -134,6 +135,8 @@ class Table(WriteMixin):
             try:
                 with map_os_errors(name, "header"):
                     hdr = Segment.create(hdr_name, L.HEADER_SIZE, mode, keep_fd=True)
+                hdr.lock_creation()  # until the magic: a prober can tell we are alive
+                _crash_point("create.header")
                 break
             except TableExistsError:
                 if attempt == 0 and _try_reap(name):
@@ -165,6 +168,7 @@ class Table(WriteMixin):
                 persistent,
                 mode,
             )  # last: its magic; attachers wait for it
+            hdr.unlock_creation()
         except BaseException:
             hdr.close()
             _destroy(name)
