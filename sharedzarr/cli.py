@@ -542,7 +542,10 @@ def _gc_matching(patterns: Sequence[str], dry_run: bool) -> list[str]:
     removed: list[str] = []
     tables = set(list_tables())
     for name in sorted(n for n in tables if _matches(n, patterns)):
-        state = probe(name, reap=not dry_run)
+        try:
+            state = probe(name, reap=not dry_run)
+        except (OSError, SharedZarrError):
+            continue  # could not look (EMFILE, ENOMEM, ...): an error is no verdict
         if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphaned(name)):
             removed.append(name)
         elif state == "corrupt" and _stale(f"sz.{name}.hdr"):

@@ -29,7 +29,7 @@ from .. import _layout as L
 from .. import _proc
 from .._segment import creator_gone, map_os_errors
 from .._segment import exists as _seg_exists
-from ..errors import AccessDeniedError
+from ..errors import AccessDeniedError, CorruptTableError, TableNotFoundError
 from ._catalog import _destroy, _wait_for_magic
 from ._header import Segment
 
@@ -223,8 +223,11 @@ def probe(name: str, *, reap: bool = True) -> str:
                 hdr = Segment.attach(hdr_name, readonly=True, keep_fd=False)
         except AccessDeniedError:
             return "denied"
-        except Exception:
+        except TableNotFoundError:
+            return "missing"
+        except (CorruptTableError, ValueError):  # bytes read and found invalid (or empty)
             return "missing" if not _seg_exists(hdr_name) else "corrupt"
+        # anything else (EMFILE, ENOMEM, ...) is an error, raised: never grounds to delete
     try:
         if hdr.size < L.HEADER_SIZE:
             return "corrupt"

@@ -29,7 +29,7 @@ from .._segment import exists as _seg_exists
 from .._table import Table, list_tables, probe, table_segments, validate_name
 from .._table._catalog import _destroy as _destroy_table
 from .._table._header import DEFAULT_TIMEOUT
-from ..errors import AccessDeniedError, TableExistsError, TableNotFoundError
+from ..errors import AccessDeniedError, SharedZarrError, TableExistsError, TableNotFoundError
 from .base import Backend, ChunkIndex
 
 __all__ = [
@@ -528,7 +528,10 @@ def gc(*, dry_run: bool = False) -> list[str]:
     removed: list[str] = []
     tables = set(list_tables())
     for name in sorted(tables):
-        state = probe(name, reap=not dry_run)
+        try:
+            state = probe(name, reap=not dry_run)
+        except (OSError, SharedZarrError):
+            continue  # could not look (EMFILE, ENOMEM, ...): an error is no verdict
         if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphan(name)):
             removed.append(name)
         elif state == "corrupt" and _stale_corrupt(name):
