@@ -40,6 +40,7 @@ from .. import _proc
 from .._index import decode_key
 from .._lock import WriterLock
 from .._segment import Segment as _Segment
+from .._segment import exists as _seg_exists
 from ..errors import AccessDeniedError, CorruptTableError, SharedZarrError, TableNotFoundError
 
 __all__ = [
@@ -353,6 +354,13 @@ class TableBase:
     # ------------------------------------------------------------------ checks
 
     def _not_found(self) -> TableNotFoundError:
+        if _seg_exists(L.segment_names(self.name)[0]):  # the name holds another table now
+            return TableNotFoundError(
+                f"table {self.name!r} was replaced by a new table of the same name (a "
+                "create with overwrite=True, or a delete and a create); this handle still "
+                f"refers to the old one. Open the new one: sharedzarr.open({self.name!r}) "
+                f"or sharedzarr.Table.attach({self.name!r})"
+            )
         return TableNotFoundError(
             f"table {self.name!r} was deleted; sharedzarr.create(..., table_name={self.name!r}) "
             "creates a new one, `sharedzarr ls` lists tables"
