@@ -1207,8 +1207,15 @@ class Array:
         return self._meta
 
     def _sync_locked(self) -> bool:
-        """Under the writer lock: adopt metadata another handle wrote; True if it changed."""
+        """Under the writer lock: adopt metadata another handle wrote; True if it changed.
+
+        One probe when the metadata record is the one this handle read last (its token,
+        see :meth:`_sync`); otherwise the record is read and compared."""
+        token = self._live().metadata_token()
+        if token is not None and token == self._meta_token:
+            return False
         meta, raw = self._load_metadata()
+        self._meta_token = token
         if raw == self._meta_raw:
             return False
         self._set_metadata(meta, raw)
@@ -1454,6 +1461,18 @@ class Array:
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
             idx = normalize_chunk_index(idx, self._grid)
+            if (
+                self._raw
+                and type(arr) is np.ndarray
+                and arr.shape == self._chunks
+                and arr.dtype == self._chunk_dtype
+                and arr.flags.c_contiguous
+                and all(
+                    (i + 1) * c <= n for i, c, n in zip(idx, self._chunks, self._shape, strict=True)
+                )
+            ):  # a whole raw chunk as it will be stored: its bytes go in as they are
+                backend.write_chunk(idx, _byte_view(arr))
+                return
             valid = chunk_valid_shape(idx, self._shape, self._chunks)
             target = valid if arr.shape == valid else self._chunks
             try:
