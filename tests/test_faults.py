@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import _small_shm
 import _workers as W
 import pytest
 from hypothesis import given, settings
@@ -166,15 +167,6 @@ def test_reader_keeps_reading_while_writer_is_stopped_holding_lock():
         t.delete_table()
 
 
-def _in_namespace_ok() -> bool:
-    if os.geteuid() != 0:
-        return False
-    r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True
-    )
-    return r.returncode == 0
-
-
 ENOSPC_SCRIPT = r"""
 import errno, os, sys
 sys.path.insert(0, {root!r})
@@ -211,27 +203,14 @@ print("ENOSPC-OK", i)
 
 
 @pytest.mark.skipif(
-    not _in_namespace_ok(),
+    not _small_shm.available(),
     reason="needs root and `unshare --mount` "
     "to mount a 1 MiB tmpfs on /dev/shm in a private mount namespace",
 )
 def test_full_dev_shm_is_a_typed_error_not_sigbus(tmp_path):
     script = tmp_path / "enospc.py"
     script.write_text(ENOSPC_SCRIPT.format(root=ROOT))
-    r = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f"mount -t tmpfs -o size=1m tmpfs /dev/shm && exec {sys.executable} {script}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _small_shm.run(script, "1m")
     assert r.returncode == 0, r.stdout + r.stderr  # -7 would be SIGBUS
     assert "ENOSPC-OK" in r.stdout
 

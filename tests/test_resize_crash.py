@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 
+import _small_shm
 import numpy as np
 import pytest
 
@@ -103,15 +104,6 @@ def test_a_failed_append_gives_its_space_back(arr: sz.Array, monkeypatch) -> Non
         np.testing.assert_array_equal(b[:, 0], np.arange(25.0))
 
 
-def _in_namespace_ok() -> bool:
-    if os.geteuid() != 0:
-        return False
-    r = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True
-    )
-    return r.returncode == 0
-
-
 ENOSPC = r"""
 import sys
 sys.path.insert(0, {root!r})
@@ -136,25 +128,12 @@ print("ENOSPC-OK", n)
 
 
 @pytest.mark.skipif(
-    not _in_namespace_ok(),
+    not _small_shm.available(),
     reason="needs root and `unshare --mount` to mount a small tmpfs on /dev/shm",
 )
 def test_an_append_refused_for_space_leaves_the_old_array(tmp_path) -> None:
     script = tmp_path / "enospc.py"
     script.write_text(ENOSPC.format(root=ROOT))
-    r = subprocess.run(
-        [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-c",
-            f"mount -t tmpfs -o size=2m tmpfs /dev/shm && exec {sys.executable} {script}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = _small_shm.run(script, "2m")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ENOSPC-OK" in r.stdout

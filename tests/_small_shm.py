@@ -1,0 +1,33 @@
+"""Run a script with a small tmpfs on /dev/shm, in a private mount namespace (root only):
+how the tests fill /dev/shm for real without touching the machine's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def available() -> bool:
+    """True when this process may ``unshare --mount`` (root, and the tool is there)."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        r = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "true"], capture_output=True
+        )
+    except FileNotFoundError:
+        return False
+    return r.returncode == 0
+
+
+def run(script: Path, size: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` with this Python, with a ``size`` tmpfs (e.g. ``"1m"``) on /dev/shm."""
+    mount = f"mount -t tmpfs -o size={size} tmpfs /dev/shm && exec {sys.executable} {script}"
+    return subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
