@@ -42,6 +42,7 @@ from .errors import (
     SharedZarrError,
     TableExistsError,
     TableNotFoundError,
+    TooManyOpenFilesError,
 )
 
 __version__ = "0.1.0"
@@ -53,6 +54,7 @@ __all__ = [
     "LockTimeoutError",
     "NotFoundError",
     "OutOfSpaceError",
+    "TooManyOpenFilesError",
     "SharedZarrError",
     "Table",
     "TableExistsError",

@@ -39,6 +39,7 @@ from .errors import (
     SharedZarrError,
     TableExistsError,
     TableNotFoundError,
+    TooManyOpenFilesError,
 )
 
 SHM_DIR = "/dev/shm"
@@ -107,6 +108,20 @@ def map_os_errors(table: str, what: str = "") -> Iterator[None]:
                 f"table {table!r} does not exist ({what} is missing); "
                 f"sharedzarr.create(..., table_name={table!r}) creates it, "
                 "`sharedzarr ls` lists tables"
+            ) from e
+        code = e.errno
+        if code is None and "maximum number of files" in str(e):
+            code = errno.EMFILE  # posix_ipc says so in words, with no errno
+        elif code is None and "system limit" in str(e) and "files" in str(e):
+            code = errno.ENFILE
+        if code in (errno.EMFILE, errno.ENFILE):
+            who = "this process" if code == errno.EMFILE else "the system"
+            raise TooManyOpenFilesError(
+                f"table {table!r}: {who} has no file descriptor left ({what}); each mapped "
+                "segment holds one. Raise the limit (`ulimit -n 65536` in the shell that "
+                "starts the program, or resource.setrlimit(resource.RLIMIT_NOFILE, ...)), "
+                "or close handles you no longer need",
+                errno=code,
             ) from e
         if e.errno == errno.ELOOP:
             raise CorruptTableError(

@@ -21,6 +21,7 @@ __all__ = [
     "SharedZarrError",
     "TableExistsError",
     "TableNotFoundError",
+    "TooManyOpenFilesError",
 ]
 
 
@@ -105,6 +106,22 @@ class CorruptTableError(SharedZarrError, ValueError):
     """A segment's bytes are not a sharedzarr table of this layout version."""
 
     reason = "corrupt_table"
+
+
+class TooManyOpenFilesError(SharedZarrError, OSError):
+    """The process (``EMFILE``) or the system (``ENFILE``) has no file descriptor left.
+
+    Each mapped data segment holds a descriptor while it is mapped (Python's ``mmap`` keeps
+    one), so a process that reads many tables or very large ones needs a higher
+    ``ulimit -n``.  The table is unchanged.
+    """
+
+    reason = "too_many_open_files"
+
+    def __init__(self, message: str = "", *args: object, errno: int = _errno.EMFILE) -> None:
+        SharedZarrError.__init__(self, message, *args)
+        self.errno = errno
+        self.strerror = message
 
 
 class OutOfSpaceError(SharedZarrError, OSError):
