@@ -49,6 +49,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import struct
 import threading
 import time
 import weakref
@@ -56,7 +57,7 @@ from collections.abc import Callable
 
 from .errors import LockTimeoutError
 
-__all__ = ["WriterLock", "YIELD_NS"]
+__all__ = ["WriterLock", "YIELD_NS", "hold_lifetime", "lifetime_held", "release_lifetime"]
 
 #: How long an acquirer lets an announced waiter go first before it clears the hint.
 YIELD_NS = 2_000_000
@@ -328,3 +329,51 @@ class WriterLock:
             f"{self._name!r}, held by {who}; retry, raise `timeout`, or stop that writer",
             holder_pid=pid,
         )
+
+
+# -- the lifetime lock ---------------------------------------------------------------------
+#
+# Liveness by pid and start time fails across PID namespaces (containers sharing
+# /dev/shm, ``unshare --pid``): there the owner's pid means nothing, or another process.
+# So an owner also holds a *shared* open-file-description record lock (``F_OFD_SETLK``) on
+# byte 0 of the table's header.  The kernel drops it when the owner's last descriptor of
+# that description closes, death by SIGKILL included, in whatever namespace the owner
+# runs; a prober asks ``F_OFD_GETLK`` whether anyone holds it.  Record locks and ``flock``
+# are independent on Linux, so this never meets the writer lock.  Like the writer lock,
+# the descriptor is ``O_CLOEXEC`` and a forked child closes its copy (``release_lifetime``
+# from the ownership registry's fork hook): a child must not keep its parent "alive".
+
+_FLOCK = struct.Struct("hhqqi4x")  # struct flock on Linux x86-64: type, whence, start, len, pid
+
+
+def hold_lifetime(path: str) -> int:
+    """Open ``path`` (a header) and hold a shared lifetime lock on it; return the descriptor.
+
+    Returns -1 when the kernel has no open-file-description locks (liveness then falls
+    back to pid and start time).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _FLOCK.pack(fcntl.F_RDLCK, os.SEEK_SET, 0, 1, 0))
+    except OSError:
+        os.close(fd)
+        return -1
+    return fd
+
+
+def release_lifetime(fd: int) -> None:
+    """Close a descriptor from :func:`hold_lifetime` (idempotent for -1)."""
+    if fd >= 0:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def lifetime_held(fd: int) -> bool:
+    """True when some process (any PID namespace) holds the lifetime lock of the file ``fd``."""
+    try:
+        out = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, 0, 1, 0))
+    except OSError:
+        return False
+    return bool(_FLOCK.unpack(out)[0] != fcntl.F_UNLCK)

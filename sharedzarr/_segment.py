@@ -395,6 +395,16 @@ class Segment:
             return os.fstat(self.fd).st_uid
         return os.stat(os.path.join(SHM_DIR, self.name)).st_uid
 
+    def is_at_name(self) -> bool:
+        """True when the name still leads to *this* segment (same inode; needs a kept
+        descriptor): not unlinked, and not replaced by another segment of that name."""
+        try:
+            mine = os.fstat(self.fd)
+            there = os.stat(os.path.join(SHM_DIR, self.name), follow_symlinks=False)
+        except OSError:
+            return False
+        return (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino)
+
     def unlinked(self) -> bool:
         """Return True when the segment was unlinked (needs a kept descriptor)."""
         if self.fd < 0:

@@ -249,22 +249,9 @@ def _state(t: Any) -> tuple[str, bool]:
     (``sharedzarr gc`` deletes it; ``sharedzarr export`` can still copy it first).
     ``persistent``: owner and heir are dead, and the table is kept until it is removed.
     """
-    from . import _proc
-    from . import _table as engine
+    from ._table._ownership import _owner_state
 
-    owner_state = getattr(engine, "_owner_state", None)
-    if owner_state is not None and getattr(t, "_H", None) is not None:
-        who = str(owner_state(t._H))
-    else:  # pragma: no cover - an engine without the helper: pid-only liveness of the heir
-        info = t.info()
-        heir = info["heir"]
-        who = (
-            "alive"
-            if info["owner_alive"]
-            else "heir"
-            if heir and _proc.start_time(heir) is not None
-            else "dead"
-        )
+    who = _owner_state(t._H, t._hdr.fd)
     if who == "alive":
         return "alive", False
     if who == "heir":

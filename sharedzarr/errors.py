@@ -79,6 +79,9 @@ class TableExistsError(SharedZarrError, FileExistsError):
     """A live table already has this name (ETS ``badarg`` on a taken named table)."""
 
     reason = "table_exists"
+    #: The pid of a writer still inside an operation on a deleted table of this name (the
+    #: name is free again once it finishes or exits), or None.
+    writer_pid: int | None = None
 
     def __init__(self, message: str = "", *args: object) -> None:
         SharedZarrError.__init__(self, message, *args)

@@ -24,6 +24,7 @@ import sharedzarr as sz
 from sharedzarr import _layout as L
 from sharedzarr import _proc
 from sharedzarr._table import Table
+from sharedzarr._table._ownership import forget_owned
 from sharedzarr.errors import AccessDeniedError, TableNotFoundError
 from sharedzarr.storage import shm
 
@@ -552,6 +553,7 @@ def test_owner_pid_reused_by_unrelated_process_is_orphaned(sleeper):
     t = Table.create(name)
     t.insert("k", b"v")
     t.close()
+    forget_owned(name)  # this process lets go of the table (and its lifetime lock)
     start = _proc.start_time(sleeper.pid)
     # the owner's pid now belongs to a live, unrelated process that started later
     _set_header_word(name, L.H_OWNER_PID, sleeper.pid)

@@ -176,6 +176,7 @@ class ArenaMixin(TableBase):
         if aid > L.MAX_ARENA_ID:
             raise SharedZarrError(f"table {self.name!r}: arena ids exhausted; copy the table")
         name = self._seg_name_arena(aid)
+        self._same_table()
         _unlink(name)
         with map_os_errors(self.name, f"data segment {name}"):
             new = Segment.create(name, size, self.mode, reserve=reserve, keep_fd=True)
@@ -237,6 +238,7 @@ class ArenaMixin(TableBase):
             new = H[L.H_NEXT_ARENA]
             if new > L.MAX_ARENA_ID:
                 return None
+            self._same_table()
             H[w] = 0  # out of the pool (a crash from here on: recovery unlinks it)
             H[L.H_REUSE] += 1  # before any byte changes: copying readers in it retry
             count_reclaim(H)  # readers drop their mapping of the old name
@@ -280,6 +282,7 @@ class ArenaMixin(TableBase):
 
     def _unlink_arena(self, aid: int) -> None:
         H = self._H
+        self._same_table()
         count_reclaim(H)
         _unlink(self._seg_name_arena(aid))
         s = self._arenas.pop(aid, None)
@@ -399,6 +402,7 @@ class ArenaMixin(TableBase):
         for aid in self._arena_ids():
             max_id = max(max_id, aid)
             if aid not in per_arena and aid != cur:
+                self._same_table()
                 _unlink(self._seg_name_arena(aid))
                 s = self._arenas.pop(aid, None)
                 if s is not None:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 from .. import _layout as L
+from .._faults import pause_point as _pause_point
 from .._lock import WriterLock
 from .._segment import exists as _seg_exists
 from .._segment import list_names, map_os_errors
@@ -42,44 +44,90 @@ def table_segments(name: str) -> list[str]:
     return out
 
 
-def _destroy(name: str, timeout: float = 2.0) -> bool:
-    """Mark table ``name`` deleted, then unlink all its segments; False if it had no header."""
-    hdr_name = L.segment_names(name)[0]
+def _destroy(
+    name: str,
+    timeout: float = 2.0,
+    *,
+    hdr: Segment | None = None,
+    still: Callable[[Segment], bool] | None = None,
+) -> bool:
+    """Delete table ``name``; return True when it is gone for its users.
+
+    The protocol (the one place segments of a live name are removed):
+
+    * A table is identified by its header segment (its inode), never by its name alone:
+      ``hdr`` is the header the caller looked at (by default, the one at the name now).
+      Everything below happens to *that* table; if the name no longer leads to it (it was
+      deleted, and maybe a new table took the name), nothing is done.
+    * The header is unlinked only by a process holding the table's writer lock, after it
+      checked that the name still leads to this header.  So while a writer holds the lock,
+      its table's name cannot be taken by another table, and the segment names it creates
+      or unlinks are its own.  A writer checks ``H_DELETED`` before each of them
+      (``TableBase._same_table``) and stops.
+    * A *reap* (``still`` given: the owner-death rules decided to delete) happens only
+      with the lock taken and ``still(hdr)`` true again under it: a decision read from the
+      header without the lock (the owner dead, no live heir) is checked again where
+      nobody can change it.  No lock within ``timeout`` (a live writer is inside): no
+      reap.
+    * An explicit delete (``still`` None) marks ``H_DELETED`` first (handles see it at
+      their next call, a writer inside stops at its next segment), then takes the lock.
+      If a live writer still holds it after ``timeout`` (stopped, or in a long bulk
+      write), the data segments are unlinked and the header is left, marked deleted: the
+      name stays taken until that writer finishes or dies, and the next :func:`probe`
+      removes the header then.
+    """
+    own = hdr is None
+    if hdr is None:
+        try:
+            with map_os_errors(name, "header"):
+                hdr = Segment.attach(L.segment_names(name)[0], keep_fd=True)
+        except AccessDeniedError:
+            raise  # the segment mode makes it another user's table: not ours to delete
+        except Exception:
+            return False  # no header: nothing of a table to delete (strays are gc's)
     try:
-        with map_os_errors(name, "header"):
-            hdr = Segment.attach(hdr_name, keep_fd=True)
-    except AccessDeniedError:
-        raise  # the segment mode makes it another user's table: not ours to delete
-    except Exception:
-        hdr = None
+        return _destroy_header(name, hdr, timeout, still)
+    finally:
+        if own:
+            hdr.close()
+
+
+def _destroy_header(
+    name: str, hdr: Segment, timeout: float, still: Callable[[Segment], bool] | None
+) -> bool:
+    if hdr.fd < 0:
+        raise ValueError("_destroy needs a header segment with its descriptor kept")
+    whole = hdr.size >= L.HEADER_SIZE and hdr.buf is not None
+    H = hdr.buf.cast("Q") if whole and hdr.buf is not None else None
     try:
-        if hdr is not None and hdr.size >= L.HEADER_SIZE:
-            H = hdr.buf.cast("Q")
+        if still is None and H is not None and bytes(hdr.buf[:8]) == L.MAGIC:
             H[L.H_DELETED] = 1
             count_write(H)  # cached readers look at the header again
-            # let a writer in mid-operation finish (bounded: it may be stopped)
-            lock = WriterLock(lambda: hdr.fd, lambda: 0, name)
-            took = False
-            with contextlib.suppress(Exception):
-                took = lock.acquire(timeout)
+        lock = WriterLock(lambda: hdr.fd, lambda: 0, name)
+        took = False
+        with contextlib.suppress(Exception):
+            took = lock.acquire(timeout)
+        try:
+            if not hdr.is_at_name():
+                return False  # deleted meanwhile by someone else; the name may be another's
+            if still is not None and not (took and still(hdr)):
+                return False
+            if H is not None and bytes(hdr.buf[:8]) == L.MAGIC:
+                H[L.H_DELETED] = 1
+                count_write(H)  # again: a writer's bump may have raced the first one
+            _pause_point("destroy.locked")
+            for n in table_segments(name):
+                if n != hdr.name:
+                    _unlink(n)
             if took:
-                count_write(H)  # again, in case a writer's bump raced the first one
-            H.release()
-            try:
-                for n in table_segments(name):
-                    if n != hdr_name:
-                        _unlink(n)
-                _unlink(hdr_name)
-            finally:
-                if took:
-                    lock.release()
+                _unlink(hdr.name)
             return True
-        for n in table_segments(name):
-            _unlink(n)
-        return hdr is not None
+        finally:
+            if took:
+                lock.release()
     finally:
-        if hdr is not None:
-            hdr.close()
+        if H is not None:
+            H.release()
 
 
 def list_tables() -> list[str]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
+from .._faults import pause_point as _pause_point
 from .._index import build_slots
 from .._segment import map_os_errors
 from .._segment import unlink as _unlink
@@ -300,6 +301,8 @@ class IndexMixin(ArenaMixin):
         new = build_slots(live, new_cap)
         new_gen = old_gen + 1
         name = self._seg_name_idx(new_gen)
+        _pause_point("grow.start")
+        self._same_table()
         _unlink(name)  # a stray from a crashed rebuild
         with map_os_errors(self.name, "index growth"):
             seg = Segment.create(name, L.index_bytes(new_cap), self.mode)
@@ -312,6 +315,7 @@ class IndexMixin(ArenaMixin):
         H[L.H_USED_SLOTS] = len(live)
         H[L.H_GEN] = new_gen  # publish
         _crash_point("grow.published")
+        self._same_table()
         _unlink(self._seg_name_idx(old_gen))
         self._load_index()
 
@@ -321,6 +325,7 @@ class IndexMixin(ArenaMixin):
         old_gen = self._idx_gen if self._idx_gen >= 0 else H[L.H_GEN]
         new_gen = old_gen + 1
         name = self._seg_name_idx(new_gen)
+        self._same_table()
         _unlink(name)
         create_index_segment(self.name, name, L.MIN_CAPACITY, new_gen, self.mode)
         H[L.H_GEN] = new_gen  # publish the empty index

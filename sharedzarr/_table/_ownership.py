@@ -8,6 +8,17 @@
   (:func:`_promote_heir`, the one place that does) or destroys a non-persistent table.
 * After ``fork`` the child owns nothing and resets every handle's lock state.
 
+Liveness
+--------
+An owner is alive when its ``(pid, start time)`` runs (:mod:`sharedzarr._proc`) *or*
+anyone holds the table's lifetime lock (:func:`sharedzarr._lock.hold_lifetime`), which
+every process that owns the table holds from the moment it creates or takes it.  The
+first holds within one PID namespace; the second in any (containers sharing
+``/dev/shm``, ``unshare --pid``), because the kernel releases the lock at death.  What
+remains pid-only: an heir's liveness (an heir in another namespace counts as dead), and
+an owner that received the table without ever touching it there (``give_away`` to a
+process that has not attached it since) is judged by pid alone.
+
 :func:`probe` lives here rather than in :mod:`._catalog` because it applies these
 rules; the catalog below it only lists and destroys.
 
@@ -27,6 +38,8 @@ from typing import Any
 
 from .. import _layout as L
 from .. import _proc
+from .._faults import pause_point as _pause_point
+from .._lock import hold_lifetime, lifetime_held, release_lifetime
 from .._segment import creator_gone, map_os_errors
 from .._segment import exists as _seg_exists
 from ..errors import AccessDeniedError, CorruptTableError, TableNotFoundError
@@ -35,7 +48,7 @@ from ._header import Segment
 
 __all__ = ["probe"]
 
-_OWNED: dict[str, None] = {}
+_OWNED: dict[str, int] = {}  # name -> descriptor holding the lifetime lock (-1: none)
 # tables this process attached without owning them: ownership can arrive without a write
 # (it inherits as a live heir, or is given the table), so the exit checks these too
 _ATTACHED: dict[str, None] = {}
@@ -46,7 +59,7 @@ _registry_lock = threading.Lock()
 
 def forget_owned(name: str) -> None:
     """This process no longer owns table ``name`` (given away or deleted)."""
-    _OWNED.pop(name, None)
+    release_lifetime(_OWNED.pop(name, -1))
 
 
 def register_attached(name: str) -> None:
@@ -88,9 +101,15 @@ def _promote_heir(H: memoryview, heir: tuple[int, int]) -> None:
     H[L.H_HEIR_START] = 0
 
 
-def _register_owned(name: str) -> None:
+def _register_owned(name: str, hdr: Segment) -> None:
+    """This process owns table ``name`` (header ``hdr``): hold its lifetime lock, and
+    release the table at exit."""
     with _registry_lock:
-        _OWNED[name] = None
+        if name not in _OWNED:
+            try:
+                _OWNED[name] = hold_lifetime(hdr.reopen_path())
+            except OSError:
+                _OWNED[name] = -1  # pid liveness only
     _ensure_cleanup()
 
 
@@ -118,13 +137,17 @@ def _exit_cleanup() -> None:
     me = _proc.current()
     for registry in (_OWNED, _ATTACHED):
         for name in list(registry):
-            registry.pop(name, None)
             with contextlib.suppress(Exception):
                 _release_ownership(name, me)
+            fd = registry.pop(name, -1)
+            if isinstance(fd, int):
+                release_lifetime(fd)
 
 
 def _after_fork_in_child() -> None:
     global _cleanup_registered
+    for fd in _OWNED.values():  # a child must not keep its parent's table alive
+        release_lifetime(fd)
     _OWNED.clear()
     _ATTACHED.clear()
     # multiprocessing's fork bootstrap clears the inherited Finalize registry (and
@@ -142,7 +165,7 @@ if hasattr(os, "register_at_fork"):
 def _release_ownership(name: str, me: tuple[int, int]) -> None:
     """Owner ``me`` exits: hand the table to a live heir, keep it if persistent, else delete."""
     try:
-        hdr = Segment.attach(L.segment_names(name)[0], keep_fd=False)
+        hdr = Segment.attach(L.segment_names(name)[0], keep_fd=True)
     except Exception:
         return
     try:
@@ -160,36 +183,71 @@ def _release_ownership(name: str, me: tuple[int, int]) -> None:
                 return
         finally:
             H.release()
+        _destroy(name, hdr=hdr, still=lambda seg: _still_mine(seg, me))
     finally:
         hdr.close()
-    _destroy(name)
 
 
-def _owner_state(H: memoryview) -> str:
-    """'alive' when the owner runs, 'heir' when only the heir does, else 'dead'."""
+def _still_mine(hdr: Segment, me: tuple[int, int]) -> bool:
+    """Under the writer lock: still owned by ``me``, no live heir, not persistent."""
+    H = hdr.buf.cast("Q")
+    try:
+        if H[L.H_DELETED] or (H[L.H_OWNER_PID], H[L.H_OWNER_START]) != me or hdr.buf[19]:
+            return False
+        return not (H[L.H_HEIR_PID] and _proc.alive(H[L.H_HEIR_PID], H[L.H_HEIR_START]))
+    finally:
+        H.release()
+
+
+def _owner_state(H: memoryview, fd: int = -1) -> str:
+    """'alive' when the owner runs, 'heir' when only the heir does, else 'dead'.
+
+    ``fd``, a descriptor of the header, adds the lifetime lock to the owner's liveness
+    (see "Liveness" above): without it, only pid and start time are asked.
+    """
     if _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]):
+        return "alive"
+    if fd >= 0 and lifetime_held(fd):
         return "alive"
     if H[L.H_HEIR_PID] and _proc.alive(H[L.H_HEIR_PID], H[L.H_HEIR_START]):
         return "heir"
     return "dead"
 
 
-def _reap_if_orphaned(name: str, H: memoryview, persistent: bool) -> bool:
+def _still_orphaned(hdr: Segment) -> bool:
+    """Under the writer lock: the decision to reap still holds (see :func:`_destroy`)."""
+    if bytes(hdr.buf[:8]) != L.MAGIC:
+        return False
+    H = hdr.buf.cast("Q")
+    try:
+        if H[L.H_DELETED]:
+            return True  # a deleter left it: finish
+        return not hdr.buf[19] and _owner_state(H, hdr.fd) == "dead"
+    finally:
+        H.release()
+
+
+def _reap_if_orphaned(name: str, hdr: Segment, persistent: bool) -> bool:
     """Apply the owner-death rules to a table; return True when it was deleted.
 
     The owner is dead (it was killed and could not clean up): a live heir becomes
-    the owner; otherwise a non-persistent table is deleted.
+    the owner; otherwise a non-persistent table is deleted, after the decision is
+    checked again under the writer lock (:func:`_destroy`).
     """
-    state = _owner_state(H)
-    if state == "alive":
-        return False
-    if state == "heir":
-        _promote_heir(H, (H[L.H_HEIR_PID], H[L.H_HEIR_START]))
-        return False
+    H = hdr.buf.cast("Q")
+    try:
+        state = _owner_state(H, hdr.fd)
+        if state == "alive":
+            return False
+        if state == "heir":
+            _promote_heir(H, (H[L.H_HEIR_PID], H[L.H_HEIR_START]))
+            return False
+    finally:
+        H.release()
     if persistent:
         return False
-    _destroy(name)
-    return True
+    _pause_point("reap.decided")
+    return _destroy(name, hdr=hdr, still=_still_orphaned)
 
 
 def _heir_ident(pid: int | str | None) -> tuple[int, int] | None:
@@ -208,19 +266,20 @@ def probe(name: str, *, reap: bool = True) -> str:
 
     Returns ``"missing"`` (no header), ``"alive"`` (usable), ``"orphan"`` (owner
     and heir dead, persistent: kept), ``"reaped"`` (it was orphaned and has just
-    been deleted; only when ``reap``), ``"deleted"`` (marked deleted, segments
-    left behind by a crashed deleter), ``"corrupt"`` (not a table of ours) or
-    ``"denied"`` (the segment mode hides it from this user).
+    been deleted; only when ``reap``), ``"deleted"`` (marked deleted: its deleter
+    crashed, or a live writer still holds its lock; removed here when possible),
+    ``"corrupt"`` (not a table of ours) or ``"denied"`` (the segment mode hides it
+    from this user).
     A live heir of a dead owner becomes the owner here.  A process that may only
     read the header (mode) never deletes: it reports an orphan as ``"orphan"``.
     """
     hdr_name = L.segment_names(name)[0]
     try:
-        hdr = Segment.attach(hdr_name, keep_fd=False)
+        hdr = Segment.attach(hdr_name, keep_fd=True)
     except Exception:
         try:
             with map_os_errors(name, "header"):
-                hdr = Segment.attach(hdr_name, readonly=True, keep_fd=False)
+                hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
         except AccessDeniedError:
             return "denied"
         except TableNotFoundError:
@@ -235,17 +294,21 @@ def probe(name: str, *, reap: bool = True) -> str:
         if bytes(hdr.buf[:8]) != L.MAGIC:
             if not (reap and not hdr.readonly and creator_gone(hdr_name)):
                 return "corrupt"
-            state = "half-made"  # its creator died before the magic: nobody can use it
-        else:
-            state = _header_state(name, hdr, reap)
+            if _destroy(name, hdr=hdr, still=_still_half_made):
+                return "reaped"  # its creator died before the magic: nobody could use it
+            return "corrupt"
+        state = _header_state(name, hdr, reap)
+        if state in ("reaped", "deleted") and reap and not hdr.readonly:
+            if not _destroy(name, hdr=hdr, still=_still_orphaned):
+                return "deleted" if state == "deleted" else "alive"
+        return state
     finally:
         hdr.close()
-    if state == "half-made":
-        _destroy(name)
-        return "reaped"
-    if state in ("reaped", "deleted") and reap and not hdr.readonly:
-        _destroy(name)
-    return state
+
+
+def _still_half_made(hdr: Segment) -> bool:
+    """Under the creation (= writer) lock: still no magic, so its creator is gone."""
+    return hdr.buf is not None and bytes(hdr.buf[:8]) != L.MAGIC
 
 
 def _header_state(name: str, hdr: Segment, reap: bool = True) -> str:
@@ -254,20 +317,24 @@ def _header_state(name: str, hdr: Segment, reap: bool = True) -> str:
     try:
         if H[L.H_DELETED]:
             return "deleted"
-        who = _owner_state(H)
+        who = _owner_state(H, hdr.fd)
         persistent = bool(hdr.buf[19])
         if who == "alive":
             return "alive"
         if who == "heir" and not hdr.readonly:
-            _reap_if_orphaned(name, H, persistent)  # the heir takes over
+            _promote_heir(H, (H[L.H_HEIR_PID], H[L.H_HEIR_START]))  # the heir takes over
             return "alive"
         if persistent or who == "heir":
             return "alive" if who == "heir" else "orphan"
-        return "reaped" if reap and not hdr.readonly else "orphan"
+        if reap and not hdr.readonly:
+            _pause_point("reap.decided")
+            return "reaped"
+        return "orphan"
     finally:
         H.release()
 
 
 def _try_reap(name: str) -> bool:
     """For create(): if table ``name`` is orphaned or half-deleted, delete it; True if gone."""
-    return probe(name) in ("reaped", "deleted", "missing")
+    probe(name)
+    return not _seg_exists(L.segment_names(name)[0])

@@ -38,6 +38,7 @@ class RecoveryMixin(SpaceMixin):
         for n in list_names(base_idx):
             rest = n[len(base_idx) :]
             if rest.isdigit() and int(rest) != gen:
+                self._same_table()
                 _unlink(n)
         self._load_index()
         arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)

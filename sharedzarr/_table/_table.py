@@ -27,6 +27,7 @@ from ._header import Segment, init_created, publish_header, validate_name
 from ._index import create_index_segment, init_generation
 from ._ownership import (
     _heir_ident,
+    _owner_state,
     _reap_if_orphaned,
     _register_owned,
     _try_reap,
@@ -141,6 +142,15 @@ class Table(WriteMixin):
             except TableExistsError:
                 if attempt == 0 and _try_reap(name):
                     continue
+                holder = _deleted_but_held(hdr_name)
+                if holder is not None:
+                    err = TableExistsError(
+                        f"table {name!r} was deleted, but a writer (pid {holder}) is still "
+                        "inside an operation on it; the name is free again once that writer "
+                        "finishes or exits"
+                    )
+                    err.writer_pid = holder
+                    raise err from None
                 raise TableExistsError(
                     f"table {name!r} already exists; attach with "
                     f"sharedzarr.Table.attach({name!r}), pass overwrite=True to "
@@ -170,10 +180,11 @@ class Table(WriteMixin):
             )  # last: its magic; attachers wait for it
             hdr.unlock_creation()
         except BaseException:
+            with contextlib.suppress(Exception):
+                _destroy(name, hdr=hdr)  # ours: we hold its creation lock
             hdr.close()
-            _destroy(name)
             raise
-        _register_owned(name)
+        _register_owned(name, hdr)
         return cls(name, hdr, readonly=False)
 
     @classmethod
@@ -240,7 +251,7 @@ class Table(WriteMixin):
                     "with access='protected' or 'public' to share it"
                 )
             if owner:
-                _register_owned(name)
+                _register_owned(name, hdr)
             else:
                 register_attached(name)
                 if t.access == "protected" and not t._ro:
@@ -268,7 +279,7 @@ class Table(WriteMixin):
         H = self._H
         if _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]):
             return False
-        return _reap_if_orphaned(self.name, H, self.persistent)
+        return _reap_if_orphaned(self.name, self._hdr, self.persistent)
 
     def close(self) -> None:
         """Release this process's mappings; the table itself is untouched. Idempotent."""
@@ -382,11 +393,29 @@ class Table(WriteMixin):
                 f"table {self.name!r} is {self.access}: only its owner (pid {self.owner_pid}) "
                 "may delete it (`sharedzarr rm` can, as an administrator)"
             )
-        name = self.name
-        self.close()
-        self._deleted = True
-        forget_owned(name)
-        _destroy(name)
+        if self._lock.depth:
+            raise RuntimeError(
+                f"delete_table() inside a writer session of table {self.name!r}: leave "
+                "`with table.writer():` first"
+            )
+        name, hdr = self.name, self._hdr
+        if hdr.readonly:  # mapped read-only (mode, access or asked): may this user write it?
+            with map_os_errors(name, "header"):
+                hdr = Segment.attach(hdr.name, keep_fd=True)
+            if not self._hdr.is_at_name():  # deleted, and the name holds another table
+                hdr.close()
+                self.close()
+                self._deleted = True
+                return
+        else:
+            self._hdr = None  # type: ignore[assignment]  # kept open: the identity to delete
+        try:
+            self.close()
+            self._deleted = True
+            forget_owned(name)
+            _destroy(name, hdr=hdr)
+        finally:
+            hdr.close()
 
     def info(self) -> dict[str, Any]:
         """Table information.  ETS: ``ets:info/1``.
@@ -411,7 +440,7 @@ class Table(WriteMixin):
             "keys": int(H[L.H_KEYS]),
             "memory": sum(size_on_disk(n) for n in segs),
             "owner": int(H[L.H_OWNER_PID]),
-            "owner_alive": _proc.alive(H[L.H_OWNER_PID], H[L.H_OWNER_START]),
+            "owner_alive": _owner_state(H, self._hdr.fd) == "alive",
             "heir": int(H[L.H_HEIR_PID]) or None,
             "named_table": self.named_table,
             "persistent": self.persistent,
@@ -425,6 +454,25 @@ class Table(WriteMixin):
             "index_generation": int(H[L.H_GEN]),
             "mode": self.mode,
         }
+
+
+def _deleted_but_held(hdr_name: str) -> int | None:
+    """The lock holder's pid when the header at ``hdr_name`` is marked deleted (its deleter
+    found a live writer inside; see ``_catalog._destroy``), else None."""
+    try:
+        seg = Segment.attach(hdr_name, readonly=True)
+    except Exception:
+        return None
+    try:
+        if seg.size < L.HEADER_SIZE or bytes(seg.buf[:8]) != L.MAGIC:
+            return None
+        H = seg.buf.cast("Q")
+        try:
+            return int(H[L.H_HOLDER]) if H[L.H_DELETED] else None
+        finally:
+            H.release()
+    finally:
+        seg.close()
 
 
 def _check_trusted(name: str, uid: int, trusted: int | str | None) -> None:

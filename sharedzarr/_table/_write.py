@@ -143,7 +143,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 _let_readers_in(H)
             H[L.H_DIRTY] = os.getpid()
             if self.name not in _OWNED and self.is_owner:
-                _register_owned(self.name)
+                _register_owned(self.name, self._hdr)
             s = H[L.H_OPSEQ]
             H[L.H_OPSEQ] = s + 2 if s & 1 else s + 1  # open: odd (and moved past a dead one)
         except BaseException:

@@ -22,13 +22,13 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
-from .. import _proc
 from .._layout import TABLE_TYPES, segment_names
 from .._segment import Segment, map_os_errors, size_on_disk
 from .._segment import exists as _seg_exists
 from .._table import Table, list_tables, probe, table_segments, validate_name
 from .._table._catalog import _destroy as _destroy_table
 from .._table._header import DEFAULT_TIMEOUT
+from .._table._ownership import _owner_state
 from ..errors import AccessDeniedError, SharedZarrError, TableExistsError, TableNotFoundError
 from .base import Backend, ChunkIndex
 
@@ -140,6 +140,8 @@ class SharedMemoryBackend(Backend):
         try:
             t = Table.create(name, table_type=table_type, **options)
         except TableExistsError as e:
+            if e.writer_pid is not None:
+                raise
             raise TableExistsError(
                 f"table {name!r} already exists; open it with sharedzarr.open({name!r}), "
                 "pass overwrite=True to replace it, or delete it "
@@ -557,7 +559,7 @@ def _orphan(name: str) -> bool:
     except Exception:
         return False
     try:
-        return not t.persistent and not _proc.alive(t.owner_pid, t._owner_start())
+        return not t.persistent and _owner_state(t._H, t._hdr.fd) == "dead"
     finally:
         t.close()
 
