@@ -26,6 +26,7 @@ import errno
 import fcntl
 import mmap
 import os
+import stat as stat_mod
 import time
 from collections.abc import Iterable, Iterator
 
@@ -56,6 +57,7 @@ __all__ = [
     "out_of_space_message",
     "shm_space",
     "size_on_disk",
+    "take_name",
     "unlink",
 ]
 
@@ -305,18 +307,29 @@ class Segment:
 
     @classmethod
     def attach(
-        cls, name: str, *, readonly: bool = False, keep_fd: bool = False, words_rw: bool = False
+        cls,
+        name: str,
+        *,
+        readonly: bool = False,
+        keep_fd: bool = False,
+        words_rw: bool = False,
+        uid: int | None = None,
     ) -> Segment:
         """Attach existing segment ``name`` without changing its size.
 
         ``words_rw`` with ``readonly``: also map the first page read-write, when this
         user may, so that :attr:`words` can be stored to (a reader's marks in a data
-        segment's header); the data stays mapped read-only.
+        segment's header); the data stays mapped read-only.  ``uid``: the user the
+        segment must belong to (a table's own); another user's file of that name is
+        refused with :class:`CorruptTableError` before it is mapped.
         """
         shm = posix_ipc.SharedMemory("/" + name, 0, size=0, read_only=readonly)
         fd = shm.fd
         try:
-            size = os.fstat(fd).st_size
+            st = os.fstat(fd)
+            size = st.st_size
+            if uid is not None and st.st_uid != uid:
+                raise CorruptTableError(_foreign_message(name, st.st_uid, uid))
         except BaseException:
             os.close(fd)
             raise
@@ -395,6 +408,14 @@ class Segment:
             return os.fstat(self.fd).st_uid
         return os.stat(os.path.join(SHM_DIR, self.name)).st_uid
 
+    def same_file(self, other: Segment) -> bool:
+        """True when both segments are the same file (both need a kept descriptor)."""
+        try:
+            a, b = os.fstat(self.fd), os.fstat(other.fd)
+        except OSError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
     def is_at_name(self) -> bool:
         """True when the name still leads to *this* segment (same inode; needs a kept
         descriptor): not unlinked, and not replaced by another segment of that name."""
@@ -469,12 +490,54 @@ def exists(name: str) -> bool:
     return os.path.exists(os.path.join(SHM_DIR, name))
 
 
-def list_names(prefix: str) -> list[str]:
-    """Names of the segments in ``/dev/shm`` that start with ``prefix``."""
+def list_names(prefix: str, uid: int | None = None) -> list[str]:
+    """Names of the segments in ``/dev/shm`` that start with ``prefix``.
+
+    With ``uid``, only regular files of that user: a table never lists, maps, adopts or
+    unlinks a file another user put among its names.
+    """
     try:
-        return [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
+        names = [n for n in os.listdir(SHM_DIR) if n.startswith(prefix)]
     except FileNotFoundError:
         return []
+    if uid is None:
+        return names
+    return [n for n in names if _owned_by(n, uid) is True]
+
+
+def _owned_by(name: str, uid: int) -> bool | None:
+    """True: a regular file of ``uid``; False: something else; None: nothing there."""
+    try:
+        st = os.lstat(os.path.join(SHM_DIR, name))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    return stat_mod.S_ISREG(st.st_mode) and st.st_uid == uid
+
+
+def take_name(name: str, uid: int) -> bool:
+    """Make segment name ``name`` free for a table of user ``uid`` to create.
+
+    A file of ``uid`` there is a stray of that table (a crash left it) and is unlinked.
+    Anything else (another user's file, planted where the table's next segment would go)
+    is left alone, and False tells the caller to use another name.
+    """
+    owned = _owned_by(name, uid)
+    if owned is None:
+        return True
+    if not owned:
+        return False
+    unlink(name)
+    return _owned_by(name, uid) is None
+
+
+def _foreign_message(name: str, found: int, want: int) -> str:
+    return (
+        f"segment {name!r} belongs to user {found}, not to its table's user {want}: another "
+        f"user created it among the table's names; it was not read (remove "
+        f"{SHM_DIR}/{name} as that user or root)"
+    )
 
 
 def size_on_disk(name: str) -> int:

@@ -26,7 +26,7 @@ from typing import Any
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._segment import exists as _seg_exists
-from .._segment import list_names, map_os_errors
+from .._segment import list_names, map_os_errors, take_name
 from .._segment import unlink as _unlink
 from ..errors import SharedZarrError
 from ._header import (
@@ -64,6 +64,17 @@ class _Filler:
         self.fill = fill
 
 
+_NAME_TRIES = 64  # names of new segments tried past other users' files, then an error
+
+
+def _names_taken(table: str, what: str) -> SharedZarrError:
+    return SharedZarrError(
+        f"table {table!r}: the names of its next {what}s are taken by another user's files "
+        f"(/dev/shm/sz.{table}.*, not owned by the table's user): remove them as that user or "
+        "root, then write again"
+    )
+
+
 class ArenaMixin(TableBase):
     """The arena map and the allocator of a table handle (see the module docstring)."""
 
@@ -76,7 +87,9 @@ class ArenaMixin(TableBase):
                 arenas.pop(k).close()
         if self._H[L.H_RECLAIM] != self._reclaim_seen:
             self._forget_reclaimed()
-        seg = Segment.attach(self._seg_name_arena(aid), readonly=self._ro, words_rw=True)
+        seg = Segment.attach(
+            self._seg_name_arena(aid), readonly=self._ro, words_rw=True, uid=self._uid
+        )
         arenas[aid] = seg
         return seg
 
@@ -108,13 +121,30 @@ class ArenaMixin(TableBase):
         return total, lens
 
     def _arena_ids(self) -> list[int]:
+        """Ids of this table's arenas in ``/dev/shm``: its user's files, ids it allocated."""
         base = f"{L.PREFIX}{self.name}.a"
+        nxt = self._H[L.H_NEXT_ARENA]
         out = []
-        for n in list_names(base):
+        for n in list_names(base, uid=self._uid):
             rest = n[len(base) :]
-            if rest.isdigit():
+            if rest.isdigit() and 0 < int(rest) < nxt:
                 out.append(int(rest))
         return sorted(out)
+
+    def _next_arena_name(self) -> tuple[int, str]:
+        """The next arena id whose name is free: ``(id, name)``; ids whose name another
+        user's file holds are skipped for good (``H_NEXT_ARENA`` moves past them)."""
+        H = self._H
+        for _ in range(_NAME_TRIES):
+            aid = H[L.H_NEXT_ARENA]
+            if aid > L.MAX_ARENA_ID:
+                raise SharedZarrError(f"table {self.name!r}: arena ids exhausted; copy the table")
+            name = self._seg_name_arena(aid)
+            self._same_table()
+            if take_name(name, self._uid):
+                return aid, name
+            H[L.H_NEXT_ARENA] = aid + 1
+        raise _names_taken(self.name, "data segment")
 
     def _pin(self, seg: Segment, aid: int) -> bool:
         """Mark arena ``aid`` never to be reused (a zero-copy view into it is handed out).
@@ -172,12 +202,7 @@ class ArenaMixin(TableBase):
                 H[L.H_CUR_ARENA] = aid
                 return seg, aid, L.ARENA_HEADER
             reserve = L.ARENA_HEADER
-        aid = H[L.H_NEXT_ARENA]
-        if aid > L.MAX_ARENA_ID:
-            raise SharedZarrError(f"table {self.name!r}: arena ids exhausted; copy the table")
-        name = self._seg_name_arena(aid)
-        self._same_table()
-        _unlink(name)
+        aid, name = self._next_arena_name()
         with map_os_errors(self.name, f"data segment {name}"):
             new = Segment.create(name, size, self.mode, reserve=reserve, keep_fd=True)
         noreuse = L.NOREUSE_OWN if dedicated else 0
@@ -235,15 +260,12 @@ class ArenaMixin(TableBase):
                 H[w] = 0  # a reader holds a zero-copy view into it: never overwrite
                 self._unlink_arena(aid)
                 continue
-            new = H[L.H_NEXT_ARENA]
-            if new > L.MAX_ARENA_ID:
+            if H[L.H_NEXT_ARENA] > L.MAX_ARENA_ID:
                 return None
-            self._same_table()
+            new, name = self._next_arena_name()
             H[w] = 0  # out of the pool (a crash from here on: recovery unlinks it)
             H[L.H_REUSE] += 1  # before any byte changes: copying readers in it retry
             count_reclaim(H)  # readers drop their mapping of the old name
-            name = self._seg_name_arena(new)
-            _unlink(name)  # a stray from a crash
             with map_os_errors(self.name, f"data segment {name}"):
                 seg.rename(name)
             H[L.H_NEXT_ARENA] = new + 1

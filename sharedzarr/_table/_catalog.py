@@ -27,12 +27,16 @@ from ._header import Segment, count_write
 __all__ = ["list_tables", "table_segments"]
 
 
-def table_segments(name: str) -> list[str]:
-    """Every segment in ``/dev/shm`` that belongs to table ``name`` (header last)."""
+def table_segments(name: str, uid: int | None = None) -> list[str]:
+    """Every segment in ``/dev/shm`` named as a segment of table ``name`` (header last).
+
+    With ``uid`` (the table's user), only that user's files: another user's file among
+    the names is never the table's (see ``_segment.take_name``).
+    """
     hdr, idx, arena = L.segment_names(name)
     out = []
     base = L.PREFIX + name + "."
-    for n in list_names(base):
+    for n in list_names(base, uid=uid):
         rest = n[len(base) :]
         if (rest.startswith("idx.") and rest[4:].isdigit()) or (
             rest.startswith("a") and rest[1:].isdigit()
@@ -116,7 +120,7 @@ def _destroy_header(
                 H[L.H_DELETED] = 1
                 count_write(H)  # again: a writer's bump may have raced the first one
             _pause_point("destroy.locked")
-            for n in table_segments(name):
+            for n in table_segments(name, uid=hdr.owner_uid()):
                 if n != hdr.name:
                     _unlink(n)
             if took:

@@ -88,6 +88,7 @@ if TYPE_CHECKING:
             readonly: bool = False,
             keep_fd: bool = False,
             words_rw: bool = False,
+            uid: int | None = None,
         ) -> Segment: ...
 
 else:
@@ -277,6 +278,9 @@ class TableBase:
         self.mode = mode
         self._bag = ttype >= 2
         self._dup = ttype == 3
+        # the user the table's segments belong to: another user's file among its names is
+        # never mapped, adopted, reused or unlinked (see _segment.take_name)
+        self._uid = hdr.owner_uid()
         self._H = hdr.buf.cast("Q")
         self._reclaim_seen = self._H[L.H_RECLAIM]
         self._hint_seg: Segment | None = None  # read-only handles: see _hint_words
@@ -325,15 +329,14 @@ class TableBase:
         if self._hint_H is None and not self._hint_tried:
             self._hint_tried = True
             try:
-                seg = Segment.attach(L.segment_names(self.name)[0], keep_fd=False)
+                seg = Segment.attach(L.segment_names(self.name)[0], keep_fd=True)
             except Exception:  # noqa: BLE001 - no permission, or gone: no hints
                 return None
-            W = seg.buf.cast("Q")
-            if W[7] != H[7] or W[L.H_OWNER_START] != H[L.H_OWNER_START]:  # 7: created
-                W.release()
+            if not seg.same_file(self._hdr):
                 seg.close()  # the name holds another table now
                 return None
-            self._hint_seg, self._hint_H = seg, W
+            seg.close_fd()
+            self._hint_seg, self._hint_H = seg, seg.buf.cast("Q")
         return self._hint_H
 
     def _drop_hints(self) -> None:

@@ -27,10 +27,10 @@ from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._faults import pause_point as _pause_point
 from .._index import build_slots
-from .._segment import map_os_errors
+from .._segment import map_os_errors, take_name
 from .._segment import unlink as _unlink
 from ..errors import CorruptTableError, SharedZarrError
-from ._arenas import ArenaMixin
+from ._arenas import _NAME_TRIES, ArenaMixin, _names_taken
 from ._header import _OFFSET_BITS, _OFFSET_MASK, Segment
 
 __all__ = ["IndexMixin", "create_index_segment", "init_generation"]
@@ -49,9 +49,19 @@ def create_index_segment(table: str, name: str, cap: int, gen: int, mode: int) -
         seg.close()
 
 
-def init_generation(H: memoryview) -> None:
-    """A new header: index generation 1 (created by :func:`create_index_segment`)."""
-    H[L.H_GEN] = 1
+def init_generation(H: memoryview, gen: int = 1) -> None:
+    """A new header: index generation ``gen`` (created by :func:`create_index_segment`)."""
+    H[L.H_GEN] = gen
+
+
+def first_index_name(table: str, uid: int) -> tuple[int, str]:
+    """A new table's first index generation whose name is free (normally 1): another
+    user's file planted at ``idx.1`` moves it on (see ``IndexMixin._next_index_name``)."""
+    for g in range(1, 1 + _NAME_TRIES):
+        name = L.segment_names(table)[1] + str(g)
+        if take_name(name, uid):
+            return g, name
+    raise _names_taken(table, "index segment")
 
 
 class IndexMixin(ArenaMixin):
@@ -61,6 +71,9 @@ class IndexMixin(ArenaMixin):
 
     def _remap(self, *, readonly: bool) -> None:
         hdr = Segment.attach(L.segment_names(self.name)[0], readonly=readonly, keep_fd=True)
+        if self._hdr is not None and not hdr.same_file(self._hdr):
+            hdr.close()  # the name holds another table now: this one was deleted
+            raise self._not_found()
         self._drop_maps()
         old = self._hdr
         if self._H is not None:
@@ -98,7 +111,7 @@ class IndexMixin(ArenaMixin):
             if H[L.H_DELETED]:
                 raise self._not_found()
             try:
-                seg = Segment.attach(self._seg_name_idx(gen), readonly=self._ro)
+                seg = Segment.attach(self._seg_name_idx(gen), readonly=self._ro, uid=self._uid)
             except Exception as e:
                 if H[L.H_GEN] != gen:
                     continue  # replaced meanwhile: map the newer one
@@ -299,11 +312,8 @@ class IndexMixin(ArenaMixin):
         live = arr[arr[:, 1] > 1].copy()
         del arr
         new = build_slots(live, new_cap)
-        new_gen = old_gen + 1
-        name = self._seg_name_idx(new_gen)
         _pause_point("grow.start")
-        self._same_table()
-        _unlink(name)  # a stray from a crashed rebuild
+        new_gen, name = self._next_index_name(old_gen)
         with map_os_errors(self.name, "index growth"):
             seg = Segment.create(name, L.index_bytes(new_cap), self.mode)
         try:
@@ -319,14 +329,24 @@ class IndexMixin(ArenaMixin):
         _unlink(self._seg_name_idx(old_gen))
         self._load_index()
 
+    def _next_index_name(self, gen: int) -> tuple[int, str]:
+        """The first generation after ``gen`` whose name is free: ``(generation, name)``.
+
+        A stray of this table's user there (a crashed rebuild) is removed; a generation
+        whose name another user's file holds is skipped (readers follow ``H_GEN``).
+        """
+        for g in range(gen + 1, gen + 1 + _NAME_TRIES):
+            name = self._seg_name_idx(g)
+            self._same_table()
+            if take_name(name, self._uid):
+                return g, name
+        raise _names_taken(self.name, "index segment")
+
     def _new_empty_index(self) -> str:
         """Publish an empty index of the next generation (``clear``); return its segment name."""
         H = self._H
         old_gen = self._idx_gen if self._idx_gen >= 0 else H[L.H_GEN]
-        new_gen = old_gen + 1
-        name = self._seg_name_idx(new_gen)
-        self._same_table()
-        _unlink(name)
+        new_gen, name = self._next_index_name(old_gen)
         create_index_segment(self.name, name, L.MIN_CAPACITY, new_gen, self.mode)
         H[L.H_GEN] = new_gen  # publish the empty index
         H[L.H_USED_SLOTS] = 0

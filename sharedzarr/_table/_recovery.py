@@ -35,7 +35,7 @@ class RecoveryMixin(SpaceMixin):
         H = self._H
         gen = H[L.H_GEN]
         base_idx = f"{L.PREFIX}{self.name}.idx."
-        for n in list_names(base_idx):
+        for n in list_names(base_idx, uid=self._uid):
             rest = n[len(base_idx) :]
             if rest.isdigit() and int(rest) != gen:
                 self._same_table()

@@ -24,7 +24,7 @@ from ..errors import AccessDeniedError, TableExistsError
 from ._arenas import init_arena_ids
 from ._catalog import _destroy, _wait_for_magic, table_segments
 from ._header import Segment, init_created, publish_header, validate_name
-from ._index import create_index_segment, init_generation
+from ._index import create_index_segment, first_index_name, init_generation
 from ._ownership import (
     _heir_ident,
     _owner_state,
@@ -158,16 +158,18 @@ class Table(WriteMixin):
                 ) from None
         try:
             # we hold the name: anything else named like our segments is a stray
-            for n in table_segments(name):
+            uid = hdr.owner_uid()
+            for n in table_segments(name, uid=uid):  # (another user's files stay)
                 if n != hdr_name:
                     _unlink(n)
-            create_index_segment(name, L.segment_names(name)[1] + "1", L.MIN_CAPACITY, 1, mode)
+            gen, idx_name = first_index_name(name, uid)
+            create_index_segment(name, idx_name, L.MIN_CAPACITY, gen, mode)
             me = _proc.current()
             buf = hdr.buf
             H = buf.cast("Q")
             init_owner(H, me, heir_ident)
             init_created(buf, time.time())
-            init_generation(H)
+            init_generation(H, gen)
             init_arena_ids(H)
             H.release()
             publish_header(
@@ -430,7 +432,7 @@ class Table(WriteMixin):
         H = self._check_open()
         if H[L.H_GEN] != self._idx_gen:
             self._load_index()
-        segs = table_segments(self.name)
+        segs = table_segments(self.name, uid=self._uid)
         created = struct.unpack_from("<d", self._hdr.buf, 56)[0]
         return {
             "name": self.name,

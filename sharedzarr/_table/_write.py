@@ -481,7 +481,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             self._reset_arenas()
             count_write(H)
             self._set_wseg(None)
-            for n in table_segments(self.name):
+            for n in table_segments(self.name, uid=self._uid):
                 if n.endswith(".hdr") or n == name:
                     continue
                 _unlink(n)
