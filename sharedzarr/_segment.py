@@ -1,16 +1,19 @@
 """Named POSIX shared-memory segments: create, attach, map, reserve, close, unlink.
 
 One of the three modules that touch the OS.  Segments are opened with
-``posix_ipc.SharedMemory`` and mapped with :mod:`mmap` by us, so that:
+``posix_ipc.SharedMemory`` and mapped with ``mmap(2)`` by us (:func:`map_shared`), so that:
 
 * attaching never resizes a segment (``size=0`` is always passed to posix_ipc:
   with ``size>0`` it truncates an existing segment);
 * no resource tracker is involved (``multiprocessing.shared_memory`` on Python
   <= 3.12 unlinks segments an attaching process opened when that process exits);
-* the file descriptor is closed right after mapping (a process attached to
-  100,000 chunks holds no descriptors for them), except where a caller asks to
-  keep it (the header, whose descriptor carries the writer ``flock``, and the
-  arena being appended to, which is reserved with ``posix_fallocate``);
+* the file descriptor is closed right after mapping and the mapping keeps none
+  (a process attached to 100,000 chunks holds no descriptors for them), except
+  where a caller asks to keep it (the header, whose descriptor carries the
+  identity and lock checks, and the arena being appended to, which is reserved
+  with ``posix_fallocate``);
+* a mapping is never unmapped under a reader: it lives while the segment or any
+  view of it is referenced, so threads sharing a handle never see a released view;
 * memory is reserved with ``posix_fallocate`` before it is written, so a full
   ``/dev/shm`` is an :class:`~sharedzarr.errors.OutOfSpaceError` from the write
   that needed the space, never a SIGBUS.
@@ -22,12 +25,14 @@ All posix_ipc and OS errors are translated to sharedzarr errors in
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import mmap
 import os
 import stat as stat_mod
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 
 import posix_ipc
@@ -209,6 +214,59 @@ def out_of_space_message(table: str, what: str, needed: int | None = None) -> st
     return "; ".join(parts)
 
 
+_LIBC: ctypes.CDLL | None = None
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mmap.restype = ctypes.c_void_p
+        libc.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_long,
+        ]
+        libc.munmap.restype = ctypes.c_int
+        libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        libc.madvise.restype = ctypes.c_int
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        _LIBC = libc
+    return _LIBC
+
+
+def map_shared(fd: int, size: int, *, writable: bool) -> ctypes.Array[ctypes.c_char]:
+    """Map ``size`` bytes of ``fd`` shared; return the mapping as a ``c_char`` array.
+
+    Why not :class:`mmap.mmap`: it keeps a duplicate of the descriptor for as long as the
+    mapping lives, so a process that maps many segments runs out of descriptors (a reader
+    of many chunks with their own segments).  A mapping needs no descriptor once made:
+    this one keeps none.
+
+    Lifetime: the array is the mapping's only owner.  Every view of it (``memoryview``,
+    numpy arrays over those) holds a reference to it, and it is unmapped when the last
+    reference goes, so a view never outlives its memory.  Nothing is unmapped at
+    interpreter exit (views may still be read then; the kernel unmaps at exit).
+
+    A ``c_char`` array always claims to be writable: of a read-only mapping, only slice
+    it (bytes) or read it with ``struct``, and hand out :attr:`Segment.buf` /
+    :attr:`Segment.rbuf`, which are read-only views.  A store through it would fault.
+    """
+    libc = _libc()
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    addr = libc.mmap(None, size, prot, mmap.MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    arr = (ctypes.c_char * size).from_address(addr)
+    weakref.finalize(arr, libc.munmap, addr, size).atexit = False
+    return arr
+
+
 class Segment:
     """One mapped shared-memory segment.
 
@@ -218,8 +276,8 @@ class Segment:
         The segment name without the leading slash (the file in ``/dev/shm``).
     size : int
         The mapped size in bytes.
-    mm : mmap.mmap or None
-        The mapping.
+    mm : ctypes c_char array, or None for an empty segment
+        The mapping (see :func:`map_shared`; slices are ``bytes``).
     buf : memoryview or None
         A byte view of the mapping (read-only for read-only mappings).
     rbuf : memoryview or None
@@ -232,28 +290,30 @@ class Segment:
         writable mapping of its header, see :meth:`attach`).
     fd : int
         The open descriptor, or -1 when it was closed after mapping.
+    closed : bool
+        Set by :meth:`close`; the mapping stays valid while referenced.
     """
 
     # class-level defaults make close() safe on a half-built object
     name: str = ""
     size: int = 0
-    mm: mmap.mmap | None = None
+    mm: ctypes.Array[ctypes.c_char] | None = None
     buf: memoryview | None = None
     rbuf: memoryview | None = None
     words: memoryview | None = None
     words_writable: bool = False
-    _wmm: mmap.mmap | None = None
+    _wmm: ctypes.Array[ctypes.c_char] | None = None
     fd: int = -1
     readonly: bool = False
+    closed: bool = False
 
     def __init__(self, name: str, fd: int, size: int, readonly: bool, keep_fd: bool) -> None:
         self.name = name
         self.readonly = readonly
         try:
             if size > 0:
-                prot = mmap.PROT_READ if readonly else mmap.PROT_READ | mmap.PROT_WRITE
-                self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
-                self.buf = memoryview(self.mm)
+                self.mm = map_shared(fd, size, writable=not readonly)
+                self.buf = memoryview(self.mm).cast("B")
                 self.rbuf = self.buf.toreadonly()
                 if readonly:
                     self.buf = self.rbuf
@@ -340,14 +400,14 @@ class Segment:
             except posix_ipc.PermissionsError:
                 return seg  # this user may not write: words stay read-only
             try:
-                wmm = mmap.mmap(wfd, 64, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                wmm = map_shared(wfd, 64, writable=True)
             except OSError:
                 return seg
             finally:
                 os.close(wfd)
             seg.words.release()
             seg._wmm = wmm
-            seg.words = memoryview(wmm).cast("Q")
+            seg.words = memoryview(wmm).cast("B").cast("Q")
             seg.words_writable = True
         return seg
 
@@ -366,10 +426,11 @@ class Segment:
             raise
         if self.mm is not None and length >= _POPULATE_MIN:
             start = offset & ~(mmap.PAGESIZE - 1)
-            try:
-                self.mm.madvise(_MADV_POPULATE_WRITE, start, offset + length - start)
-            except (OSError, ValueError):
-                pass
+            end = min(offset + length, self.size)
+            if end > start:  # errors ignored: the pages then fault in on first write
+                _libc().madvise(
+                    ctypes.addressof(self.mm) + start, end - start, _MADV_POPULATE_WRITE
+                )
 
     def rename(self, new_name: str) -> None:
         """Give the segment a new name (``rename(2)`` in ``/dev/shm``); the mapping stays."""
@@ -443,34 +504,17 @@ class Segment:
                 os.close(fd)
 
     def close(self) -> None:
-        """Unmap and close (idempotent; never unlinks).
+        """Mark the segment closed and close its descriptor (idempotent; never unlinks).
 
-        A mapping that still has views exported (zero-copy reads a caller
-        holds) is left to the garbage collector: it is unmapped when the last
-        view is released, so those views stay valid.
+        The memory is unmapped when the last reference to the segment or a view of it
+        goes (caches drop theirs when they close it; zero-copy reads a caller holds,
+        another thread's read in progress keep theirs), so those stay valid.
         """
         self.close_fd()
-        if self.words is not None:
-            self.words.release()
-            self.words = None
-        if self._wmm is not None:
-            with contextlib.suppress(BufferError):
-                self._wmm.close()
-            self._wmm = None
-        bufs = (self.buf, self.rbuf)
-        self.buf = self.rbuf = None
-        mm, self.mm = self.mm, None
-        for b in bufs:
-            if b is not None:
-                try:
-                    b.release()
-                except BufferError:
-                    pass
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # views still exported: the mapping lives until they go
+        # Nothing is released or dropped here: another thread may be reading through this
+        # segment right now (it loaded it from a cache before this call).  The mapping
+        # goes when the last reference to the segment and its views does (map_shared).
+        self.closed = True
 
     def __repr__(self) -> str:
         return f"<Segment {self.name} size={self.size}{' ro' if self.readonly else ''}>"

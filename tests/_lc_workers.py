@@ -107,8 +107,8 @@ def second_process_view(name: str) -> dict[str, Any]:
     out["raw_readonly"] = raw.readonly
     out["arenas_readonly"] = all(s.readonly for s in t._arenas.values()) and bool(t._arenas)
     arena = next(iter(t._arenas.values()))
-    mapped = np.frombuffer(arena.mm, dtype=np.uint8)
-    out["mapping_writeable"] = bool(mapped.flags.writeable)
+    mapped = np.frombuffer(arena.buf, dtype=np.uint8)
+    out["mapping_writeable"] = bool(mapped.flags.writeable) or _mapped_writable(arena)
     out["make_mapping_writeable"] = _exc(lambda: setattr(mapped.flags, "writeable", True))
     out["set_slice"] = _exc(lambda: a.__setitem__(slice(0, 10), 5))
     out["write_chunk"] = _exc(lambda: a.write_chunk((0,), np.zeros(10, dtype="int64")))
@@ -161,6 +161,20 @@ def as_user(user: str, name: str) -> dict[str, Any]:
         a.close()
         t.close()
     return out
+
+
+def _mapped_writable(seg: Any) -> bool:
+    """Whether the kernel maps the segment writable here (``/proc/self/maps`` permissions)."""
+    import ctypes
+
+    addr = ctypes.addressof(seg.mm)
+    with open("/proc/self/maps") as f:
+        for line in f:
+            rng, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in rng.split("-"))
+            if lo <= addr < hi:
+                return "w" in perms
+    raise AssertionError("the segment is not mapped")
 
 
 def hold_then_read(name: str, ready: Any, go: Any) -> list[str]:

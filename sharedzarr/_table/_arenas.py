@@ -167,11 +167,11 @@ class ArenaMixin(TableBase):
         seg = self._wseg
         if cur:
             name = self._seg_name_arena(cur)
-            if seg is None or seg.mm is None or seg.name != name:
+            if seg is None or seg.closed or seg.name != name:
                 # the current arena is mapped once, shared with the read path: a reused
                 # arena's pages are then already in this process's page tables
                 seg = self._arenas.get(cur)
-                if seg is None or seg.mm is None or seg.name != name:
+                if seg is None or seg.closed or seg.name != name:
                     try:
                         seg = self._map_arena(cur)
                     except Exception:
@@ -243,7 +243,7 @@ class ArenaMixin(TableBase):
             if not aid:
                 continue
             seg = self._arenas.get(aid)
-            if seg is None or seg.mm is None:
+            if seg is None or seg.closed:
                 try:
                     seg = self._map_arena(aid)
                 except Exception:
@@ -287,7 +287,7 @@ class ArenaMixin(TableBase):
         if (
             free
             and seg is not None
-            and seg.mm is not None
+            and not seg.closed
             and not seg.readonly
             and _arena_word(seg, L.A_NOREUSE) == 0
             and (L.POOL_SLOTS - len(free) + 1) * _arena_word(seg, L.A_RESERVED)

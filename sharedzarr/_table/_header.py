@@ -29,10 +29,11 @@ time, options, magic: :func:`init_created`, :func:`publish_header`).
 from __future__ import annotations
 
 import contextlib
-import mmap
+import ctypes
 import os
 import re
 import struct
+import threading
 from typing import TYPE_CHECKING, Any
 
 from .. import _layout as L
@@ -56,6 +57,12 @@ __all__ = [
 
 if TYPE_CHECKING:
 
+    class _Mapped(ctypes.Array[ctypes.c_char]):
+        """A segment's mapping as the type checker sees it: a ``c_char`` array, whose
+        slices are ``bytes`` (typeshed types them as lists)."""
+
+        def __getitem__(self, key: int | slice) -> bytes: ...  # type: ignore[override]
+
     class Segment(_Segment):
         """For the type checker only: a segment the engine holds is mapped.
 
@@ -64,7 +71,7 @@ if TYPE_CHECKING:
         them as mapped instead of paying a cast (a call) on the hot paths.
         """
 
-        mm: mmap.mmap
+        mm: _Mapped
         buf: memoryview
         rbuf: memoryview
         words: memoryview
@@ -255,6 +262,10 @@ class TableBase:
         self._arenas: dict[int, Segment] = {}
         self._idx_gen = -1
         self._mask = 0
+        # the index view and its mask, published together for threads sharing the handle
+        # (see IndexMixin._load_index); empty until the first load
+        self._imap: tuple[memoryview, int] = (memoryview(bytes(16)).cast("Q"), 0)
+        self._idx_swap = threading.Lock()
         if hdr.size < L.HEADER_SIZE:
             raise CorruptTableError(
                 f"table {name!r}: header segment is {hdr.size} bytes, expected {L.HEADER_SIZE}; "

@@ -16,7 +16,6 @@ points in between.
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import time
 from typing import Any
@@ -76,11 +75,11 @@ class IndexMixin(ArenaMixin):
             raise self._not_found()
         self._drop_maps()
         old = self._hdr
-        if self._H is not None:
-            self._H.release()
         self._hdr = hdr
-        self._H = hdr.buf.cast("Q")
-        self._ro = readonly
+        self._H = hdr.buf.cast("Q")  # (the old view is not released: threads may hold it)
+        with self._idx_swap:
+            self._ro = readonly
+            self._idx_gen = -1
         self._drop_hints()
         self._lock.close()
         self._lock = self._new_lock()
@@ -88,30 +87,41 @@ class IndexMixin(ArenaMixin):
             old.close()
 
     def _drop_maps(self) -> None:
+        """Forget this handle's mappings (close, remap, fork).
+
+        Threads sharing a handle may be reading through them right now: nothing here
+        releases a view or unmaps.  The mappings go when the last thread drops its
+        reference (:func:`sharedzarr._segment.map_shared`); the index pair stays in
+        ``_imap`` until the next :meth:`_load_index` replaces it.
+        """
         for seg in self._arenas.values():
             seg.close()
         self._arenas.clear()
-        if self._idx is not None:
-            with contextlib.suppress(BufferError):
-                self._idx.release()
+        with self._idx_swap:
             self._idx = None  # type: ignore[assignment]
-        if self._idx_seg is not None:
-            self._idx_seg.close()
             self._idx_seg = None
-        self._idx_gen = -1
+            self._idx_gen = -1
         if self._wseg is not None:
             self._wseg.close()
             self._wseg = None
 
     def _load_index(self) -> None:
-        """Map the current index generation (retrying while a writer replaces it)."""
+        """Map the current index generation (retrying while a writer replaces it).
+
+        Threads sharing the handle may call this at once.  The index view and its mask
+        are published together as one attribute (``_imap``, what the probes load), and
+        only forward: a thread that mapped an older generation, or mapped it read-only
+        while the handle became writable, does not store it over a newer one (a writer
+        would otherwise publish slots into a stale index).
+        """
         H = self._H
         for _ in range(1000):
             gen = H[L.H_GEN]
+            ro = self._ro
             if H[L.H_DELETED]:
                 raise self._not_found()
             try:
-                seg = Segment.attach(self._seg_name_idx(gen), readonly=self._ro, uid=self._uid)
+                seg = Segment.attach(self._seg_name_idx(gen), readonly=ro, uid=self._uid)
             except Exception as e:
                 if H[L.H_GEN] != gen:
                     continue  # replaced meanwhile: map the newer one
@@ -135,15 +145,16 @@ class IndexMixin(ArenaMixin):
                     f"table {self.name!r}: index segment generation {gen} is damaged "
                     f"(`sharedzarr rm {self.name}` removes the table)"
                 )
-            if self._idx is not None:
-                with contextlib.suppress(BufferError):
-                    self._idx.release()
-            if self._idx_seg is not None:
-                self._idx_seg.close()
-            self._idx_seg = seg
-            self._idx = seg.buf[L.INDEX_HEADER : L.index_bytes(cap)].cast("Q")
-            self._mask = cap - 1
-            self._idx_gen = gen
+            idx = seg.buf[L.INDEX_HEADER : L.index_bytes(cap)].cast("Q")
+            with self._idx_swap:
+                if ro != self._ro:
+                    continue  # remapped meanwhile: map it as the handle is now
+                if gen >= self._idx_gen:
+                    self._imap = (idx, cap - 1)  # first: probes load the pair from here
+                    self._idx_seg = seg
+                    self._idx = idx
+                    self._mask = cap - 1
+                    self._idx_gen = gen  # last: a thread that sees it sees the pair
             return
         raise SharedZarrError(f"table {self.name!r}: index kept changing; retry")
 
@@ -159,8 +170,7 @@ class IndexMixin(ArenaMixin):
         for _attempt in range(100):
             if H[L.H_GEN] != self._idx_gen:
                 self._load_index()
-            idx = self._idx
-            mask = self._mask
+            idx, mask = self._imap
             i = h & mask
             arenas = self._arenas
             for _ in range(mask + 1):
@@ -212,8 +222,8 @@ class IndexMixin(ArenaMixin):
         self._reads += 1
         if not self._reads & 255 and self._hdr.unlinked():
             raise self._not_found()
-        idx = self._idx
-        j = (h & self._mask) << 1
+        idx, mask = self._imap
+        j = (h & mask) << 1
         if idx[j] != h:
             return None
         ref = idx[j + 1]
@@ -277,8 +287,7 @@ class IndexMixin(ArenaMixin):
     def _slot_for_new(self, h: int) -> int:
         """The first empty slot from ``h``'s home (lock held).  Bounded: an index with no
         empty slot although the header counts room is damaged, not a reason to spin."""
-        idx = self._idx
-        mask = self._mask
+        idx, mask = self._imap
         i = h & mask
         for _ in range(mask + 1):
             if idx[i << 1] == 0:

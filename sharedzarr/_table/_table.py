@@ -10,6 +10,7 @@ import contextlib
 import os
 import secrets
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -289,6 +290,10 @@ class Table(WriteMixin):
             return
         self._closed = True
         self._drop_maps()
+        # drop every reference to a mapping now: a handle can live on in a reference cycle
+        # until the garbage collector runs, and must not keep segments mapped meanwhile
+        self._imap = (memoryview(bytes(16)).cast("Q"), 0)
+        self._dedicated = None
         if self._H is not None:
             with contextlib.suppress(BufferError):
                 self._H.release()
@@ -319,6 +324,7 @@ class Table(WriteMixin):
     def _after_fork(self) -> None:
         # the lock closes the child's copy of its description (sharedzarr._lock)
         self._lock.reset_after_fork()
+        self._idx_swap = threading.Lock()  # a parent's thread may have held it at the fork
         self._wseg = None
 
     def give_away(self, pid: int) -> None:
