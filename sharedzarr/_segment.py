@@ -52,6 +52,7 @@ SHM_DIR = "/dev/shm"
 _MAP_FIXED = 0x10  # Linux; the mmap module does not export it
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14
 _POPULATE_MIN = 64 << 10
+_MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
 
 __all__ = [
     "SHM_DIR",
@@ -431,6 +432,14 @@ class Segment:
                 _libc().madvise(
                     ctypes.addressof(self.mm) + start, end - start, _MADV_POPULATE_WRITE
                 )
+
+    def discard(self, offset: int, length: int) -> None:
+        """Give the memory of ``[offset, offset+length)`` back to ``/dev/shm`` (whole pages
+        only; ``MADV_REMOVE`` punches them out of the file).  It reads as zeros after."""
+        start = (offset + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+        end = min(offset + length, self.size) & ~(mmap.PAGESIZE - 1)
+        if self.mm is not None and end > start and not self.readonly:
+            _libc().madvise(ctypes.addressof(self.mm) + start, end - start, _MADV_REMOVE)
 
     def rename(self, new_name: str) -> None:
         """Give the segment a new name (``rename(2)`` in ``/dev/shm``); the mapping stays."""

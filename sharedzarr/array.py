@@ -31,6 +31,7 @@ Metadata freshness
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import math
@@ -1220,6 +1221,47 @@ class Array:
             return False
         self._set_metadata(meta, raw)
         return True
+
+    @contextlib.contextmanager
+    def atomic(self, timeout: float | None = None) -> Iterator[Array]:
+        """Group writes into one transaction: all of them, or none if the block raises.
+
+        Holds the writer lock for the block.  Readers that take a snapshot (``a[...]``,
+        ``get_slice``) see all of the block's writes or none; if the block raises (any
+        exception, :class:`~sharedzarr.errors.OutOfSpaceError` included), every chunk, the
+        shape and the attributes are restored as they were, and what the block's writes
+        allocated is given back.  A single write outside a block keeps the chunks it
+        stored when it fails midway (see the README's limitations): it does not keep the
+        old chunks for an undo, so a rewrite can reuse their memory at once.
+
+        The undo keeps the old version of everything the block replaces until it ends: a
+        block that rewrites the whole array needs memory for two copies, and runs slower
+        than the same writes outside a block (no memory is reused within it).
+
+        Parameters
+        ----------
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
+
+        Yields
+        ------
+        Array
+            This array.
+
+        Examples
+        --------
+        >>> with a.atomic():  # doctest: +SKIP
+        ...     a[0] = 1
+        ...     a.attrs["step"] = 3
+        """
+        backend = self._writable()
+        with backend.writer(self._wait(timeout), atomic=True):
+            self._sync_locked()
+            try:
+                yield self
+            except BaseException:
+                self._meta_token = None  # undone: the next call reads the metadata again
+                raise
 
     def set_slice(
         self,

@@ -302,6 +302,44 @@ class ArenaMixin(TableBase):
             return
         self._unlink_arena(aid)
 
+    def _tail_mark(self) -> tuple[int, int]:
+        """``(current arena id, its bump pointer)``: where an atomic session starts
+        appending (``_write``'s rollback gives back what lies beyond)."""
+        cur = self._H[L.H_CUR_ARENA]
+        seg = self._arenas.get(cur) if cur else None
+        if seg is None or seg.closed:
+            return 0, 0
+        return cur, _arena_word(seg, L.A_USED)
+
+    def _give_back_tail(self, mark: tuple[int, int]) -> None:
+        """A rolled-back session appended past ``mark`` (see :meth:`_tail_mark`) in the
+        arena that was current, and nothing references those records now: move the bump pointer
+        back and give their pages back, unless a reader holds a zero-copy view into the
+        arena.  The bytes will be written again, so copying readers retry (reuse epoch)."""
+        cur, used = mark
+        H = self._H
+        seg = self._arenas.get(cur) if cur else None
+        if (
+            seg is None
+            or seg.closed
+            or seg.readonly
+            or not _arena_word(seg, L.A_ID)  # retired meanwhile
+            or _arena_word(seg, L.A_NOREUSE)
+            or _arena_word(seg, L.A_USED) <= used
+        ):
+            return
+        H[L.H_REUSE] += 1  # before any byte changes (see the module docstring)
+        _set_arena_word(seg, L.A_USED, used)
+        # appending continues there; an arena the session started after it holds nothing
+        # referenced now, and recovery unlinks it
+        H[L.H_CUR_ARENA] = cur
+        self._set_wseg(seg)
+        keep = (used + 4095) & ~4095
+        reserved = _arena_word(seg, L.A_RESERVED)
+        if reserved > keep:
+            seg.discard(keep, reserved - keep)
+            _set_arena_word(seg, L.A_RESERVED, keep)
+
     def _unlink_arena(self, aid: int) -> None:
         H = self._H
         self._same_table()

@@ -249,6 +249,9 @@ class TableBase:
     _idx: memoryview = None  # type: ignore[assignment]
     _wseg: Segment | None = None
     _dedicated: Segment | None = None  # a big record's own segment, while it is written
+    # an atomic writer session's log: (key bytes, hash, old ref) per change (see _write)
+    _undo: list[tuple[bytes, int, int]] | None = None
+    _undo_tail: tuple[int, int] = (0, 0)  # where it started appending (see _arenas)
     _closed: bool = True
     _deleted: bool = False
     name: str = ""

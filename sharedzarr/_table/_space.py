@@ -56,7 +56,8 @@ class SpaceMixin(IndexMixin):
         garbage = _arena_word(seg, L.A_GARBAGE) + total
         self._account_arena(seg, live, garbage)
         aid = ref >> _OFFSET_BITS
-        if live <= 0 and aid != H[L.H_CUR_ARENA]:
+        if live <= 0 and aid != H[L.H_CUR_ARENA] and self._undo is None:
+            # (an atomic session may restore its records: _reclaim retires it later)
             # nothing left in it: reuse its pages (or free a big value's own segment)
             H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
             self._retire(aid)
@@ -74,7 +75,13 @@ class SpaceMixin(IndexMixin):
         self._reclaim()
 
     def _reclaim(self) -> int:
-        """Compact the most wasteful arenas until garbage is low (writer lock held)."""
+        """Compact the most wasteful arenas until garbage is low (writer lock held).
+
+        Not while an atomic session logs its changes: a rollback needs every old record
+        where it was (see ``_write``); the session's end reclaims.
+        """
+        if self._undo is not None:
+            return 0
         freed = 0
         H = self._H
         ids = self._arena_ids()

@@ -17,8 +17,21 @@ all, and every handle sees the current shape on its next call.  Before opening, 
 writer pauses while a reader's ``H_READER_WAIT`` stamp is fresh (at most
 ``READER_PAUSE_NS`` from the stamp), so back-to-back operations cannot starve readers.
 
-What an operation does *not* give yet: a session that raises or is killed midway
-leaves the values it already published (each whole) in place.
+Rollback (an *atomic* session)
+------------------------------
+A session opened with ``writer(atomic=True)`` (an array's ``atomic()`` block) logs each key it
+changes with the reference the key had before (``_undo``: key bytes, hash, old ref; 0 for
+a new key).  While the log is on, nothing moves or frees a record: ``_reclaim`` and the
+retirement of emptied arenas wait for the end of the session, so every old reference
+stays valid.  If the session raises (any exception, ``OutOfSpaceError`` included), its
+end restores the old references in reverse order, under the lock and inside the still
+odd operation (so no snapshot reader accepts a state in between), then recounts as
+recovery does (:mod:`._recovery`), which unlinks the segments only the failed write
+used: nothing of it stays visible, and the space it took is given back, except records
+it appended to an arena that also holds older ones (garbage there until a compaction).
+What a rollback does *not* cover: a writer killed (SIGKILL) midway, whose log dies with
+it; the next writer then repairs the counts and keeps the values it had published, each
+whole.  (``append`` and ``resize`` order their stores so that even that is atomic.)
 
 Words stored here, and only here
 --------------------------------
@@ -75,16 +88,24 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         H[L.H_LIVE_VALUE] = live_value
 
     @contextlib.contextmanager
-    def writer(self, timeout: float | None = DEFAULT_TIMEOUT) -> Iterator[Self]:
+    def writer(
+        self, timeout: float | None = DEFAULT_TIMEOUT, *, atomic: bool = False
+    ) -> Iterator[Self]:
         """Hold the table's writer lock across several operations.
 
         Single operations take the lock by themselves; reads never take it.
-        Reentrant within a thread.
+        Reentrant within a thread.  Readers that ask for a snapshot see the whole
+        session or nothing of it.
 
         Parameters
         ----------
         timeout : float or None
             Seconds to wait; ``None`` waits forever.
+        atomic : bool
+            If the session raises, undo every change it made (see "Rollback" in
+            :mod:`sharedzarr._table._write`), so that nothing of it stays visible.  It
+            keeps one small entry per changed key in this process: for sessions of up to
+            about a million keys.  Only the outermost session decides.
 
         Raises
         ------
@@ -94,6 +115,9 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             When this process may not write (protected table, read-only handle).
         """
         self._begin_write(timeout)
+        if atomic and self._lock.depth == 1:
+            self._undo = []
+            self._undo_tail = self._tail_mark()
         ok = False
         try:
             yield self
@@ -153,7 +177,14 @@ class WriteMixin(ReadMixin, RecoveryMixin):
     def _end_write(self, ok: bool) -> None:
         if self._lock.depth == 1:
             H = self._H
-            if ok and H is not None and not self._deleted:
+            undo, self._undo = self._undo, None
+            if not ok and undo is not None and H is not None and not self._deleted:
+                try:
+                    self._rollback(undo)
+                    ok = True  # undone and recounted: nothing for the next writer to repair
+                except Exception:
+                    pass  # the dirty mark stays: the next writer repairs
+            elif ok and H is not None and not self._deleted:
                 try:  # reclaim once per writer session: a bulk write's old records are
                     self._maybe_reclaim()  # all garbage by now, so whole arenas just go
                 except Exception:
@@ -164,6 +195,28 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 H[L.H_HOLDER] = 0
                 H[L.H_OPSEQ] += 1  # close the operation: even
         self._lock.release()
+
+    def _rollback(self, undo: list[tuple[bytes, int, int]]) -> None:
+        """Undo an atomic session's changes, newest first (lock held; see "Rollback")."""
+        H = self._H
+        for kb, h, old in reversed(undo):
+            slot, _ref, _seg, _off = self._find(kb, h)
+            if slot >= 0:
+                self._store_ref(slot, old if old > 1 else L.TOMBSTONE)
+            elif old > 1:  # deleted in the session: its old record gets a slot again
+                self._grow_if_needed()
+                self._store_new_slot(h, old)
+                self._count_new_slot()
+        count_write(H)
+        _crash_point("rollback.restored")
+        self._give_back_tail(self._undo_tail)
+        self._set_counts(*self._recover())
+
+    def _log_undo(self, kb: bytes, h: int, slot: int, ref: int) -> None:
+        """In an atomic session: remember what key ``kb`` referenced before this change."""
+        undo = self._undo
+        if undo is not None:
+            undo.append((kb, h, ref if slot >= 0 else 0))
 
     def _put(self, kb: bytes, h: int, values: list[Any], mode: str) -> bool:
         """The one write primitive.  Call with the writer lock held.
@@ -182,6 +235,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 return True
             self._grow_if_needed()
         new_ref, total = self._append(kb, values)
+        self._log_undo(kb, h, slot, ref)
         self._publish(h, [v.nbytes for v in values], new_ref, total, slot, ref, old)
         self._maybe_reclaim(RECLAIM_RATIO_BUSY)
         return True
@@ -357,6 +411,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 raise
         slot, ref, seg, off = self._find(kb, h)
         old = self._record_info(seg, off) if slot >= 0 else None
+        self._log_undo(kb, h, slot, ref)
         self._publish(h, [nbytes], new_ref, total, slot, ref, old)
 
     def _remove(self, kb: bytes, h: int) -> list[Any] | None:
@@ -367,6 +422,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             return None
         vals = self._values(seg, off, True)
         total, lens = self._record_info(seg, off)
+        self._log_undo(kb, h, slot, ref)
         self._store_ref(slot, L.TOMBSTONE)  # publish the deletion
         count_write(H)  # right after the slot: cached readers look at it again
         _crash_point("delete.published")
@@ -474,6 +530,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         unlinked, not overwritten).
         """
         with self.writer():
+            self._undo = None  # a clear cannot be undone: a failure after it is repaired
             H = self._H
             name = self._new_empty_index()  # publishes the empty index
             self._set_counts(0, 0, 0)

@@ -204,7 +204,9 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
-    def writer(self, timeout: float | None = None) -> AbstractContextManager[Any]:
+    def writer(
+        self, timeout: float | None = None, *, atomic: bool = False
+    ) -> AbstractContextManager[Any]:
         """Return a context manager holding the storage's single-writer lock.
 
         The lock is reentrant within one thread.  The array layer holds it around
@@ -215,6 +217,8 @@ class Backend(abc.ABC):
         ----------
         timeout : float or None
             Seconds to wait; None waits forever.
+        atomic : bool
+            If the outermost session raises, undo every change it made.
 
         Returns
         -------

@@ -35,6 +35,7 @@ class _State:
         self.chunks: dict[ChunkIndex, bytes] = {}
         self.metadata: bytes | None = None
         self.lock = threading.RLock()
+        self.depth = 0  # writer sessions open (nested), under the lock
         self.writes = 0
         self.meta_writes = 0  # what handles compare to notice another handle's change
         self.deleted = False
@@ -292,7 +293,7 @@ class MemoryBackend(Backend):
             state.meta_writes += 1
 
     @contextmanager
-    def _writer(self, timeout: float | None) -> Iterator[MemoryBackend]:
+    def _writer(self, timeout: float | None, atomic: bool) -> Iterator[MemoryBackend]:
         state = self._live(write=True)
         ok = state.lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
         if not ok:
@@ -300,14 +301,25 @@ class MemoryBackend(Backend):
                 f"memory store {self.name!r}: writer lock not acquired within {timeout} s "
                 "(another thread of this process holds it)"
             )
+        outer = atomic and state.depth == 0
+        saved = (dict(state.chunks), state.metadata) if outer else None
+        state.depth += 1
         try:
             yield self
+        except BaseException:
+            if saved is not None:  # undo: the chunks and metadata as they were
+                state.chunks, state.metadata = saved
+                state.writes += 1
+                state.meta_writes += 1
+            raise
         finally:
+            state.depth -= 1
             state.lock.release()
 
-    def writer(self, timeout: float | None = None) -> Any:
-        """Hold the store's writer lock (a reentrant :class:`threading.RLock`)."""
-        return self._writer(timeout)
+    def writer(self, timeout: float | None = None, *, atomic: bool = False) -> Any:
+        """Hold the store's writer lock (a reentrant :class:`threading.RLock`); with
+        ``atomic``, the outermost session is undone if it raises."""
+        return self._writer(timeout, atomic)
 
     def op_seq(self) -> int:
         """Moves with every metadata write (see :meth:`Backend.op_seq`)."""

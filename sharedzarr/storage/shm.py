@@ -265,11 +265,14 @@ class SharedMemoryBackend(Backend):
         self.table.insert_prepared(self._meta_key, data)
 
     def writer(
-        self, timeout: float | None = DEFAULT_TIMEOUT
+        self, timeout: float | None = DEFAULT_TIMEOUT, *, atomic: bool = False
     ) -> contextlib.AbstractContextManager[Any]:
-        """The table's writer lock (reentrant per thread)."""
+        """The table's writer lock (reentrant per thread); with ``atomic``, the outermost
+        session is undone if it raises (see "Rollback" in ``sharedzarr._table._write``)."""
         self._check_writable()
-        return cast("contextlib.AbstractContextManager[Any]", self.table.writer(timeout))
+        return cast(
+            "contextlib.AbstractContextManager[Any]", self.table.writer(timeout, atomic=atomic)
+        )
 
     def write_count(self) -> int:
         """The table's write counter."""
