@@ -660,21 +660,9 @@ class Concatenated:
     """
 
     def __init__(self, names: Iterable[str], uid: int) -> None:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = _libc()
         mmap_ = libc.mmap
-        mmap_.restype = ctypes.c_void_p
-        mmap_.argtypes = [
-            ctypes.c_void_p,
-            ctypes.c_size_t,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_int,
-            ctypes.c_long,
-        ]
         self._munmap = libc.munmap
-        self._munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         self._base = 0
         self._size = 0
         self.offsets: list[int] = []
