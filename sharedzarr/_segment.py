@@ -34,6 +34,7 @@ import stat as stat_mod
 import time
 import weakref
 from collections.abc import Iterable, Iterator
+from typing import Self
 
 import posix_ipc
 
@@ -333,7 +334,7 @@ class Segment:
     @classmethod
     def create(
         cls, name: str, size: int, mode: int, *, reserve: int | None = None, keep_fd: bool = False
-    ) -> Segment:
+    ) -> Self:
         """Create segment ``name`` (exclusive) of ``size`` bytes and map it read-write.
 
         ``reserve`` bytes (default: all) are allocated up front with ``posix_fallocate``;
@@ -375,7 +376,7 @@ class Segment:
         keep_fd: bool = False,
         words_rw: bool = False,
         uid: int | None = None,
-    ) -> Segment:
+    ) -> Self:
         """Attach existing segment ``name`` without changing its size.
 
         ``words_rw`` with ``readonly``: also map the first page read-write, when this

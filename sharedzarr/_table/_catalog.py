@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 from .. import _layout as L
-from .._faults import pause_point as _pause_point
 from .._lock import WriterLock
 from .._segment import exists as _seg_exists
 from .._segment import list_names, map_os_errors
@@ -101,8 +100,7 @@ def _destroy_header(
 ) -> bool:
     if hdr.fd < 0:
         raise ValueError("_destroy needs a header segment with its descriptor kept")
-    whole = hdr.size >= L.HEADER_SIZE and hdr.buf is not None
-    H = hdr.buf.cast("Q") if whole and hdr.buf is not None else None
+    H = hdr.buf.cast("Q") if hdr.buf is not None and hdr.size >= L.HEADER_SIZE else None
     try:
         if still is None and H is not None and bytes(hdr.buf[:8]) == L.MAGIC:
             H[L.H_DELETED] = 1
@@ -119,7 +117,6 @@ def _destroy_header(
             if H is not None and bytes(hdr.buf[:8]) == L.MAGIC:
                 H[L.H_DELETED] = 1
                 count_write(H)  # again: a writer's bump may have raced the first one
-            _pause_point("destroy.locked")
             for n in table_segments(name, uid=hdr.owner_uid()):
                 if n != hdr.name:
                     _unlink(n)

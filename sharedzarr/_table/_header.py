@@ -76,28 +76,6 @@ if TYPE_CHECKING:
         rbuf: memoryview
         words: memoryview
 
-        @classmethod
-        def create(
-            cls,
-            name: str,
-            size: int,
-            mode: int,
-            *,
-            reserve: int | None = None,
-            keep_fd: bool = False,
-        ) -> Segment: ...
-
-        @classmethod
-        def attach(
-            cls,
-            name: str,
-            *,
-            readonly: bool = False,
-            keep_fd: bool = False,
-            words_rw: bool = False,
-            uid: int | None = None,
-        ) -> Segment: ...
-
 else:
     Segment = _Segment
 

@@ -53,10 +53,13 @@ def init_generation(H: memoryview, gen: int = 1) -> None:
     H[L.H_GEN] = gen
 
 
-def first_index_name(table: str, uid: int) -> tuple[int, str]:
-    """A new table's first index generation whose name is free (normally 1): another
-    user's file planted at ``idx.1`` moves it on (see ``IndexMixin._next_index_name``)."""
-    for g in range(1, 1 + _NAME_TRIES):
+def free_index_name(table: str, uid: int, first: int = 1) -> tuple[int, str]:
+    """The first index generation from ``first`` whose name is free: ``(generation, name)``.
+
+    A stray of the table's user there (a crashed rebuild) is removed; a generation whose
+    name another user's file holds is skipped (readers follow ``H_GEN``).
+    """
+    for g in range(first, first + _NAME_TRIES):
         name = L.segment_names(table)[1] + str(g)
         if take_name(name, uid):
             return g, name
@@ -339,17 +342,9 @@ class IndexMixin(ArenaMixin):
         self._load_index()
 
     def _next_index_name(self, gen: int) -> tuple[int, str]:
-        """The first generation after ``gen`` whose name is free: ``(generation, name)``.
-
-        A stray of this table's user there (a crashed rebuild) is removed; a generation
-        whose name another user's file holds is skipped (readers follow ``H_GEN``).
-        """
-        for g in range(gen + 1, gen + 1 + _NAME_TRIES):
-            name = self._seg_name_idx(g)
-            self._same_table()
-            if take_name(name, self._uid):
-                return g, name
-        raise _names_taken(self.name, "index segment")
+        """The first generation after ``gen`` whose name is free (:func:`free_index_name`)."""
+        self._same_table()
+        return free_index_name(self.name, self._uid, gen + 1)
 
     def _new_empty_index(self) -> str:
         """Publish an empty index of the next generation (``clear``); return its segment name."""

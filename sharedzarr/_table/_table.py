@@ -25,7 +25,7 @@ from ..errors import AccessDeniedError, TableExistsError
 from ._arenas import init_arena_ids
 from ._catalog import _destroy, _wait_for_magic, table_segments
 from ._header import Segment, init_created, publish_header, validate_name
-from ._index import create_index_segment, first_index_name, init_generation
+from ._index import create_index_segment, free_index_name, init_generation
 from ._ownership import (
     _heir_ident,
     _owner_state,
@@ -163,7 +163,7 @@ class Table(WriteMixin):
             for n in table_segments(name, uid=uid):  # (another user's files stay)
                 if n != hdr_name:
                     _unlink(n)
-            gen, idx_name = first_index_name(name, uid)
+            gen, idx_name = free_index_name(name, uid)
             create_index_segment(name, idx_name, L.MIN_CAPACITY, gen, mode)
             me = _proc.current()
             buf = hdr.buf
@@ -410,7 +410,7 @@ class Table(WriteMixin):
         if hdr.readonly:  # mapped read-only (mode, access or asked): may this user write it?
             with map_os_errors(name, "header"):
                 hdr = Segment.attach(hdr.name, keep_fd=True)
-            if not self._hdr.is_at_name():  # deleted, and the name holds another table
+            if not hdr.same_file(self._hdr):  # deleted, and the name holds another table
                 hdr.close()
                 self.close()
                 self._deleted = True

@@ -27,8 +27,9 @@ stays valid.  If the session raises (any exception, ``OutOfSpaceError`` included
 end restores the old references in reverse order, under the lock and inside the still
 odd operation (so no snapshot reader accepts a state in between), then recounts as
 recovery does (:mod:`._recovery`), which unlinks the segments only the failed write
-used: nothing of it stays visible, and the space it took is given back, except records
-it appended to an arena that also holds older ones (garbage there until a compaction).
+used; what it appended to the arena that was current is cut off and its pages given back
+(``_give_back_tail``, unless a zero-copy view pins that arena).  Nothing of it stays
+visible, and the space it took is free again.
 What a rollback does *not* cover: a writer killed (SIGKILL) midway, whose log dies with
 it; the next writer then repairs the counts and keeps the values it had published, each
 whole.  (``append`` and ``resize`` order their stores so that even that is atomic.)
