@@ -163,6 +163,10 @@ A_NOREUSE = 7
 NOREUSE_VIEW = 1  # a reader handed out a zero-copy view into it
 NOREUSE_OWN = 2  # a big value's own segment
 REUSE_GRACE_NS = 200_000  # retired -> reusable: far beyond any store-buffer delay
+# epoch bump -> a garbage record's room recycled (see sharedzarr._table._arenas): still
+# orders of magnitude beyond a store-buffer delay; short, because the rooms freed this
+# long ago are the memory a rewrite needs on top of the data
+RECYCLE_GRACE_NS = 50_000
 MIN_ARENA = 4 << 20  # 4 MiB (sparse: only what records use is allocated)
 MAX_ARENA = 64 << 20  # 64 MiB; values over a quarter of an arena get an arena of their own
 RESERVE_STEP = 256 << 10  # fallocate at most this much ahead of the bump pointer

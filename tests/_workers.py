@@ -199,15 +199,23 @@ def big_churn_size(k) -> int:
     return reuse_size(k)
 
 
-def big_churn(name: str, rounds: int, keys: int) -> None:
+def churned_size(value: bytes, k: int) -> int:
+    """The length a ``big_churn(..., vary=True)`` value of key k must have (its round is its
+    byte)."""
+    return reuse_size(k) + 64 * value[0]
+
+
+def big_churn(name: str, rounds: int, keys: int, vary: bool = False) -> None:
     """Rewrite every key each round with bytes([round]) * reuse_size(k).
 
-    Whole arenas become garbage and are retired and reused: the reuse crash workload.
+    The same lengths each round: old records' rooms are recycled.  ``vary`` adds 64 * round
+    bytes, so no room fits a later record: whole arenas become garbage and are retired and
+    reused (the pool's crash workload; :func:`churned_size` tells a value's length).
     """
     t = Table.attach(name)
     for r in range(1, rounds + 1):
         for k in range(keys):
-            t.insert(k, bytes([r]) * reuse_size(k))
+            t.insert(k, bytes([r]) * (reuse_size(k) + (64 * r if vary else 0)))
         if r % 3 == 0:
             t.delete(r % keys)
     t.close()
@@ -334,3 +342,28 @@ def numpy_views_outlive_close(name: str) -> list:
 
     gc.collect()
     return [float(fast.sum()), float(other.sum())]
+
+
+def same_size_rewriter(name: str, keys: int, size: int, stop, count) -> None:
+    """Rewrite keys 0..keys-1 with ``size`` bytes each, one insert per session, round after
+    round until stopped: every old record's room is recycled (the reuse epoch moves often)."""
+    t = Table.attach(name)
+    r = 0
+    while not stop.is_set():
+        r = r % 250 + 1
+        for k in range(keys):
+            t.insert(k, bytes([r]) * size)
+        count.value += 1
+    t.close()
+
+
+def big_value_reader(name: str, key: object, n: int, started, out) -> None:
+    """Copy key's (long) value ``n`` times; put (reads, reads that were not uniform)."""
+    t = Table.attach(name, readonly=True)
+    started.wait(60)
+    bad = 0
+    for _ in range(n):
+        v = t.get(key)
+        bad += v.count(v[:1]) != len(v)
+    t.close()
+    out.put((n, bad))

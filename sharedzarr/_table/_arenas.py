@@ -1,9 +1,37 @@
 """Data arenas: this handle's map of them, and the allocator that appends records.
 
 The arena map caches a mapping per data segment (bounded by ``MAX_MAPPED``) and forgets
-the ones a writer unlinked.  The allocator hands out room for a record: in the current
-arena, in a retired arena taken back from the pool (renamed to a fresh id), or in a
-new segment (a big value gets one of its own).
+the ones a writer unlinked.  The allocator hands out room for a record: the room of a
+garbage record of the same length (recycled, see below), in the current arena, in a
+retired arena taken back from the pool (renamed to a fresh id), or in a new segment (a
+big value gets one of its own).
+
+Recycling (why a rewrite costs a copy, not fresh pages or a compaction)
+-----------------------------------------------------------------------
+When a write replaces a record, the old one becomes garbage and this handle keeps its
+place (:class:`_Recycler`, process-local: only the writer that freed a record knows it).
+Its room takes a new record of exactly the same length (so the arena stays walkable by
+its length words) once three things hold, in this order:
+
+1. the reuse epoch ``H_REUSE`` was bumped after the record became garbage.  A copying
+   reader loads the epoch before its probe and again after its copy (invariant I2 of
+   :mod:`._read`); one that found the record did so before it became garbage, so it sees
+   the bump and reads again;
+2. at least ``RECYCLE_GRACE_NS`` passed since that bump;
+3. the arena's ``A_ID`` still is its id and ``A_NOREUSE`` is 0.  A reader handing out a
+   zero-copy view stores ``A_NOREUSE`` and then checks the epoch (I3): a view made before
+   the bump has its mark visible here long since; one made after it fails its epoch check.
+
+Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
+one whose copy is longer makes its last attempts under the writer lock, see I2).  A
+record freed inside an atomic session is not recycled (a rollback may restore it), and
+neither is a record in a read-only mapping or in a big value's own segment.  A crash
+while a recycled room is being written leaves it garbage: no slot references it until
+the record is whole and published.  The recycled bytes leave the garbage counts when the
+record is written (``A_GARBAGE`` here, ``H_GARBAGE`` by :mod:`._space` through
+:meth:`ArenaMixin._recycled_taken`); garbage a handle keeps for recycling is not
+compacted by it (:meth:`ArenaMixin._recyclable`) while it keeps using it, and it lets
+go of it after ``_RECYCLE_IDLE_NS`` unused.
 
 Words stored here, and only here
 --------------------------------
@@ -19,6 +47,7 @@ calls.
 
 from __future__ import annotations
 
+import collections
 import struct
 import time
 from typing import Any
@@ -65,6 +94,39 @@ class _Filler:
 
 
 _NAME_TRIES = 64  # names of new segments tried past other users' files, then an error
+
+RECYCLE_MIN = 256  # records shorter than this are left to compaction
+_RECYCLE_MAX = 1 << 16  # rooms a handle keeps for recycling
+_RECYCLE_IDLE_NS = 1_000_000_000  # kept rooms unused this long are let go (compaction's)
+_BUMP_EVERY_NS = L.RECYCLE_GRACE_NS // 2  # at most one reuse-epoch bump per this long
+
+
+class _Recycler:
+    """The rooms of garbage records this handle freed, by record length (see "Recycling").
+
+    ``limbo`` holds rooms freed since the last epoch bump, ``cooling`` the rooms of each
+    bump with its time, ``free`` the rooms past their grace period (not yet checked
+    against pinning, which is checked when one is taken).
+    """
+
+    __slots__ = ("bumped", "cooling", "count", "free", "held", "limbo", "pending", "used")
+
+    def __init__(self) -> None:
+        self.limbo: list[tuple[int, int]] = []  # (record length, reference)
+        self.cooling: collections.deque[tuple[int, list[tuple[int, int]]]] = collections.deque()
+        self.free: dict[int, list[int]] = {}
+        self.count = 0  # rooms held in all three
+        self.held = 0  # their bytes
+        self.bumped = 0  # monotonic ns of the last bump
+        self.used = 0  # monotonic ns a room was last taken
+        self.pending = 0  # bytes taken, not yet out of H_GARBAGE (see _recycled_taken)
+
+    def clear(self) -> None:
+        self.limbo = []
+        self.cooling.clear()
+        self.free = {}
+        self.count = 0
+        self.held = 0
 
 
 def _names_taken(table: str, what: str) -> SharedZarrError:
@@ -373,6 +435,92 @@ class ArenaMixin(TableBase):
             raise
         return seg, aid, off
 
+    # ------------------------------------------------------------------ recycling
+
+    _recycler: _Recycler | None = None
+
+    def _recycle(self, seg: Segment, ref: int, total: int) -> None:
+        """Keep the room of the record at ``ref`` (``total`` bytes), which just became
+        garbage, for a later record of the same length (see "Recycling")."""
+        if (
+            total < RECYCLE_MIN
+            or self._undo is not None
+            or seg.readonly
+            or not seg.words_writable
+            or seg.words[7]  # A_NOREUSE: a view pins it, or a big value's own segment
+        ):
+            return
+        r = self._recycler
+        if r is None:
+            r = self._recycler = _Recycler()
+        if r.count < _RECYCLE_MAX:
+            r.limbo.append((total, ref))
+            r.count += 1
+            r.held += total
+
+    def _take_recycled(self, total: int) -> tuple[Segment, int, int] | None:
+        """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``."""
+        r = self._recycler
+        if r is None or not r.count:
+            return None
+        now = time.monotonic_ns()
+        if now - r.bumped >= _BUMP_EVERY_NS or total not in r.free:
+            self._advance_recycler(r, now)
+        free = r.free.get(total)
+        while free:
+            ref = free.pop()
+            r.count -= 1
+            r.held -= total
+            aid, off = ref >> _OFFSET_BITS, ref & _OFFSET_MASK
+            seg = self._arenas.get(aid)
+            if seg is None or seg.closed:
+                continue
+            w = seg.words
+            if w[6] != aid or w[7] or off + total > w[2]:  # A_ID, A_NOREUSE, A_USED
+                continue  # retired, reused or pinned since: compaction's now
+            _set_arena_word(seg, L.A_LIVE, w[4] + total)
+            _set_arena_word(seg, L.A_GARBAGE, max(w[5] - total, 0))
+            r.pending += total
+            r.used = now
+            return seg, aid, off
+        return None
+
+    def _advance_recycler(self, r: _Recycler, now: int) -> None:
+        """Move rooms past their grace period to ``free``; bump the epoch for new ones."""
+        cooling = r.cooling
+        while cooling and cooling[0][0] + L.RECYCLE_GRACE_NS <= now:
+            free = r.free
+            for total, ref in cooling.popleft()[1]:
+                lst = free.get(total)
+                if lst is None:
+                    free[total] = [ref]
+                else:
+                    lst.append(ref)
+        if r.limbo and now - r.bumped >= _BUMP_EVERY_NS:
+            self._H[L.H_REUSE] += 1  # after the records became garbage (step 1)
+            r.bumped = time.monotonic_ns()
+            cooling.append((r.bumped, r.limbo))
+            r.limbo = []
+
+    def _recycled_taken(self) -> int:
+        """Bytes of recycled rooms taken since the last call (they leave ``H_GARBAGE``)."""
+        r = self._recycler
+        if r is None or not r.pending:
+            return 0
+        n, r.pending = r.pending, 0
+        return n
+
+    def _recyclable(self) -> int:
+        """Garbage bytes this handle keeps for recycling (compaction leaves them); kept
+        rooms unused for ``_RECYCLE_IDLE_NS`` are let go first."""
+        r = self._recycler
+        if r is None or not r.count:
+            return 0
+        if time.monotonic_ns() - max(r.used, r.bumped) > _RECYCLE_IDLE_NS:
+            r.clear()
+            return 0
+        return r.held
+
     def _commit(self, seg: Segment, off: int, total: int) -> None:
         """Account a record written at ``off`` (not yet published)."""
         _set_arena_word(seg, L.A_USED, off + total)
@@ -388,6 +536,12 @@ class ArenaMixin(TableBase):
         # values: memoryviews, or _Filler that write themselves
         """Append a record; return ``(reference, record length)``.  Not yet published."""
         total, _offs = L.record_layout(len(kb), [v.nbytes for v in values])
+        got = self._take_recycled(total) if self._recycler is not None else None
+        if got is not None:
+            seg, aid, off = got
+            L.pack_record(seg.buf, off, kb, values)  # a failure leaves the room garbage
+            _crash_point("append.written")
+            return L.make_ref(aid, off), total
         seg, aid, off = self._alloc(total)
         try:
             L.pack_record(seg.buf, off, kb, values)
@@ -440,10 +594,15 @@ class ArenaMixin(TableBase):
         H[L.H_CUR_ARENA] = 0
         for w in self._pool_words():
             H[w] = 0
+        if self._recycler is not None:
+            self._recycler.clear()
 
     def _drain_pool(self) -> None:
-        """Unlink every retired arena kept in the pool (``reclaim()`` gives memory back)."""
+        """Unlink every retired arena kept in the pool, and let go of the rooms kept for
+        recycling (``reclaim()`` gives memory back)."""
         H = self._H
+        if self._recycler is not None:
+            self._recycler.clear()
         for w in self._pool_words():
             aid = H[w]
             if aid:
@@ -456,6 +615,8 @@ class ArenaMixin(TableBase):
         ``per_arena`` maps arena id -> live record bytes, counted from the index.
         """
         H = self._H
+        if self._recycler is not None:
+            self._recycler.clear()  # recounted below: the counts no longer know them
         cur = H[L.H_CUR_ARENA]
         garbage = 0
         max_id = 0

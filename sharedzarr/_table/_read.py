@@ -3,15 +3,22 @@
 Invariants readers rely on (writers keep them; see :mod:`sharedzarr._layout`)
 -----------------------------------------------------------------------------
 I1  A record is immutable while any slot references it and until its arena is
-    unlinked or reused.  A reference is published by one aligned 8-byte store of the
-    slot (x86-64 TSO: a reader that sees the reference sees the record).
+    unlinked or reused or its room recycled (I2).  A reference is published by one
+    aligned 8-byte store of the slot (x86-64 TSO: a reader that sees the reference sees
+    the record).
 I2  Reuse: a writer bumps ``H_REUSE`` (word 22) before the first byte of a reused arena
-    changes.  A copying read loads it before its probe and again after its copy, and
-    repeats on a change (:meth:`ReadMixin._consistent`, :meth:`ReadMixin._get_slow`,
-    ``view_reader``'s ``fill``), at most ``_READ_RETRIES`` times.
+    changes, and before it recycles the room of a garbage record (at least
+    ``RECYCLE_GRACE_NS`` before; see "Recycling" in :mod:`._arenas`).  A copying read loads
+    it before its probe and again after its copy, and repeats on a change
+    (:meth:`ReadMixin._consistent`, :meth:`ReadMixin._get_slow`, ``view_reader``'s
+    ``fill``); after ``_LOCKED_AFTER`` failed attempts it makes the next one holding the
+    writer lock (:meth:`ReadMixin._retrying`), so a long copy under a busy writer still
+    finishes.
 I3  Pinning: a zero-copy view marks its arena no-reuse (``A_NOREUSE``, stored by
-    :meth:`._arenas.ArenaMixin._pin`), then checks ``A_ID`` still holds its arena's id;
-    a writer reads the mark at least ``REUSE_GRACE_NS`` after retiring it.
+    :meth:`._arenas.ArenaMixin._pin`), then checks ``A_ID`` still holds its arena's id
+    and the reuse epoch did not move; a writer reads the mark at least
+    ``REUSE_GRACE_NS`` after retiring the arena, or ``RECYCLE_GRACE_NS`` after the epoch
+    bump that precedes recycling a room in it.
 I4  Every change of a slot's record is followed by a bump of ``H_WRITES`` (word 12);
     every reclaim, reuse, recovery and deletion bumps ``H_RECLAIM`` (21) and
     ``H_WRITES``.  An unchanged ``H_WRITES`` therefore means an unchanged slot and a
@@ -71,6 +78,7 @@ _LOCKED_AFTER_RO = 2
 _REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
 _T = TypeVar("_T")
+_AGAIN = object()  # one attempt of a read saw a writer reuse memory under it: repeat
 _VIEW_CACHE_MAX = 1 << 16  # entries per view_reader (each holds a view, not a copy)
 
 
@@ -133,6 +141,28 @@ class ReadMixin(SpaceMixin):
         if s & 1:
             s = self._wait_operation(H, s)
         return (s << 32) | H[22]  # L.H_REUSE
+
+    def _retrying(self, once: Callable[[], Any]) -> Any:
+        """Repeat the one-value read attempt ``once()`` while it returns ``_AGAIN``; late
+        attempts hold the writer lock (invariant I2)."""
+        for attempt in range(_READ_RETRIES):
+            if attempt >= _LOCKED_AFTER and not self._lock.depth:  # (not in our session)
+                try:
+                    self._lock.acquire(OP_WAIT_S)
+                except LockTimeoutError:
+                    pass  # a stopped writer keeps it: attempt without it
+                else:
+                    try:
+                        got = once()
+                    finally:
+                        self._lock.release()
+                    if got is not _AGAIN:
+                        return got
+                    continue
+            got = once()
+            if got is not _AGAIN:
+                return got
+        raise self._kept_changing()
 
     def _wait_operation(self, H: memoryview, s: int) -> int:
         """Wait until the open operation ``s`` ends; return the sequence to read under."""
@@ -229,29 +259,27 @@ class ReadMixin(SpaceMixin):
         finally:
             self._lock.release()
 
-    def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int] | None:
+    def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int, int] | None:
         """An identity of the value of prepared key ``pk``: equal tokens mean the very same
         record, unchanged (records are immutable while referenced, I1; moving or reusing
-        one bumps ``H_RECLAIM``, I4).  A few loads, no copy and no wait: a handle that
-        cached a value checks it with this.  None when the fast probe cannot tell (absent,
-        not in its home slot): compare the value itself then.
+        one bumps ``H_RECLAIM``, I4; a record's room is recycled only after a bump of the
+        reuse epoch, I2, so the same reference under the same epochs is the same record).
+        A few loads, no copy and no wait: a handle that cached a value checks it with this.
+        None when the fast probe cannot tell (absent, not in its home slot): compare the
+        value itself then.
         """
         H = self._H
         if H is None:
             H = self._check_open()
-        gen = H[L.H_RECLAIM]
+        gen, epoch = H[L.H_RECLAIM], H[L.H_REUSE]
         hit = self._probe_home(pk[0], pk[1], H)
         if hit is None or H[L.H_RECLAIM] != gen:
             return None
-        return hit[1], gen
+        return hit[1], gen, epoch
 
     def reuse_epoch(self) -> int:
-        """The reuse epoch: a counter a writer bumps before it overwrites a retired arena.
-
-        A reader of a *borrowed* view (``get_prepared(..., borrow=True)``) loads it before
-        the lookup and again after copying the view; if it moved, the copy may be torn and
-        the read must be repeated.  See :mod:`sharedzarr._layout`, "Reuse".
-        """
+        """The reuse epoch (I2): a reader of a *borrowed* view (``borrow=True``) loads it
+        before the lookup and after its copy, and reads again when it moved."""
         H = self._H
         return (H if H is not None else self._check_open())[22]  # L.H_REUSE
 
@@ -414,37 +442,39 @@ class ReadMixin(SpaceMixin):
         def fill(k: Any) -> Any:
             kb, h = prepare(k)
             H = self._check_open()
-            for _attempt in range(_READ_RETRIES):
-                epoch, rec, writes = H[L.H_REUSE], H[L.H_RECLAIM], H[L.H_WRITES]
-                if H[L.H_GEN] != self._idx_gen:
-                    self._load_index()
-                gen = self._idx_gen
-                hit = self._located(kb, h, H, epoch)
-                if hit is False:
-                    continue
-                if hit is None:  # absent: remembered until the write counter moves
-                    if len(cache) >= _VIEW_CACHE_MAX:
-                        cache.clear()
-                    cache[k] = (writes, missing, gen, -1, 0, rec)
-                    return missing if take is None or missing is None else take(missing)
-                slot, ref, seg, pos, vlen = hit
-                if pin and not seg.words_writable:  # cannot mark: a copy, not cached
-                    obj = wrap(memoryview(seg.mm[pos : pos + vlen]))
-                    if H[L.H_REUSE] == epoch:
-                        return obj
-                    continue
-                if pin and not self._pin(seg, ref >> _OFFSET_BITS):
-                    continue
-                obj = wrap(seg.rbuf[pos : pos + vlen])
-                out = obj if take is None or obj is None else take(obj)
-                if H[L.H_REUSE] != epoch:
-                    continue
-                if obj is not None:
-                    if len(cache) >= _VIEW_CACHE_MAX:
-                        cache.clear()
-                    cache[k] = (writes, obj, gen, (slot << 1) + 1, ref, rec)
-                return out
-            raise self._kept_changing()
+            return self._retrying(lambda: _fill_once(k, kb, h, H))
+
+        def _fill_once(k: Any, kb: bytes, h: int, H: memoryview) -> Any:
+            """One attempt of ``fill``: the value, or ``_AGAIN`` when it must be repeated."""
+            epoch, rec, writes = H[L.H_REUSE], H[L.H_RECLAIM], H[L.H_WRITES]
+            if H[L.H_GEN] != self._idx_gen:
+                self._load_index()
+            gen = self._idx_gen
+            hit = self._located(kb, h, H, epoch)
+            if hit is False:
+                return _AGAIN
+            if hit is None:  # absent: remembered until the write counter moves
+                if len(cache) >= _VIEW_CACHE_MAX:
+                    cache.clear()
+                cache[k] = (writes, missing, gen, -1, 0, rec)
+                return missing if take is None or missing is None else take(missing)
+            slot, ref, seg, pos, vlen = hit
+            if pin and not seg.words_writable:  # cannot mark: a copy, not cached
+                obj = wrap(memoryview(seg.mm[pos : pos + vlen]))
+                if H[L.H_REUSE] == epoch:
+                    return obj
+                return _AGAIN
+            if pin and not self._pin(seg, ref >> _OFFSET_BITS):
+                return _AGAIN
+            obj = wrap(seg.rbuf[pos : pos + vlen])
+            out = obj if take is None or obj is None else take(obj)
+            if H[L.H_REUSE] != epoch:
+                return _AGAIN
+            if obj is not None:
+                if len(cache) >= _VIEW_CACHE_MAX:
+                    cache.clear()
+                cache[k] = (writes, obj, gen, (slot << 1) + 1, ref, rec)
+            return out
 
         return read
 
@@ -538,13 +568,12 @@ class ReadMixin(SpaceMixin):
     def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> bytes | memoryview | None:
         """:meth:`get_prepared` by a full probe, repeated while arenas are reused under it."""
         H = self._check_open()
-        for _attempt in range(_READ_RETRIES):
+
+        def once() -> Any:
             epoch = H[L.H_REUSE]
             hit = self._located(kb, h, H, epoch)
-            if hit is False:
-                continue
-            if hit is None:
-                return None
+            if hit is None or hit is False:
+                return _AGAIN if hit is False else None
             _slot, ref, seg, pos, vlen = hit
             v: bytes | memoryview  # (an annotation: no code runs)
             if copy:
@@ -555,26 +584,27 @@ class ReadMixin(SpaceMixin):
                 v = memoryview(seg.mm[pos : pos + vlen])  # cannot pin: hand out a copy
             else:
                 if not self._pin(seg, ref >> _OFFSET_BITS):
-                    continue
+                    return _AGAIN
                 v = seg.rbuf[pos : pos + vlen]
-            if H[L.H_REUSE] == epoch:
-                return v
-        raise self._kept_changing()
+            return v if H[L.H_REUSE] == epoch else _AGAIN
+
+        return self._retrying(once)  # type: ignore[no-any-return]
 
     def _consistent(self, read: Callable[[], _T]) -> _T:
         """Run the lock-free ``read()``; repeat it when a reused arena may have changed under it."""
         H = self._check_open()
-        for _attempt in range(_READ_RETRIES):
+
+        def once() -> Any:
             epoch = H[L.H_REUSE]
             try:
                 out = read()
             except (CorruptTableError, struct.error, TypeError):
                 if H[L.H_REUSE] != epoch:
-                    continue
+                    return _AGAIN
                 raise
-            if H[L.H_REUSE] == epoch:
-                return out
-        raise self._kept_changing()
+            return out if H[L.H_REUSE] == epoch else _AGAIN
+
+        return self._retrying(once)  # type: ignore[no-any-return]
 
     def get(self, key: Any, default: Any = None, *, copy: bool = True) -> Any:
         """Return the (first) value stored under ``key``, or ``default``.

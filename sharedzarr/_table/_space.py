@@ -34,8 +34,16 @@ class SpaceMixin(IndexMixin):
     """Garbage accounting, reclaim policy and compaction (lock held throughout)."""
 
     def _add_live_record(self, total: int) -> None:
-        """A record of ``total`` bytes became live (published, or appended and abandoned)."""
-        self._H[L.H_LIVE_RECORD] += total
+        """A record of ``total`` bytes became live (published, or appended and abandoned).
+
+        Recycled rooms taken for records since the last call stop being garbage now.
+        """
+        H = self._H
+        H[L.H_LIVE_RECORD] += total
+        if self._recycler is not None:
+            taken = self._recycled_taken()
+            if taken:
+                H[L.H_GARBAGE] -= min(taken, H[L.H_GARBAGE])
 
     def _set_space(self, live_record: int, garbage: int) -> None:
         """Store recounted totals (recovery; ``clear`` stores zeros)."""
@@ -61,6 +69,8 @@ class SpaceMixin(IndexMixin):
             # nothing left in it: reuse its pages (or free a big value's own segment)
             H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
             self._retire(aid)
+        else:
+            self._recycle(seg, ref, total)  # its room may take a record of its length
 
     def _abandon(self, new_ref: int, total: int) -> None:
         """Account an appended, never published record as garbage (lock held)."""
@@ -70,6 +80,10 @@ class SpaceMixin(IndexMixin):
     def _maybe_reclaim(self, ratio: float = RECLAIM_RATIO) -> None:
         H = self._H
         garbage = H[L.H_GARBAGE]
+        if garbage <= RECLAIM_MIN or garbage <= H[L.H_LIVE_RECORD] * ratio:
+            return
+        # garbage this handle is about to recycle is not worth compacting (see _arenas)
+        garbage -= self._recyclable()
         if garbage <= RECLAIM_MIN or garbage <= H[L.H_LIVE_RECORD] * ratio:
             return
         self._reclaim()

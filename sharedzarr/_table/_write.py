@@ -556,6 +556,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         garbage freed.
         """
         with self.writer():
+            self._drain_pool()  # first: garbage kept for recycling is compacted too
             freed = self._reclaim()
             self._drain_pool()
         return freed

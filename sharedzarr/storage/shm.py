@@ -249,9 +249,9 @@ class SharedMemoryBackend(Backend):
         got: tuple[Any, dict[int, int]] | None = self.table.arenas_in_one_range(ids)
         return got
 
-    def metadata_token(self) -> tuple[int, int] | None:
+    def metadata_token(self) -> tuple[int, int, int] | None:
         """The metadata record's identity (:meth:`sharedzarr.Table.value_token`)."""
-        token: tuple[int, int] | None = self.table.value_token(self._meta_key)
+        token: tuple[int, int, int] | None = self.table.value_token(self._meta_key)
         return token
 
     def read_metadata(self) -> bytes | None:

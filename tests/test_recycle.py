@@ -1,0 +1,138 @@
+"""Recycling: a rewrite of a value of the same length lands in the room of the old record.
+
+See "Recycling" in ``sharedzarr._table._arenas`` for the protocol these tests check: the
+reuse epoch moves before a room is recycled, a grace period passes, and a room in an arena
+a zero-copy view pins is never recycled.  Torn reads under recycling are checked by the
+reuse tests too (their writers rewrite values of the same length).
+"""
+
+from __future__ import annotations
+
+import glob
+import multiprocessing as mp
+import time
+
+import _workers as W
+import numpy as np
+import pytest
+
+import sharedzarr as sz
+from sharedzarr import _layout as L
+from sharedzarr._table import Table
+
+CTX = mp.get_context("spawn")
+
+
+def _shm_bytes(name: str) -> int:
+    import os
+
+    return sum(os.stat(p).st_blocks * 512 for p in glob.glob(f"/dev/shm/sz.{name}.*"))
+
+
+@pytest.fixture
+def table():
+    t = Table.create()
+    yield t
+    t.delete_table()
+
+
+def test_same_length_rewrites_take_no_new_memory(table):
+    t = table
+    value = 128 << 10
+    for r in range(1, 4):
+        for k in range(64):
+            t.insert(k, bytes([r]) * value)
+    arenas, before = t._H[L.H_NEXT_ARENA], _shm_bytes(t.name)
+    for r in range(4, 40):
+        for k in range(64):
+            t.insert(k, bytes([r]) * value)
+    assert t._H[L.H_NEXT_ARENA] == arenas  # no new data segment
+    assert _shm_bytes(t.name) <= before + 4 * value  # 288 MiB written meanwhile
+    assert _shm_bytes(t.name) <= 1.25 * 64 * value
+    for k in range(64):
+        assert t[k] == bytes([39]) * value
+
+
+def test_array_rewrites_keep_memory_near_the_data(cleanup):
+    name = f"recycle-mem-{int(time.monotonic_ns())}"
+    cleanup.append(name)
+    a = sz.create(shape=(1024, 1024), chunks=(128, 128), dtype="f8", table_name=name)
+    for i in range(60):
+        a[...] = float(i)
+    assert _shm_bytes(name) <= 1.2 * a.nbytes, _shm_bytes(name) / a.nbytes
+    assert np.all(a[...] == 59.0)
+    a.close()
+
+
+def test_a_pinned_view_is_never_recycled(table):
+    t = table
+    for k in range(16):
+        t.insert(k, bytes([1]) * 65536)
+    view = t.get(3, copy=False)
+    for r in range(2, 30):
+        for k in range(16):
+            t.insert(k, bytes([r]) * 65536)
+        time.sleep(L.REUSE_GRACE_NS / 1e9)
+    assert bytes(view) == bytes([1]) * 65536
+    assert t[3] == bytes([29]) * 65536
+    del view
+
+
+def test_a_recycled_room_gets_a_new_value_token(table):
+    """The same reference after recycling is not the same record: tokens differ."""
+    t = table
+    t.insert("k", b"a" * 4096)
+    pk = t.prepare_key("k")
+    first = t.value_token(pk)
+    assert first is not None
+    for i in range(40):
+        time.sleep(2 * L.REUSE_GRACE_NS / 1e9)
+        t.insert("k", bytes([98 + i % 20]) * 4096)
+        token = t.value_token(pk)
+        assert token is not None
+        if token[0] == first[0]:
+            break
+    else:
+        pytest.fail("the first record's room was never recycled")
+    assert token != first
+
+
+def test_another_handle_sees_every_resize_while_metadata_rooms_are_recycled(cleanup):
+    name = f"recycle-meta-{int(time.monotonic_ns())}"
+    cleanup.append(name)
+    a = sz.create(shape=(10, 4), chunks=(4, 4), dtype="i4", table_name=name)
+    b = sz.open(name)
+    for n in range(11, 99):
+        a.resize((n, 4))
+        assert b.shape == (n, 4)
+        time.sleep(L.REUSE_GRACE_NS / 2e9)
+    b.close()
+    a.close()
+
+
+def test_a_long_copy_finishes_under_a_writer_that_recycles_all_the_time(table):
+    """Every epoch bump makes a copying reader start over; a copy longer than the time
+    between bumps finishes by taking the writer lock for one attempt."""
+    t = table
+    t.insert("big", b"z" * (48 << 20))
+    for k in range(8):
+        t.insert(k, b"\0" * 65536)
+    stop, count, started = CTX.Event(), CTX.Value("i", 0), CTX.Event()
+    w = CTX.Process(target=W.same_size_rewriter, args=(t.name, 8, 65536, stop, count))
+    w.start()
+    try:
+        while count.value < 2:
+            time.sleep(0.01)
+        epoch = t._H[L.H_REUSE]
+        started.set()
+        out = CTX.Queue()
+        r = CTX.Process(target=W.big_value_reader, args=(t.name, "big", 20, started, out))
+        r.start()
+        n, bad = out.get(timeout=300)
+        r.join(60)
+        assert t._H[L.H_REUSE] > epoch + 20  # the writer did recycle meanwhile
+    finally:
+        stop.set()
+        w.join(60)
+    assert w.exitcode == 0
+    assert (n, bad) == (20, 0)
