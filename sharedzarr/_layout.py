@@ -209,6 +209,16 @@ def pack_record(buf: memoryview, off: int, key: bytes, values: list[Any]) -> int
     of bytes (``memoryview(v).cast("B")``).  Padding is not written: nothing reads it
     (lengths bound every key and value), and a reused arena holds old bytes there.
     """
+    if len(values) == 1 and not hasattr(values[0], "fill"):  # the common record
+        v = values[0]
+        n, klen = v.nbytes, len(key)
+        vo = (16 + 8 + klen + ALIGN - 1) & ~(ALIGN - 1)
+        total = vo + ((n + ALIGN - 1) & ~(ALIGN - 1)) if n else max(vo, ALIGN)
+        REC_HEAD1.pack_into(buf, off, total, klen, 1, n)
+        buf[off + 24 : off + 24 + klen] = key
+        if n:
+            buf[off + vo : off + vo + n] = v
+        return total
     lens = [v.nbytes for v in values]
     total, offs = record_layout(len(key), lens)
     REC_HEAD.pack_into(buf, off, total, len(key), len(values))

@@ -78,6 +78,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _deadline(timeout: float | None, start: float | None) -> float | None:
+    """When a wait for the lock that began at ``start`` (None: now) must end."""
+    if timeout is None:
+        return None
+    return (time.monotonic() if start is None else start) + max(timeout, 0.0)
+
+
 class _Wait:
     """One blocking ``flock`` on a helper thread; the outcome is decided once."""
 
@@ -154,6 +161,15 @@ class WriterLock:
             except OSError:
                 pass
 
+    def acquire_nested(self) -> bool:
+        """Take one more level when the calling thread holds the lock already; else do
+        nothing and return False (the caller then calls :meth:`acquire`)."""
+        if self._depth and self._owned():
+            self._rlock.acquire()
+            self._depth += 1
+            return True
+        return False
+
     def acquire(self, timeout: float | None) -> bool:
         """Acquire the lock; return True when this call took the OS lock (depth 0 -> 1).
 
@@ -162,12 +178,14 @@ class WriterLock:
         LockTimeoutError
             When ``timeout`` seconds pass first; names the holder's pid.
         """
-        t0 = time.monotonic()
-        deadline = None if timeout is None else t0 + max(timeout, 0.0)
-        if timeout is None:
-            self._rlock.acquire()
-        elif not self._rlock.acquire(timeout=max(timeout, 0.0)):
-            raise self._timeout(timeout, in_process=True)
+        rlock = self._rlock
+        start = None  # when the wait began, if there was one
+        if not rlock.acquire(False):  # another thread of this process has it: wait
+            start = time.monotonic()
+            if timeout is None:
+                rlock.acquire()
+            elif not rlock.acquire(timeout=max(timeout, 0.0)):
+                raise self._timeout(timeout, in_process=True)
         if self._depth > 0:
             self._depth += 1
             return False
@@ -175,11 +193,15 @@ class WriterLock:
             fd = self.fileno()
             hint = self._hint_words() if self._hint_words is not None else None
             me = os.getpid()
+            deadline = None  # computed when there is something to wait for
             if hint is not None:
                 want = hint[WANT]
                 if want and want != me:
+                    deadline = _deadline(timeout, start)
                     self._let_waiter_in(hint, want, deadline)
             if not self._try(fd):
+                if deadline is None:
+                    deadline = _deadline(timeout, start)
                 self._block(fd, hint, me, deadline, timeout)
             if hint is not None:  # we hold the lock: the only writer of `grants` now
                 hint[GRANTS] += 1

@@ -83,6 +83,7 @@ __all__ = ["Array", "Attributes", "create", "open"]
 _PARALLEL_BYTES = 16 << 20  # reads at least this big copy on two threads
 _COPY_THREADS = min(2, os.cpu_count() or 1)
 DEFAULT_WRITE_TIMEOUT = 60.0  # seconds a write waits for the writer lock (Array.write_timeout)
+_INNER_CHUNKS_MAX = 1 << 16  # write_chunk's cache of checked chunk indices (per handle)
 _READ_RETRIES = 1000  # a retry needs a writer to reuse memory during one chunk's copy
 # multi-chunk reads keep a cached view per chunk (see Array._copy_pieces) up to this many
 # chunks; a bigger array would cycle through the backend's cache faster than it helps
@@ -165,6 +166,7 @@ class Array:
         self._snapshot = backend.snapshot
         self._op_seq = backend.op_seq  # metadata coherence: see _sync
         self._meta_seq = self._op_seq()
+        self._quiet = (-1, -1)  # see _quiet_after
         self._meta_token: Any = None
         self._write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
         self._attrs: Attributes | None = None
@@ -199,6 +201,8 @@ class Array:
         self._window_2d = self._raw and len(meta.shape) == 2  # see _window2d
         self._cached_views = self._raw and math.prod(self._grid) <= _CACHED_VIEWS_MAX_CHUNKS
         self._chunk_views: dict[bool | None, Any] = {}  # copy -> cached_chunk_reader
+        # write_chunk: indices of chunks that lie whole inside the array (as given -> checked)
+        self._inner_chunks: dict[tuple[Any, ...], tuple[int, ...]] = {}
         # a[i] and a[idx] of arrays whose chunks span whole rows: see _row and _take
         self._takes: _RowPlan | None = (
             _row_plan(meta) if self._fast_chunks and self._cached_views else None
@@ -1210,8 +1214,13 @@ class Array:
     def _sync_locked(self) -> bool:
         """Under the writer lock: adopt metadata another handle wrote; True if it changed.
 
-        One probe when the metadata record is the one this handle read last (its token,
-        see :meth:`_sync`); otherwise the record is read and compared."""
+        Two word loads when nothing was written since this handle's last write session
+        (:meth:`_quiet_after`); one probe when the metadata record is the one this handle
+        read last (its token, see :meth:`_sync`); otherwise the record is read and
+        compared."""
+        quiet = self._quiet
+        if self._op_seq() == quiet[0] and self._live().write_token() == quiet[1]:
+            return False
         token = self._live().metadata_token()
         if token is not None and token == self._meta_token:
             return False
@@ -1221,6 +1230,17 @@ class Array:
             return False
         self._set_metadata(meta, raw)
         return True
+
+    def _quiet_after(self, seq: int) -> None:
+        """After a write session that opened at operation sequence ``seq`` and changed no
+        metadata: if it was the outermost one and nothing ran since it closed, remember
+        the sequence the next session will open at and the write counter, so that
+        :meth:`_sync_locked` knows then, from two words, that nothing changed.  (Any
+        operation moves the sequence; a metadata write inside an enclosing session moves
+        the write counter.)  Only for backends whose sequence counts sessions."""
+        after = self._op_seq()
+        if after == seq + 1 and self._live().op_seq_counts_sessions:
+            self._quiet = (after + 1, self._live().write_token())
 
     @contextlib.contextmanager
     def atomic(self, timeout: float | None = None) -> Iterator[Array]:
@@ -1500,38 +1520,52 @@ class Array:
         backend = self._writable()
         arr = self._check_data(data)
         with backend.writer(self._wait(timeout)):
+            seq = self._op_seq()
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
+            self._write_chunk_locked(backend, idx, arr)
+        self._quiet_after(seq)
+
+    def _write_chunk_locked(self, backend: Backend, idx: Any, arr: np.ndarray) -> None:
+        """:meth:`write_chunk` under the writer lock, the metadata checked."""
+        # chunks known to lie whole inside the array: their index needs no checks
+        inner = self._inner_chunks.get(idx) if type(idx) is tuple else None
+        if inner is None:
             idx = normalize_chunk_index(idx, self._grid)
-            if (
-                self._raw
-                and type(arr) is np.ndarray
-                and arr.shape == self._chunks
-                and arr.dtype == self._chunk_dtype
-                and arr.flags.c_contiguous
-                and all(
-                    (i + 1) * c <= n for i, c, n in zip(idx, self._chunks, self._shape, strict=True)
-                )
-            ):  # a whole raw chunk as it will be stored: its bytes go in as they are
-                backend.write_chunk(idx, _byte_view(arr))
-                return
-            valid = chunk_valid_shape(idx, self._shape, self._chunks)
-            target = valid if arr.shape == valid else self._chunks
-            try:
-                value = np.broadcast_to(arr, target)
-            except ValueError:
-                raise ValueError(
-                    f"chunk data of shape {arr.shape} does not fit chunk {idx} of shape "
-                    f"{self._chunks} (in-bounds part {valid})"
-                ) from None
-            if valid == self._chunks:
-                chunk = np.ascontiguousarray(value, dtype=self._chunk_dtype)
-            else:
-                chunk = self._fill_chunk().copy()
-                region = tuple(slice(0, v) for v in valid)
-                chunk[region] = value[region]
-            buf = _byte_view(chunk)
-            backend.write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
+            ends = zip(idx, self._chunks, self._shape, strict=True)
+            if all((i + 1) * c <= n for i, c, n in ends):
+                if len(self._inner_chunks) < _INNER_CHUNKS_MAX:
+                    self._inner_chunks[idx] = idx
+                inner = idx
+        else:
+            idx = inner
+        if (
+            inner is not None
+            and self._raw
+            and type(arr) is np.ndarray
+            and arr.shape == self._chunks
+            and arr.dtype == self._chunk_dtype
+            and arr.flags.c_contiguous
+        ):  # a whole raw chunk as it will be stored: its bytes go in as they are
+            backend.write_chunk(idx, _byte_view(arr))
+            return
+        valid = chunk_valid_shape(idx, self._shape, self._chunks)
+        target = valid if arr.shape == valid else self._chunks
+        try:
+            value = np.broadcast_to(arr, target)
+        except ValueError:
+            raise ValueError(
+                f"chunk data of shape {arr.shape} does not fit chunk {idx} of shape "
+                f"{self._chunks} (in-bounds part {valid})"
+            ) from None
+        if valid == self._chunks:
+            chunk = np.ascontiguousarray(value, dtype=self._chunk_dtype)
+        else:
+            chunk = self._fill_chunk().copy()
+            region = tuple(slice(0, v) for v in valid)
+            chunk[region] = value[region]
+        buf = _byte_view(chunk)
+        backend.write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
 
     def delete_chunk(self, idx: Sequence[int] | int) -> None:
         """Delete one chunk, so it reads as the fill value.  Absent chunks are fine.

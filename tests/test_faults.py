@@ -362,8 +362,11 @@ def test_segments_removed_from_outside():
     for n in table_segments(t.name):
         os.unlink(f"/dev/shm/{n}")
     assert bytes(view) == b"v" * 100  # mapped views stay
+    with pytest.raises(TableNotFoundError):  # a writer makes no segment after it
+        t.insert("big", b"x" * (64 << 20))  # (its own arena, past the session's check)
     with pytest.raises(TableNotFoundError):
-        t.insert("j", b"x")
+        for i in range(100):  # and its writes notice within a bounded number of sessions
+            u.insert(("j", i), b"x")
     with pytest.raises(TableNotFoundError):
         Table.attach(t.name)
     with pytest.raises(TableNotFoundError):

@@ -70,6 +70,7 @@ from ._header import (
 __all__ = ["MAX_MAPPED", "ArenaMixin", "init_arena_ids"]
 
 _REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
+_REC_HEAD1 = L.REC_HEAD1
 
 MAX_MAPPED = 4096  # arena mappings cached per handle (Linux allows ~65k maps)
 
@@ -95,7 +96,7 @@ class _Filler:
 
 _NAME_TRIES = 64  # names of new segments tried past other users' files, then an error
 
-RECYCLE_MIN = 256  # records shorter than this are left to compaction
+RECYCLE_MIN = 4096  # shorter records are left to compaction (they cost no page faults)
 _RECYCLE_MAX = 1 << 16  # rooms a handle keeps for recycling
 _RECYCLE_IDLE_NS = 1_000_000_000  # kept rooms unused this long are let go (compaction's)
 _BUMP_EVERY_NS = L.RECYCLE_GRACE_NS // 2  # at most one reuse-epoch bump per this long
@@ -178,9 +179,10 @@ class ArenaMixin(TableBase):
         return seg.mm[ko : ko + klen]
 
     def _record_info(self, seg: Segment, off: int) -> tuple[int, list[int]]:
-        total, klen, n = _REC_HEAD.unpack_from(seg.mm, off)
-        lens = list(struct.unpack_from(f"<{n}Q", seg.mm, off + 16))
-        return total, lens
+        total, klen, n, first = _REC_HEAD1.unpack_from(seg.mm, off)
+        if n == 1:
+            return total, [first]
+        return total, list(struct.unpack_from(f"<{n}Q", seg.mm, off + 16))
 
     def _arena_ids(self) -> list[int]:
         """Ids of this table's arenas in ``/dev/shm``: its user's files, ids it allocated."""
@@ -535,7 +537,11 @@ class ArenaMixin(TableBase):
     def _append(self, kb: bytes, values: list[Any]) -> tuple[int, int]:
         # values: memoryviews, or _Filler that write themselves
         """Append a record; return ``(reference, record length)``.  Not yet published."""
-        total, _offs = L.record_layout(len(kb), [v.nbytes for v in values])
+        if len(values) == 1:
+            total = L.align(24 + len(kb)) + L.align(values[0].nbytes)
+            total = max(total, L.ALIGN)
+        else:
+            total = L.record_layout(len(kb), [v.nbytes for v in values])[0]
         got = self._take_recycled(total) if self._recycler is not None else None
         if got is not None:
             seg, aid, off = got

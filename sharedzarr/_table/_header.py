@@ -373,8 +373,9 @@ class TableBase:
         """A writer, before it creates, renames or unlinks a segment by name: stop if the
         table was deleted.  (Holding the writer lock, the name still leads to this table:
         see ``_catalog._destroy``; a deleter that could not get the lock marks the header
-        and waits for the writer to leave.)"""
-        if self._H[L.H_DELETED]:
+        and waits for the writer to leave.)  The header removed from outside (``rm -f``,
+        which sets no flag) stops it too: a segment made now would be left over."""
+        if self._H[L.H_DELETED] or self._hdr.unlinked():
             raise self._not_found()
 
     def _check_open(self) -> memoryview:

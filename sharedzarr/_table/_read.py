@@ -64,7 +64,8 @@ import numpy as np
 from .. import _layout as L
 from .._index import encode_key, key_hash, sort_key
 from ..errors import CorruptTableError, LockTimeoutError, NotFoundError
-from ._header import _OFFSET_BITS, _READ_RETRIES, Segment
+from ._arenas import RECYCLE_MIN
+from ._header import _OFFSET_BITS, _OFFSET_MASK, _READ_RETRIES, Segment
 from ._space import SpaceMixin
 
 __all__ = ["OP_WAIT_S", "ReadMixin"]
@@ -261,13 +262,10 @@ class ReadMixin(SpaceMixin):
 
     def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int, int] | None:
         """An identity of the value of prepared key ``pk``: equal tokens mean the very same
-        record, unchanged (records are immutable while referenced, I1; moving or reusing
-        one bumps ``H_RECLAIM``, I4; a record's room is recycled only after a bump of the
-        reuse epoch, I2, so the same reference under the same epochs is the same record).
-        A few loads, no copy and no wait: a handle that cached a value checks it with this.
-        None when the fast probe cannot tell (absent, not in its home slot): compare the
-        value itself then.
-        """
+        record, unchanged (I1; moving or reusing one bumps ``H_RECLAIM``, I4; a record
+        whose room may be recycled adds the reuse epoch, I2).  A few loads: a handle that
+        cached a value checks it with this.  None when the fast probe cannot tell (absent,
+        not in its home slot): compare the value itself then."""
         H = self._H
         if H is None:
             H = self._check_open()
@@ -275,7 +273,9 @@ class ReadMixin(SpaceMixin):
         hit = self._probe_home(pk[0], pk[1], H)
         if hit is None or H[L.H_RECLAIM] != gen:
             return None
-        return hit[1], gen, epoch
+        seg, ref = hit[0], hit[1]
+        total = _REC_HEAD.unpack_from(seg.mm, ref & _OFFSET_MASK)[0]
+        return ref, gen, epoch if total >= RECYCLE_MIN else 0
 
     def reuse_epoch(self) -> int:
         """The reuse epoch (I2): a reader of a *borrowed* view (``borrow=True``) loads it

@@ -46,7 +46,7 @@ import collections
 import contextlib
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import wait as futures_wait
 from typing import Any, Self
 
@@ -78,8 +78,31 @@ def _let_readers_in(H: memoryview) -> None:
         time.sleep(50e-6)
 
 
+class _Session:
+    """``with table.writer(...)``: a writer session (a class, not a generator: it is on
+    every write's path)."""
+
+    __slots__ = ("atomic", "table", "timeout")
+
+    def __init__(self, table: WriteMixin, timeout: float | None, atomic: bool) -> None:
+        self.table, self.timeout, self.atomic = table, timeout, atomic
+
+    def __enter__(self) -> Any:
+        t = self.table
+        t._begin_write(self.timeout)
+        if self.atomic and t._lock.depth == 1:
+            t._undo = []
+            t._undo_tail = t._tail_mark()
+        return t
+
+    def __exit__(self, et: object, ev: object, tb: object) -> None:
+        self.table._end_write(et is None)
+
+
 class WriteMixin(ReadMixin, RecoveryMixin):
     """Writer sessions and the write operations of a table handle."""
+
+    _sessions = 0  # writer sessions this handle opened (see _begin_write)
 
     def _set_counts(self, keys: int, objects: int, live_value: int) -> None:
         """Store the entry counts (after recovery; ``clear`` stores zeros)."""
@@ -88,10 +111,9 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         H[L.H_OBJECTS] = objects
         H[L.H_LIVE_VALUE] = live_value
 
-    @contextlib.contextmanager
     def writer(
         self, timeout: float | None = DEFAULT_TIMEOUT, *, atomic: bool = False
-    ) -> Iterator[Self]:
+    ) -> contextlib.AbstractContextManager[Self]:
         """Hold the table's writer lock across several operations.
 
         Single operations take the lock by themselves; reads never take it.
@@ -108,6 +130,12 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             keeps one small entry per changed key in this process: for sessions of up to
             about a million keys.  Only the outermost session decides.
 
+        Returns
+        -------
+        context manager
+            Entering it takes the lock (and returns this table); leaving it ends the
+            session.
+
         Raises
         ------
         LockTimeoutError
@@ -115,16 +143,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         AccessDeniedError
             When this process may not write (protected table, read-only handle).
         """
-        self._begin_write(timeout)
-        if atomic and self._lock.depth == 1:
-            self._undo = []
-            self._undo_tail = self._tail_mark()
-        ok = False
-        try:
-            yield self
-            ok = True
-        finally:
-            self._end_write(ok)
+        return _Session(self, timeout, atomic)
 
     def _writable_check(self) -> None:
         if self._closed:
@@ -151,14 +170,16 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             )
 
     def _begin_write(self, timeout: float | None) -> None:
-        if self._lock.depth:
-            self._lock.acquire(timeout)
+        if self._lock.acquire_nested():
             return
         self._writable_check()
         self._lock.acquire(timeout)
         try:
             H = self._H
-            if H[L.H_DELETED] or self._hdr.unlinked():
+            self._sessions += 1
+            # the header removed from outside (rm -f sets no deleted flag): asked of the
+            # OS on a handle's first session and every 64th after it
+            if H[L.H_DELETED] or (self._sessions & 63 == 1 and self._hdr.unlinked()):
                 raise self._not_found()
             H[L.H_HOLDER] = os.getpid()
             if H[L.H_DIRTY]:

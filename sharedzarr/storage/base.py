@@ -56,6 +56,10 @@ class Backend(abc.ABC):
     """
 
     id: ClassVar[str]
+    #: True when :meth:`op_seq` moves by one when a writer session opens and by one when it
+    #: closes (whatever it wrote); handles then skip the metadata check of a write
+    #: when nothing ran since their previous one.
+    op_seq_counts_sessions: ClassVar[bool] = False
     name: str
     readonly: bool = False
     table: Any = None

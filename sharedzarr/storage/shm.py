@@ -65,6 +65,7 @@ class SharedMemoryBackend(Backend):
     """
 
     id: ClassVar[str] = "shm"
+    op_seq_counts_sessions: ClassVar[bool] = True
 
     def __init__(self, table: Table, readonly: bool = False) -> None:
         self.table = table
