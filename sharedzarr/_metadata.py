@@ -68,6 +68,7 @@ __all__ = [
     "encode_fill_value",
     "normalize_fill_value",
     "parse_dtype",
+    "with_shape_json",
 ]
 
 #: Zarr v3 ``data_type`` name -> numpy dtype (native byte order).
@@ -112,6 +113,27 @@ _TIME_UNITS = ("Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", 
 _NAT = -(2**63)
 _SIZED = {"S": "null_terminated_bytes", "U": "fixed_length_utf32", "V": "raw_bytes"}
 _SIZED_KINDS = {name: kind for kind, name in _SIZED.items()}
+
+
+def _shape_json(shape: Sequence[int]) -> bytes:
+    """The ``"shape"`` member of a document :meth:`ArrayMetadata.to_json` wrote."""
+    if not shape:
+        return b'\n  "shape": []'
+    return b'\n  "shape": [\n    ' + ",\n    ".join(map(str, shape)).encode() + b"\n  ]"
+
+
+def with_shape_json(raw: bytes, old: Sequence[int], new: Sequence[int]) -> bytes | None:
+    """``zarr.json`` bytes ``raw`` of an array of shape ``old``, as :meth:`ArrayMetadata.to_json`
+    wrote them, with the shape ``new`` instead: what ``to_json`` would write after the change,
+    without encoding the whole document again (appends change the shape every call).
+
+    Returns None when ``raw`` does not hold the top-level shape member exactly once in that
+    layout (the caller then encodes the document).
+    """
+    member = _shape_json(old)
+    if raw.count(member) != 1:
+        return None
+    return raw.replace(member, _shape_json(new), 1)
 
 
 def _unsupported(dt: Any, dtype: Any, why: str = "") -> TypeError:

@@ -74,7 +74,7 @@ from ._indexing import (
     points_first,
     work_view,
 )
-from ._metadata import ArrayMetadata, dtype_name, encode_fill_value
+from ._metadata import ArrayMetadata, dtype_name, encode_fill_value, with_shape_json
 from .errors import AccessDeniedError, CorruptTableError
 from .storage.base import MODES, Backend
 
@@ -1677,7 +1677,7 @@ class Array:
                     continue  # stays beyond the new shape too
                 self._reset_beyond(tuple(idx), old_shape, delete=True)
         meta = self._meta.evolve(shape=shape)  # (2)
-        raw = meta.to_json()
+        raw = with_shape_json(self._meta_raw, old_shape, shape) or meta.to_json()
         backend.write_metadata(raw)
         self._set_metadata(meta, raw)
         if any(n < o for n, o in zip(shape, old_shape, strict=True)):
@@ -1736,49 +1736,55 @@ class Array:
         backend = self._writable()
         arr = self._check_data(data)
         with backend.writer(self._wait(timeout)):
+            seq = self._op_seq()
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
-            ndim = len(self._shape)
-            if ndim == 0:
-                raise ValueError("cannot append to a rank-0 array")
-            try:
-                ax = operator.index(axis)
-            except TypeError:
-                raise TypeError(f"axis must be an integer, got {axis!r}") from None
-            if not -ndim <= ax < ndim:
-                raise ValueError(f"axis {axis} is out of range for a {ndim}-d array")
-            ax %= ndim
-            if arr.ndim != ndim:
-                raise ValueError(
-                    f"data has {arr.ndim} dimension(s) but the array has {ndim}; "
-                    "append needs data of the same rank"
-                )
-            for d in range(ndim):
-                if d != ax and arr.shape[d] != self._shape[d]:
-                    raise ValueError(
-                        f"data of shape {arr.shape} does not match the array's shape "
-                        f"{self._shape} on axis {d} (append along axis {ax})"
-                    )
-            old = self._shape
-            new_shape = tuple(s + (arr.shape[d] if d == ax else 0) for d, s in enumerate(old))
-            sels = tuple(
-                DimSelection(old[d] if d == ax else 0, 1, arr.shape[d]) for d in range(ndim)
+            new_shape = self._append_locked(backend, arr, axis)
+        self._quiet_after(seq)  # (the metadata this handle holds is the one it wrote)
+        return new_shape
+
+    def _append_locked(self, backend: Backend, arr: np.ndarray, axis: int) -> tuple[int, ...]:
+        """:meth:`append` under the writer lock, the metadata checked."""
+        ndim = len(self._shape)
+        if ndim == 0:
+            raise ValueError("cannot append to a rank-0 array")
+        try:
+            ax = operator.index(axis)
+        except TypeError:
+            raise TypeError(f"axis must be an integer, got {axis!r}") from None
+        if not -ndim <= ax < ndim:
+            raise ValueError(f"axis {axis} is out of range for a {ndim}-d array")
+        ax %= ndim
+        if arr.ndim != ndim:
+            raise ValueError(
+                f"data has {arr.ndim} dimension(s) but the array has {ndim}; "
+                "append needs data of the same rank"
             )
-            # the data goes in first, beyond the published shape, and the shape is published
-            # last: stopped anywhere (an error, OutOfSpaceError, SIGKILL), the array is the
-            # old one.  The data covers all of the exposed part, so nothing there needs a
-            # reset (compare _resize_locked).
-            old_meta, old_raw = self._meta, self._meta_raw
-            meta = old_meta.evolve(shape=new_shape)
-            self._set_metadata(meta)  # this handle writes within the new shape
-            try:
-                self._write_locked(sels, arr)
-            except BaseException:
-                self._set_metadata(old_meta, old_raw)
-                self._drop_appended(old, new_shape, ax)
-                raise
-            backend.write_metadata(self._meta_raw)
-            return new_shape
+        for d in range(ndim):
+            if d != ax and arr.shape[d] != self._shape[d]:
+                raise ValueError(
+                    f"data of shape {arr.shape} does not match the array's shape "
+                    f"{self._shape} on axis {d} (append along axis {ax})"
+                )
+        old = self._shape
+        new_shape = tuple(s + (arr.shape[d] if d == ax else 0) for d, s in enumerate(old))
+        sels = tuple(DimSelection(old[d] if d == ax else 0, 1, arr.shape[d]) for d in range(ndim))
+        # the data goes in first, beyond the published shape, and the shape is published
+        # last: stopped anywhere (an error, OutOfSpaceError, SIGKILL), the array is the
+        # old one.  The data covers all of the exposed part, so nothing there needs a
+        # reset (compare _resize_locked).
+        old_meta, old_raw = self._meta, self._meta_raw
+        meta = old_meta.evolve(shape=new_shape)
+        # this handle writes within the new shape
+        self._set_metadata(meta, with_shape_json(old_raw, old, new_shape))
+        try:
+            self._write_locked(sels, arr)
+        except BaseException:
+            self._set_metadata(old_meta, old_raw)
+            self._drop_appended(old, new_shape, ax)
+            raise
+        backend.write_metadata(self._meta_raw)
+        return new_shape
 
     def _drop_appended(self, old: tuple[int, ...], new: tuple[int, ...], ax: int) -> None:
         """After a failed append: delete the chunks it stored wholly beyond the old shape, so

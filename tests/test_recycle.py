@@ -136,3 +136,27 @@ def test_a_long_copy_finishes_under_a_writer_that_recycles_all_the_time(table):
         w.join(60)
     assert w.exitcode == 0
     assert (n, bad) == (20, 0)
+
+
+def test_with_shape_json_is_what_to_json_writes():
+    """append and resize patch the shape into the stored document; the bytes must be those
+    a full encode gives (attributes may hold "shape" keys of their own)."""
+    import random
+
+    from sharedzarr._metadata import with_shape_json
+
+    rng = random.Random(0)
+    for nd in range(5):
+        shape = tuple(rng.randrange(50) for _ in range(nd))
+        a = sz.create(
+            shape=shape,
+            chunks=tuple(max(1, n) for n in shape) or None,
+            dtype="f8",
+            storage="memory",
+            attributes={"shape": [1, 2], "nested": {"shape": [3]}},
+        )
+        meta, raw = a._meta, a._meta.to_json()
+        for _ in range(20):
+            new = tuple(rng.randrange(10**6) for _ in range(nd))
+            assert with_shape_json(raw, shape, new) == meta.evolve(shape=new).to_json()
+        assert with_shape_json(b'{"shape": [1]}', (1,), (2,)) is None  # another layout
