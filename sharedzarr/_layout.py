@@ -35,7 +35,9 @@ Header byte map (``H_*`` are word indices: byte offset // 8)::
                CLOCK_MONOTONIC ns]
     224     8  lock hint: pid of a process waiting for the writer lock (sharedzarr._lock)
     232     8  lock hint: how many times the writer lock was granted
-    240     8  reader wait: CLOCK_MONOTONIC ns at which a snapshot reader asked writers to
+    240     8  lock hint: release sequence, bumped at each release; a waiting process
+               sleeps on its futex (low 32 bits) and the releaser wakes it
+    248     8  reader wait: CLOCK_MONOTONIC ns at which a snapshot reader asked writers to
                pause (0: none; see "Operations")
 
 Index segment::
@@ -96,7 +98,7 @@ from typing import Any
 MAGIC = b"SZTABLE\0"
 INDEX_MAGIC = b"SZINDEX\0"
 ARENA_MAGIC = b"SZARENA\0"
-VERSION = 2
+VERSION = 3  # 3: the writer lock got a release-sequence word (30); reader-wait moved to 31
 HEADER_SIZE = 4096
 PREFIX = "sz."
 
@@ -127,9 +129,10 @@ H_REUSE = 22
 H_OPSEQ = 23
 H_POOL = 24  # POOL_SLOTS pairs of words: arena id, retired-at ns
 POOL_SLOTS = 2
-H_LOCK_WANT = 28  # the writer lock's hint words: [want pid, grants] (sharedzarr._lock)
-H_LOCK_GRANTS = 29
-H_READER_WAIT = 30  # CLOCK_MONOTONIC ns at which a reader asked writers to pause (0: none)
+H_LOCK_WANT = 28  # the writer lock's hint words: [want pid, grants, release sequence]
+H_LOCK_GRANTS = 29  # (sharedzarr._lock; a waiter sleeps on the sequence word's futex)
+H_LOCK_SEQ = 30
+H_READER_WAIT = 31  # CLOCK_MONOTONIC ns at which a reader asked writers to pause (0: none)
 H_WORDS = HEADER_SIZE // 8
 
 TABLE_TYPES = ("set", "ordered_set", "bag", "duplicate_bag")

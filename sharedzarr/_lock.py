@@ -17,24 +17,31 @@ Descriptors and fork
       process, ``O_CLOEXEC``) and an at-fork hook closes the child's inherited copy.
       Closing is not unlocking: the parent's hold is untouched while it lives.
 
-Waiting without sleeping (the hand-off)
+Waiting without polling (the hand-off)
     ``flock`` has no timed wait.  An uncontended acquire is one non-blocking ``flock``.  A
-    contended one blocks in ``flock(LOCK_EX)`` on a helper thread while the caller waits
-    on an event with its timeout, so the kernel wakes the waiter the moment the holder
-    releases (no polling, no back-off).  A waiter that times out marks its wait
-    cancelled; if its helper thread is granted the lock later, it gives it straight back
-    (under the in-process lock, so it never releases a hold another thread of this
-    process has taken since).
+    contended one waits on a futex: the third hint word (below) is a *release sequence*
+    that every release bumps, after its ``LOCK_UN``, waking the processes that sleep on it
+    when one announced itself.  A waiter loads the sequence, tries the ``flock``, and on
+    failure sleeps with ``FUTEX_WAIT`` while the sequence still holds that value (the
+    kernel checks it atomically, so a release between the try and the sleep is never
+    missed), at most ``ANNOUNCE_S`` at a time: a holder killed by SIGKILL bumps nothing,
+    and its waiter finds the lock free at its next try.  The releaser's wake makes the
+    hand-off one process switch.  Without hint words (or a futex), a waiter blocks in
+    ``flock(LOCK_EX)`` on a helper thread while the caller waits on an event with its
+    timeout; a waiter that times out marks its wait cancelled, and if its helper thread
+    is granted the lock later, it gives it straight back (under the in-process lock, so
+    it never releases a hold another thread of this process has taken since).
 
 Fairness (the hint words)
     The kernel wakes every waiter on release, but a writer that releases and re-acquires
     in a loop is already running and usually wins again: another process could wait
-    forever.  So two header words, given to this module and written by no other:
+    forever.  So three header words, given to this module and written by no other:
 
     * ``want``: the pid of a process blocked waiting (a hint; waiters store it, and store
       it again every millisecond while they wait, so a waiter that was overwritten or
       cleared announces itself again);
-    * ``grants``: how many times the lock was granted (stored only by the holder).
+    * ``grants``: how many times the lock was granted (stored only by the holder);
+    * ``seq``: the release sequence of the hand-off (stored only by a releaser).
 
     An acquirer that sees another process's pid in ``want`` first waits, up to
     :data:`YIELD_NS`, for ``grants`` to move: the waiter, woken by the release, gets in
@@ -46,6 +53,7 @@ Fairness (the hint words)
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
@@ -63,8 +71,47 @@ __all__ = ["WriterLock", "YIELD_NS", "hold_lifetime", "lifetime_held", "release_
 YIELD_NS = 2_000_000
 #: How often a waiting process announces itself again in the ``want`` word.
 ANNOUNCE_S = 1e-3
+#: How long a waiting process watches the release sequence before it sleeps on it.
+SPIN_S = 100e-6
 WANT = 0
 GRANTS = 1
+SEQ = 2
+_SYS_FUTEX = 202  # x86-64 (the only platform tables run on, see _platform)
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1  # shared (not FUTEX_PRIVATE): the word is in shared memory
+_futex_fn: Callable[..., int] | None = None
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _futex() -> Callable[..., int]:
+    """libc's ``syscall``, for ``futex(2)`` (Python has no binding of its own)."""
+    global _futex_fn
+    if _futex_fn is None:
+        fn = ctypes.CDLL(None, use_errno=True).syscall
+        fn.restype = ctypes.c_long
+        _futex_fn = fn
+    return _futex_fn
+
+
+def _seq_address(hint: memoryview) -> int:
+    """The address of the release-sequence word of a hint view (its low 32 bits)."""
+    word = ctypes.c_uint64.from_buffer(hint, SEQ * 8)
+    try:
+        return ctypes.addressof(word)
+    finally:
+        del word  # releases the buffer export at once
+
+
+def _wake(hint: memoryview) -> None:
+    """Bump the release sequence and wake the processes sleeping on it (after LOCK_UN)."""
+    hint[SEQ] += 1
+    if hint[WANT]:  # someone announced a wait: wake it (no syscall otherwise)
+        _futex()(
+            _SYS_FUTEX, ctypes.c_void_p(_seq_address(hint)), _FUTEX_WAKE, 1 << 30, None, None, 0
+        )
+
 
 _LOCKS: weakref.WeakSet[WriterLock] = weakref.WeakSet()
 
@@ -117,6 +164,7 @@ class WriterLock:
 
     _fd = -1
     _fd_pid = 0
+    _held_hint: memoryview | None = None  # the hint view of the current hold
 
     def __init__(
         self,
@@ -202,11 +250,15 @@ class WriterLock:
             if not self._try(fd):
                 if deadline is None:
                     deadline = _deadline(timeout, start)
-                self._block(fd, hint, me, deadline, timeout)
+                if hint is not None and len(hint) > SEQ:
+                    self._sleep_until_free(fd, hint, me, deadline, timeout)
+                else:
+                    self._block(fd, hint, me, deadline, timeout)
             if hint is not None:  # we hold the lock: the only writer of `grants` now
                 hint[GRANTS] += 1
                 if hint[WANT] == me:
                     hint[WANT] = 0
+            self._held_hint = hint  # the release bumps its sequence
         except BaseException:
             self._rlock.release()
             raise
@@ -241,6 +293,37 @@ class WriterLock:
                 os.sched_yield()
             else:
                 time.sleep(50e-6)
+
+    def _sleep_until_free(
+        self, fd: int, hint: memoryview, me: int, deadline: float | None, timeout: float | None
+    ) -> None:
+        """Wait for the lock on the release sequence's futex (the hand-off, see above)."""
+        addr = ctypes.c_void_p(_seq_address(hint))
+        ts = _Timespec()
+        futex = _futex()
+        while True:
+            seq = hint[SEQ] & 0xFFFFFFFF  # loaded before the try: a release after it wakes us
+            if hint[WANT] != me:
+                hint[WANT] = me  # announce (again): releasers wake us and let us in first
+            if self._try(fd):
+                return
+            step = ANNOUNCE_S
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if hint[WANT] == me:
+                        hint[WANT] = 0
+                    raise self._timeout(timeout or 0.0)
+                step = min(step, left)
+            # a short hold ends while we look: watch the sequence first (a sleeping waiter
+            # costs a wake-up, tens of µs on a VM), then sleep on it
+            end = time.perf_counter() + min(SPIN_S, step)
+            while hint[SEQ] & 0xFFFFFFFF == seq and time.perf_counter() < end:
+                pass
+            if hint[SEQ] & 0xFFFFFFFF != seq:
+                continue
+            ts.tv_sec, ts.tv_nsec = int(step), int((step % 1) * 1e9)
+            futex(_SYS_FUTEX, addr, _FUTEX_WAIT, seq, ctypes.byref(ts), None, 0)
 
     def _block(
         self,
@@ -321,6 +404,9 @@ class WriterLock:
                 except (OSError, ValueError):
                     pass  # descriptor already closed: the kernel dropped the lock
                 released = True
+                hint, self._held_hint = self._held_hint, None
+                if hint is not None and len(hint) > SEQ:
+                    _wake(hint)
         finally:
             self._rlock.release()
         return released
@@ -333,6 +419,7 @@ class WriterLock:
         """
         self._rlock = threading.RLock()
         self._depth = 0
+        self._held_hint = None
         if self._fd >= 0 and self._path is not None:
             fd, self._fd = self._fd, -1
             try:

@@ -11,13 +11,13 @@ from sharedzarr._lock import WriterLock
 
 
 def hint_of(path: str):
-    """A two-word hint view on the first 16 bytes of ``path`` (a scratch file)."""
+    """A three-word hint view (want, grants, release sequence) on ``path`` (a scratch file)."""
     fd = os.open(path, os.O_RDWR)
     try:
-        m = mmap.mmap(fd, 16)
+        m = mmap.mmap(fd, 24)
     finally:
         os.close(fd)
-    return m, memoryview(m).cast("Q")
+    return m, memoryview(m).cast("Q")[:3]
 
 
 def hold(path: str, ready, release, out) -> None:

@@ -402,7 +402,7 @@ def test_header_layout_golden_bytes(table):
     raw = open(f"/dev/shm/sz.{table.name}.hdr", "rb").read()
     assert raw[:8] == MAGIC
     version, hsize, ttype, access, named, persistent, mode = struct.unpack_from("<IIBBBBI", raw, 8)
-    assert (version, hsize, ttype, access, named, persistent, mode) == (2, 4096, 0, 0, 1, 0, 0o600)
+    assert (version, hsize, ttype, access, named, persistent, mode) == (3, 4096, 0, 0, 1, 0, 0o600)
     (pid,) = struct.unpack_from("<Q", raw, 24)
     assert pid == os.getpid()
     assert os.stat(f"/dev/shm/sz.{table.name}.hdr").st_mode & 0o777 == 0o600
