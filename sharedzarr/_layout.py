@@ -37,8 +37,10 @@ Header byte map (``H_*`` are word indices: byte offset // 8)::
     232     8  lock hint: how many times the writer lock was granted
     240     8  lock hint: release sequence, bumped at each release; a waiting process
                sleeps on its futex (low 32 bits) and the releaser wakes it
-    248     8  reader wait: CLOCK_MONOTONIC ns at which a snapshot reader asked writers to
+    248     8  lock hint: pid of the process that released the writer lock last
+    256     8  reader wait: CLOCK_MONOTONIC ns at which a snapshot reader asked writers to
                pause (0: none; see "Operations")
+    264     8  recoveries: how many times a writer repaired after a dead one
 
 Index segment::
 
@@ -98,7 +100,7 @@ from typing import Any
 MAGIC = b"SZTABLE\0"
 INDEX_MAGIC = b"SZINDEX\0"
 ARENA_MAGIC = b"SZARENA\0"
-VERSION = 3  # 3: the writer lock got a release-sequence word (30); reader-wait moved to 31
+VERSION = 3  # 3: the writer lock has four hint words (28-31); reader-wait moved to 32
 HEADER_SIZE = 4096
 PREFIX = "sz."
 
@@ -129,10 +131,12 @@ H_REUSE = 22
 H_OPSEQ = 23
 H_POOL = 24  # POOL_SLOTS pairs of words: arena id, retired-at ns
 POOL_SLOTS = 2
-H_LOCK_WANT = 28  # the writer lock's hint words: [want pid, grants, release sequence]
-H_LOCK_GRANTS = 29  # (sharedzarr._lock; a waiter sleeps on the sequence word's futex)
-H_LOCK_SEQ = 30
-H_READER_WAIT = 31  # CLOCK_MONOTONIC ns at which a reader asked writers to pause (0: none)
+H_LOCK_WANT = 28  # the writer lock's hint words: [want pid, grants, release sequence,
+H_LOCK_GRANTS = 29  # last releaser pid] (sharedzarr._lock; a waiter sleeps on the sequence
+H_LOCK_SEQ = 30  # word's futex)
+H_LOCK_LAST = 31
+H_READER_WAIT = 32  # CLOCK_MONOTONIC ns at which a reader asked writers to pause (0: none)
+H_RECOVERIES = 33  # recoveries so far (a reserved record's writer re-counts its arena after one)
 H_WORDS = HEADER_SIZE // 8
 
 TABLE_TYPES = ("set", "ordered_set", "bag", "duplicate_bag")

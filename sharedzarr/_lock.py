@@ -35,13 +35,15 @@ Waiting without polling (the hand-off)
 Fairness (the hint words)
     The kernel wakes every waiter on release, but a writer that releases and re-acquires
     in a loop is already running and usually wins again: another process could wait
-    forever.  So three header words, given to this module and written by no other:
+    forever.  So four header words, given to this module and written by no other:
 
     * ``want``: the pid of a process blocked waiting (a hint; waiters store it, and store
       it again every millisecond while they wait, so a waiter that was overwritten or
       cleared announces itself again);
     * ``grants``: how many times the lock was granted (stored only by the holder);
-    * ``seq``: the release sequence of the hand-off (stored only by a releaser).
+    * ``seq``: the release sequence of the hand-off (stored only by a releaser);
+    * ``last``: the pid of the process that released last (stored only by a releaser; a
+      holder that sees another pid there expects to be waited for, see :meth:`contended`).
 
     An acquirer that sees another process's pid in ``want`` first waits, up to
     :data:`YIELD_NS`, for ``grants`` to move: the waiter, woken by the release, gets in
@@ -65,7 +67,15 @@ from collections.abc import Callable
 
 from .errors import LockTimeoutError
 
-__all__ = ["WriterLock", "YIELD_NS", "hold_lifetime", "lifetime_held", "release_lifetime"]
+__all__ = [
+    "WriterLock",
+    "YIELD_NS",
+    "hold_lifetime",
+    "lifetime_held",
+    "release_lifetime",
+    "file_unlinked",
+    "reservation_held",
+]
 
 #: How long an acquirer lets an announced waiter go first before it clears the hint.
 YIELD_NS = 2_000_000
@@ -76,6 +86,7 @@ SPIN_S = 100e-6
 WANT = 0
 GRANTS = 1
 SEQ = 2
+LAST = 3
 _SYS_FUTEX = 202  # x86-64 (the only platform tables run on, see _platform)
 _FUTEX_WAIT, _FUTEX_WAKE = 0, 1  # shared (not FUTEX_PRIVATE): the word is in shared memory
 _futex_fn: Callable[..., int] | None = None
@@ -104,8 +115,10 @@ def _seq_address(hint: memoryview) -> int:
         del word  # releases the buffer export at once
 
 
-def _wake(hint: memoryview) -> None:
+def _wake(hint: memoryview, me: int) -> None:
     """Bump the release sequence and wake the processes sleeping on it (after LOCK_UN)."""
+    if len(hint) > LAST and hint[LAST] != me:
+        hint[LAST] = me
     hint[SEQ] += 1
     if hint[WANT]:  # someone announced a wait: wake it (no syscall otherwise)
         _futex()(
@@ -208,6 +221,19 @@ class WriterLock:
                 os.close(fd)
             except OSError:
                 pass
+
+    def contended(self) -> bool:
+        """While held: True when another process waits for the lock, or held it last (two
+        writers taking turns: the other one is about to wait)."""
+        hint = self._held_hint
+        if hint is None:
+            return False
+        me = os.getpid()
+        want = hint[WANT]
+        if want and want != me:
+            return True
+        last = hint[LAST] if len(hint) > LAST else 0
+        return bool(last) and last != me
 
     def acquire_nested(self) -> bool:
         """Take one more level when the calling thread holds the lock already; else do
@@ -406,7 +432,7 @@ class WriterLock:
                 released = True
                 hint, self._held_hint = self._held_hint, None
                 if hint is not None and len(hint) > SEQ:
-                    _wake(hint)
+                    _wake(hint, os.getpid())
         finally:
             self._rlock.release()
         return released
@@ -486,3 +512,30 @@ def lifetime_held(fd: int) -> bool:
     except OSError:
         return False
     return bool(_FLOCK.unpack(out)[0] != fcntl.F_UNLCK)
+
+
+def reservation_held(path: str) -> bool:
+    """True when some process holds a lock of :func:`hold_lifetime` on the file ``path``.
+
+    A writer that copies a value into a data segment outside the writer lock holds such a
+    lock on the segment while it copies (``Table.reserve``); writers check it before they
+    retire, compact or unlink a segment.  The kernel drops the lock when its holder dies.
+    A file that cannot be opened is held by no one.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return lifetime_held(fd)
+    finally:
+        os.close(fd)
+
+
+def file_unlinked(fd: int) -> bool:
+    """True when the file open as ``fd`` (a reservation's, see :func:`reservation_held`) no
+    longer has a name: its table was cleared or deleted meanwhile."""
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True

@@ -57,6 +57,7 @@ _MADV_REMOVE = getattr(mmap, "MADV_REMOVE", 9)
 
 __all__ = [
     "SHM_DIR",
+    "segment_path",
     "Segment",
     "exists",
     "list_names",
@@ -537,6 +538,11 @@ def unlink(name: str) -> bool:
         return True
     except posix_ipc.ExistentialError:
         return False
+
+
+def segment_path(name: str) -> str:
+    """The file of segment ``name``."""
+    return os.path.join(SHM_DIR, name)
 
 
 def exists(name: str) -> bool:

@@ -83,6 +83,9 @@ __all__ = ["Array", "Attributes", "create", "open"]
 _PARALLEL_BYTES = 16 << 20  # reads at least this big copy on two threads
 _COPY_THREADS = min(2, os.cpu_count() or 1)
 DEFAULT_WRITE_TIMEOUT = 60.0  # seconds a write waits for the writer lock (Array.write_timeout)
+# write_chunk copies a whole chunk at least this big without the writer lock when another
+# writer waits for it (Backend.reserve_chunk); smaller copies cost less than the extra turn
+_RESERVE_MIN = 256 << 10
 _INNER_CHUNKS_MAX = 1 << 16  # write_chunk's cache of checked chunk indices (per handle)
 _READ_RETRIES = 1000  # a retry needs a writer to reuse memory during one chunk's copy
 # multi-chunk reads keep a cached view per chunk (see Array._copy_pieces) up to this many
@@ -1523,11 +1526,38 @@ class Array:
             seq = self._op_seq()
             if self._sync_locked():  # another handle changed the array: check again
                 self._check_data(arr)
-            self._write_chunk_locked(backend, idx, arr)
-        self._quiet_after(seq)
+            room = self._write_chunk_locked(backend, idx, arr)
+        if room is None:
+            self._quiet_after(seq)
+        else:  # another writer waits: copy without the lock, publish under it
+            self._write_reserved(backend, room, idx, arr, timeout)
 
-    def _write_chunk_locked(self, backend: Backend, idx: Any, arr: np.ndarray) -> None:
-        """:meth:`write_chunk` under the writer lock, the metadata checked."""
+    def _write_reserved(
+        self, backend: Backend, room: Any, idx: Any, arr: np.ndarray, timeout: float | None
+    ) -> None:
+        """Fill a reserved chunk record without the writer lock and publish it under it
+        (see ``Backend.reserve_chunk``); if the array's metadata changed meanwhile, the
+        record is given up and the chunk written again under the lock, checked anew."""
+        try:
+            room.buffer[:] = _byte_view(arr)
+        except BaseException:
+            with backend.writer(None):
+                room.abandon()
+            raise
+        with backend.writer(self._wait(timeout)):
+            if self._sync_locked():
+                room.abandon()
+                self._check_data(arr)
+                self._write_chunk_locked(backend, idx, arr, reserve=False)
+            else:
+                room.publish()
+
+    def _write_chunk_locked(
+        self, backend: Backend, idx: Any, arr: np.ndarray, reserve: bool = True
+    ) -> Any:
+        """:meth:`write_chunk` under the writer lock, the metadata checked.  Returns the
+        reserved room of a big whole chunk when another writer waits (see
+        :meth:`_write_reserved`), else None once the chunk is written."""
         # chunks known to lie whole inside the array: their index needs no checks
         inner = self._inner_chunks.get(idx) if type(idx) is tuple else None
         if inner is None:
@@ -1547,8 +1577,12 @@ class Array:
             and arr.dtype == self._chunk_dtype
             and arr.flags.c_contiguous
         ):  # a whole raw chunk as it will be stored: its bytes go in as they are
+            if reserve and arr.nbytes >= _RESERVE_MIN:
+                room = backend.reserve_chunk(idx, arr.nbytes)
+                if room is not None:
+                    return room
             backend.write_chunk(idx, _byte_view(arr))
-            return
+            return None
         valid = chunk_valid_shape(idx, self._shape, self._chunks)
         target = valid if arr.shape == valid else self._chunks
         try:
@@ -1566,6 +1600,7 @@ class Array:
             chunk[region] = value[region]
         buf = _byte_view(chunk)
         backend.write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
+        return None
 
     def delete_chunk(self, idx: Sequence[int] | int) -> None:
         """Delete one chunk, so it reads as the fill value.  Absent chunks are fine.

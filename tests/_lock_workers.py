@@ -11,13 +11,13 @@ from sharedzarr._lock import WriterLock
 
 
 def hint_of(path: str):
-    """A three-word hint view (want, grants, release sequence) on ``path`` (a scratch file)."""
+    """The four hint words (want, grants, release sequence, last) on ``path`` (a scratch file)."""
     fd = os.open(path, os.O_RDWR)
     try:
-        m = mmap.mmap(fd, 24)
+        m = mmap.mmap(fd, 32)
     finally:
         os.close(fd)
-    return m, memoryview(m).cast("Q")[:3]
+    return m, memoryview(m).cast("Q")[:4]
 
 
 def hold(path: str, ready, release, out) -> None:

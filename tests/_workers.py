@@ -367,3 +367,46 @@ def big_value_reader(name: str, key: object, n: int, started, out) -> None:
         bad += v.count(v[:1]) != len(v)
     t.close()
     out.put((n, bad))
+
+
+def reserve_and_stop(name: str, key: object, nbytes: int) -> None:
+    """Reserve the record of key's new value, then stop (SIGSTOP) before copying: the
+    parent kills this process there (a writer killed while it copies outside the lock)."""
+    t = Table.attach(name)
+    pk = t.prepare_key(key)
+    with t.writer():
+        room = t.reserve(pk, nbytes)
+    assert room is not None
+    room.buffer[:8] = b"partial!"
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def delete_and_reclaim(name: str, keys: list) -> None:
+    """Delete ``keys`` and compact (another writer, while the parent holds a reservation)."""
+    t = Table.attach(name)
+    for k in keys:
+        t.delete(k)
+    t.reclaim()
+    t.close()
+
+
+def big_chunk_writer(name: str, parity: int, rounds: int, out) -> None:
+    """Write this writer's half of the chunks (by parity), ``rounds`` times, each chunk one
+    value per round (parity * 1000 + round); report how many copies ran outside the lock."""
+    a = sz.open(name)
+    backend = a.backend
+    reserved = [0]
+    orig = backend.reserve_chunk
+
+    def counting(idx, nbytes):
+        room = orig(idx, nbytes)
+        reserved[0] += room is not None
+        return room
+
+    backend.reserve_chunk = counting
+    chunks = [c for c in np.ndindex(*a.cdata_shape) if sum(c) % 2 == parity]
+    for r in range(rounds):
+        for c in chunks:
+            a.write_chunk(c, np.full(a.chunks, parity * 1000 + r, dtype=a.dtype))
+    out.put((parity, reserved[0]))
+    a.close()

@@ -66,6 +66,7 @@ OWNERS = {
     "H_DIRTY": "_write",
     "H_OPSEQ": "_write",
     "H_READER_WAIT": "_read",
+    "H_RECOVERIES": "_recovery",
     "H_KEYS": "_write",
     "H_OBJECTS": "_write",
     "H_LIVE_VALUE": "_write",

@@ -54,8 +54,9 @@ from typing import Any
 
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
+from .._lock import reservation_held
 from .._segment import exists as _seg_exists
-from .._segment import list_names, map_os_errors, take_name
+from .._segment import list_names, map_os_errors, segment_path, take_name
 from .._segment import unlink as _unlink
 from ..errors import SharedZarrError
 from ._header import (
@@ -437,6 +438,18 @@ class ArenaMixin(TableBase):
             raise
         return seg, aid, off
 
+    def _reserved(self, aid: int) -> bool:
+        """A writer copies into a record of arena ``aid`` outside the writer lock (it holds
+        a lock on the file, see ``_write``'s ``Reservation``): do not retire, compact or
+        unlink the arena now."""
+        return reservation_held(self._seg_path_arena(aid))
+
+    def _seg_path_arena(self, aid: int) -> str:
+        seg = self._arenas.get(aid)
+        if seg is not None and not seg.closed:
+            return seg.reopen_path()
+        return segment_path(self._seg_name_arena(aid))
+
     # ------------------------------------------------------------------ recycling
 
     _recycler: _Recycler | None = None
@@ -628,7 +641,7 @@ class ArenaMixin(TableBase):
         max_id = 0
         for aid in self._arena_ids():
             max_id = max(max_id, aid)
-            if aid not in per_arena and aid != cur:
+            if aid not in per_arena and aid != cur and not self._reserved(aid):
                 self._same_table()
                 _unlink(self._seg_name_arena(aid))
                 s = self._arenas.pop(aid, None)

@@ -306,7 +306,7 @@ class TableBase:
 
     def _lock_hint(self) -> memoryview | None:
         W = self._hint_words()
-        return None if W is None else W[L.H_LOCK_WANT : L.H_LOCK_SEQ + 1]
+        return None if W is None else W[L.H_LOCK_WANT : L.H_LOCK_LAST + 1]
 
     def _hint_words(self) -> memoryview | None:
         """The header as writable words, for the hints only: the lock's ``want`` and

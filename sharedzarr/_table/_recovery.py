@@ -7,6 +7,10 @@ the allocator its arena words (and unlinks what nothing references), the space
 accounting its totals.  The entry counts (keys, objects, live value bytes) are returned
 to the write session, which owns them.  Every published value was complete before it
 was published, so no value needs repair.
+
+Words stored here, and only here: ``H_RECOVERIES``, counted at the start of each
+recovery (a writer that reserved a record before it, ``_write``'s ``Reservation``,
+counts that record in its arena again).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class RecoveryMixin(SpaceMixin):
         live value bytes)`` for the write session to store.
         """
         H = self._H
+        H[L.H_RECOVERIES] += 1  # a reserved record's writer re-counts it (Reservation)
         gen = H[L.H_GEN]
         base_idx = f"{L.PREFIX}{self.name}.idx."
         for n in list_names(base_idx, uid=self._uid):

@@ -64,13 +64,24 @@ class SpaceMixin(IndexMixin):
         garbage = _arena_word(seg, L.A_GARBAGE) + total
         self._account_arena(seg, live, garbage)
         aid = ref >> _OFFSET_BITS
-        if live <= 0 and aid != H[L.H_CUR_ARENA] and self._undo is None:
+        if live <= 0 and aid != H[L.H_CUR_ARENA] and self._undo is None and not self._reserved(aid):
             # (an atomic session may restore its records: _reclaim retires it later)
             # nothing left in it: reuse its pages (or free a big value's own segment)
             H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
             self._retire(aid)
         else:
             self._recycle(seg, ref, total)  # its room may take a record of its length
+
+    def _count_reserved_live(self, ref: int, total: int) -> None:
+        """A recovery ran while the record at ``ref`` was reserved and counted it as garbage
+        (it was not published): count it live in its arena again, before it is published."""
+        H = self._H
+        H[L.H_GARBAGE] -= min(total, H[L.H_GARBAGE])
+        r = self._record_at(ref)
+        if r is not None:
+            seg = r[0]
+            live, garbage = _arena_word(seg, L.A_LIVE), _arena_word(seg, L.A_GARBAGE)
+            self._account_arena(seg, live + total, max(garbage - total, 0))
 
     def _abandon(self, new_ref: int, total: int) -> None:
         """Account an appended, never published record as garbage (lock held)."""
@@ -106,8 +117,9 @@ class SpaceMixin(IndexMixin):
             victim = self._most_garbage(ids)
             if victim is None:
                 break
-            freed += self._compact(victim)
             ids.remove(victim)
+            if not self._reserved(victim):  # (a writer copies into it: leave it for now)
+                freed += self._compact(victim)
         return freed
 
     def _most_garbage(self, ids: list[int]) -> int | None:

@@ -53,6 +53,7 @@ from typing import Any, Self
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._index import encode_key, key_hash
+from .._lock import file_unlinked, hold_lifetime, release_lifetime
 from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, NotFoundError
 from ._arenas import _Filler
@@ -63,7 +64,7 @@ from ._read import ReadMixin
 from ._recovery import RecoveryMixin
 from ._space import RECLAIM_RATIO_BUSY
 
-__all__ = ["READER_PAUSE_NS", "WriteMixin"]
+__all__ = ["READER_PAUSE_NS", "Reservation", "WriteMixin"]
 
 #: How long a writer defers its next operation for a reader that asked (see above).
 READER_PAUSE_NS = 100_000_000
@@ -76,6 +77,75 @@ def _let_readers_in(H: memoryview) -> None:
         if not w or time.monotonic_ns() >= w + READER_PAUSE_NS:
             return
         time.sleep(50e-6)
+
+
+class Reservation:
+    """A record allocated under the writer lock and published later, so that its value can
+    be copied in without the lock (:meth:`WriteMixin.reserve`).
+
+    Copying outside the lock
+        1. Under the lock, the record is appended unfilled: counted live in its arena, not
+           published.  This process takes a shared lock on the arena's file (the kind of
+           :func:`sharedzarr._lock.hold_lifetime`); writers leave an arena whose file is
+           locked alone: no retirement, compaction or unlink (``_reserved``).  The kernel
+           drops the lock if this process dies, and the record is then garbage that the
+           next recount or compaction finds.
+        2. Without the lock, the value is copied into :attr:`buffer`.
+        3. Under the lock, :meth:`publish` stores the reference, as any write does.  If a
+           recovery ran meanwhile, it counted the record as garbage, so it is counted live
+           again first; if the table was cleared meanwhile (the file has no name), the value
+           is written anew.  :meth:`abandon` makes the record garbage instead.
+        Either ends the reservation and lets go of the file lock.
+    """
+
+    __slots__ = ("_fd", "_recoveries", "buffer", "h", "kb", "nbytes", "ref", "table", "total")
+
+    def __init__(
+        self,
+        table: WriteMixin,
+        kb: bytes,
+        h: int,
+        nbytes: int,
+        ref: int,
+        total: int,
+        buffer: memoryview,
+        fd: int,
+    ) -> None:
+        self.table, self.kb, self.h, self.nbytes = table, kb, h, nbytes
+        self.ref, self.total, self.buffer = ref, total, buffer
+        self._fd = fd
+        self._recoveries = table._H[L.H_RECOVERIES]
+
+    def publish(self) -> None:
+        """Publish the record (writer lock held): readers see the new value, whole."""
+        t = self.table
+        try:
+            if file_unlinked(self._fd):  # cleared meanwhile: the value goes in anew
+                t._grow_if_needed()
+                t._put(self.kb, self.h, [self.buffer], "replace")
+                return
+            if t._H[L.H_RECOVERIES] != self._recoveries:
+                t._count_reserved_live(self.ref, self.total)
+            t._grow_if_needed()
+            t._finish_filled((None, self.kb, self.h, self.nbytes, self.ref, self.total))
+        finally:
+            self._release()
+
+    def abandon(self) -> None:
+        """Give the record up (writer lock held): it becomes garbage, never published."""
+        t = self.table
+        try:
+            if not file_unlinked(self._fd) and t._H[L.H_RECOVERIES] == self._recoveries:
+                t._abandon(self.ref, self.total)  # (a recovery counted it as garbage already)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        fd, self._fd = self._fd, -1
+        release_lifetime(fd)
+
+    def __del__(self) -> None:
+        release_lifetime(self._fd)  # never published nor abandoned: the record stays garbage
 
 
 class _Session:
@@ -304,6 +374,39 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             H[L.H_OBJECTS] += len(lens)
             H[L.H_LIVE_VALUE] += vbytes
             self._add_live_record(total)
+
+    def reserve(self, pk: tuple[bytes, int], nbytes: int) -> Reservation | None:
+        """Allocate the record of a value of ``nbytes`` for prepared key ``pk``, to be copied
+        in without the writer lock and published under it later (see :class:`Reservation`).
+
+        For a writer whose copy is long while other writers wait: call it inside
+        ``with table.writer():``, leave the block, fill ``reservation.buffer``, and call
+        ``reservation.publish()`` (or ``abandon()``) inside a new ``with table.writer():``.
+        Set tables only; not inside an atomic session.
+
+        Returns
+        -------
+        Reservation or None
+            None when the kernel cannot lock the record's segment (then write as usual).
+
+        Raises
+        ------
+        RuntimeError
+            Outside a writer session, or inside an atomic one.
+        """
+        if self._bag:
+            raise TypeError(f"reserve needs a set table; {self.name!r} is a bag")
+        if not self._lock.depth:
+            raise RuntimeError("reserve needs the writer lock: call it inside table.writer()")
+        if self._undo is not None:
+            raise RuntimeError("reserve cannot be used inside an atomic writer session")
+        kb, h = pk
+        new_ref, total, buf = self._append_unfilled(kb, nbytes)
+        fd = hold_lifetime(self._seg_path_arena(new_ref >> L.OFFSET_BITS))
+        if fd < 0:
+            self._abandon(new_ref, total)
+            return None
+        return Reservation(self, kb, h, nbytes, new_ref, total, buf, fd)
 
     def insert_prepared(self, pk: tuple[bytes, int], value: Any) -> None:
         """:meth:`insert` with a prepared key (see :meth:`prepare_key`); set types only."""

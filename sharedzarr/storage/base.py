@@ -261,6 +261,23 @@ class Backend(abc.ABC):
 
     # Conveniences with default implementations -------------------------------------------
 
+    def reserve_chunk(self, idx: ChunkIndex, nbytes: int) -> Any:
+        """Under the writer lock, when another writer waits: the room of chunk ``idx``'s new
+        value, to be filled without the lock and published under it (see
+        :class:`sharedzarr._table._write.Reservation`); None (the default) to write as usual.
+
+        Parameters
+        ----------
+        idx : tuple of int
+        nbytes : int
+
+        Returns
+        -------
+        object or None
+            With ``buffer`` (writable, ``nbytes``), ``publish()`` and ``abandon()``.
+        """
+        return None
+
     def write_chunk_filled(self, idx: ChunkIndex, nbytes: int, fill: Any) -> None:
         """Store chunk ``idx`` of ``nbytes`` bytes written by ``fill(writable_buffer)``.
 

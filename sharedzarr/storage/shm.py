@@ -201,6 +201,14 @@ class SharedMemoryBackend(Backend):
         self._check_writable()
         self.table.insert_prepared(self._key(idx), data)
 
+    def reserve_chunk(self, idx: ChunkIndex, nbytes: int) -> Any:
+        """The room of chunk ``idx``'s new value, when another writer waits for the lock:
+        the copy then runs without it (:meth:`sharedzarr.Table.reserve`)."""
+        table = self.table
+        if not table._lock.contended():
+            return None
+        return table.reserve(self._key(idx), nbytes)
+
     def write_chunk_filled(self, idx: ChunkIndex, nbytes: int, fill: Any) -> None:
         """Store chunk ``idx`` written in place into shared memory by ``fill``."""
         self._check_writable()
