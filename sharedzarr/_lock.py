@@ -65,6 +65,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from . import _proc
 from .errors import LockTimeoutError
 
 __all__ = [
@@ -207,10 +208,10 @@ class WriterLock:
         """The descriptor the lock is taken on (opened on first use in this process)."""
         if self._fd_getter is not None:
             return self._fd_getter()
-        if self._fd < 0 or self._fd_pid != os.getpid():
+        if self._fd < 0 or self._fd_pid != _proc.pid():
             assert self._path is not None
             self._fd = os.open(self._path, os.O_RDONLY | os.O_CLOEXEC)
-            self._fd_pid = os.getpid()
+            self._fd_pid = _proc.pid()
         return self._fd
 
     def close(self) -> None:
@@ -228,7 +229,7 @@ class WriterLock:
         hint = self._held_hint
         if hint is None:
             return False
-        me = os.getpid()
+        me = _proc.pid()
         want = hint[WANT]
         if want and want != me:
             return True
@@ -266,7 +267,7 @@ class WriterLock:
         try:
             fd = self.fileno()
             hint = self._hint_words() if self._hint_words is not None else None
-            me = os.getpid()
+            me = _proc.pid()
             deadline = None  # computed when there is something to wait for
             if hint is not None:
                 want = hint[WANT]
@@ -432,7 +433,7 @@ class WriterLock:
                 released = True
                 hint, self._held_hint = self._held_hint, None
                 if hint is not None and len(hint) > SEQ:
-                    _wake(hint, os.getpid())
+                    _wake(hint, _proc.pid())
         finally:
             self._rlock.release()
         return released

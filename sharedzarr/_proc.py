@@ -11,11 +11,25 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["Ident", "alive", "current", "start_time"]
+__all__ = ["Ident", "alive", "current", "pid", "start_time"]
 
 Ident = tuple[int, int]
 
 _cached: tuple[int, Ident] | None = None
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def pid() -> int:
+    """This process's pid, without a system call (refreshed in a forked child)."""
+    return _pid
 
 
 def start_time(pid: int) -> int | None:

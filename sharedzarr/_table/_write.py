@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import time
 from collections.abc import Iterable
 from concurrent.futures import wait as futures_wait
 from typing import Any, Self
 
 from .. import _layout as L
+from .. import _proc
 from .._faults import crash_point as _crash_point
 from .._index import encode_key, key_hash
 from .._lock import file_unlinked, hold_lifetime, release_lifetime
@@ -251,13 +251,13 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             # OS on a handle's first session and every 64th after it
             if H[L.H_DELETED] or (self._sessions & 63 == 1 and self._hdr.unlinked()):
                 raise self._not_found()
-            H[L.H_HOLDER] = os.getpid()
+            H[L.H_HOLDER] = _proc.pid()
             if H[L.H_DIRTY]:
                 self._set_counts(*self._recover())
                 H[L.H_DIRTY] = 0
             if H[L.H_READER_WAIT]:
                 _let_readers_in(H)
-            H[L.H_DIRTY] = os.getpid()
+            H[L.H_DIRTY] = _proc.pid()
             if self.name not in _OWNED and self.is_owner:
                 _register_owned(self.name, self._hdr)
             s = H[L.H_OPSEQ]
