@@ -23,6 +23,7 @@ from test_faults import audit
 import sharedzarr as sz
 from sharedzarr import _layout as L
 from sharedzarr._table import Table
+from sharedzarr._table._write import Reservation
 
 CTX = mp.get_context("spawn")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,12 +133,18 @@ def test_a_writer_killed_while_copying_leaves_the_old_value_and_nothing_behind(t
     assert t[3] == bytes([5]) * (BIG + 128)
 
 
-def test_a_recovery_during_a_reservation_keeps_the_counts(table):
-    t = table
+def _reserve_b_beside_a(t: Table) -> tuple[Reservation, Table]:
+    """Key "a" stored, key "b" reserved (lock released), and a second handle of the table."""
     t.insert("a", b"a" * BIG)
     with t.writer():
         room = t.reserve(t.prepare_key("b"), BIG)
-    other = Table.attach(t.name)
+    assert room is not None
+    return room, Table.attach(t.name)
+
+
+def test_a_recovery_during_a_reservation_keeps_the_counts(table):
+    t = table
+    room, other = _reserve_b_beside_a(t)
     other._H[L.H_DIRTY] = 2**31  # as if a writer had died mid-operation
     other.insert("c", b"c" * 100)  # this session recovers first
     assert t._H[L.H_RECOVERIES] >= 1
@@ -155,10 +162,7 @@ def test_a_recovery_during_a_reservation_keeps_the_counts(table):
 
 def test_a_clear_during_a_reservation_then_the_value_is_written_anew(table):
     t = table
-    t.insert("a", b"a" * BIG)
-    with t.writer():
-        room = t.reserve(t.prepare_key("b"), BIG)
-    other = Table.attach(t.name)
+    room, other = _reserve_b_beside_a(t)
     other.clear()
     other.close()
     room.buffer[:] = b"b" * BIG
