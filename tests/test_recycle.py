@@ -160,3 +160,40 @@ def test_with_shape_json_is_what_to_json_writes():
             new = tuple(rng.randrange(10**6) for _ in range(nd))
             assert with_shape_json(raw, shape, new) == meta.evolve(shape=new).to_json()
         assert with_shape_json(b'{"shape": [1]}', (1,), (2,)) is None  # another layout
+
+
+def test_write_chunk_checks_the_shape_another_handle_changed(cleanup):
+    """write_chunk skips its metadata probe when nothing ran since its own last write, and
+    caches the indices of inner chunks; another handle's resize must still be seen."""
+    name = f"recycle-quiet-{int(time.monotonic_ns())}"
+    cleanup.append(name)
+    a = sz.create(shape=(64, 64), chunks=(16, 16), dtype="f8", table_name=name)
+    b = sz.open(name)
+    chunk = np.ones((16, 16))
+    a.write_chunk((3, 3), chunk)
+    a.write_chunk((3, 3), chunk)  # the quiet path and the cached index, both armed
+    b.resize((32, 32))
+    with pytest.raises(IndexError):
+        a.write_chunk((3, 3), chunk)
+    a.write_chunk((1, 1), chunk)
+    a.write_chunk((1, 1), chunk)
+    b.resize((16, 16))
+    with a.backend.writer(), pytest.raises(IndexError):  # inside a session of its own too
+        a.write_chunk((1, 1), chunk)
+    assert a.shape == b.shape == (16, 16)
+    b.close()
+    a.close()
+
+
+def test_append_after_append_sees_another_handles_resize(cleanup):
+    name = f"recycle-append-{int(time.monotonic_ns())}"
+    cleanup.append(name)
+    a = sz.create(shape=(0, 4), chunks=(2, 4), dtype="i4", table_name=name)
+    b = sz.open(name)
+    for i in range(5):
+        a.append(np.full((1, 4), i, dtype="i4"))
+    b.resize((2, 4))
+    assert a.append(np.full((1, 4), 9, dtype="i4")) == (3, 4)
+    assert np.array_equal(b[:, 0], [0, 1, 9])
+    b.close()
+    a.close()
