@@ -197,3 +197,34 @@ def test_append_after_append_sees_another_handles_resize(cleanup):
     assert np.array_equal(b[:, 0], [0, 1, 9])
     b.close()
     a.close()
+
+
+@pytest.mark.parametrize("how", ["clear", "delete_and_reclaim"])
+def test_rooms_in_arenas_another_handle_unlinked_are_not_used(table, how):
+    """A handle keeps the rooms it freed; another writer may unlink their arenas meanwhile
+    (a clear, a compaction).  The rooms must be dropped, not written: a record published in
+    an unlinked arena would be lost to every other process."""
+    t = table
+    size = 64 << 10
+    for r in range(1, 4):
+        for k in range(16):
+            t.insert(k, bytes([r]) * size)
+    assert t._recycler is not None and t._recycler.count
+    u = Table.attach(t.name)
+    if how == "clear":
+        u.clear()
+    else:
+        for k in range(16):
+            u.delete(k)
+        u.reclaim()
+    u.close()
+    time.sleep(4 * L.RECYCLE_GRACE_NS / 1e9)
+    for r in range(4, 7):
+        for k in range(16):
+            t.insert(k, bytes([r]) * size)
+    v = Table.attach(t.name, readonly=True)
+    try:
+        for k in range(16):
+            assert v[k] == bytes([6]) * size
+    finally:
+        v.close()

@@ -18,9 +18,12 @@ its length words) once three things hold, in this order:
    :mod:`._read`); one that found the record did so before it became garbage, so it sees
    the bump and reads again;
 2. at least ``RECYCLE_GRACE_NS`` passed since that bump;
-3. the arena's ``A_ID`` still is its id and ``A_NOREUSE`` is 0.  A reader handing out a
-   zero-copy view stores ``A_NOREUSE`` and then checks the epoch (I3): a view made before
-   the bump has its mark visible here long since; one made after it fails its epoch check.
+3. the arena is still linked (another writer's compaction or clear may have unlinked it:
+   its mapping here outlives the name, so the handle first forgets the arenas unlinked
+   since it last looked), its ``A_ID`` still is its id and ``A_NOREUSE`` is 0.  A reader
+   handing out a zero-copy view stores ``A_NOREUSE`` and then checks the epoch (I3): a
+   view made before the bump has its mark visible here long since; one made after it
+   fails its epoch check.
 
 Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
 one whose copy is longer makes its last attempts under the writer lock, see I2).  A
@@ -482,6 +485,10 @@ class ArenaMixin(TableBase):
         if now - r.bumped >= _BUMP_EVERY_NS or total not in r.free:
             self._advance_recycler(r, now)
         free = r.free.get(total)
+        if free and self._H[L.H_RECLAIM] != self._reclaim_seen:
+            # another writer unlinked arenas (a compaction, a clear) since this handle last
+            # looked: forget them, so that no room in one is written (it would be lost)
+            self._forget_reclaimed()
         while free:
             ref = free.pop()
             r.count -= 1
