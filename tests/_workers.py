@@ -410,3 +410,45 @@ def big_chunk_writer(name: str, parity: int, rounds: int, out) -> None:
             a.write_chunk(c, np.full(a.chunks, parity * 1000 + r, dtype=a.dtype))
     out.put((parity, reserved[0]))
     a.close()
+
+
+def mixed_writer(name: str, seed: int, keys: int, stop, count) -> None:
+    """Rewrite random keys with uniform values until stopped: mostly the same length (rooms
+    recycled), sometimes another length or a delete (garbage for compaction), and now and
+    then a reclaim(); count the writes."""
+    import random
+
+    rng = random.Random(seed)
+    t = Table.attach(name)
+    n = 0
+    while not stop.is_set():
+        k = rng.randrange(keys)
+        roll = rng.random()
+        if roll < 0.05:
+            t.delete(k)
+        elif roll < 0.06:
+            t.reclaim()
+        else:
+            size = reuse_size(k) + (4096 if roll < 0.2 else 0)
+            t.insert(k, bytes([rng.randrange(1, 250)]) * size)
+        n += 1
+    count.value = n
+    t.close()
+
+
+def uniform_reader(name: str, keys: int, stop, out) -> None:
+    """Read random keys (copies and views) until stopped; put (reads, bad reads)."""
+    import random
+
+    rng = random.Random(0)
+    t = Table.attach(name, readonly=True)
+    reads = bad = 0
+    while not stop.is_set():
+        k = rng.randrange(keys)
+        v = t.get(k, copy=bool(reads & 1))
+        if v is not None:
+            b = bytes(v)
+            bad += b.count(b[:1]) != len(b)
+        reads += 1
+    t.close()
+    out.put((reads, bad))
