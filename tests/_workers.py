@@ -452,3 +452,19 @@ def uniform_reader(name: str, keys: int, stop, out) -> None:
         reads += 1
     t.close()
     out.put((reads, bad))
+
+
+def big_chunk_writer_until(name: str, parity: int, stop, out) -> None:
+    """Write this writer's half of the chunks (by parity) until stopped, skipping chunks
+    a concurrent resize left outside the array; put the number of writes."""
+    a = sz.open(name)
+    n = 0
+    while not stop.is_set():
+        for c in [c for c in np.ndindex(*a.cdata_shape) if sum(c) % 2 == parity]:
+            try:
+                a.write_chunk(c, np.full(a.chunks, n % 250, dtype=a.dtype))
+            except IndexError:
+                pass  # the array shrank meanwhile
+            n += 1
+    out.put(n)
+    a.close()

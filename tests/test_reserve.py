@@ -193,3 +193,35 @@ def test_two_writer_processes_copy_big_chunks_outside_the_lock(cleanup):
     assert info["keys"] == a.nchunks + 1  # the chunks and the metadata, nothing else
     assert info["live_bytes"] == a.nbytes + len(a.backend.read_metadata())
     a.close()
+
+
+def test_big_chunk_writers_and_a_resizing_process_leave_no_chunk_outside(cleanup):
+    """Copies outside the lock meet resizes: a record reserved before a shrink is given up
+    and written again under the lock, checked anew (IndexError when the chunk left the
+    array), so no chunk is stored outside the shape and every stored chunk is whole."""
+    name = f"reserve-resize-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(2048, 2048), chunks=(256, 256), dtype="f8", table_name=name)
+    a[...] = 0.0
+    stop, out = CTX.Event(), CTX.Queue()
+    ws = [CTX.Process(target=W.big_chunk_writer_until, args=(name, p, stop, out)) for p in (0, 1)]
+    for w in ws:
+        w.start()
+    deadline = time.monotonic() + 4
+    n = 0
+    while time.monotonic() < deadline:
+        a.resize((1024, 2048) if n % 2 else (2048, 1536))
+        a.resize((2048, 2048))
+        n += 1
+    stop.set()
+    writes = [out.get(timeout=120) for _ in ws]
+    for w in ws:
+        w.join(60)
+        assert w.exitcode == 0
+    assert min(writes) > 0 and n > 0
+    grid = a.cdata_shape
+    for idx in a.backend.list_chunks():
+        assert all(i < g for i, g in zip(idx, grid, strict=True)), idx
+        chunk = a.read_chunk(idx)
+        assert np.all(chunk == chunk.flat[0]), idx
+    a.close()
