@@ -1235,15 +1235,22 @@ class Array:
         return True
 
     def _quiet_after(self, seq: int) -> None:
-        """After a write session that opened at operation sequence ``seq`` and changed no
-        metadata: if it was the outermost one and nothing ran since it closed, remember
-        the sequence the next session will open at and the write counter, so that
-        :meth:`_sync_locked` knows then, from two words, that nothing changed.  (Any
-        operation moves the sequence; a metadata write inside an enclosing session moves
-        the write counter.)  Only for backends whose sequence counts sessions."""
+        """After a write that ran at operation sequence ``seq`` and left this handle's
+        metadata the stored one: remember the sequence the next write will see if nothing
+        else runs, and the write counter, so that :meth:`_sync_locked` knows then, from two
+        words, that nothing changed.  If the write's session was the outermost one and
+        nothing ran since it closed, that is the next session's sequence; if an enclosing
+        session of this thread is still open, it is the same sequence (only this thread can
+        write meanwhile, and any metadata write moves the write counter).  Only for
+        backends whose sequence counts sessions."""
+        backend = self._live()
+        if not backend.op_seq_counts_sessions:
+            return
         after = self._op_seq()
-        if after == seq + 1 and self._live().op_seq_counts_sessions:
-            self._quiet = (after + 1, self._live().write_token())
+        if after == seq + 1:
+            self._quiet = (after + 1, backend.write_token())
+        elif after == seq and seq & 1:
+            self._quiet = (seq, backend.write_token())
 
     @contextlib.contextmanager
     def atomic(self, timeout: float | None = None) -> Iterator[Array]:
