@@ -128,9 +128,14 @@ def _wake(hint: memoryview, me: int) -> None:
 
 
 _LOCKS: weakref.WeakSet[WriterLock] = weakref.WeakSet()
+# the thread of this process that holds the flock of a file (device, inode), through
+# whichever WriterLock: another lock of the same file in the same thread would wait on
+# itself forever (two handles of one table, sessions nested), so it is refused at once
+_HELD_BY: dict[tuple[int, int], int] = {}
 
 
 def _after_fork_in_child() -> None:
+    _HELD_BY.clear()
     for lock in list(_LOCKS):
         lock.reset_after_fork()
 
@@ -178,6 +183,7 @@ class WriterLock:
 
     _fd = -1
     _fd_pid = 0
+    _file_id: tuple[int, int] | None = None  # (device, inode) of the locked file
     _held_hint: memoryview | None = None  # the hint view of the current hold
 
     def __init__(
@@ -266,6 +272,16 @@ class WriterLock:
             return False
         try:
             fd = self.fileno()
+            fid = self._file_id
+            if fid is None:
+                st = os.fstat(fd)
+                fid = self._file_id = (st.st_dev, st.st_ino)
+            if _HELD_BY.get(fid) == threading.get_ident():
+                raise RuntimeError(
+                    f"this thread already holds the writer lock of table {self._name!r} "
+                    "through another handle, so waiting here would never end: write through "
+                    "that handle, or leave its writer session first"
+                )
             hint = self._hint_words() if self._hint_words is not None else None
             me = _proc.pid()
             deadline = None  # computed when there is something to wait for
@@ -286,6 +302,7 @@ class WriterLock:
                 if hint[WANT] == me:
                     hint[WANT] = 0
             self._held_hint = hint  # the release bumps its sequence
+            _HELD_BY[fid] = threading.get_ident()
         except BaseException:
             self._rlock.release()
             raise
@@ -426,6 +443,8 @@ class WriterLock:
         released = False
         try:
             if self._depth == 0:
+                if self._file_id is not None:
+                    _HELD_BY.pop(self._file_id, None)
                 try:
                     fcntl.flock(self.fileno(), fcntl.LOCK_UN)
                 except (OSError, ValueError):

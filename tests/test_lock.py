@@ -210,3 +210,36 @@ def test_a_read_only_handle_can_still_ask_writers_to_take_turns(cleanup) -> None
     r.close()
     assert t._hint_H is None
     a.close()
+
+
+def test_a_second_handle_in_the_same_thread_is_refused_not_left_waiting():
+    """Two handles of one table in one thread: a session of the second inside a session of
+    the first would wait on itself until its timeout; it is refused at once instead, and
+    another thread still simply waits its turn."""
+    import threading
+
+    from sharedzarr._table import Table
+
+    a = Table.create()
+    b = Table.attach(a.name)
+    try:
+        t0 = time.monotonic()
+        with a.writer(), pytest.raises(RuntimeError, match="another handle"):
+            b.insert("k", b"v")
+        assert time.monotonic() - t0 < 5
+        b.insert("k", b"v")  # outside the session: fine
+        done = threading.Event()
+
+        def other_thread() -> None:
+            b.insert("j", b"w")
+            done.set()
+
+        with a.writer():
+            th = threading.Thread(target=other_thread)
+            th.start()
+            assert not done.wait(0.2)  # waits for the session, as it should
+        th.join(30)
+        assert done.is_set() and b["j"] == b"w"
+    finally:
+        b.close()
+        a.delete_table()
