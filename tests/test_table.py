@@ -428,3 +428,29 @@ def test_errors_are_builtin_subclasses():
     ):
         assert issubclass(cls, SharedZarrError)
     assert AccessDeniedError.reason == "access_denied"
+
+
+def test_attach_waits_for_a_header_whose_size_is_not_set_yet():
+    """Between a creator's shm_open and its ftruncate the header has 0 bytes: an attacher
+    that comes then waits for the table instead of calling it corrupt."""
+    import threading
+
+    name = f"sizing-{os.getpid()}"
+    path = f"/dev/shm/sz.{name}.hdr"
+    open(path, "wb").close()  # the name, not yet its size
+    made: list[Table] = []
+
+    def creator() -> None:
+        time.sleep(0.1)
+        os.unlink(path)
+        made.append(Table.create(name))
+
+    th = threading.Thread(target=creator)
+    th.start()
+    try:
+        t = Table.attach(name)
+        t.close()
+    finally:
+        th.join(30)
+        for t in made:
+            t.delete_table()

@@ -234,6 +234,14 @@ class Table(WriteMixin):
             with map_os_errors(name, "header"):  # the mode may still let us read
                 hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
             readonly = True
+        # a table being created: its header's name appears a moment before its size is set
+        # (a header of another nonzero size is no table of this version: no wait for it)
+        deadline = time.monotonic() + 1.0
+        while hdr.size == 0 and time.monotonic() < deadline:
+            hdr.close()
+            time.sleep(0.002)
+            with map_os_errors(name, "header"):
+                hdr = Segment.attach(hdr_name, readonly=readonly, keep_fd=True)
         asked = readonly
         try:
             _check_trusted(name, hdr.owner_uid(), trusted_uid)
