@@ -57,8 +57,8 @@ Arena segment::
      16     8  used (bump pointer)           24  8  reserved (fallocated) bytes
      32     8  live record bytes             40  8  garbage record bytes
      48     8  id: the arena's id, 0 once retired (readers validate against it)
-     56     8  no-reuse: 0 reusable, 1 a reader holds a zero-copy view, 2 a big value's own
-               segment
+     56     8  no-reuse bits: 1 a reader holds a zero-copy view, 2 a big value's own
+               segment (0: reusable)
      64        records, each 64-byte aligned
 
 Reuse (why a rewrite costs a copy, not fresh pages)
@@ -167,8 +167,8 @@ A_LIVE = 4
 A_GARBAGE = 5
 A_ID = 6
 A_NOREUSE = 7
-NOREUSE_VIEW = 1  # a reader handed out a zero-copy view into it
-NOREUSE_OWN = 2  # a big value's own segment
+NOREUSE_VIEW = 1  # bit: a reader handed out a zero-copy view into it
+NOREUSE_OWN = 2  # bit: a big value's own segment (never pooled; its room may be recycled)
 REUSE_GRACE_NS = 200_000  # retired -> reusable: far beyond any store-buffer delay
 # epoch bump -> a garbage record's room recycled (see sharedzarr._table._arenas): still
 # orders of magnitude beyond a store-buffer delay; short, because the rooms freed this

@@ -266,3 +266,30 @@ def test_writers_recycling_and_compacting_at_once_keep_every_value_whole(table):
     finally:
         fresh.close()
     audit(t, lambda k: len(t[k]))
+
+
+def test_a_big_values_own_segment_is_recycled_and_a_view_still_pins_it(table):
+    """A value over a quarter of an arena gets a segment of its own; rewriting it with a
+    value of the same length takes that segment's room instead of a new segment, unless a
+    zero-copy view holds it."""
+    t = table
+    size = 2 << 20  # over a quarter of the smallest arena
+    t.insert("big", b"\1" * size)
+    for r in range(2, 5):
+        t.insert("big", bytes([r]) * size)
+        time.sleep(2 * L.RECYCLE_GRACE_NS / 1e9)
+    segments = t._H[L.H_NEXT_ARENA]
+    for r in range(5, 25):
+        t.insert("big", bytes([r]) * size)
+        time.sleep(2 * L.RECYCLE_GRACE_NS / 1e9)
+    assert t._H[L.H_NEXT_ARENA] == segments  # no new segment for 20 rewrites
+    assert t["big"] == bytes([24]) * size
+    view = t.get("big", copy=False)
+    for r in range(25, 30):
+        t.insert("big", bytes([r]) * size)
+        time.sleep(2 * L.RECYCLE_GRACE_NS / 1e9)
+    assert bytes(view) == bytes([24]) * size  # never written under the view
+    assert t["big"] == bytes([29]) * size
+    del view
+    t.reclaim()
+    assert _shm_bytes(t.name) < 3 * size

@@ -28,7 +28,9 @@ its length words) once three things hold, in this order:
 Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
 one whose copy is longer makes its last attempts under the writer lock, see I2).  A
 record freed inside an atomic session is not recycled (a rollback may restore it), and
-neither is a record in a read-only mapping or in a big value's own segment.  A crash
+neither is a record in a read-only mapping.  A big value's own segment holds one record:
+when that record becomes garbage the segment is kept for its room instead of unlinked
+(compaction unlinks it if the room is not taken).  A crash
 while a recycled room is being written leaves it garbage: no slot references it until
 the record is whole and published.  The recycled bytes leave the garbage counts when the
 record is written (``A_GARBAGE`` here, ``H_GARBAGE`` by :mod:`._space` through
@@ -123,7 +125,7 @@ class _Recycler:
         self.count = 0  # rooms held in all three
         self.held = 0  # their bytes
         self.bumped = 0  # monotonic ns of the last bump
-        self.used = 0  # monotonic ns a room was last taken
+        self.used = 0  # monotonic ns a room was last kept or taken
         self.pending = 0  # bytes taken, not yet out of H_GARBAGE (see _recycled_taken)
 
     def clear(self) -> None:
@@ -222,8 +224,8 @@ class ArenaMixin(TableBase):
         ``REUSE_GRACE_NS`` after it retired the arena, so one of the two sees the other.
         """
         w = seg.words
-        if w[7] == 0:  # A_NOREUSE
-            w[7] = L.NOREUSE_VIEW
+        if not w[7] & 1:  # A_NOREUSE has no NOREUSE_VIEW bit yet (a big value's own: 2)
+            w[7] = w[7] | L.NOREUSE_VIEW
         return w[6] == aid  # A_ID
 
     # ------------------------------------------------------------------ allocator
@@ -465,7 +467,7 @@ class ArenaMixin(TableBase):
             or self._undo is not None
             or seg.readonly
             or not seg.words_writable
-            or seg.words[7]  # A_NOREUSE: a view pins it, or a big value's own segment
+            or seg.words[7] & 1  # A_NOREUSE has NOREUSE_VIEW: a zero-copy view pins it
         ):
             return
         r = self._recycler
@@ -475,6 +477,7 @@ class ArenaMixin(TableBase):
             r.limbo.append((total, ref))
             r.count += 1
             r.held += total
+            r.used = time.monotonic_ns()  # in use: not idle (see _recyclable)
 
     def _take_recycled(self, total: int) -> tuple[Segment, int, int] | None:
         """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``."""
@@ -498,7 +501,7 @@ class ArenaMixin(TableBase):
             if seg is None or seg.closed:
                 continue
             w = seg.words
-            if w[6] != aid or w[7] or off + total > w[2]:  # A_ID, A_NOREUSE, A_USED
+            if w[6] != aid or w[7] & 1 or off + total > w[2]:  # A_ID, a view's pin, A_USED
                 continue  # retired, reused or pinned since: compaction's now
             _set_arena_word(seg, L.A_LIVE, w[4] + total)
             _set_arena_word(seg, L.A_GARBAGE, max(w[5] - total, 0))

@@ -319,7 +319,7 @@ class ReadMixin(SpaceMixin):
                     return seg.rbuf[pos : pos + vlen]
                 elif seg.words_writable:
                     w = seg.words
-                    if w[7] == 0:  # A_NOREUSE unset: pin (the store is _arenas'; once per arena)
+                    if not w[7] & 1:  # no NOREUSE_VIEW yet: pin (the store is _arenas')
                         self._pin(seg, ref >> _OFFSET_BITS)
                     if w[6] == ref >> _OFFSET_BITS and H[22] == epoch:  # A_ID
                         return seg.rbuf[pos : pos + vlen]

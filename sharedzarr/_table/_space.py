@@ -18,6 +18,7 @@ from __future__ import annotations
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._index import key_hash
+from ._arenas import RECYCLE_MIN
 from ._header import _OFFSET_BITS, _arena_word
 from ._index import IndexMixin
 
@@ -64,8 +65,15 @@ class SpaceMixin(IndexMixin):
         garbage = _arena_word(seg, L.A_GARBAGE) + total
         self._account_arena(seg, live, garbage)
         aid = ref >> _OFFSET_BITS
-        if live <= 0 and aid != H[L.H_CUR_ARENA] and self._undo is None and not self._reserved(aid):
-            # (an atomic session may restore its records: _reclaim retires it later)
+        if (
+            live <= 0
+            and aid != H[L.H_CUR_ARENA]
+            and self._undo is None
+            and not (seg.words[7] == L.NOREUSE_OWN and total >= RECYCLE_MIN)
+            and not self._reserved(aid)
+        ):
+            # (an atomic session may restore its records: _reclaim retires it later; a big
+            # value's own segment is kept for its room, see "Recycling" in _arenas)
             # nothing left in it: reuse its pages (or free a big value's own segment)
             H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
             self._retire(aid)
