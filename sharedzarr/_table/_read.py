@@ -143,24 +143,22 @@ class ReadMixin(SpaceMixin):
             s = self._wait_operation(H, s)
         return (s << 32) | H[22]  # L.H_REUSE
 
-    def _retrying(self, once: Callable[[], Any]) -> Any:
-        """Repeat the one-value read attempt ``once()`` while it returns ``_AGAIN``; late
-        attempts hold the writer lock (invariant I2)."""
+    def _retrying(self, once: Callable[..., Any], *args: Any) -> Any:
+        """Repeat the one-value read attempt ``once(*args)`` while it returns ``_AGAIN``;
+        late attempts hold the writer lock (invariant I2)."""
         for attempt in range(_READ_RETRIES):
+            locked = False
             if attempt >= _LOCKED_AFTER and not self._lock.depth:  # (not in our session)
                 try:
                     self._lock.acquire(OP_WAIT_S)
+                    locked = True
                 except LockTimeoutError:
                     pass  # a stopped writer keeps it: attempt without it
-                else:
-                    try:
-                        got = once()
-                    finally:
-                        self._lock.release()
-                    if got is not _AGAIN:
-                        return got
-                    continue
-            got = once()
+            try:
+                got = once(*args)
+            finally:
+                if locked:
+                    self._lock.release()
             if got is not _AGAIN:
                 return got
         raise self._kept_changing()
@@ -442,7 +440,7 @@ class ReadMixin(SpaceMixin):
         def fill(k: Any) -> Any:
             kb, h = prepare(k)
             H = self._check_open()
-            return self._retrying(lambda: _fill_once(k, kb, h, H))
+            return self._retrying(_fill_once, k, kb, h, H)
 
         def _fill_once(k: Any, kb: bytes, h: int, H: memoryview) -> Any:
             """One attempt of ``fill``: the value, or ``_AGAIN`` when it must be repeated."""
@@ -568,27 +566,30 @@ class ReadMixin(SpaceMixin):
     def _get_slow(self, kb: bytes, h: int, copy: bool, borrow: bool) -> bytes | memoryview | None:
         """:meth:`get_prepared` by a full probe, repeated while arenas are reused under it."""
         H = self._check_open()
+        got = self._get_once(kb, h, copy, borrow, H)  # (absent keys come here: no retry loop)
+        if got is _AGAIN:
+            got = self._retrying(self._get_once, kb, h, copy, borrow, H)
+        return got  # type: ignore[no-any-return]
 
-        def once() -> Any:
-            epoch = H[L.H_REUSE]
-            hit = self._located(kb, h, H, epoch)
-            if hit is None or hit is False:
-                return _AGAIN if hit is False else None
-            _slot, ref, seg, pos, vlen = hit
-            v: bytes | memoryview  # (an annotation: no code runs)
-            if copy:
-                v = seg.mm[pos : pos + vlen]
-            elif borrow:
-                return seg.rbuf[pos : pos + vlen]
-            elif not seg.words_writable:
-                v = memoryview(seg.mm[pos : pos + vlen])  # cannot pin: hand out a copy
-            else:
-                if not self._pin(seg, ref >> _OFFSET_BITS):
-                    return _AGAIN
-                v = seg.rbuf[pos : pos + vlen]
-            return v if H[L.H_REUSE] == epoch else _AGAIN
-
-        return self._retrying(once)  # type: ignore[no-any-return]
+    def _get_once(self, kb: bytes, h: int, copy: bool, borrow: bool, H: memoryview) -> Any:
+        """One attempt of :meth:`_get_slow`: the value, None, or ``_AGAIN``."""
+        epoch = H[L.H_REUSE]
+        hit = self._located(kb, h, H, epoch)
+        if hit is None or hit is False:
+            return _AGAIN if hit is False else None
+        _slot, ref, seg, pos, vlen = hit
+        v: bytes | memoryview  # (an annotation: no code runs)
+        if copy:
+            v = seg.mm[pos : pos + vlen]
+        elif borrow:
+            return seg.rbuf[pos : pos + vlen]
+        elif not seg.words_writable:
+            v = memoryview(seg.mm[pos : pos + vlen])  # cannot pin: hand out a copy
+        else:
+            if not self._pin(seg, ref >> _OFFSET_BITS):
+                return _AGAIN
+            v = seg.rbuf[pos : pos + vlen]
+        return v if H[L.H_REUSE] == epoch else _AGAIN
 
     def _consistent(self, read: Callable[[], _T]) -> _T:
         """Run the lock-free ``read()``; repeat it when a reused arena may have changed under it."""
