@@ -74,7 +74,6 @@ __all__ = [
     "hold_lifetime",
     "lifetime_held",
     "release_lifetime",
-    "file_unlinked",
     "reservation_held",
 ]
 
@@ -550,12 +549,3 @@ def reservation_held(path: str) -> bool:
         return lifetime_held(fd)
     finally:
         os.close(fd)
-
-
-def file_unlinked(fd: int) -> bool:
-    """True when the file open as ``fd`` (a reservation's, see :func:`reservation_held`) no
-    longer has a name: its table was cleared or deleted meanwhile."""
-    try:
-        return os.fstat(fd).st_nlink == 0
-    except OSError:
-        return True

@@ -58,7 +58,7 @@ def start_time(pid: int) -> int | None:
 def current() -> Ident:
     """Return this process's identity ``(pid, start_time)`` (cached per pid, fork-safe)."""
     global _cached
-    pid = os.getpid()
+    pid = _pid
     if _cached is None or _cached[0] != pid:
         st = start_time(pid)
         _cached = (pid, (pid, st if st is not None else 0))

@@ -60,6 +60,7 @@ __all__ = [
     "segment_path",
     "Segment",
     "exists",
+    "fd_unlinked",
     "list_names",
     "map_os_errors",
     "out_of_space_message",
@@ -502,10 +503,7 @@ class Segment:
         """Return True when the segment was unlinked (needs a kept descriptor)."""
         if self.fd < 0:
             return not exists(self.name)
-        try:
-            return os.fstat(self.fd).st_nlink == 0
-        except OSError:
-            return True
+        return fd_unlinked(self.fd)
 
     def close_fd(self) -> None:
         """Close the kept descriptor, if any (idempotent)."""
@@ -538,6 +536,14 @@ def unlink(name: str) -> bool:
         return True
     except posix_ipc.ExistentialError:
         return False
+
+
+def fd_unlinked(fd: int) -> bool:
+    """True when the file open as ``fd`` no longer has a name (it was unlinked)."""
+    try:
+        return os.fstat(fd).st_nlink == 0
+    except OSError:
+        return True
 
 
 def segment_path(name: str) -> str:

@@ -53,7 +53,8 @@ from .. import _layout as L
 from .. import _proc
 from .._faults import crash_point as _crash_point
 from .._index import encode_key, key_hash
-from .._lock import file_unlinked, hold_lifetime, release_lifetime
+from .._lock import hold_lifetime, release_lifetime
+from .._segment import fd_unlinked
 from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, NotFoundError
 from ._arenas import _Filler
@@ -120,7 +121,7 @@ class Reservation:
         """Publish the record (writer lock held): readers see the new value, whole."""
         t = self.table
         try:
-            if file_unlinked(self._fd):  # cleared meanwhile: the value goes in anew
+            if fd_unlinked(self._fd):  # cleared meanwhile: the value goes in anew
                 t._grow_if_needed()
                 t._put(self.kb, self.h, [self.buffer], "replace")
                 return
@@ -135,7 +136,7 @@ class Reservation:
         """Give the record up (writer lock held): it becomes garbage, never published."""
         t = self.table
         try:
-            if not file_unlinked(self._fd) and t._H[L.H_RECOVERIES] == self._recoveries:
+            if not fd_unlinked(self._fd) and t._H[L.H_RECOVERIES] == self._recoveries:
                 t._abandon(self.ref, self.total)  # (a recovery counted it as garbage already)
         finally:
             self._release()
