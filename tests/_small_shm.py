@@ -31,3 +31,14 @@ def run(script: Path, size: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+def run_ok(tmp_path: Path, script: str, size: str, marker: str = "ENOSPC-OK") -> str:
+    """Write ``script`` into ``tmp_path``, run it with a ``size`` tmpfs on /dev/shm, and
+    check that it exited 0 (not -7: SIGBUS) and printed ``marker``; return its output."""
+    path = tmp_path / "small_shm_script.py"
+    path.write_text(script)
+    r = run(path, size)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert marker in r.stdout, r.stdout + r.stderr
+    return r.stdout

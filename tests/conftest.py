@@ -110,3 +110,14 @@ def no_shm_leaks():
             except OSError:
                 pass
         pytest.fail(f"test leaked shared-memory entries: {sorted(leaked)}")
+
+
+@pytest.fixture
+def table():
+    """A new table of its own, deleted after the test (unless the test closed it)."""
+    from sharedzarr._table import Table
+
+    t = Table.create()
+    yield t
+    if not t._closed:
+        t.delete_table()

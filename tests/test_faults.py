@@ -208,11 +208,7 @@ print("ENOSPC-OK", i)
     "to mount a 1 MiB tmpfs on /dev/shm in a private mount namespace",
 )
 def test_full_dev_shm_is_a_typed_error_not_sigbus(tmp_path):
-    script = tmp_path / "enospc.py"
-    script.write_text(ENOSPC_SCRIPT.format(root=ROOT))
-    r = _small_shm.run(script, "1m")
-    assert r.returncode == 0, r.stdout + r.stderr  # -7 would be SIGBUS
-    assert "ENOSPC-OK" in r.stdout
+    _small_shm.run_ok(tmp_path, ENOSPC_SCRIPT.format(root=ROOT), "1m")  # -7 would be SIGBUS
 
 
 def _fds() -> int:

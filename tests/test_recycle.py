@@ -29,13 +29,6 @@ def _shm_bytes(name: str) -> int:
     return sum(os.stat(p).st_blocks * 512 for p in glob.glob(f"/dev/shm/sz.{name}.*"))
 
 
-@pytest.fixture
-def table():
-    t = Table.create()
-    yield t
-    t.delete_table()
-
-
 def test_same_length_rewrites_take_no_new_memory(table):
     t = table
     value = 128 << 10

@@ -34,13 +34,6 @@ def _size(t: Table):
     return lambda k: len(t[k])
 
 
-@pytest.fixture
-def table():
-    t = Table.create()
-    yield t
-    t.delete_table()
-
-
 def test_a_reserved_value_is_seen_only_once_published(table):
     t = table
     t.insert("k", b"o" * BIG)

@@ -45,14 +45,6 @@ KEYS = [
 ]
 
 
-@pytest.fixture
-def table():
-    t = Table.create()
-    yield t
-    if not t._closed:
-        t.delete_table()
-
-
 @pytest.mark.parametrize("table_type", TYPES)
 def test_round_trip_every_key_kind(table_type):
     with Table.create(table_type=table_type) as t:
