@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import multiprocessing as mp
 import os
 import pickle
@@ -88,13 +87,13 @@ def test_protected_views_not_writeable_in_other_process():
 
 
 def test_big_reads_use_two_copy_threads_and_match():
-    array_mod = importlib.import_module("sharedzarr.array")  # sharedzarr.array is sz.array()
+    from sharedzarr._array._base import _PARALLEL_BYTES
 
     data = np.random.default_rng(3).random((3000, 1500))  # 36 MB: above the threshold
     a = sz.create(shape=data.shape, chunks=(256, 256), dtype="float64", table_name="mp_big")
     try:
         a[...] = data
-        assert data.nbytes >= array_mod._PARALLEL_BYTES
+        assert data.nbytes >= _PARALLEL_BYTES
         out = np.empty_like(data)
         assert a.get_slice(out=out) is out
         assert np.array_equal(out, data)

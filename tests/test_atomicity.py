@@ -90,3 +90,28 @@ def test_resize_and_attrs_from_another_process_are_seen_without_refresh():
         assert (a[15] == 3).all()
     finally:
         a.delete()
+
+
+def test_delete_chunk_uses_the_shape_another_process_set():
+    """delete_chunk, the first call of a handle after another process grew the array, may
+    delete a chunk of the new part; and one beyond a shrink is refused, not deleted."""
+    a = sz.zeros((10, 4), dtype="int32", chunks=(5, 4), table_name=_name("dc"))
+    b = sz.open(a.name)
+    try:
+        grow = CTX.Process(target=W.resize_to, args=(a.name, (20, 4), {}))
+        grow.start()
+        grow.join(60)
+        assert grow.exitcode == 0
+        a[15:20] = 5  # chunk (3, 0), written through the handle that saw the resize
+        b.delete_chunk((3, 0))  # b still holds the 10-row shape in its cache
+        assert (3, 0) not in a.list_chunks()
+        np.testing.assert_array_equal(a[15:20], 0)
+        shrink = CTX.Process(target=W.resize_to, args=(a.name, (5, 4), {}))
+        shrink.start()
+        shrink.join(60)
+        assert shrink.exitcode == 0
+        with pytest.raises(IndexError):
+            a.delete_chunk((1, 0))
+    finally:
+        b.close()
+        a.delete()

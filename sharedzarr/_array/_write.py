@@ -1,0 +1,313 @@
+"""Slice writes: ``set_slice``, ``a[...] = v``, advanced-index writes and ``atomic()``.
+
+The data is validated (dtype castable without losing information, shape broadcastable) before
+anything is written.  The writes run in one writer session, which readers see whole
+(invariant I6 of :mod:`sharedzarr._table._read`): whole chunks are written directly; partial
+chunks are read-modify-write, so two processes writing different parts of one chunk never
+lose each other's update.  Under the lock the handle adopts another handle's metadata first
+(:meth:`ArrayBase._sync_locked`), so a write always uses the current shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Self
+
+import numpy as np
+
+from .._chunking import (
+    DimSelection,
+    chunk_valid_shape,
+    covers_chunk,
+    iter_chunk_selections,
+    normalize_index,
+    normalize_start_stop,
+    selection_shape,
+)
+from .._indexing import (
+    PointSelection,
+    is_advanced,
+    iter_chunk_runs,
+    plan_chunks,
+    plan_numpy,
+    plan_orthogonal,
+    plan_vectorized,
+    points_first,
+    work_view,
+)
+from ._base import _COPY_THREADS, _PARALLEL_BYTES, _byte_view, _copy_pool
+from ._read import ReadMixin
+
+__all__ = ["WriteMixin"]
+
+
+class WriteMixin(ReadMixin):
+    """Slice writes and transactions of :class:`~sharedzarr.Array`."""
+
+    @property
+    def oindex(self) -> _OIndex:
+        """Orthogonal indexing, as ``zarr.Array.oindex``: ``a.oindex[[0, 2], 1:3]``.
+
+        Each dimension takes an int, a slice, a 1-d integer array (list) or a 1-d boolean
+        mask; each array selects along its own axis.  Reads and writes.
+        """
+        return _OIndex(self)
+
+    @property
+    def vindex(self) -> _VIndex:
+        """Vectorised (point) indexing, as ``zarr.Array.vindex``: ``a.vindex[rows, cols]``.
+
+        One integer array per dimension, broadcast together (the result has their shape),
+        or one boolean mask of the array's shape.  Reads and writes.
+        """
+        return _VIndex(self)
+
+    def _scatter(self, planner: Callable[[Any, tuple[int, ...]], Any], key: Any, data: Any) -> None:
+        """Write an advanced selection: read-modify-write of each touched chunk, under the
+        writer lock, everything validated before the first chunk is written."""
+        with self._write_op(None, data) as op:
+            backend, arr = op.backend, op.data
+            sel = planner(key, self._shape)
+            if sel is None:  # an orthogonal key without arrays: basic indexing
+                sels, _ = normalize_index(key, self._shape)
+                _, result = selection_shape(sels)
+                self._write_locked(sels, self._broadcast(arr, sels, result))
+                return
+            try:
+                value = np.broadcast_to(arr, sel.result_shape)
+            except ValueError:
+                raise ValueError(
+                    f"shape mismatch: value array of shape {arr.shape} could not be broadcast "
+                    f"to indexing result of shape {sel.result_shape}"
+                ) from None
+            if not value.size:
+                return
+            work, _ = work_view(sel, value)
+            plan = plan_chunks(sel, self._chunks)
+            if plan.perm is not None:
+                work = work[plan.perm]  # the sorted order: each chunk's values are one run
+            if self._raw:  # each new chunk is built in its new record: one copy, no temp
+                nbytes = self._chunk_nbytes
+                backend.write_chunks_filled(
+                    (
+                        (idx, nbytes, self._merge_fill(sel, idx, csel, work[wsel]))
+                        for idx, csel, wsel in iter_chunk_runs(sel, plan)
+                    ),
+                    None,
+                )
+                return
+            for idx, csel, wsel in iter_chunk_runs(sel, plan):
+                stored = self._reader(idx)  # borrowed: stable while we hold the writer lock
+                if stored is None:
+                    chunk = self._fill_chunk().copy()
+                else:
+                    chunk = np.array(self._decode(stored, idx))
+                points_first(sel, chunk)[csel] = work[wsel]  # duplicates: the last one wins
+                backend.write_chunk(idx, self._pipeline.encode(_byte_view(chunk)))
+
+    def _merge_fill(
+        self, sel: PointSelection, idx: tuple[int, ...], csel: Any, part: np.ndarray
+    ) -> Callable[[memoryview], None]:
+        """A ``fill(buffer)`` for ``write_chunks_filled``: the stored chunk ``idx`` (or the
+        fill value) with ``part`` scattered over ``csel``, built in the new record."""
+
+        def fill(buf: memoryview) -> None:
+            chunk = np.ndarray(self._chunks, self._chunk_dtype, buf)
+            # borrowed: stable under the writer lock, and still the published record (the
+            # new one replaces it only after this fill returns)
+            stored = self._reader(idx)
+            chunk[...] = self._fill if stored is None else self._decode(stored, idx)
+            points_first(sel, chunk)[csel] = part  # repeated points: the last one wins
+
+        return fill
+
+    def _write_locked(self, sels: Sequence[DimSelection], value: np.ndarray) -> None:
+        """Write ``value`` (full-form selection shape) into the chunks; writer lock held."""
+        backend = self._live()
+        shape, chunks, cdtype = self._shape, self._chunks, self._chunk_dtype
+        raw_codec = self._raw
+        encode = self._pipeline.encode
+        nbytes = self._chunk_nbytes
+        rest = []
+
+        def whole_chunks() -> Iterator[tuple[tuple[int, ...], int, Any]]:
+            # whole raw chunks are gathered straight into their new records: one copy
+            for idx, csel, osel in iter_chunk_selections(sels, chunks):
+                part = value[osel]
+                valid = chunk_valid_shape(idx, shape, chunks)
+                if raw_codec and valid == chunks and covers_chunk(csel, valid):
+
+                    def fill(buf: memoryview, part: np.ndarray = part) -> None:
+                        np.copyto(np.ndarray(chunks, cdtype, buf), part, casting="unsafe")
+
+                    yield idx, nbytes, fill
+                else:
+                    rest.append((idx, csel, part, valid))
+
+        # big writes copy on two threads (numpy releases the GIL while it copies)
+        parallel = value.nbytes >= _PARALLEL_BYTES and _COPY_THREADS > 1
+        backend.write_chunks_filled(
+            whole_chunks(),
+            _copy_pool().submit if parallel else None,
+            expected_bytes=value.nbytes if raw_codec else 0,
+        )
+        for idx, csel, part, valid in rest:
+            if covers_chunk(csel, valid):
+                if valid == chunks:
+                    chunk = np.ascontiguousarray(part, dtype=cdtype)
+                else:
+                    chunk = self._fill_chunk().copy()
+                    chunk[csel] = part
+            else:
+                stored = self._reader(idx)  # borrowed: stable while we hold the writer lock
+                if stored is None:
+                    chunk = self._fill_chunk().copy()
+                else:
+                    chunk = np.array(self._decode(stored, idx))
+                chunk[csel] = part
+            buf = _byte_view(chunk)
+            backend.write_chunk(idx, buf if raw_codec else encode(buf))
+
+    @contextlib.contextmanager
+    def atomic(self, timeout: float | None = None) -> Iterator[Self]:
+        """Group writes into one transaction: all of them, or none if the block raises.
+
+        Holds the writer lock for the block.  Readers that take a snapshot (``a[...]``,
+        ``get_slice``) see all of the block's writes or none; if the block raises (any
+        exception, :class:`~sharedzarr.errors.OutOfSpaceError` included), every chunk, the
+        shape and the attributes are restored as they were, and what the block's writes
+        allocated is given back.  A single write outside a block keeps the chunks it
+        stored when it fails midway (see the README's limitations): it does not keep the
+        old chunks for an undo, so a rewrite can reuse their memory at once.
+
+        The undo keeps the old version of everything the block replaces until it ends: a
+        block that rewrites the whole array needs memory for two copies, and runs slower
+        than the same writes outside a block (no memory is reused within it).
+
+        Parameters
+        ----------
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
+
+        Yields
+        ------
+        Array
+            This array.
+
+        Examples
+        --------
+        >>> with a.atomic():  # doctest: +SKIP
+        ...     a[0] = 1
+        ...     a.attrs["step"] = 3
+        """
+        with self._write_op(timeout, atomic=True):
+            try:
+                yield self
+            except BaseException:
+                self._meta_token = None  # undone: the next call reads the metadata again
+                raise
+
+    def set_slice(
+        self,
+        data: Any,
+        start: Sequence[int] | None = None,
+        stop: Sequence[int] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        """Write ``data`` into the region ``start <= index < stop`` (ExZarr's ``set_slice``).
+
+        Parameters
+        ----------
+        data : array_like or scalar
+            Values broadcastable to the region's shape; a scalar fills the region.  Its dtype
+            must convert to the array's without losing information (no float -> int, complex
+            -> float or number -> bool; integers must fit).
+        start : sequence of int, optional
+            Default the origin.
+        stop : sequence of int, optional
+            Exclusive end.  Default ``start + data.shape`` when ``data`` has the array's rank,
+            else the array's shape.
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
+
+        Raises
+        ------
+        ValueError
+            For out-of-range bounds, ``start > stop``, a wrong rank or shape, or integer values
+            that do not fit.
+        TypeError
+            For a dtype that cannot be converted without loss.
+        sharedzarr.errors.AccessDeniedError
+            On a read-only handle or a protected table of another process.
+
+        Notes
+        -----
+        Everything is validated before the first chunk is written; on error the array is
+        unchanged.  Partial chunks are read-modify-written under the writer lock.
+        """
+        with self._write_op(timeout, data) as op:
+            arr = op.data
+            if stop is None and arr.ndim == len(self._shape):
+                lo = normalize_start_stop(start, None, self._shape)
+                stop = tuple(s.start + n for s, n in zip(lo, arr.shape, strict=True))
+            sels = normalize_start_stop(start, stop, self._shape)
+            full, _ = selection_shape(sels)
+            value = self._broadcast(arr, sels, full)
+            self._write_locked(sels, value)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        """Write with numpy indexing (as :meth:`__getitem__`); scalars and arrays that
+        broadcast to the selection's shape are accepted.
+
+        With repeated indices the last value written wins, as numpy's assignment does.
+
+        Parameters
+        ----------
+        key : int, slice, Ellipsis, array_like of int or bool, or tuple of those
+        data : array_like or scalar
+
+        Raises
+        ------
+        IndexError, ValueError, TypeError, sharedzarr.errors.AccessDeniedError
+            As for :meth:`set_slice`; the array is unchanged on error.
+        """
+        if is_advanced(key):
+            self._scatter(plan_numpy, key, data)
+            return
+        with self._write_op(None, data) as op:
+            sels, _ = normalize_index(key, self._shape)
+            _, result = selection_shape(sels)
+            value = self._broadcast(op.data, sels, result)
+            self._write_locked(sels, value)
+
+
+class _OIndex:
+    """``Array.oindex``: orthogonal selections (zarr's semantics)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: WriteMixin) -> None:
+        self._array = array
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array._gather(plan_orthogonal, key)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        self._array._scatter(plan_orthogonal, key, data)
+
+
+class _VIndex:
+    """``Array.vindex``: vectorised (point) selections (zarr's semantics)."""
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: WriteMixin) -> None:
+        self._array = array
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._array._gather(plan_vectorized, key)
+
+    def __setitem__(self, key: Any, data: Any) -> None:
+        self._array._scatter(plan_vectorized, key, data)
