@@ -36,6 +36,7 @@ __all__ = [
     "normalize_shape",
     "normalize_start_stop",
     "selection_shape",
+    "single_chunk",
 ]
 
 
@@ -473,6 +474,32 @@ def iter_chunk_selections(
     for combo in itertools.product(*per_dim):
         idx, csel, osel = zip(*combo)  # noqa: B905 - every combo has exactly 3-tuples
         yield idx, csel, osel
+
+
+def single_chunk(
+    sels: Sequence[DimSelection], chunks: Sequence[int], shape: Sequence[int]
+) -> tuple[int, ...] | None:
+    """The index of the chunk when ``sels`` select exactly one whole in-bounds chunk, in
+    order (step 1), else None: a write of it replaces the chunk, with nothing to merge.
+
+    Parameters
+    ----------
+    sels : sequence of DimSelection
+        A normalised selection (:func:`normalize_index`, :func:`normalize_start_stop`).
+    chunks, shape : sequence of int
+        The chunk shape and the array shape.
+
+    Returns
+    -------
+    tuple of int or None
+    """
+    idx = []
+    for s, c, n in zip(sels, chunks, shape, strict=True):
+        start = s.start
+        if s.step != 1 or s.count != c or start % c or start + c > n:
+            return None
+        idx.append(start // c)
+    return tuple(idx)
 
 
 def covers_chunk(csel: Sequence[slice], valid: Sequence[int]) -> bool:

@@ -827,3 +827,46 @@ def test_random_2d_windows_match_numpy(make: Callable[..., Array], dtype: str) -
     np.testing.assert_array_equal(a[:, :], ref)
     np.testing.assert_array_equal(a[3:, :7], ref[3:, :7])
     np.testing.assert_array_equal(a[3:20:1, None:9], ref[3:20, :9])
+
+
+@pytest.mark.parametrize("codec", [None, "zlib"])
+def test_box_writes_match_numpy(make: Callable[..., Array], codec: Any) -> None:
+    """``a[box] = block`` with data of the box's shape (the write fast path: one whole
+    chunk goes in as it is, other boxes skip normalising and broadcasting) against numpy:
+    whole chunks, edge chunks, partial and multi-chunk boxes, clamped bounds, a
+    transposed (non-contiguous) block, data of another dtype, and ``append`` of frames."""
+    rng = np.random.default_rng(7)
+    kw = {} if codec is None else {"compressor": codec}
+    a = make((45, 38), (8, 8), "float64", **kw)
+    ref = np.zeros((45, 38))
+    boxes = [
+        (slice(8, 16), slice(16, 24)),  # one whole chunk
+        (slice(40, 45), slice(32, 38)),  # the corner edge chunk, whole
+        (slice(0, 8), slice(0, 8)),
+        (slice(3, 29), slice(5, 30)),  # partial chunks around whole ones
+        (slice(40, 99), slice(-6, None)),  # clamped and negative bounds
+        (slice(1, 2), slice(0, 38)),
+    ]
+    for key in boxes:
+        shape = ref[key].shape
+        block = rng.random(shape)
+        a[key] = block
+        ref[key] = block
+        np.testing.assert_array_equal(a[...], ref)
+    block = rng.random((8, 8)).T  # not C-contiguous: the general path
+    a[16:24, 0:8] = block
+    ref[16:24, 0:8] = block
+    ints = rng.integers(-100, 100, (8, 8))  # another dtype, converted on the way
+    a[24:32, 8:16] = ints
+    ref[24:32, 8:16] = ints
+    np.testing.assert_array_equal(a[...], ref)
+    with pytest.raises(TypeError):
+        a[0:8, 0:8] = rng.random((8, 8)) + 1j  # refused before anything is written
+    np.testing.assert_array_equal(a[...], ref)
+
+    s = make((0, 4, 3), (1, 4, 3), "int32", **kw)
+    frames = rng.integers(0, 1000, (6, 4, 3)).astype("int32")
+    for i in range(6):
+        assert s.append(frames[i : i + 1]) == (i + 1, 4, 3)
+    assert s.append(frames[:2].astype("int16")) == (8, 4, 3)  # two frames, converted
+    np.testing.assert_array_equal(s[...], np.concatenate([frames, frames[:2]]))

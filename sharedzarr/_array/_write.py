@@ -24,6 +24,7 @@ from .._chunking import (
     normalize_index,
     normalize_start_stop,
     selection_shape,
+    single_chunk,
 )
 from .._indexing import (
     PointSelection,
@@ -127,6 +128,17 @@ class WriteMixin(ReadMixin):
         backend = self._live()
         shape, chunks, cdtype = self._shape, self._chunks, self._chunk_dtype
         raw_codec = self._raw
+        if (
+            raw_codec
+            and type(value) is np.ndarray
+            and value.shape == chunks
+            and value.dtype == cdtype
+            and value.flags.c_contiguous
+        ):  # one whole chunk, already as it is stored (an append of one frame, a[box] = c)
+            one = single_chunk(sels, chunks, shape)
+            if one is not None:
+                backend.write_chunk(one, _byte_view(value))
+                return
         encode = self._pipeline.encode
         nbytes = self._chunk_nbytes
         rest = []
@@ -277,9 +289,18 @@ class WriteMixin(ReadMixin):
             self._scatter(plan_numpy, key, data)
             return
         with self._write_op(None, data) as op:
+            arr = op.data
+            box = self._box(key) if arr.ndim == len(self._shape) and arr.size else None
+            if box is not None and all(
+                e - b == n for b, e, n in zip(box[0], box[1], arr.shape, strict=True)
+            ):  # a box of step-1 slices, data of its shape: no normalising, no broadcast
+                starts, stops = box
+                box_sels = [DimSelection(b, 1, e - b) for b, e in zip(starts, stops, strict=True)]
+                self._write_locked(box_sels, arr)
+                return
             sels, _ = normalize_index(key, self._shape)
             _, result = selection_shape(sels)
-            value = self._broadcast(op.data, sels, result)
+            value = self._broadcast(arr, sels, result)
             self._write_locked(sels, value)
 
 
