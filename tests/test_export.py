@@ -18,7 +18,8 @@ import pytest
 zarr = pytest.importorskip("zarr")
 
 import sharedzarr as sz  # noqa: E402
-from sharedzarr._export import add_cli_parsers, export, load  # noqa: E402
+from sharedzarr._export import export, load  # noqa: E402
+from sharedzarr.cli._transfer import add_cli_parsers  # noqa: E402
 from sharedzarr.storage.shm import table_exists  # noqa: E402
 from sharedzarr.zarr_store import SharedMemoryStore  # noqa: E402
 
@@ -299,7 +300,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def test_cli_functions_fit_the_command_registry() -> None:
     """What sharedzarr.cli's ``command(name, help, configure)(run)`` registration needs."""
-    from sharedzarr._export import (
+    from sharedzarr.cli._transfer import (
         EXPORT_HELP,
         IMPORT_HELP,
         cli_export,

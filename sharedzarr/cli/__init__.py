@@ -40,9 +40,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
-from . import __version__
-from ._segment import SHM_DIR, list_names, map_os_errors, unlink
-from .errors import AccessDeniedError, SharedZarrError, TableNotFoundError
+from .. import __version__
+from .._segment import SHM_DIR, list_names, map_os_errors, unlink
+from ..errors import AccessDeniedError, SharedZarrError, TableNotFoundError
+from ._messages import cli_message
 
 __all__ = ["EXIT_STATUS", "Command", "build_parser", "cli_message", "command", "main"]
 
@@ -60,35 +61,6 @@ EXIT_STATUS = f"""exit status:
   {EXIT_USAGE}    a usage error: unknown command or option, invalid table name
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)"""
 """The exit statuses, as ``sharedzarr --help`` prints them."""
-
-# Python keyword arguments in library messages -> the CLI flags that set them.
-_FLAG_WORDS = (
-    ("pass overwrite=True to sharedzarr.create", "pass --overwrite"),
-    ("overwrite=True", "--overwrite"),
-    ("storage_options", "-o/--storage-option KEY=VALUE"),
-    ("concurrency must", "--concurrency must"),
-    ("lock=True", "--lock"),
-    ("progress=True", "a progress bar"),
-)
-
-
-def cli_message(error: BaseException) -> str:
-    """The message of ``error`` with Python keyword arguments replaced by CLI flags.
-
-    Parameters
-    ----------
-    error : BaseException
-        An error raised by the library.
-
-    Returns
-    -------
-    str
-        ``str(error)``, naming ``--overwrite`` where it said ``overwrite=True``, and so on.
-    """
-    text = str(error)
-    for python, flag in _FLAG_WORDS:
-        text = text.replace(python, flag)
-    return text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +171,7 @@ def _table(rows: list[list[str]], right: set[int], out: TextIO) -> None:
 
 def _valid_name(name: str) -> str:
     """Return ``name`` or raise a usage :class:`CLIError` for an invalid table name."""
-    from ._table import validate_name
+    from .._table import validate_name
 
     try:
         return validate_name(name)
@@ -249,7 +221,7 @@ def _state(t: Any) -> tuple[str, bool]:
     (``sharedzarr gc`` deletes it; ``sharedzarr export`` can still copy it first).
     ``persistent``: owner and heir are dead, and the table is kept until it is removed.
     """
-    from ._table._ownership import _owner_state
+    from .._table._ownership import _owner_state
 
     who = _owner_state(t._H, t._hdr.fd)
     if who == "alive":
@@ -272,7 +244,7 @@ def _inspect(name: str) -> dict[str, Any]:
     AccessDeniedError
         When the segment mode hides the table from this user.
     """
-    from ._table import Table
+    from .._table import Table
 
     try:
         t = Table.attach(name, readonly=True, trusted_uid="any")  # inspection only
@@ -323,7 +295,7 @@ def _array_summary(t: Any) -> dict[str, Any] | None:
 
 def _inspect_all(patterns: Sequence[str]) -> list[dict[str, Any]]:
     """:func:`_inspect` of every table whose name matches (tables that vanish are skipped)."""
-    from ._table import list_tables
+    from .._table import list_tables
 
     out = []
     for name in list_tables():
@@ -458,8 +430,8 @@ def _rm_args(p: argparse.ArgumentParser) -> None:
 
 def _remove(name: str) -> None:
     """Delete table ``name`` whatever its state (an orphan is reaped, a live table deleted)."""
-    from ._table import probe
-    from .storage import shm
+    from .._table import probe
+    from ..storage import shm
 
     state = probe(name, reap=False)
     if state == "orphan":
@@ -470,7 +442,7 @@ def _remove(name: str) -> None:
 
 @command("rm", "delete tables (whatever their owner or access level)", _rm_args)
 def _rm(args: argparse.Namespace) -> int:
-    from ._table import list_tables
+    from .._table import list_tables
 
     _check_patterns(args.names)  # all-or-nothing on usage errors: check every name first
     existing = list_tables()
@@ -524,7 +496,7 @@ def _gc_matching(patterns: Sequence[str], dry_run: bool) -> list[str]:
     has no header (left by a crash), a table marked deleted whose deleter died, or a
     header that has not been a valid table for a while.
     """
-    from ._table import list_tables, probe, table_segments
+    from .._table import list_tables, probe, table_segments
 
     removed: list[str] = []
     tables = set(list_tables())
@@ -600,8 +572,9 @@ def _gc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# export/import live beside the code that streams chunks (sharedzarr._export)
-from ._export import (  # noqa: E402
+# export/import: their arguments and runners are in ._transfer (the copying is the
+# library's, sharedzarr._export)
+from ._transfer import (  # noqa: E402
     EXPORT_HELP,
     IMPORT_HELP,
     cli_export,
