@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from ._shape import ShapeMixin
+from .._metadata import ArrayMetadata
 
 __all__ = ["Attributes"]
+
+
+class _Owner(Protocol):
+    """What the mapping needs of its array (``Array`` provides it)."""
+
+    def _synced(self) -> ArrayMetadata: ...
+
+    def _update_attributes(self, change: Callable[[dict[str, Any]], None]) -> None: ...
+
+    def refresh(self) -> bool: ...
 
 
 class Attributes(MutableMapping[str, Any]):
@@ -26,7 +35,7 @@ class Attributes(MutableMapping[str, Any]):
     (``a.attrs["x"] = x``) to persist it.  ``update`` writes once for all keys.
     """
 
-    def __init__(self, array: ShapeMixin) -> None:
+    def __init__(self, array: _Owner) -> None:
         self._array = array
 
     def __getitem__(self, key: str) -> Any:

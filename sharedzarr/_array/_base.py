@@ -18,7 +18,7 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +27,7 @@ from .._codecs import CodecPipeline
 from .._metadata import ArrayMetadata
 from ..errors import AccessDeniedError, CorruptTableError
 from ..storage.base import Backend
-
-if TYPE_CHECKING:
-    from ._attributes import Attributes
+from ._attributes import Attributes
 
 __all__ = ["ArrayBase"]
 
