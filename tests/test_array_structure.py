@@ -10,12 +10,12 @@ hold in mind.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
+
+from _imports import ROOT, runtime_imports
 
 import sharedzarr
 from sharedzarr._array._base import ArrayBase
 
-ROOT = Path(__file__).resolve().parent.parent / "sharedzarr"
 PARTS = ROOT / "_array"
 # the import order: each module may import only the modules before it
 ORDER = ["_attributes", "_base", "_gather", "_read", "_write", "_chunks", "_shape", "__init__"]
@@ -23,34 +23,12 @@ ABOVE = ("sharedzarr.array", "sharedzarr.zarr_store", "sharedzarr.cli", "sharedz
 ABOVE += ("sharedzarr.testing", "sharedzarr._constructors")
 
 
-def _runtime_imports(tree: ast.Module) -> list[str]:
-    """Absolute names of what a module of ``_array`` imports outside ``TYPE_CHECKING``."""
-    typing_only: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            typing_only.update(id(n) for sub in node.body for n in ast.walk(sub))
-    out = []
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.Import):
-            out.extend(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                out.append(node.module or "")
-            elif node.level == 1:
-                out.append(f"sharedzarr._array.{node.module}")
-            else:
-                out.append(f"sharedzarr.{node.module}" if node.module else "sharedzarr")
-    return out
-
-
 def test_array_parts_import_one_way() -> None:
     for p in sorted(PARTS.glob("*.py")):
-        for name in _runtime_imports(ast.parse(p.read_text())):
+        for name in sorted(runtime_imports(p)):
             assert not name.startswith(ABOVE), f"_array/{p.name} imports {name}"
             if name.startswith("sharedzarr._array."):
-                dep = name.rsplit(".", 1)[1]
+                dep = name.split(".")[2]  # (a name imported from it follows)
                 assert ORDER.index(dep) < ORDER.index(p.stem), (
                     f"_array/{p.name} imports {dep}, which is above it"
                 )
