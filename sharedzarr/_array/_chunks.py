@@ -159,9 +159,10 @@ class ChunkMixin(WriteMixin):
             with backend.writer(None):
                 room.abandon()
             raise
-        with self._write_op(timeout, arr) as op:
-            if op.changed:  # (and arr checked again)
+        with self._write_op(timeout) as op:  # (arr was checked before the copy)
+            if op.changed:
                 room.abandon()
+                self._check_data(arr)
                 self._write_chunk_locked(backend, idx, arr, reserve=False)
             else:
                 room.publish()
