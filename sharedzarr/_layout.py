@@ -252,3 +252,19 @@ def segment_names(table: str) -> tuple[str, str, str]:
     """Return the header name and the index/arena name prefixes of ``table``."""
     base = PREFIX + table
     return base + ".hdr", base + ".idx.", base + ".a"
+
+
+def table_of_segment(segment: str) -> str | None:
+    """The table an index or arena segment belongs to (``sz.T.a3`` and ``sz.T.idx.2`` ->
+    ``T``); None for a header or a name that is not one of ours (the inverse of
+    :func:`segment_names`)."""
+    if not segment.startswith(PREFIX) or segment.endswith(".hdr"):
+        return None
+    head, _, tail = segment[len(PREFIX) :].rpartition(".")
+    if tail.startswith("a") and tail[1:].isdigit() and head:
+        return head
+    if tail.isdigit():
+        h2, _, mid = head.rpartition(".")
+        if mid == "idx" and h2:
+            return h2
+    return None

@@ -622,6 +622,12 @@ def stat(name: str) -> os.stat_result | None:
         return None
 
 
+def changed_before(name: str, age: float) -> bool:
+    """True when segment ``name`` exists and was last changed more than ``age`` seconds ago."""
+    st = stat(name)
+    return st is not None and time.time() - st.st_mtime > age
+
+
 def creator_gone(name: str, grace: float = 2.0) -> bool:
     """True when segment ``name`` is still all zeros at its start (a table header before its
     magic) and nobody holds its creation lock (:meth:`Segment.lock_creation`) any more:

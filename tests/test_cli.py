@@ -604,3 +604,17 @@ def test_main_in_process_exit_codes(capsys):
     assert cli.main(["rm", "-f", "cli-absent-table"]) == 0
     assert cli.main([]) == 2
     assert L.PREFIX == "sz."  # the CLI lists /dev/shm/sz.* segments
+
+
+@pytest.mark.parametrize("table", ["t", "my.table", "a1", "idx", "x.idx.3", "a.b.a7"])
+def test_segment_names_parse_back_to_their_table(table: str) -> None:
+    """``gc`` finds stray segments by parsing their names: the inverse of segment_names,
+    for names with dots and names that look like segment suffixes."""
+    from sharedzarr._layout import segment_names, table_of_segment
+
+    hdr, idx, arena = segment_names(table)
+    assert table_of_segment(hdr) is None  # a header is the table itself
+    for seg in (f"{idx}1", f"{idx}12", f"{arena}1", f"{arena}4096"):
+        assert table_of_segment(seg) == table
+    for other in ("psm_1234", "sz.", f"{arena}x", f"{idx}", "sz.t.b3", "sz.t.idx.x"):
+        assert table_of_segment(other) is None

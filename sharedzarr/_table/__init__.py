@@ -122,10 +122,11 @@ from ._ownership import (  # noqa: F401
     probe,
 )
 from ._space import RECLAIM_MIN, RECLAIM_RATIO, RECLAIM_RATIO_BUSY  # noqa: F401
-from ._table import Table
+from ._table import Table, collect_garbage
 
 __all__ = [
     "Table",
+    "collect_garbage",
     "decode_key",
     "encode_key",
     "key_hash",

@@ -12,7 +12,7 @@ import secrets
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import _layout as L
@@ -21,9 +21,9 @@ from .._faults import crash_point as _crash_point
 from .._platform import check_platform
 from .._segment import map_os_errors, size_on_disk
 from .._segment import unlink as _unlink
-from ..errors import AccessDeniedError, TableExistsError
+from ..errors import AccessDeniedError, SharedZarrError, TableExistsError
 from ._arenas import init_arena_ids
-from ._catalog import _destroy, _wait_for_magic, table_segments
+from ._catalog import _destroy, _wait_for_magic, list_tables, table_segments
 from ._header import Segment, init_created, publish_header, validate_name
 from ._index import create_index_segment, free_index_name, init_generation
 from ._ownership import (
@@ -34,6 +34,7 @@ from ._ownership import (
     _try_reap,
     forget_owned,
     init_owner,
+    probe,
     register_attached,
     register_handle,
 )
@@ -45,7 +46,7 @@ from ._ownership import (
 )
 from ._write import WriteMixin
 
-__all__ = ["Table"]
+__all__ = ["Table", "collect_garbage"]
 
 
 class Table(WriteMixin):
@@ -502,3 +503,63 @@ def _check_trusted(name: str, uid: int, trusted: int | str | None) -> None:
         f"choosing. If you trust that user, pass trusted_uid={uid} (sharedzarr.open, "
         "Table.attach)"
     )
+
+
+def collect_garbage(
+    match: Callable[[str], bool] | None = None, *, dry_run: bool = False
+) -> list[str]:
+    """Delete orphaned tables and stray segments of ours; return what was (or would be)
+    removed: table names, and the names of stray segments.
+
+    Orphaned: the owner and heir are dead and the table is not persistent.  Stray: an index
+    or arena segment whose table has no header (left by a crash), a table marked deleted
+    whose deleter died, or a header that has not been a valid table for 10 s.  Only tables
+    whose name satisfies ``match`` are looked at (all when None).  ``dry_run`` changes
+    nothing.  ``sharedzarr.storage.shm.gc`` and ``sharedzarr gc`` are this.
+    """
+    from .._segment import changed_before, list_names
+    from .._segment import exists as seg_exists
+
+    def wanted(name: str) -> bool:
+        return match is None or match(name)
+
+    def unlink_ours(segment: str) -> bool:  # False: gone, or another user's
+        try:
+            with map_os_errors(segment, "unlink"):
+                return _unlink(segment)
+        except AccessDeniedError:
+            return False
+
+    removed: list[str] = []
+    tables = set(list_tables())
+    for name in sorted(n for n in tables if wanted(n)):
+        try:
+            state = probe(name, reap=not dry_run)
+        except (OSError, SharedZarrError):
+            continue  # could not look (EMFILE, ENOMEM, ...): an error is no verdict
+        if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphan(name)):
+            removed.append(name)
+        elif state == "corrupt" and changed_before(L.segment_names(name)[0], 10.0):
+            if dry_run or all(unlink_ours(n) for n in table_segments(name)):
+                removed.append(name)
+    for seg in list_names(L.PREFIX):
+        owner = L.table_of_segment(seg)
+        if owner is None or owner in tables or not wanted(owner):
+            continue
+        if seg_exists(L.segment_names(owner)[0]):
+            continue  # a table created after we listed the headers: its header came first
+        if dry_run or unlink_ours(seg):
+            removed.append(seg)
+    return removed
+
+
+def _orphan(name: str) -> bool:
+    """Owner and heir dead, not persistent (read without reaping: ``gc --dry-run``)."""
+    try:
+        t = Table._attach_for_admin(name)
+    except Exception:
+        return False
+    try:
+        return not t.persistent and _owner_state(t._H, t._hdr.fd) == "dead"
+    finally:
+        t.close()

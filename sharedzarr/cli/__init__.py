@@ -34,14 +34,11 @@ import dataclasses
 import datetime
 import fnmatch
 import json
-import os
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from .. import __version__
-from .._segment import SHM_DIR, list_names, map_os_errors, unlink
 from ..errors import AccessDeniedError, SharedZarrError, TableNotFoundError
 from ._messages import cli_message
 
@@ -490,74 +487,11 @@ def _gc_args(p: argparse.ArgumentParser) -> None:
 
 
 def _gc_matching(patterns: Sequence[str], dry_run: bool) -> list[str]:
-    """Reap orphaned tables (and stray segments) whose table name matches ``patterns``.
+    """Reap orphaned tables (and stray segments) whose table name matches ``patterns``
+    (see :func:`sharedzarr._table.collect_garbage`)."""
+    from .._table import collect_garbage
 
-    Orphaned: owner and heir dead, not persistent.  Stray: a ``sz.*`` segment whose table
-    has no header (left by a crash), a table marked deleted whose deleter died, or a
-    header that has not been a valid table for a while.
-    """
-    from .._table import list_tables, probe, table_segments
-
-    removed: list[str] = []
-    tables = set(list_tables())
-    for name in sorted(n for n in tables if _matches(n, patterns)):
-        try:
-            state = probe(name, reap=not dry_run)
-        except (OSError, SharedZarrError):
-            continue  # could not look (EMFILE, ENOMEM, ...): an error is no verdict
-        if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphaned(name)):
-            removed.append(name)
-        elif state == "corrupt" and _stale(f"sz.{name}.hdr"):
-            if dry_run or all(_unlink(n) for n in table_segments(name)):
-                removed.append(name)
-    for seg in list_names("sz."):
-        owner = _table_of(seg)
-        if owner is None or owner in tables or not _matches(owner, patterns):
-            continue
-        if os.path.exists(os.path.join(SHM_DIR, f"sz.{owner}.hdr")):
-            continue  # a table created after we listed the headers: its header came first
-        if dry_run or _unlink(seg):
-            removed.append(seg)
-    return removed
-
-
-def _orphaned(name: str) -> bool:
-    try:
-        return bool(_inspect(name)["state"] == "orphaned")
-    except (SharedZarrError, OSError, ValueError):
-        return False
-
-
-def _stale(segment: str, age: float = 10.0) -> bool:
-    """True when ``segment`` was last changed more than ``age`` seconds ago."""
-    try:
-        st = os.stat(os.path.join(SHM_DIR, segment))
-    except OSError:
-        return False
-    return time.time() - st.st_mtime > age
-
-
-def _unlink(segment: str) -> bool:
-    """Unlink ``segment``; False when it is gone or not ours to unlink (another user's)."""
-    try:
-        with map_os_errors(segment, "unlink"):
-            return unlink(segment)
-    except AccessDeniedError:
-        return False
-
-
-def _table_of(segment: str) -> str | None:
-    """The table a data or index segment belongs to (``sz.T.a3`` -> ``T``), else None."""
-    if not segment.startswith("sz.") or segment.endswith(".hdr"):
-        return None
-    head, _, tail = segment[3:].rpartition(".")
-    if tail.startswith("a") and tail[1:].isdigit() and head:
-        return head
-    if tail.isdigit():
-        h2, _, mid = head.rpartition(".")
-        if mid == "idx" and h2:
-            return h2
-    return None
+    return collect_garbage(lambda name: _matches(name, patterns), dry_run=dry_run)
 
 
 @command("gc", "delete orphaned tables and stray segments", _gc_args)

@@ -24,12 +24,10 @@ from typing import Any, ClassVar, cast
 
 from .._layout import TABLE_TYPES, segment_names
 from .._segment import Segment, map_os_errors, size_on_disk
-from .._segment import exists as _seg_exists
-from .._table import Table, list_tables, probe, table_segments, validate_name
+from .._table import Table, collect_garbage, list_tables, probe, table_segments, validate_name
 from .._table._catalog import _destroy as _destroy_table
 from .._table._header import DEFAULT_TIMEOUT
-from .._table._ownership import _owner_state
-from ..errors import AccessDeniedError, SharedZarrError, TableExistsError, TableNotFoundError
+from ..errors import AccessDeniedError, TableExistsError, TableNotFoundError
 from .base import Backend, ChunkIndex
 
 __all__ = [
@@ -538,81 +536,18 @@ def gc(*, dry_run: bool = False) -> list[str]:
     Orphaned: the owner and heir are dead and the table is not persistent.
     Stray: a ``sz.*`` segment whose table has no header (left by a crash),
     or a table marked deleted whose deleter died.
+
+    Parameters
+    ----------
+    dry_run : bool
+        Only report what would be removed.
+
+    Returns
+    -------
+    list of str
+        Table names, and the names of stray segments.
     """
-    removed: list[str] = []
-    tables = set(list_tables())
-    for name in sorted(tables):
-        try:
-            state = probe(name, reap=not dry_run)
-        except (OSError, SharedZarrError):
-            continue  # could not look (EMFILE, ENOMEM, ...): an error is no verdict
-        if state in ("reaped", "deleted") or (dry_run and state == "orphan" and _orphan(name)):
-            removed.append(name)
-        elif state == "corrupt" and _stale_corrupt(name):
-            if dry_run or all(_unlink_seg(n) for n in table_segments(name)):
-                removed.append(name)
-    from .._segment import list_names
-
-    for seg in list_names("sz."):
-        owner = _table_of(seg)
-        if owner is None or owner in tables:
-            continue
-        # a table created after we listed the headers: its header came first
-        if _seg_exists(segment_names(owner)[0]):
-            continue
-        if dry_run or _unlink_seg(seg):
-            removed.append(seg)
-    return removed
-
-
-def _orphan(name: str) -> bool:
-    try:
-        t = Table._attach_for_admin(name)
-    except Exception:
-        return False
-    try:
-        return not t.persistent and _owner_state(t._H, t._hdr.fd) == "dead"
-    finally:
-        t.close()
-
-
-def _stale_corrupt(name: str, age: float = 10.0) -> bool:
-    import os
-    import time
-
-    try:
-        st = os.stat(f"/dev/shm/sz.{name}.hdr")
-    except OSError:
-        return False
-    return time.time() - st.st_mtime > age
-
-
-def _unlink_seg(n: str) -> bool:
-    """Unlink segment ``n``; False when it is gone or not ours to unlink (another user's)."""
-    from .._segment import unlink
-
-    try:
-        with map_os_errors(n, "unlink"):
-            return unlink(n)
-    except AccessDeniedError:
-        return False
-
-
-def _table_of(seg: str) -> str | None:
-    """The table a segment name belongs to, or None when it is not one of ours."""
-    if not seg.startswith("sz."):
-        return None
-    rest = seg[3:]
-    if rest.endswith(".hdr"):
-        return None  # a header is a table
-    head, _, tail = rest.rpartition(".")
-    if tail.startswith("a") and tail[1:].isdigit() and head:
-        return head
-    if tail.isdigit():
-        h2, _, mid = head.rpartition(".")
-        if mid == "idx" and h2:
-            return h2
-    return None
+    return collect_garbage(dry_run=dry_run)
 
 
 def iter_array_tables() -> Iterator[str]:
