@@ -19,7 +19,8 @@ from .. import _layout as L
 from .. import _proc
 from .._faults import crash_point as _crash_point
 from .._platform import check_platform
-from .._segment import map_os_errors, size_on_disk
+from .._segment import changed_before, list_names, map_os_errors, size_on_disk
+from .._segment import exists as seg_exists
 from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, SharedZarrError, TableExistsError
 from ._arenas import init_arena_ids
@@ -517,8 +518,6 @@ def collect_garbage(
     whose name satisfies ``match`` are looked at (all when None).  ``dry_run`` changes
     nothing.  ``sharedzarr.storage.shm.gc`` and ``sharedzarr gc`` are this.
     """
-    from .._segment import changed_before, list_names
-    from .._segment import exists as seg_exists
 
     def wanted(name: str) -> bool:
         return match is None or match(name)
