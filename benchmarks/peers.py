@@ -1075,9 +1075,8 @@ class TablePeer:
 
             self.name = _unique("f")
             t = self.obj = sz.Table.create(self.name)
-            with t.writer():
-                for i in range(n):
-                    t.insert(table_key(i), table_value(i))
+            # one atomic writer session, as LMDB's putmulti is one transaction
+            t.insert_many((table_key(i), table_value(i)) for i in range(n))
         elif self.kind == "lmdb":
             self.path = os.path.join(SHM_DIR, _unique("lmdbf"))
             self.map_size = 512 * n + (64 << 20)

@@ -599,7 +599,7 @@ class Results:
         frame = f"{math.prod(cfg.frame) * 8 / 1024:g} KiB"
         value(f"append one {frame} frame ≤ 100 µs", "k.append", SZ_APPEND, 100.0, False)
         ratio(
-            f"Table bulk insert, {cfg.table_entries:,} entries in one writer session: time per"
+            f"Table bulk insert, {cfg.table_entries:,} entries in one insert_many: time per"
             " entry ≤ 3x LMDB (one txn)",
             "f.insert",
             SZ_TABLE,

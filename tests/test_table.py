@@ -446,3 +446,38 @@ def test_attach_waits_for_a_header_whose_size_is_not_set_yet():
         th.join(30)
         for t in made:
             t.delete_table()
+
+
+def test_insert_many_inserts_all_and_the_last_of_a_key_wins(table):
+    table.insert("kept", b"old")
+    n = table.insert_many([(i, b"v%d" % i) for i in range(1000)] + [("kept", b"new"), (3, b"x")])
+    assert n == 1002
+    assert len(table) == 1001
+    assert table.get(999) == b"v999" and table.get(3) == b"x" and table.get("kept") == b"new"
+    assert table.insert_many([]) == 0
+    assert table.insert_many((k, b"g") for k in ("a", "b")) == 2  # any iterable
+
+
+def test_insert_many_is_all_or_none(table):
+    table.insert_many((i, b"before") for i in range(10))
+    writes = table.write_count
+    objects = [(i, b"after") for i in range(5, 2000)]
+    objects.insert(1500, (1500, 12345))  # not bytes-like: refused midway
+    with pytest.raises(TypeError):
+        table.insert_many(objects)
+    assert len(table) == 10
+    assert [table.get(i) for i in range(10)] == [b"before"] * 10
+    assert table.get(1499) is None and table.get(11) is None
+    with pytest.raises(TypeError):
+        table.insert_many([(i, b"ok") for i in range(3)] + [({"a": 1}, b"bad key")])
+    assert len(table) == 10 and table.get(0) == b"before"
+    assert table.write_count != writes  # readers' cached views looked again
+
+
+def test_insert_many_on_a_bag_keeps_bag_rules():
+    t = Table.create(table_type="bag")
+    try:
+        assert t.insert_many([("k", b"a"), ("k", b"b"), ("k", b"a")]) == 3
+        assert sorted(t.lookup("k")) == [b"a", b"b"]  # a bag stores a value once per key
+    finally:
+        t.delete_table()
