@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .._chunking import DimSelection, chunk_grid_shape, chunk_valid_shape, normalize_shape
-from .._metadata import with_shape_json
+from .._metadata import _check_json, with_shape_json
 from ..storage.base import Backend
 from ._attributes import Attributes
 from ._base import _byte_view, _is_fill_value
@@ -211,13 +211,7 @@ class ShapeMixin(ChunkMixin):
             for k in attrs:
                 if not isinstance(k, str):
                     raise TypeError(f"attribute names must be str, got {k!r}")
-            try:
-                json.dumps(attrs, allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"attribute values must be JSON-serializable (dict, list, str, int, finite "
-                    f"float, bool, None): {exc}"
-                ) from None
+            _check_json(attrs, "attribute values")
             meta = self._meta.evolve(attributes=json.loads(json.dumps(attrs)))
             raw = meta.to_json()
             op.backend.write_metadata(raw)
