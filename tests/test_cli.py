@@ -618,3 +618,17 @@ def test_segment_names_parse_back_to_their_table(table: str) -> None:
         assert table_of_segment(seg) == table
     for other in ("psm_1234", "sz.", f"{arena}x", f"{idx}", "sz.t.b3", "sz.t.idx.x"):
         assert table_of_segment(other) is None
+
+
+def test_ls_names_a_datetime_dtype_as_numpy_does(run):
+    """``ls --json`` and ``info`` show numpy's dtype name, as ``table_info`` does."""
+    name = f"cli-dt-{uuid.uuid4().hex[:8]}"
+    a = sz.create(shape=(4,), chunks=(2,), dtype="datetime64[s]", table_name=name)
+    try:
+        r = run("ls", "--json", name)
+        assert r.returncode == 0, r.stderr
+        [row] = json.loads(r.stdout)
+        assert row["array"]["dtype"] == "datetime64[s]"
+        assert shm.table_info(name).array == row["array"]
+    finally:
+        a.delete()

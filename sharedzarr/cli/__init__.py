@@ -40,6 +40,7 @@ from typing import Any, NoReturn, TextIO
 
 from .. import __version__
 from ..errors import AccessDeniedError, SharedZarrError, TableNotFoundError
+from ..storage.shm import array_summary
 from ._messages import cli_message
 
 __all__ = ["EXIT_STATUS", "Command", "build_parser", "cli_message", "command", "main"]
@@ -250,7 +251,7 @@ def _inspect(name: str) -> dict[str, Any]:
     try:
         i = t.info()
         doc = {k: i[k] for k in _INFO_KEYS}
-        doc["array"] = _array_summary(t) if t.access != "private" or t.is_owner else None
+        doc["array"] = array_summary(t) if t.access != "private" or t.is_owner else None
         doc["state"], doc["heir_alive"] = _state(t)
     finally:
         t.close()
@@ -272,22 +273,6 @@ _INFO_KEYS = (
     "segments",
     "created",
 )
-
-
-def _array_summary(t: Any) -> dict[str, Any] | None:
-    """``shape``, ``chunks`` and ``dtype`` of the array a table holds, or None."""
-    raw = t.get("metadata")
-    if raw is None:
-        return None
-    try:
-        doc = json.loads(bytes(raw))
-        return {
-            "shape": list(doc["shape"]),
-            "chunks": list(doc["chunk_grid"]["configuration"]["chunk_shape"]),
-            "dtype": doc["data_type"],
-        }
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def _inspect_all(patterns: Sequence[str]) -> list[dict[str, Any]]:

@@ -447,7 +447,20 @@ def get_state(name: str) -> State:
         return State(chunks=chunks, metadata=metadata)
 
 
-def _array_summary(t: Table) -> dict[str, Any] | None:
+def array_summary(t: Table) -> dict[str, Any] | None:
+    """Summarise the array a table holds (for :func:`table_info` and ``sharedzarr ls``).
+
+    Parameters
+    ----------
+    t : Table
+        An attached table.
+
+    Returns
+    -------
+    dict or None
+        ``shape``, ``chunks`` and ``dtype`` (numpy's name, e.g. ``datetime64[s]``), or None
+        when the table holds no readable ``zarr.json``.
+    """
     raw = t.get(METADATA_KEY)
     if raw is None:
         return None
@@ -515,7 +528,7 @@ def _info_of(t: Table) -> TableInfo:
         persistent=i["persistent"],
         segments=i["segments"],
         created=i["created"],
-        array=_array_summary(t) if t.access != "private" or t.is_owner else None,
+        array=array_summary(t) if t.access != "private" or t.is_owner else None,
     )
 
 
