@@ -36,6 +36,32 @@ def read_uniform(name: str, seconds: float, out) -> None:
     a.close()
 
 
+def read_counting_waits(name: str, seconds: float, out) -> None:
+    """Read the whole array again and again, recording every wait for a writer's open
+    operation and whether this reader had asked the writer to pause (its stamp in the
+    header) before that wait began."""
+    from sharedzarr import _layout as L
+    from sharedzarr._table import _read
+
+    waits: list[bool] = []
+    wait = _read.ReadMixin._wait_operation
+
+    def recorded(self, H, s):
+        waits.append(H[L.H_READER_WAIT] != 0)
+        return wait(self, H, s)
+
+    _read.ReadMixin._wait_operation = recorded
+    a = sz.open(name)
+    end = time.monotonic() + seconds
+    reads = mixed = 0
+    while time.monotonic() < end:
+        v = a[...]
+        reads += 1
+        mixed += int(v.min() != v.max())
+    out.put((reads, mixed, len(waits), waits.count(False)))
+    a.close()
+
+
 def append_frames(name: str, frames: int, ready) -> None:
     """Append frames whose every value is the frame number + 1 (never the fill value 0)."""
     a = sz.open(name)

@@ -47,6 +47,30 @@ def test_whole_array_reads_never_mix_two_writes(chunks):
         a.delete()
 
 
+def test_a_reader_waits_for_a_writer_only_after_asking_it_to_pause():
+    """Under a writer whose operations follow each other with microseconds between them, a
+    reader that waited for the gap without asking would wait up to its limit (1 s) for
+    almost every read: every wait must come after the reader's pause request."""
+    a = sz.zeros((1024, 1024), dtype="float64", chunks=(128, 1024), table_name=_name("ask"))
+    try:
+        ready = CTX.Event()
+        q_w, q_r = CTX.Queue(), CTX.Queue()
+        w = CTX.Process(target=W.rewrite_uniform, args=(a.name, 3.0, ready, q_w))
+        w.start()
+        assert ready.wait(60)
+        r = CTX.Process(target=W.read_counting_waits, args=(a.name, 2.0, q_r))
+        r.start()
+        reads, mixed, waits, unasked = q_r.get(timeout=120)
+        assert q_w.get(timeout=120) > 10
+        for p in (w, r):
+            p.join(60)
+        assert reads > 0 and mixed == 0
+        assert waits > 0  # the reader did meet open operations
+        assert unasked == 0, f"{unasked} of {waits} waits began without a pause request"
+    finally:
+        a.delete()
+
+
 def test_appending_consumers_never_see_a_frame_before_its_data():
     frames = 200
     a = sz.zeros((0, 64, 64), dtype="float32", chunks=(1, 64, 64), table_name=_name("app"))

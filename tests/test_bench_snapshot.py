@@ -22,6 +22,10 @@ def test_snapshot_bench_runs_and_reads_are_whole(tmp_path: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "snapshot.json").read_text())
-    assert [row["reader"] for row in rows] == ['mode="r+"', 'mode="r"']
+    assert [row["reader"] for row in rows] == [
+        'mode="r+"',
+        'mode="r"',
+        'mode="r+", get_slice(out=buf)',
+    ]
     assert all(row["mixed_reads"] == 0 for row in rows)
     assert "p99 / quiet" in (tmp_path / "snapshot.md").read_text()

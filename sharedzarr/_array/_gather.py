@@ -24,6 +24,7 @@ from .._indexing import (
     points_first,
     work_view,
 )
+from ..storage.base import OP_OPEN as _OP_OPEN
 from ..storage.base import Backend
 from ._base import ArrayBase
 
@@ -72,6 +73,8 @@ class GatherMixin(ArrayBase):
         ndarray = np.ndarray
         epoch = self._epoch
         start = epoch()
+        if start & _OP_OPEN:
+            return None  # mid-operation: the general path waits for it (a snapshot)
         for cidx, k0, k1 in runs:
             chunk = views(cidx)
             if type(chunk) is ndarray:
@@ -127,6 +130,8 @@ class GatherMixin(ArrayBase):
         unit = unit_of[ci] + (idx - ci * c0) * self._span_stride
         epoch = self._epoch
         start = epoch()
+        if start & _OP_OPEN:
+            return None  # mid-operation: the general path waits for it (a snapshot)
         if single is not None:
             out = single[unit]
         else:  # one gather per arena: sorted by arena, cut where the arena changes

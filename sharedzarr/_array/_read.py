@@ -23,6 +23,7 @@ from .._chunking import (
     selection_shape,
 )
 from .._indexing import is_advanced, plan_numpy
+from ..storage.base import OP_OPEN as _OP_OPEN
 from ..storage.base import Backend
 from ._base import _COPY_THREADS, _PARALLEL_BYTES, _copy_pool
 from ._gather import GatherMixin
@@ -107,11 +108,11 @@ class ReadMixin(GatherMixin):
             else:
                 self._copy_pieces(backend, plist, out)
 
-        if self._op_seq() & 1:  # a writer is mid-operation: the snapshot protocol waits for
-            self._consistent(copy_all)  # it, and asks it to let this read in first
-            return
         epoch = self._epoch
         start = epoch()
+        if start & _OP_OPEN:  # a writer is mid-operation: the snapshot protocol waits for
+            self._consistent(copy_all)  # it, and asks it to let this read in first
+            return
         copy_all()
         if epoch() != start:  # a write overlapped: copy them all again, as one snapshot
             self._consistent(copy_all)
@@ -364,6 +365,8 @@ class ReadMixin(GatherMixin):
         views = self._chunk_views.get(None) or self._chunk_view_reader(None)
         epoch = self._epoch
         start = epoch()
+        if start & _OP_OPEN:
+            return None  # mid-operation: the general path waits for it (a snapshot)
         chunk = views((i // c0, 0) if tail == (0,) else (i // c0, *tail))
         if chunk is None:
             return np.full(self._shape[1:], self._fill, self._dtype)

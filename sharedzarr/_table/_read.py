@@ -130,18 +130,15 @@ class ReadMixin(SpaceMixin):
         return (H if H is not None else self._check_open())[23]  # L.H_OPSEQ
 
     def snapshot_epoch(self) -> int:
-        """A value that is the same before and after a read iff no operation overlapped it.
-
-        Waits (bounded, see invariant I6) while another writer's session is open, so the
-        value returned describes a moment between completed operations.
-        """
+        """The operation sequence and reuse epoch as one value, loaded without waiting: a
+        read is a snapshot iff the value had an even upper half (no operation open) before
+        it and did not move.  Otherwise hand the read to :meth:`snapshot`, which asks the
+        writer to pause before it waits (I6): a caller waiting on its own would wait
+        unannounced for a gap between a busy writer's operations."""
         H = self._H
         if H is None:
             H = self._check_open()
-        s = H[23]  # L.H_OPSEQ
-        if s & 1:
-            s = self._wait_operation(H, s)
-        return (s << 32) | H[22]  # L.H_REUSE
+        return (H[23] << 32) | H[22]  # L.H_OPSEQ, L.H_REUSE
 
     def _retrying(self, once: Callable[..., Any], *args: Any) -> Any:
         """Repeat the one-value read attempt ``once(*args)`` while it returns ``_AGAIN``;
@@ -204,10 +201,12 @@ class ReadMixin(SpaceMixin):
         stamp = 0
         try:
             for attempt in range(_READ_RETRIES):
-                if not stamp and H[L.H_OPSEQ] & 1 and W is not None and not self._lock.depth:
-                    stamp = time.monotonic_ns()  # about to wait for a writer: ask it to pause
-                    W[L.H_READER_WAIT] = stamp  # before its next operation, so we get in
                 start = self.snapshot_epoch()
+                if start >> 32 & 1 and not self._lock.depth:  # a writer's operation is open:
+                    if not stamp and W is not None:  # ask it to pause before its next one,
+                        stamp = time.monotonic_ns()  # so we get in; then wait for this one
+                        W[L.H_READER_WAIT] = stamp
+                    start = (self._wait_operation(H, start >> 32) << 32) | H[L.H_REUSE]
                 try:
                     out = read()
                 except (CorruptTableError, struct.error, TypeError):

@@ -21,9 +21,13 @@ from typing import Any, ClassVar, TypeVar
 
 _T = TypeVar("_T")
 
-__all__ = ["Backend", "ChunkIndex", "TABLE_TYPES", "ACCESS_LEVELS", "MODES"]
+__all__ = ["Backend", "ChunkIndex", "OP_OPEN", "TABLE_TYPES", "ACCESS_LEVELS", "MODES"]
 
 ChunkIndex = tuple[int, ...]
+
+#: Set in :meth:`Backend.snapshot_epoch` while a write operation is open (the shared-memory
+#: backend puts the table's operation sequence, odd while open, in the upper half).
+OP_OPEN = 1 << 32
 
 #: ETS table types. Arrays need one value per key, so only ``set``/``ordered_set`` hold arrays.
 TABLE_TYPES: tuple[str, ...] = ("set", "ordered_set", "bag", "duplicate_bag")
@@ -443,7 +447,10 @@ class Backend(abc.ABC):
     def snapshot_epoch(self) -> int:
         """A value that is unchanged across a read iff no write overlapped it.
 
-        The default is :meth:`reuse_epoch`.
+        Loaded without waiting.  :data:`OP_OPEN` set means a write operation is open now:
+        the caller must not accept a read started then, and hands it to :meth:`snapshot`
+        instead (waiting itself, it would miss the short gaps between a busy writer's
+        operations; :meth:`snapshot` asks the writer to pause).  The default is :meth:`reuse_epoch`.
 
         Returns
         -------
