@@ -69,6 +69,7 @@ from . import _proc
 from .errors import LockTimeoutError
 
 __all__ = [
+    "ReservationHold",
     "WriterLock",
     "YIELD_NS",
     "hold_lifetime",
@@ -137,6 +138,8 @@ def _after_fork_in_child() -> None:
     _HELD_BY.clear()
     for lock in list(_LOCKS):
         lock.reset_after_fork()
+    for hold in list(_HOLDS):  # (closing the child's copy leaves the parent's hold alone)
+        hold.release()
 
 
 if hasattr(os, "register_at_fork"):
@@ -531,6 +534,45 @@ def lifetime_held(fd: int) -> bool:
     except OSError:
         return False
     return bool(_FLOCK.unpack(out)[0] != fcntl.F_UNLCK)
+
+
+class ReservationHold:
+    """The lock of :func:`hold_lifetime` that a writer holds on a data segment while it
+    copies a value in without the writer lock (see :func:`reservation_held`).
+
+    A process forked meanwhile (another thread starting a fork-based pool) inherits the
+    descriptor, and with it the lock, for as long as it lives: writers would leave the
+    segment alone all that time.  So the child releases every hold it inherited at once,
+    and a hold released there is not released again (its descriptor number may name
+    another file of the child's by then).
+
+    Parameters
+    ----------
+    path : str
+        The segment's file.
+
+    Attributes
+    ----------
+    fd : int
+        The descriptor holding the lock; -1 when released, or when the kernel has no
+        open-file-description locks (then nothing is held).
+    """
+
+    __slots__ = ("__weakref__", "fd")
+
+    def __init__(self, path: str) -> None:
+        self.fd = hold_lifetime(path)
+        if self.fd >= 0:
+            _HOLDS.add(self)
+
+    def release(self) -> None:
+        """Close the descriptor, which drops the lock (idempotent)."""
+        fd, self.fd = self.fd, -1
+        _HOLDS.discard(self)
+        release_lifetime(fd)
+
+
+_HOLDS: weakref.WeakSet[ReservationHold] = weakref.WeakSet()
 
 
 def reservation_held(path: str) -> bool:

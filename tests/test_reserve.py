@@ -218,3 +218,37 @@ def test_big_chunk_writers_and_a_resizing_process_leave_no_chunk_outside(cleanup
         chunk = a.read_chunk(idx)
         assert np.all(chunk == chunk.flat[0]), idx
     a.close()
+
+
+def test_a_child_forked_during_a_copy_does_not_keep_the_arena_reserved(table):
+    """A process forked while this one copies outside the lock (another thread starting a
+    fork-based pool, say) inherits the descriptor that holds the arena's file lock.  The
+    child closes its copy at once: once this process publishes, no writer sees the arena
+    reserved, however long the child lives."""
+    t = table
+    with t.writer():
+        room = t.reserve(t.prepare_key("k"), BIG)
+    aid = room.ref >> L.OFFSET_BITS
+    r, w = os.pipe()
+    up_r, up_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child (its fork hooks ran): say so, wait for the parent, leave
+        try:
+            os.close(w)
+            os.write(up_w, b"1")
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(up_w)
+    try:
+        assert os.read(up_r, 1) == b"1"
+        os.close(up_r)
+        room.buffer[:] = b"v" * BIG
+        with t.writer():
+            room.publish()
+        assert not t._reserved(aid)  # the child lives, and holds nothing
+        assert t["k"] == b"v" * BIG
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)

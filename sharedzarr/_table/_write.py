@@ -53,7 +53,7 @@ from .. import _layout as L
 from .. import _proc
 from .._faults import crash_point as _crash_point
 from .._index import encode_key, key_hash
-from .._lock import hold_lifetime, release_lifetime
+from .._lock import ReservationHold
 from .._segment import fd_unlinked
 from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, NotFoundError
@@ -86,11 +86,12 @@ class Reservation:
 
     Copying outside the lock
         1. Under the lock, the record is appended unfilled: counted live in its arena, not
-           published.  This process takes a shared lock on the arena's file (the kind of
-           :func:`sharedzarr._lock.hold_lifetime`); writers leave an arena whose file is
-           locked alone: no retirement, compaction or unlink (``_reserved``).  The kernel
-           drops the lock if this process dies, and the record is then garbage that the
-           next recount or compaction finds.
+           published.  This process takes a shared lock on the arena's file
+           (:class:`sharedzarr._lock.ReservationHold`); writers leave an arena whose file
+           is locked alone: no retirement, compaction or unlink (``_reserved``).  The
+           kernel drops the lock if this process dies (a child forked meanwhile lets go
+           of its copy at once), and the record is then garbage that the next recount or
+           compaction finds.
         2. Without the lock, the value is copied into :attr:`buffer`.
         3. Under the lock, :meth:`publish` stores the reference, as any write does.  If a
            recovery ran meanwhile, it counted the record as garbage, so it is counted live
@@ -99,7 +100,7 @@ class Reservation:
         Either ends the reservation and lets go of the file lock.
     """
 
-    __slots__ = ("_fd", "_recoveries", "buffer", "h", "kb", "nbytes", "ref", "table", "total")
+    __slots__ = ("_hold", "_recoveries", "buffer", "h", "kb", "nbytes", "ref", "table", "total")
 
     def __init__(
         self,
@@ -110,18 +111,18 @@ class Reservation:
         ref: int,
         total: int,
         buffer: memoryview,
-        fd: int,
+        hold: ReservationHold,
     ) -> None:
         self.table, self.kb, self.h, self.nbytes = table, kb, h, nbytes
         self.ref, self.total, self.buffer = ref, total, buffer
-        self._fd = fd
+        self._hold = hold
         self._recoveries = table._H[L.H_RECOVERIES]
 
     def publish(self) -> None:
         """Publish the record (writer lock held): readers see the new value, whole."""
         t = self.table
         try:
-            if fd_unlinked(self._fd):  # cleared meanwhile: the value goes in anew
+            if fd_unlinked(self._hold.fd):  # cleared meanwhile: the value goes in anew
                 t._grow_if_needed()
                 t._put(self.kb, self.h, [self.buffer], "replace")
                 return
@@ -136,17 +137,16 @@ class Reservation:
         """Give the record up (writer lock held): it becomes garbage, never published."""
         t = self.table
         try:
-            if not fd_unlinked(self._fd) and t._H[L.H_RECOVERIES] == self._recoveries:
+            if not fd_unlinked(self._hold.fd) and t._H[L.H_RECOVERIES] == self._recoveries:
                 t._abandon(self.ref, self.total)  # (a recovery counted it as garbage already)
         finally:
             self._release()
 
     def _release(self) -> None:
-        fd, self._fd = self._fd, -1
-        release_lifetime(fd)
+        self._hold.release()
 
     def __del__(self) -> None:
-        release_lifetime(self._fd)  # never published nor abandoned: the record stays garbage
+        self._hold.release()  # never published nor abandoned: the record stays garbage
 
 
 class _Session:
@@ -403,11 +403,11 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             raise RuntimeError("reserve cannot be used inside an atomic writer session")
         kb, h = pk
         new_ref, total, buf = self._append_unfilled(kb, nbytes)
-        fd = hold_lifetime(self._seg_path_arena(new_ref >> L.OFFSET_BITS))
-        if fd < 0:
+        hold = ReservationHold(self._seg_path_arena(new_ref >> L.OFFSET_BITS))
+        if hold.fd < 0:
             self._abandon(new_ref, total)
             return None
-        return Reservation(self, kb, h, nbytes, new_ref, total, buf, fd)
+        return Reservation(self, kb, h, nbytes, new_ref, total, buf, hold)
 
     def insert_prepared(self, pk: tuple[bytes, int], value: Any) -> None:
         """:meth:`insert` with a prepared key (see :meth:`prepare_key`); set types only."""
