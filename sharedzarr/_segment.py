@@ -180,7 +180,18 @@ def shm_space(path: str = SHM_DIR) -> tuple[int, int] | None:
     return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
 
-def out_of_space_message(table: str, what: str, needed: int | None = None) -> str:
+def allocated_bytes(name: str) -> int:
+    """The memory segment ``name`` takes in ``/dev/shm`` (its allocated blocks); 0 when it
+    is gone."""
+    try:
+        return os.stat(segment_path(name)).st_blocks * 512
+    except OSError:
+        return 0
+
+
+def out_of_space_message(
+    table: str, what: str, needed: int | None = None, *, refused: bool = False
+) -> str:
     """The message of an :class:`OutOfSpaceError`: what was needed, what is free, the fix.
 
     Parameters
@@ -191,13 +202,19 @@ def out_of_space_message(table: str, what: str, needed: int | None = None) -> st
         The operation or segment that ran out of space.
     needed : int, optional
         Bytes the failed reservation asked for.
+    refused : bool
+        The write was refused before it stored anything, because it cannot fit
+        (``/dev/shm`` is not full).
 
     Returns
     -------
     str
     """
     space = shm_space()
-    parts = [f"table {table!r}: {SHM_DIR} is full ({what})"]
+    if refused:
+        parts = [f"table {table!r}: {what} does not fit in {SHM_DIR}; nothing was stored"]
+    else:
+        parts = [f"table {table!r}: {SHM_DIR} is full ({what})"]
     facts = []
     if needed is not None:
         facts.append(f"the write needed {_human(needed)}")

@@ -211,6 +211,52 @@ def test_full_dev_shm_is_a_typed_error_not_sigbus(tmp_path):
     _small_shm.run_ok(tmp_path, ENOSPC_SCRIPT.format(root=ROOT), "1m")  # -7 would be SIGBUS
 
 
+TOO_BIG_SCRIPT = r"""
+import os, sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import sharedzarr as sz
+from sharedzarr.errors import OutOfSpaceError
+
+def free():
+    st = os.statvfs("/dev/shm")
+    return st.f_bavail * st.f_frsize
+
+a = sz.create((64, 256, 256), chunks=(1, 256, 256), dtype="f8", table_name="big")  # 32 MiB
+a[:2] = 1.0
+before = free()
+for write in (
+    lambda: a.__setitem__(Ellipsis, 2.0),  # a scalar, broadcast
+    lambda: a.set_slice(np.full((62, 256, 256), 3.0, "f4"), (2, 0, 0), (64, 256, 256)),
+    lambda: a.append(np.ones((16, 256, 256))),
+):
+    try:
+        write()
+        raise SystemExit("no OutOfSpaceError")
+    except OutOfSpaceError as e:
+        msg = str(e)
+        assert "does not fit" in msg and "nothing was stored" in msg, msg
+        assert "needed" in msg and "MiB free" in msg and "--shm-size" in msg, msg
+    # refused before anything was stored: /dev/shm as before, the array as before
+    assert free() == before, (free(), before)
+    assert sorted(a.list_chunks()) == [(0, 0, 0), (1, 0, 0)], a.list_chunks()
+    assert a.shape == (64, 256, 256) and (a[:2] == 1.0).all() and (a[2:] == 0).all()
+a[:4] = 4.0  # a write that fits still succeeds
+assert (a[:4] == 4.0).all() and (a[4:] == 0).all()
+a.delete()
+print("ENOSPC-OK", msg)
+"""
+
+
+@pytest.mark.skipif(
+    not _small_shm.available(), reason="needs root for a private mount namespace (tmpfs)"
+)
+def test_a_write_that_cannot_fit_is_refused_before_it_stores_anything(tmp_path):
+    """Without it the write would fill /dev/shm (failing every other user of it) and stop
+    part-way with half its chunks stored."""
+    _small_shm.run_ok(tmp_path, TOO_BIG_SCRIPT.format(root=ROOT), "4m")
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

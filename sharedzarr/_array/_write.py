@@ -162,7 +162,7 @@ class WriteMixin(ReadMixin):
         backend.write_chunks_filled(
             whole_chunks(),
             _copy_pool().submit if parallel else None,
-            expected_bytes=value.nbytes if raw_codec else 0,
+            expected_bytes=value.size * cdtype.itemsize if raw_codec else 0,
         )
         for idx, csel, part, valid in rest:
             if covers_chunk(csel, valid):

@@ -18,6 +18,8 @@ from __future__ import annotations
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._index import key_hash
+from .._segment import allocated_bytes, out_of_space_message, shm_space
+from ..errors import OutOfSpaceError
 from ._arenas import RECYCLE_MIN
 from ._header import _OFFSET_BITS, _arena_word
 from ._index import IndexMixin
@@ -45,6 +47,32 @@ class SpaceMixin(IndexMixin):
             taken = self._recycled_taken()
             if taken:
                 H[L.H_GARBAGE] -= min(taken, H[L.H_GARBAGE])
+
+    def _check_room(self, nbytes: int) -> None:
+        """Refuse, before anything is stored, a bulk write of ``nbytes`` that cannot fit.
+
+        The write stores at least ``nbytes``; the records it replaces (at most every live
+        record) and the garbage already there (at most ``H_GARBAGE``) can give it room
+        back, and so can the retired arenas of the pool and the current arena's reserved
+        tail; the rest must come from the free space of ``/dev/shm``.  When even that
+        upper bound falls short, the write would fill ``/dev/shm`` (every other user of
+        it then fails too) and stop part-way, leaving the chunks it had stored: raise
+        :class:`~sharedzarr.errors.OutOfSpaceError` instead, with nothing changed.  A write
+        that might fit is never refused; one that fails later raises where it fails.
+        """
+        H = self._H
+        short = nbytes - H[L.H_LIVE_RECORD] - H[L.H_GARBAGE] - L.RESERVE_STEP
+        if short <= 0:
+            return  # (every rewrite, and every write the table's own memory covers)
+        space = shm_space()
+        if space is None or short <= space[0]:
+            return
+        pooled = sum(
+            allocated_bytes(self._seg_name_arena(H[w])) for w in self._pool_words() if H[w]
+        )
+        if short <= space[0] + pooled:
+            return
+        raise OutOfSpaceError(out_of_space_message(self.name, "the write", short, refused=True))
 
     def _set_space(self, live_record: int, garbage: int) -> None:
         """Store recounted totals (recovery; ``clear`` stores zeros)."""

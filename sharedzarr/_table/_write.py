@@ -464,10 +464,12 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             three run there (another thread: numpy releases the GIL while it copies) while
             this thread prepares the records and runs the third.
         expected_bytes : int
-            About how many bytes ``items`` hold, when known.  New arenas are then sized for
-            a table of at least this much data from the first record on (instead of growing
-            from the smallest size), so a table written in one go has arenas of one size,
-            which the next rewrite reuses instead of allocating fresh memory.
+            At least how many bytes the write stores (``items`` and what the caller writes
+            with them), when known.  A write that certainly cannot fit is refused before
+            anything is stored (:meth:`_check_room`).  New arenas are sized for a table of
+            at least this much data from the first record on (instead of growing from the
+            smallest size), so a table written in one go has arenas of one size, which the
+            next rewrite reuses instead of allocating fresh memory.
 
         Returns
         -------
@@ -480,6 +482,8 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         done = 0
         head_failed = False
         with self.writer():
+            if expected_bytes > 0:
+                self._check_room(int(expected_bytes))
             self._size_hint = max(int(expected_bytes), 0)
             try:
                 for k, ((kb, h), nbytes, fill) in enumerate(items):

@@ -313,8 +313,10 @@ class Backend(abc.ABC):
         submit : callable, optional
             ``submit(fill, buffer) -> concurrent.futures.Future``, to fill in parallel.
         expected_bytes : int
-            About how many bytes ``items`` hold (0: unknown); a backend may size its
-            storage for them up front.
+            At least how many bytes the write stores, ``items`` and the chunks the caller
+            writes with them (0: unknown).  A backend may size its storage for them up
+            front, and should refuse a write that certainly cannot fit before it stores
+            anything (:class:`~sharedzarr.errors.OutOfSpaceError`).
         """
         for idx, nbytes, fill in items:
             self.write_chunk_filled(idx, nbytes, fill)
