@@ -414,6 +414,9 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         v = _as_buffer(value)
         if self._bag:
             raise TypeError(f"insert_prepared needs a set table; {self.name!r} is a bag")
+        if self._lock.depth:  # in this thread's session (an array's write): a nested session
+            self._put(pk[0], pk[1], [v], "replace")  # would only count the lock's depth
+            return
         self._begin_write(DEFAULT_TIMEOUT)
         ok = False
         try:
