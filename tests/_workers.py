@@ -412,6 +412,28 @@ def big_chunk_writer(name: str, parity: int, rounds: int, out) -> None:
     a.close()
 
 
+def big_value_writer(name: str, parity: int, rounds: int, out) -> None:
+    """Table.insert this writer's keys (``(parity, k)``), ``rounds`` times, each value 512
+    KiB of one byte (parity * 100 + round); report how many copies ran outside the lock."""
+    from sharedzarr._table import _write
+
+    t = Table.attach(name)
+    reserved = [0]
+    orig = _write.WriteMixin.reserve
+
+    def counting(self, pk, nbytes):
+        room = orig(self, pk, nbytes)
+        reserved[0] += room is not None
+        return room
+
+    _write.WriteMixin.reserve = counting
+    for r in range(rounds):
+        for k in range(8):
+            t.insert((parity, k), bytes([parity * 100 + r]) * (512 << 10))
+    out.put((parity, reserved[0]))
+    t.close()
+
+
 def mixed_writer(name: str, seed: int, keys: int, stop, count) -> None:
     """Rewrite random keys with uniform values until stopped: mostly the same length (rooms
     recycled), sometimes another length or a delete (garbage for compaction), and now and

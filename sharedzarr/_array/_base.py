@@ -34,9 +34,6 @@ __all__ = ["ArrayBase"]
 _PARALLEL_BYTES = 16 << 20  # reads at least this big copy on two threads
 _COPY_THREADS = min(2, os.cpu_count() or 1)
 DEFAULT_WRITE_TIMEOUT = 60.0  # seconds a write waits for the writer lock (Array.write_timeout)
-# write_chunk copies a whole chunk at least this big without the writer lock when another
-# writer waits for it (Backend.reserve_chunk); smaller copies cost less than the extra turn
-_RESERVE_MIN = 256 << 10
 _INNER_CHUNKS_MAX = 1 << 16  # write_chunk's cache of checked chunk indices (per handle)
 # multi-chunk reads keep a cached view per chunk (see Array._copy_pieces) up to this many
 # chunks; a bigger array would cycle through the backend's cache faster than it helps

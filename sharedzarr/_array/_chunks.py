@@ -17,7 +17,7 @@ import numpy as np
 
 from .._chunking import chunk_valid_shape, iter_chunk_indices, normalize_chunk_index
 from ..storage.base import Backend
-from ._base import _INNER_CHUNKS_MAX, _RESERVE_MIN, _byte_view
+from ._base import _INNER_CHUNKS_MAX, _byte_view
 from ._write import WriteMixin
 
 __all__ = ["ChunkMixin"]
@@ -192,7 +192,7 @@ class ChunkMixin(WriteMixin):
             and arr.dtype == self._chunk_dtype
             and arr.flags.c_contiguous
         ):  # a whole raw chunk as it will be stored: its bytes go in as they are
-            if reserve and arr.nbytes >= _RESERVE_MIN:
+            if reserve and arr.nbytes >= backend.reserve_min:
                 room = backend.reserve_chunk(idx, arr.nbytes)
                 if room is not None:
                     return room

@@ -65,10 +65,16 @@ from ._read import ReadMixin
 from ._recovery import RecoveryMixin
 from ._space import RECLAIM_RATIO_BUSY
 
-__all__ = ["READER_PAUSE_NS", "Reservation", "WriteMixin"]
+__all__ = ["READER_PAUSE_NS", "RESERVE_MIN", "Reservation", "WriteMixin"]
 
 #: How long a writer defers its next operation for a reader that asked (see above).
 READER_PAUSE_NS = 100_000_000
+#: :meth:`WriteMixin.insert` copies a value this big outside the writer lock while another
+#: writer waits (:class:`Reservation`); a smaller one goes in under the lock: the extra lock
+#: round trip costs more than the copy.  Two processes inserting values read from memory,
+#: two together against one alone: 256 KiB 0.93-0.94x with it, 1.00x without; 512 KiB
+#: 1.12-1.16x with it, 1.02x without; 2 MiB 1.47x with it, 0.84x without.
+RESERVE_MIN = 512 << 10
 
 
 def _let_readers_in(H: memoryview) -> None:
@@ -586,9 +592,15 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         v = _as_buffer(value)
         self._begin_write(DEFAULT_TIMEOUT)
         ok = False
+        room = None
         try:
             if not self._bag:
-                self._put(kb, h, [v], "replace")
+                # a big value, another writer waiting, and the session this call's own:
+                # copy the value without the lock (see Reservation)
+                if v.nbytes >= RESERVE_MIN and self._lock.depth == 1 and self._lock.contended():
+                    room = self.reserve((kb, h), v.nbytes)
+                if room is None:
+                    self._put(kb, h, [v], "replace")
             else:
                 old = self._existing(kb, h)
                 if self._dup or not any(o == v for o in old):
@@ -596,6 +608,20 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             ok = True
         finally:
             self._end_write(ok)
+        if room is not None:
+            self._fill_reserved(room, v)
+
+    def _fill_reserved(self, room: Reservation, v: memoryview) -> None:
+        """Copy a big value into its reserved record without the writer lock, while another
+        writer works, then publish it under the lock (see :class:`Reservation`)."""
+        try:
+            room.buffer[:] = v
+        except BaseException:
+            with self.writer(None):
+                room.abandon()
+            raise
+        with self.writer(None):
+            room.publish()
 
     def insert_many(
         self, objects: Iterable[tuple[Any, Any]], *, timeout: float | None = DEFAULT_TIMEOUT

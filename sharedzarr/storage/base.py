@@ -64,6 +64,9 @@ class Backend(abc.ABC):
     #: closes (whatever it wrote); handles then skip the metadata check of a write
     #: when nothing ran since their previous one.
     op_seq_counts_sessions: ClassVar[bool] = False
+    #: Chunks of at least this many bytes are worth :meth:`reserve_chunk` (copied without
+    #: the writer lock while another writer waits); the default, never.
+    reserve_min: ClassVar[int] = 1 << 62
     name: str
     readonly: bool = False
     table: Any = None
