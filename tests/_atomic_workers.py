@@ -22,18 +22,22 @@ def rewrite_uniform(name: str, seconds: float, ready, out) -> None:
     a.close()
 
 
-def read_uniform(name: str, seconds: float, out) -> None:
-    """Read the whole array again and again; count reads that mix two writes."""
+def _read_for(name: str, seconds: float) -> tuple[int, int]:
+    """Read the whole array again and again; return (reads, reads that mix two writes)."""
     a = sz.open(name)
     end = time.monotonic() + seconds
     reads = mixed = 0
     while time.monotonic() < end:
         v = a[...]
         reads += 1
-        if v.min() != v.max():
-            mixed += 1
-    out.put((reads, mixed))
+        mixed += int(v.min() != v.max())
     a.close()
+    return reads, mixed
+
+
+def read_uniform(name: str, seconds: float, out) -> None:
+    """Read the whole array again and again; count reads that mix two writes."""
+    out.put(_read_for(name, seconds))
 
 
 def read_counting_waits(name: str, seconds: float, out) -> None:
@@ -51,15 +55,8 @@ def read_counting_waits(name: str, seconds: float, out) -> None:
         return wait(self, H, s)
 
     _read.ReadMixin._wait_operation = recorded
-    a = sz.open(name)
-    end = time.monotonic() + seconds
-    reads = mixed = 0
-    while time.monotonic() < end:
-        v = a[...]
-        reads += 1
-        mixed += int(v.min() != v.max())
+    reads, mixed = _read_for(name, seconds)
     out.put((reads, mixed, len(waits), waits.count(False)))
-    a.close()
 
 
 def append_frames(name: str, frames: int, ready) -> None:

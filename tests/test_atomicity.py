@@ -24,22 +24,29 @@ def _name(tag: str) -> str:
     return f"at-{tag}-{uuid.uuid4().hex[:8]}"
 
 
+def _under_writer(name: str, reader, readers: int, seconds: float) -> tuple[int, list]:
+    """Run ``readers`` processes of ``reader(name, seconds, out)`` while another process
+    rewrites the array back to back (for 3 s); return (its writes, the readers' results)."""
+    ready = CTX.Event()
+    q_w, q_r = CTX.Queue(), CTX.Queue()
+    w = CTX.Process(target=W.rewrite_uniform, args=(name, 3.0, ready, q_w))
+    w.start()
+    assert ready.wait(60)
+    rs = [CTX.Process(target=reader, args=(name, seconds, q_r)) for _ in range(readers)]
+    for r in rs:
+        r.start()
+    results = [q_r.get(timeout=120) for _ in rs]
+    writes = q_w.get(timeout=120)
+    for p in (w, *rs):
+        p.join(60)
+    return writes, results
+
+
 @pytest.mark.parametrize("chunks", [(16, 256), (64, 64)], ids=["row-chunks", "tiles"])
 def test_whole_array_reads_never_mix_two_writes(chunks):
     a = sz.zeros((256, 256), dtype="int64", chunks=chunks, table_name=_name("mix"))
     try:
-        ready = CTX.Event()
-        q_w, q_r = CTX.Queue(), CTX.Queue()
-        w = CTX.Process(target=W.rewrite_uniform, args=(a.name, 3.0, ready, q_w))
-        w.start()
-        assert ready.wait(60)
-        readers = [CTX.Process(target=W.read_uniform, args=(a.name, 2.5, q_r)) for _ in range(2)]
-        for r in readers:
-            r.start()
-        results = [q_r.get(timeout=120) for _ in readers]
-        writes = q_w.get(timeout=120)
-        for p in (w, *readers):
-            p.join(60)
+        writes, results = _under_writer(a.name, W.read_uniform, 2, 2.5)
         assert writes > 10
         assert all(reads > 0 for reads, _ in results)  # readers finish under a busy writer
         assert [mixed for _, mixed in results] == [0, 0]
@@ -53,17 +60,10 @@ def test_a_reader_waits_for_a_writer_only_after_asking_it_to_pause():
     almost every read: every wait must come after the reader's pause request."""
     a = sz.zeros((1024, 1024), dtype="float64", chunks=(128, 1024), table_name=_name("ask"))
     try:
-        ready = CTX.Event()
-        q_w, q_r = CTX.Queue(), CTX.Queue()
-        w = CTX.Process(target=W.rewrite_uniform, args=(a.name, 3.0, ready, q_w))
-        w.start()
-        assert ready.wait(60)
-        r = CTX.Process(target=W.read_counting_waits, args=(a.name, 2.0, q_r))
-        r.start()
-        reads, mixed, waits, unasked = q_r.get(timeout=120)
-        assert q_w.get(timeout=120) > 10
-        for p in (w, r):
-            p.join(60)
+        writes, [(reads, mixed, waits, unasked)] = _under_writer(
+            a.name, W.read_counting_waits, 1, 2.0
+        )
+        assert writes > 10
         assert reads > 0 and mixed == 0
         assert waits > 0  # the reader did meet open operations
         assert unasked == 0, f"{unasked} of {waits} waits began without a pause request"

@@ -165,20 +165,26 @@ def test_a_clear_during_a_reservation_then_the_value_is_written_anew(table):
     audit(t, _size(t))
 
 
-def test_two_writer_processes_copy_big_chunks_outside_the_lock(cleanup):
-    name = f"reserve-2w-{os.getpid()}"
-    cleanup.append(name)
-    a = sz.create(shape=(2048, 2048), chunks=(256, 256), dtype="f8", table_name=name)
-    a[...] = -1.0
+def _two_writers(target, name: str, rounds: int) -> int:
+    """Run ``target(name, parity, rounds, out)`` in two spawned processes (parities 0 and
+    1) at once; return how many copies they made outside the lock, together."""
     out = CTX.Queue()
-    ws = [CTX.Process(target=W.big_chunk_writer, args=(name, p, 20, out)) for p in (0, 1)]
+    ws = [CTX.Process(target=target, args=(name, p, rounds, out)) for p in (0, 1)]
     for w in ws:
         w.start()
     reserved = dict(out.get(timeout=300) for _ in ws)
     for w in ws:
         w.join(60)
         assert w.exitcode == 0
-    assert sum(reserved.values()) > 0  # some copies did run outside the lock
+    return sum(reserved.values())
+
+
+def test_two_writer_processes_copy_big_chunks_outside_the_lock(cleanup):
+    name = f"reserve-2w-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(2048, 2048), chunks=(256, 256), dtype="f8", table_name=name)
+    a[...] = -1.0
+    assert _two_writers(W.big_chunk_writer, name, 20) > 0  # some copies ran outside the lock
     for c in np.ndindex(*a.cdata_shape):
         want = (sum(c) % 2) * 1000 + 19
         assert np.all(a.read_chunk(c) == want), c
@@ -189,18 +195,10 @@ def test_two_writer_processes_copy_big_chunks_outside_the_lock(cleanup):
 
 
 def test_two_writer_processes_copy_big_table_values_outside_the_lock(table):
-    """Table.insert of a value of 256 KiB or more, while another writer waits, copies it
+    """Table.insert of a value of 512 KiB or more, while another writer waits, copies it
     outside the lock too; every value ends whole and the counts match."""
     t = table
-    out = CTX.Queue()
-    ws = [CTX.Process(target=W.big_value_writer, args=(t.name, p, 15, out)) for p in (0, 1)]
-    for w in ws:
-        w.start()
-    reserved = dict(out.get(timeout=300) for _ in ws)
-    for w in ws:
-        w.join(60)
-        assert w.exitcode == 0
-    assert sum(reserved.values()) > 0  # some copies did run outside the lock
+    assert _two_writers(W.big_value_writer, t.name, 15) > 0  # some copies ran outside the lock
     for p in (0, 1):
         for k in range(8):
             assert t[(p, k)] == bytes([p * 100 + 14]) * (512 << 10), (p, k)
