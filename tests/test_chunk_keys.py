@@ -95,6 +95,24 @@ def test_chunk_key_encoding(
 # ----------------------------------------------------------------------------- sharedzarr.open
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS, ids=IDS)
+def test_get_state_lists_the_chunks_of_every_encoding(
+    encoding: dict[str, str], store: SharedMemoryStore
+) -> None:
+    """ExZarr's get_state: every stored chunk by its index, whatever key zarr-python gave it."""
+    from sharedzarr.storage.shm import get_state
+
+    z = zarr.create_array(store, shape=(7, 9), chunks=(3, 4), dtype="int32", fill_value=-1,
+                          chunk_key_encoding=encoding, compressors=None)  # fmt: skip
+    z[:5, 2:] = 5
+    state = get_state(store.table_name)
+    assert set(state.chunks) == {(i // 3, j // 4) for i in range(5) for j in range(2, 9)}
+    assert state.metadata is not None and json.loads(state.metadata)["node_type"] == "array"
+    with sz.open(store.table_name) as a:
+        for idx, raw in state.chunks.items():
+            assert np.frombuffer(raw, "<i4").reshape(3, 4).tolist() == a.read_chunk(idx).tolist()
+
+
 def _chunk_keys(store: SharedMemoryStore) -> set[str]:
     """zarr-python's names of the stored chunks."""
     with Table.attach(store.table_name) as t:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, cast
 
 from .._layout import TABLE_TYPES, segment_names
+from .._metadata import ArrayMetadata
 from .._segment import Segment, map_os_errors, size_on_disk
 from .._table import Table, collect_garbage, list_tables, probe, table_segments, validate_name
 from .._table._catalog import _destroy as _destroy_table
@@ -440,14 +441,28 @@ def get_state(name: str) -> State:
         When there is no such table.
     """
     with _attach(name) as t:
-        chunks: dict[tuple[int, ...], bytes] = {}
-        metadata = None
-        for k, v in t.items():
-            if k == METADATA_KEY:
-                metadata = bytes(v)
-            elif isinstance(k, tuple) and len(k) == 2 and k[0] == CHUNK_TAG:
-                chunks[tuple(k[1])] = bytes(v)
-        return State(chunks=chunks, metadata=metadata)
+        items = t.items()
+    chunks: dict[tuple[int, ...], bytes] = {}
+    metadata = next((bytes(v) for k, v in items if k == METADATA_KEY), None)
+    parse = _chunk_key_parser(metadata)
+    for k, v in items:
+        if isinstance(k, tuple) and len(k) == 2 and k[0] == CHUNK_TAG:
+            chunks[tuple(k[1])] = bytes(v)
+        elif isinstance(k, str) and k != METADATA_KEY and parse is not None:
+            idx = parse(k)  # a chunk zarr-python stored under its own key (c.0.0, 0.0, 0/0)
+            if idx is not None:
+                chunks[idx] = bytes(v)
+    return State(chunks=chunks, metadata=metadata)
+
+
+def _chunk_key_parser(metadata: bytes | None) -> Callable[[str], tuple[int, ...] | None] | None:
+    """The chunk key parser of the array ``metadata`` describes (None: not an array)."""
+    if metadata is None:
+        return None
+    try:
+        return ArrayMetadata.from_json(metadata).parse_chunk_key
+    except Exception:  # noqa: BLE001 - a group, another zarr version, not zarr: no chunks
+        return None
 
 
 def array_summary(t: Table) -> dict[str, Any] | None:
