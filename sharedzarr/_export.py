@@ -377,7 +377,7 @@ def load(
     FileNotFoundError
         When ``src`` holds no array at ``path`` (zarr's ``ArrayNotFoundError``).
     TypeError
-        For a data type sharedzarr does not store (strings, datetimes, structs).
+        For a data type sharedzarr does not store (variable-length strings, objects).
     sharedzarr.errors.TableExistsError
         When the name is taken and ``overwrite`` is false.
 
@@ -391,7 +391,16 @@ def load(
     store = _as_store(src, read_only=True, storage_options=storage_options)
     prefix = path.strip("/")
     zsrc = zarr.open_array(store=store, path=prefix, mode="r")
-    dtype = np.dtype(zsrc.dtype).newbyteorder("=")  # sharedzarr stores little-endian
+    where = f"the array at {prefix!r}" if prefix else "the root array"
+    dtype = np.dtype(zsrc.dtype)
+    if dtype.kind in "OT":  # numpy's object or StringDType: zarr's variable-length strings
+        what = "variable-length strings" if dtype.kind == "T" else "Python objects"
+        raise TypeError(
+            f"cannot load {where} of {store}: it holds {what} ({zsrc.dtype}), and "
+            "sharedzarr stores fixed-size elements; copy it with a fixed-length dtype "
+            "instead, e.g. sz.array(np.asarray(z[...], dtype='U32'), table_name=...)"
+        )
+    dtype = dtype.newbyteorder("=")  # sharedzarr stores little-endian
     dims = getattr(zsrc.metadata, "dimension_names", None)
     fill = zsrc.fill_value
     # a persistent copy becomes persistent only once complete: a load killed half-way
@@ -411,7 +420,6 @@ def load(
             **table_options,
         )
     except (TypeError, ValueError) as e:
-        where = f"the array at {prefix!r}" if prefix else "the root array"
         raise type(e)(f"cannot load {where} of {store}: {e}") from e
     try:
         _load_chunks(zsrc, store, prefix, arr, concurrency, progress)

@@ -194,6 +194,15 @@ def test_load_refuses_unsupported_dtype(tmp_path: Path, cleanup: list[str]) -> N
         load(tmp_path / "t.zarr", _name("dt"))
 
 
+def test_load_refuses_variable_length_strings_and_says_how(tmp_path: Path) -> None:
+    z = zarr.create_array(str(tmp_path / "s.zarr"), shape=(4,), chunks=(2,), dtype=str)
+    z[:] = np.array(["a", "bb", "ccc", "dddd"], dtype=object)
+    name = _name("vlen")
+    with pytest.raises(TypeError, match=r"variable-length strings.*fixed-length dtype.*U32"):
+        load(tmp_path / "s.zarr", name)
+    assert not table_exists(name)  # nothing was created
+
+
 def test_streaming_memory_is_bounded(tmp_path: Path, cleanup: list[str]) -> None:
     """Export and load allocate a few chunks' worth, not the array (64 MiB here)."""
     name = _name("big")
