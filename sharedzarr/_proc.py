@@ -4,7 +4,7 @@ A pid alone is not an identity: Linux reuses pids.  ETS ties a table to an
 Erlang process; we tie it to ``(pid, start_time)`` where ``start_time`` is field
 22 of ``/proc/<pid>/stat`` (clock ticks since boot).  A live process whose start
 time differs from the recorded one is a different process that reused the pid.
-This module is one of the three that touch the OS (with ``_segment`` and ``_lock``).
+One of the modules that touch the OS (with ``_segment``, ``_lock`` and ``_threads``).
 """
 
 from __future__ import annotations

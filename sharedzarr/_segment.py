@@ -1,7 +1,8 @@
 """Named POSIX shared-memory segments: create, attach, map, reserve, close, unlink.
 
-One of the three modules that touch the OS.  Segments are opened with
-``posix_ipc.SharedMemory`` and mapped with ``mmap(2)`` by us (:func:`map_shared`), so that:
+One of the modules that touch the OS (with ``_lock``, ``_proc`` and ``_threads``).
+Segments are opened with ``posix_ipc.SharedMemory`` and mapped with ``mmap(2)`` by us
+(:func:`map_shared`), so that:
 
 * attaching never resizes a segment (``size=0`` is always passed to posix_ipc:
   with ``size>0`` it truncates an existing segment);

@@ -13,9 +13,7 @@ Metadata coherence
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -32,32 +30,11 @@ from ._attributes import Attributes
 __all__ = ["ArrayBase"]
 
 _PARALLEL_BYTES = 16 << 20  # reads at least this big copy on two threads
-_COPY_THREADS = min(2, os.cpu_count() or 1)
 DEFAULT_WRITE_TIMEOUT = 60.0  # seconds a write waits for the writer lock (Array.write_timeout)
 _INNER_CHUNKS_MAX = 1 << 16  # write_chunk's cache of checked chunk indices (per handle)
 # multi-chunk reads keep a cached view per chunk (see Array._copy_pieces) up to this many
 # chunks; a bigger array would cycle through the backend's cache faster than it helps
 _CACHED_VIEWS_MAX_CHUNKS = 1 << 15
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-
-
-def _copy_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """The process-wide helper thread for big copies (created on first use, fork-safe)."""
-    global _pool
-    if _pool is None:
-        _pool = concurrent.futures.ThreadPoolExecutor(
-            _COPY_THREADS - 1, thread_name_prefix="sharedzarr-copy"
-        )
-    return _pool
-
-
-def _reset_pool_after_fork() -> None:
-    global _pool
-    _pool = None
-
-
-os.register_at_fork(after_in_child=_reset_pool_after_fork)
-
 # For each destination dtype kind, the source kinds that convert without losing information
 # ("same kind" in numpy's terms; integer narrowing is range-checked).
 _SOURCE_KINDS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc"}

@@ -23,9 +23,11 @@ from .._chunking import (
     selection_shape,
 )
 from .._indexing import is_advanced, plan_numpy
+from .._threads import COPY_THREADS as _COPY_THREADS
+from .._threads import copy_pool as _copy_pool
 from ..storage.base import OP_OPEN as _OP_OPEN
 from ..storage.base import Backend
-from ._base import _COPY_THREADS, _PARALLEL_BYTES, _copy_pool
+from ._base import _PARALLEL_BYTES
 from ._gather import GatherMixin
 
 __all__ = ["ReadMixin"]

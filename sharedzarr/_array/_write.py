@@ -37,7 +37,9 @@ from .._indexing import (
     points_first,
     work_view,
 )
-from ._base import _COPY_THREADS, _PARALLEL_BYTES, _byte_view, _copy_pool
+from .._threads import COPY_THREADS as _COPY_THREADS
+from .._threads import copy_pool as _copy_pool
+from ._base import _PARALLEL_BYTES, _byte_view
 from ._read import ReadMixin
 
 __all__ = ["WriteMixin"]
