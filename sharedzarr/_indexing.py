@@ -56,6 +56,7 @@ __all__ = [
     "plan_orthogonal",
     "plan_vectorized",
     "points_first",
+    "split_newaxis",
     "work_view",
 ]
 
@@ -102,6 +103,39 @@ class PointSelection(NamedTuple):
     def work_shape(self) -> tuple[int, ...]:
         """``(npoints, *counts of the sdims)``."""
         return (self.npoints, *(s.count for s in self.ssels))
+
+
+def split_newaxis(
+    key: Any, shape: Sequence[int]
+) -> tuple[Any, tuple[int, ...], tuple[int, ...]] | None:
+    """A basic-indexing ``key`` with ``None`` (``numpy.newaxis``) in it, as the key without
+    them and the two result shapes: ``(key without None, shape with the new axes, shape
+    without them)``; None when ``key`` holds no ``None``.
+
+    The shapes come from numpy itself, indexing a view of ``shape`` that has no memory
+    (zero strides), so every rule and every error (too many indices, out of bounds) is
+    numpy's.  The new axes only add length-1 dimensions, in order, so a result of the
+    key without them reshapes into the result with them.
+
+    Parameters
+    ----------
+    key : object
+        A ``__getitem__``/``__setitem__`` key of basic indexing.
+    shape : sequence of int
+        The indexed array's shape.
+
+    Returns
+    -------
+    tuple or None
+    """
+    items = key if type(key) is tuple else (key,)
+    if not any(k is None for k in items):
+        return None
+    dummy = np.lib.stride_tricks.as_strided(
+        np.zeros(1, np.uint8), shape=tuple(shape), strides=(0,) * len(shape)
+    )
+    stripped = tuple(k for k in items if k is not None)
+    return stripped, dummy[items].shape, dummy[stripped].shape
 
 
 def is_advanced(key: Any) -> bool:

@@ -336,6 +336,47 @@ def test_bad_keys_raise_like_numpy(
     np.testing.assert_array_equal(a[...], before)
 
 
+NEWAXIS_KEYS = [
+    None,
+    (None, 2),
+    (..., None),
+    (1, None, 3),
+    (None, slice(2, 50, 7), None, slice(None, None, -3)),
+    (5, 7, None),
+    (None, ...),
+    (slice(1, 40), None),
+    (None, None, -1),
+]
+
+
+@pytest.mark.parametrize("key", NEWAXIS_KEYS, ids=[repr(k) for k in NEWAXIS_KEYS])
+def test_newaxis_reads_and_writes_match_numpy(make: Callable[..., sz.Array], key: Any) -> None:
+    """``None`` (numpy.newaxis) with basic indexing adds a length-1 axis, reading and
+    writing, exactly as numpy does."""
+    a, expect = _filled(make, (60, 23), (7, 5))
+    got = a[key]
+    assert got.shape == expect[key].shape
+    np.testing.assert_array_equal(got, expect[key])
+    value = -np.arange(expect[key].size, dtype=expect.dtype).reshape(expect[key].shape)
+    a[key] = value
+    expect[key] = value
+    np.testing.assert_array_equal(a[...], expect)
+    a[key] = 3  # a scalar broadcasts
+    expect[key] = 3
+    np.testing.assert_array_equal(a[...], expect)
+
+
+def test_newaxis_errors_are_numpys(make: Callable[..., sz.Array]) -> None:
+    a, before = _filled(make, (6, 6), (4, 4))
+    with pytest.raises(IndexError, match="too many indices"):
+        a[None, 1, 2, 3]
+    with pytest.raises(IndexError, match="out of bounds for axis 0 with size 6"):
+        a[None, 6]
+    with pytest.raises(ValueError, match=r"could not broadcast data of shape \(3, 6\)"):
+        a[None, 2] = np.ones((3, 6), "int32")
+    np.testing.assert_array_equal(a[...], before)  # nothing written
+
+
 def test_bad_oindex_vindex(make: Callable[..., sz.Array]) -> None:
     a, _ = _filled(make, (60, 23), (7, 5))
     with pytest.raises(IndexError, match="1-dimensional"):

@@ -22,7 +22,7 @@ from .._chunking import (
     normalize_start_stop,
     selection_shape,
 )
-from .._indexing import is_advanced, plan_numpy
+from .._indexing import is_advanced, plan_numpy, split_newaxis
 from .._threads import COPY_THREADS as _COPY_THREADS
 from .._threads import copy_pool as _copy_pool
 from ..storage.base import OP_OPEN as _OP_OPEN
@@ -276,7 +276,8 @@ class ReadMixin(GatherMixin):
 
         Advanced keys follow numpy: integer arrays or lists on any axes (broadcast
         together), boolean masks over some axes or the whole array, mixed with ints, slices
-        and ``...``.  ``None`` (``numpy.newaxis``) is not supported.  See also
+        and ``...``; with basic indexing, ``None`` (``numpy.newaxis``) adds an axis of
+        length 1, as in numpy.  See also
         :attr:`oindex` and :attr:`vindex` (zarr's orthogonal and point selections).
 
         Parameters
@@ -343,6 +344,10 @@ class ReadMixin(GatherMixin):
         try:
             sels, scalar = normalize_index(key, self._shape)
         except (IndexError, ValueError):
+            newaxis = split_newaxis(key, self._shape)
+            if newaxis is not None:  # a[None], a[..., None]: read without, add the axes
+                stripped, with_axes, _ = newaxis
+                return np.reshape(self[stripped], with_axes)
             if not self._refreshed():
                 raise
             sels, scalar = normalize_index(key, self._shape)

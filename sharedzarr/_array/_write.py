@@ -35,6 +35,7 @@ from .._indexing import (
     plan_orthogonal,
     plan_vectorized,
     points_first,
+    split_newaxis,
     work_view,
 )
 from .._threads import COPY_THREADS as _COPY_THREADS
@@ -300,7 +301,21 @@ class WriteMixin(ReadMixin):
                 box_sels = [DimSelection(b, 1, e - b) for b, e in zip(starts, stops, strict=True)]
                 self._write_locked(box_sels, arr)
                 return
-            sels, _ = normalize_index(key, self._shape)
+            try:
+                sels, _ = normalize_index(key, self._shape)
+            except IndexError:
+                newaxis = split_newaxis(key, self._shape)
+                if newaxis is None:
+                    raise
+                key, with_axes, without = newaxis  # a[None] = v: v fits with the new axes
+                try:
+                    arr = np.broadcast_to(arr, with_axes).reshape(without)
+                except ValueError:
+                    raise ValueError(
+                        f"could not broadcast data of shape {arr.shape} to the selection's "
+                        f"shape {with_axes}"
+                    ) from None
+                sels, _ = normalize_index(key, self._shape)
             _, result = selection_shape(sels)
             value = self._broadcast(arr, sels, result)
             self._write_locked(sels, value)
