@@ -330,6 +330,24 @@ def test_sharedzarr_writes_structured_data_given_in_another_field_order(
     a.delete()
 
 
+def test_records_given_as_tuples_are_written_as_numpy_writes_them(cleanup: list[str]) -> None:
+    name = _name("tu")
+    cleanup.append(name)
+    dt = np.dtype([("x", "<i4"), ("y", "<f8")])
+    a = sz.zeros((7,), dtype=dt, chunks=(3,), table_name=name)
+    expected = np.zeros((7,), dt)
+    for key, value in [(2, (1, 2.5)), (slice(4, 6), [(3, 4.5), (5, 6.5)]), ([0, 6], (9, 9.5))]:
+        a[key] = value
+        expected[key] = value
+    assert a[...].tolist() == expected.tolist()
+    with pytest.raises(TypeError, match="records of"):
+        a[1] = (1, 2, 3)  # three values for two fields
+    with pytest.raises(TypeError, match=r"a\.dtype"):
+        a[1] = 1.5  # the hint names code that works for a structured dtype
+    assert a[...].tolist() == expected.tolist()
+    a.delete()
+
+
 def test_warnings_stay_quiet() -> None:
     """sharedzarr itself emits no UnstableSpecificationWarning for these dtypes."""
     with warnings.catch_warnings():

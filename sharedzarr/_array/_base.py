@@ -211,17 +211,26 @@ class ArrayBase:
 
         The conversion itself happens when the values are copied into chunks.
         """
+        dst = self._dtype
+        if dst.fields is not None and type(data) in (tuple, list):
+            # records given as tuples (a[2] = (1, 2.5)), as numpy takes them: they only
+            # mean something in the array's own dtype
+            try:
+                return np.asarray(data, dtype=dst)
+            except (ValueError, TypeError) as exc:
+                raise TypeError(f"cannot convert data to records of {dst}: {exc}") from None
         try:
             arr = np.asarray(data)
         except (ValueError, TypeError) as exc:
             raise TypeError(f"cannot convert data to an array: {exc}") from None
-        src, dst = arr.dtype, self._dtype
+        src = arr.dtype
         if src == dst:
             return arr
         if src.kind not in _SOURCE_KINDS[dst.kind]:
+            how = "data.astype(a.dtype)" if dst.fields is not None else f"data.astype({str(dst)!r})"
             raise TypeError(
                 f"cannot write data of dtype {src} into a {dst} array without losing "
-                f"information; convert it explicitly first (e.g. data.astype({str(dst)!r}))"
+                f"information; convert it explicitly first (e.g. {how})"
             )
         if dst.kind in "iu" and src.kind in "iu" and arr.size and not np.can_cast(src, dst):
             info = np.iinfo(dst)
