@@ -56,6 +56,7 @@ __all__ = [
     "plan_orthogonal",
     "plan_vectorized",
     "points_first",
+    "split_fields",
     "split_newaxis",
     "work_view",
 ]
@@ -103,6 +104,31 @@ class PointSelection(NamedTuple):
     def work_shape(self) -> tuple[int, ...]:
         """``(npoints, *counts of the sdims)``."""
         return (self.npoints, *(s.count for s in self.ssels))
+
+
+def split_fields(key: Any, dtype: np.dtype) -> tuple[Any, str | list[str]] | None:
+    """A key that names fields of a structured dtype (``a["x"]``, ``a[["x", "y"]]``,
+    ``a["x", 2:5]``), as ``(the key without them, the field or fields)``; None when it names
+    none.  Names are checked against ``dtype``: an ``IndexError`` names the fields there
+    are, or says the dtype has none.
+    """
+    if type(key) is str or (type(key) is list and key and all(type(k) is str for k in key)):
+        names, rest = key, ()
+    elif type(key) is tuple and any(type(k) is str for k in key):
+        found = [k for k in key if type(k) is str]
+        names = found[0] if len(found) == 1 else found
+        rest = tuple(k for k in key if type(k) is not str)
+    else:
+        return None
+    if dtype.fields is None:
+        raise IndexError(
+            f"field {names!r} selected, but the array's dtype {dtype} has no fields; index "
+            "with integers, slices, '...' or arrays"
+        )
+    for n in [names] if type(names) is str else names:
+        if n not in dtype.fields:
+            raise IndexError(f"no field {n!r}: the dtype's fields are {list(dtype.names or ())}")
+    return (rest if rest else Ellipsis), names
 
 
 def split_newaxis(

@@ -348,6 +348,60 @@ def test_records_given_as_tuples_are_written_as_numpy_writes_them(cleanup: list[
     a.delete()
 
 
+FIELD_KEYS = ["x", ["x", "y"], ["z", "x"], ("y", slice(2, 5)), (slice(2, 5), "y"), (1, "x"),
+              ("x", [0, 3]), ("z", 1, 2), ("y", ..., slice(None, None, -2))]  # fmt: skip
+
+
+def _field_ref(e: np.ndarray, key: Any) -> Any:
+    """numpy's answer: the records the rest of the key selects, then the field(s)."""
+    if type(key) is not tuple:
+        return e[key]
+    names = [k for k in key if type(k) is str]
+    rest = tuple(k for k in key if type(k) is not str)
+    return e[rest][names[0]]
+
+
+@pytest.mark.parametrize("key", FIELD_KEYS, ids=[repr(k) for k in FIELD_KEYS])
+def test_fields_read_and_write_as_numpy_does(key: Any, cleanup: list[str]) -> None:
+    dt = np.dtype([("x", "<i4"), ("y", "<f8"), ("z", "u1")])
+    e = np.zeros((9, 4), dt)
+    e["x"] = np.arange(36).reshape(9, 4)
+    e["y"] = 0.5
+    e["z"] = 3
+    name = _name("fl")
+    cleanup.append(name)
+    a = sz.array(e, chunks=(4, 3), table_name=name)
+    got, want = a[key], _field_ref(e, key)
+    assert np.asarray(got).dtype == np.asarray(want).dtype
+    assert np.asarray(got).tolist() == np.asarray(want).tolist()
+    if type(key) is not list:  # one field: the records it names get the new values
+        rest = tuple(k for k in key if type(k) is not str) if type(key) is tuple else ...
+        field = [k for k in key if type(k) is str][0] if type(key) is tuple else key
+        value = np.arange(np.size(want)).reshape(np.shape(want)) + 100
+        a[key] = value
+        records = np.array(e[rest])
+        records[field] = value
+        e[rest] = records
+        assert a[...].tolist() == e.tolist()
+    a.delete()
+
+
+def test_field_errors_name_the_fields(cleanup: list[str]) -> None:
+    names = [_name("fe"), _name("fe")]
+    cleanup.extend(names)
+    a = sz.zeros((3,), dtype=[("x", "<i4"), ("y", "<f8")], chunks=(2,), table_name=names[0])
+    with pytest.raises(IndexError, match=r"no field 'w': the dtype's fields are \['x', 'y'\]"):
+        a["w"]
+    with pytest.raises((TypeError, ValueError), match="cannot write field 'x'"):
+        a["x"] = "abc"
+    assert a[...].tolist() == [(0, 0.0)] * 3  # nothing written
+    b = sz.zeros((3,), chunks=(2,), table_name=names[1])
+    with pytest.raises(IndexError, match="has no fields"):
+        b["x"]
+    a.delete()
+    b.delete()
+
+
 def test_warnings_stay_quiet() -> None:
     """sharedzarr itself emits no UnstableSpecificationWarning for these dtypes."""
     with warnings.catch_warnings():

@@ -22,7 +22,7 @@ from .._chunking import (
     normalize_start_stop,
     selection_shape,
 )
-from .._indexing import is_advanced, plan_numpy, split_newaxis
+from .._indexing import is_advanced, plan_numpy, split_fields, split_newaxis
 from .._threads import COPY_THREADS as _COPY_THREADS
 from .._threads import copy_pool as _copy_pool
 from ..storage.base import OP_OPEN as _OP_OPEN
@@ -277,7 +277,8 @@ class ReadMixin(GatherMixin):
         Advanced keys follow numpy: integer arrays or lists on any axes (broadcast
         together), boolean masks over some axes or the whole array, mixed with ints, slices
         and ``...``; with basic indexing, ``None`` (``numpy.newaxis``) adds an axis of
-        length 1, as in numpy.  See also
+        length 1, and a structured array's field names (``a["x"]``, ``a[["x", "y"]]``,
+        ``a["x", 2:5]``) select fields, as in numpy.  See also
         :attr:`oindex` and :attr:`vindex` (zarr's orthogonal and point selections).
 
         Parameters
@@ -324,6 +325,15 @@ class ReadMixin(GatherMixin):
             got = self._take(key[0])
             if got is not None:
                 return np.ascontiguousarray(got[(slice(None), *key[1:])])
+        if (
+            tk is str
+            or (tk is tuple and str in map(type, key))
+            or (tk is list and key and type(key[0]) is str)
+        ):  # a["x"], a[["x", "y"]], a["x", 2:5]: the records, then numpy's field view
+            fields = split_fields(key, self._dtype)
+            if fields is not None:
+                got = self[fields[0]][fields[1]]  # a record (np.void) gives a scalar
+                return np.ascontiguousarray(got) if type(got) is np.ndarray else got
         if type(key) is tuple and len(key) == 2 and self._window_2d:
             out = self._window2d(key[0], key[1])  # the common a[r0:r1, c0:c1]
             if out is not None:

@@ -35,6 +35,7 @@ from .._indexing import (
     plan_orthogonal,
     plan_vectorized,
     points_first,
+    split_fields,
     split_newaxis,
     work_view,
 )
@@ -288,6 +289,17 @@ class WriteMixin(ReadMixin):
         IndexError, ValueError, TypeError, sharedzarr.errors.AccessDeniedError
             As for :meth:`set_slice`; the array is unchanged on error.
         """
+        fields = split_fields(key, self._dtype)
+        if fields is not None:  # a["x"] = v: the records change under the lock, field by field
+            rest, names = fields
+            with self._write_op():
+                records = np.array(self[rest])
+                try:
+                    records[names] = data
+                except (ValueError, TypeError) as exc:
+                    raise type(exc)(f"cannot write field {names!r}: {exc}") from None
+                self[rest] = records
+            return
         if is_advanced(key):
             self._scatter(plan_numpy, key, data)
             return
