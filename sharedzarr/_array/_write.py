@@ -289,7 +289,14 @@ class WriteMixin(ReadMixin):
         IndexError, ValueError, TypeError, sharedzarr.errors.AccessDeniedError
             As for :meth:`set_slice`; the array is unchanged on error.
         """
-        fields = split_fields(key, self._dtype)
+        tk = type(key)
+        fields = (
+            split_fields(key, self._dtype)
+            if tk is str
+            or (tk is tuple and str in map(type, key))
+            or (tk is list and key and type(key[0]) is str)
+            else None
+        )
         if fields is not None:  # a["x"] = v: the records change under the lock, field by field
             rest, names = fields
             with self._write_op():
