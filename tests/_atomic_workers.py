@@ -93,3 +93,39 @@ def resize_to(name: str, shape: tuple[int, ...], attrs: dict) -> None:
     a.resize(shape)
     a.attrs.update(attrs)
     a.close()
+
+
+def stop_mid_operation(name: str, ready) -> None:
+    """Open a write operation and stop (SIGSTOP) inside it, as a writer in a debugger."""
+    import os
+    import signal
+
+    a = sz.open(name)
+    with a.backend.table.writer():
+        ready.set()
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def read_counting_clock(name: str, reads: int, out) -> None:
+    """Read the whole array ``reads`` times; report, per read, how many times the wait for
+    an open operation looked at its clock (a fake one: a quarter second a look)."""
+    from sharedzarr._table import _read
+
+    looks = [0]
+    now = [0.0]
+
+    def clock() -> float:
+        looks[0] += 1
+        now[0] += 0.25
+        return now[0]
+
+    _read._clock = clock
+    a = sz.open(name)
+    per_read = []
+    for _ in range(reads):
+        looks[0] = 0
+        v = a[...]
+        assert (v == 1.0).all()
+        per_read.append(looks[0])
+    out.put(per_read)
+    a.close()

@@ -71,6 +71,33 @@ def test_a_reader_waits_for_a_writer_only_after_asking_it_to_pause():
         a.delete()
 
 
+def test_a_writer_stopped_mid_operation_is_waited_for_once_per_handle():
+    """A writer stopped inside an operation (a debugger, SIGSTOP) is waited for up to
+    OP_WAIT_S by a reader's first read; its later reads take the values as they stand at
+    once instead of waiting again each time."""
+    import os
+    import signal
+
+    a = sz.zeros((256, 256), dtype="float64", chunks=(64, 256), table_name=_name("stop"))
+    a[...] = 1.0
+    ready = CTX.Event()
+    w = CTX.Process(target=W.stop_mid_operation, args=(a.name, ready))
+    w.start()
+    try:
+        assert ready.wait(60)
+        q = CTX.Queue()
+        r = CTX.Process(target=W.read_counting_clock, args=(a.name, 4, q))
+        r.start()
+        per_read = q.get(timeout=120)
+        r.join(60)
+        assert per_read[0] > 2  # the first read waited (the fake clock ran out)
+        assert per_read[1:] == [0, 0, 0]  # and no read waited again
+    finally:
+        os.kill(w.pid, signal.SIGKILL)
+        w.join(60)
+        a.delete()
+
+
 def test_appending_consumers_never_see_a_frame_before_its_data():
     frames = 200
     a = sz.zeros((0, 64, 64), dtype="float32", chunks=(1, 64, 64), table_name=_name("app"))

@@ -30,15 +30,19 @@ I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (store
     values as of one moment (an array's multi-chunk read) runs
     :meth:`ReadMixin.snapshot`: it waits for an even sequence, reads, and accepts the
     result only if the sequence (and the reuse epoch) did not move; otherwise it reads
-    again.  When it has to wait for a writer, or an attempt failed, it stores the time
-    in ``H_READER_WAIT`` (the only store of that word; cleared when the read is done),
-    and a writer about to open its next session pauses while that stamp is fresh (at
-    most ``READER_PAUSE_NS``), so a reader under a writer that never stops still
-    finishes.  A session that stays open longer than ``OP_WAIT_S`` (a writer
-    stopped or killed mid-operation) is not waited for again: the reader then reads each
-    value whole, as it stands.  A read-only handle stores the stamp through a writable
-    mapping of the header kept for such hints (``_hint_words``); one that may not write
-    the header (another user's table) cannot ask.  The last resort, for every reader:
+    again.  Before it waits for a writer, and after an attempt failed, it stores the
+    time in ``H_READER_WAIT`` (the only store of that word; cleared when the read is
+    done), and a writer about to open its next session pauses while that stamp is fresh
+    (at most ``READER_PAUSE_NS``), so a reader under a writer that never stops still
+    finishes.  (Fast paths load :meth:`ReadMixin.snapshot_epoch`, which never waits, and
+    hand over to ``snapshot`` when an operation is open or the value moved: waiting
+    without the stamp, a reader could poll a busy writer's microsecond gaps for its
+    whole wait.)  A session that stays open longer than ``OP_WAIT_S`` (a writer stopped
+    or killed mid-operation) is not waited for again by that handle until the sequence
+    moves: the reader reads each value whole, as it stands.  A read-only handle stores
+    the stamp through a writable mapping of the header kept for such hints
+    (``_hint_words``); one that may not write the header (another user's table) cannot
+    ask.  The last resort, for every reader:
     after ``_LOCKED_AFTER`` failed attempts (``_LOCKED_AFTER_RO`` when it cannot ask) it
     takes the writer lock (``flock`` needs only a read-only descriptor) for one read, and
     that read cannot be overlapped.  A thread reading inside its own session reads its
@@ -72,6 +76,7 @@ __all__ = ["OP_WAIT_S", "ReadMixin"]
 
 #: A reader waits at most this long for one open write operation (invariant I6).
 OP_WAIT_S = 1.0
+_clock = time.monotonic  # the clock of that wait (the tests count its calls)
 #: Failed snapshot attempts after which a reader reads once under the writer lock (I6).
 _LOCKED_AFTER = 16
 _LOCKED_AFTER_RO = 2
@@ -131,10 +136,8 @@ class ReadMixin(SpaceMixin):
 
     def snapshot_epoch(self) -> int:
         """The operation sequence and reuse epoch as one value, loaded without waiting: a
-        read is a snapshot iff the value had an even upper half (no operation open) before
-        it and did not move.  Otherwise hand the read to :meth:`snapshot`, which asks the
-        writer to pause before it waits (I6): a caller waiting on its own would wait
-        unannounced for a gap between a busy writer's operations."""
+        read is a snapshot iff it had an even upper half before the read and did not move;
+        otherwise hand the read to :meth:`snapshot` (I6)."""
         H = self._H
         if H is None:
             H = self._check_open()
@@ -160,18 +163,22 @@ class ReadMixin(SpaceMixin):
                 return got
         raise self._kept_changing()
 
+    _stuck_op = 0  # an operation this handle waited OP_WAIT_S for in vain (see I6)
+
     def _wait_operation(self, H: memoryview, s: int) -> int:
-        """Wait until the open operation ``s`` ends; return the sequence to read under."""
-        if self._lock.depth:  # our own session: read our own writes
+        """Wait until the open operation ``s`` ends (not again for one that outlasted a
+        whole wait, see I6); return the sequence to read under."""
+        if self._lock.depth or s == self._stuck_op:  # our own session: read our own writes
             return s
-        end = time.monotonic() + OP_WAIT_S
+        end = _clock() + OP_WAIT_S
         spins = 0
         while True:
             s = H[L.H_OPSEQ]
             if not s & 1:
                 return s
-            if time.monotonic() >= end:
-                return s  # stopped or killed mid-operation: read values whole, as they are
+            if _clock() >= end:
+                self._stuck_op = s  # stopped or killed mid-operation: read values whole,
+                return s  # as they are, now and on later reads
             spins += 1
             if spins < 64:
                 os.sched_yield()
