@@ -302,6 +302,41 @@ def test_insert_filled_many_publishes_each_value_after_its_fill(threaded):
         t.delete_table()
 
 
+@pytest.mark.parametrize("fail_at", [0, 6, 13, 19, None])
+def test_insert_filled_many_shared_fills_publish_the_values_before_a_failure(fail_at):
+    """Two threads share the fills of a long write (more values than are kept in flight):
+    whichever thread runs the failing fill, the values before it are published, in order,
+    and nothing after it; a failure of the items iterator itself publishes what it gave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t = Table.create()
+    ex = ThreadPoolExecutor(1)
+    try:
+        n = 20
+        t.insert_filled_many([(t.prepare_key(k), 70_000, _filler(1)) for k in range(n)])
+
+        def items():
+            for k in range(n):
+                if fail_at is None and k == 11:
+                    raise KeyError("items failed")
+                yield t.prepare_key(k), 70_000, _filler(2, fail=(k == fail_at))
+
+        with pytest.raises((RuntimeError, KeyError), match="fill failed|items failed"):
+            t.insert_filled_many(items(), ex.submit)
+        first = 11 if fail_at is None else fail_at
+        for k in range(n):
+            assert t[k] == bytes([2 if k < first else 1]) * 70_000, k
+        from test_faults import audit
+
+        audit(t, lambda k: 70_000)
+        # the next write that fits succeeds, and the helper thread was let go
+        assert t.insert_filled_many([(t.prepare_key(0), 10, _filler(3))], ex.submit) == 1
+        assert t[0] == bytes([3]) * 10
+    finally:
+        ex.shutdown()
+        t.delete_table()
+
+
 def _arena_inodes(name: str) -> set[int]:
     prefix = f"sz.{name}.a"
     return {os.stat(f"/dev/shm/{f}").st_ino for f in os.listdir("/dev/shm") if f.startswith(prefix)}

@@ -314,7 +314,8 @@ class Backend(abc.ABC):
         ----------
         items : iterable of (chunk index, nbytes, fill)
         submit : callable, optional
-            ``submit(fill, buffer) -> concurrent.futures.Future``, to fill in parallel.
+            An executor's ``submit(fn) -> concurrent.futures.Future``, to fill on another
+            thread as well as the calling one.
         expected_bytes : int
             At least how many bytes the write stores, ``items`` and the chunks the caller
             writes with them (0: unknown).  A backend may size its storage for them up
