@@ -362,6 +362,35 @@ def test_a_bulk_write_sizes_arenas_for_its_data_so_the_next_rewrite_reuses_them(
         a.delete()
 
 
+def test_a_stream_reset_to_empty_refills_kept_arenas_not_fresh_memory(cleanup):
+    """An array of frames emptied (``resize`` to 0) and appended to again, as a stream
+    reset between runs: the emptied arenas are kept in the pool up to ``POOL_KEEP`` in
+    all (the live data, nearly none now, would allow no pool), so the refill reuses their
+    pages; ``reclaim()`` gives them back."""
+    from sharedzarr._table._arenas import POOL_KEEP
+
+    name = f"reuse-stream-{os.getpid()}"
+    cleanup.append(name)
+    frame = np.ones((1, 160, 120))  # 150 KiB: about 26 frames per 4 MiB arena
+    a = sz.create(shape=(0, 160, 120), chunks=frame.shape, table_name=name)
+    for _ in range(60):
+        a.append(frame)
+    t = a.table
+    a.resize((0, 160, 120))
+    assert len(_pool(t)) == L.POOL_SLOTS
+    assert t.info()["memory"] <= POOL_KEEP + L.MIN_ARENA + (1 << 20), t.info()
+    before = _arena_inodes(name)
+    for _ in range(60):
+        a.append(2 * frame)
+    fresh = _arena_inodes(name) - before
+    assert len(fresh) <= 1, f"{len(fresh)} fresh arenas after the reset"
+    np.testing.assert_array_equal(a[:], 2.0)
+    a.resize((0, 160, 120))
+    t.reclaim()
+    assert _pool(t) == [] and t.info()["memory"] <= L.MIN_ARENA, t.info()
+    a.delete()
+
+
 def test_insert_filled_many_size_hint_ends_with_the_call():
     t = Table.create()
     try:

@@ -100,6 +100,11 @@ class _Filler:
         self.fill = fill
 
 
+#: The pool keeps retired arenas while they hold at most a quarter of the live data, or at
+#: most this much (a table emptied and filled again, as a stream reset between runs, then
+#: reuses allocated pages instead of faulting in fresh ones; ``reclaim()`` frees them).
+POOL_KEEP = 2 * L.MIN_ARENA
+
 _NAME_TRIES = 64  # names of new segments tried past other users' files, then an error
 
 RECYCLE_MIN = 4096  # shorter records are left to compaction (they cost no page faults)
@@ -361,7 +366,7 @@ class ArenaMixin(TableBase):
             and not seg.readonly
             and _arena_word(seg, L.A_NOREUSE) == 0
             and (L.POOL_SLOTS - len(free) + 1) * _arena_word(seg, L.A_RESERVED)
-            <= H[L.H_LIVE_RECORD] // 4
+            <= max(H[L.H_LIVE_RECORD] // 4, POOL_KEEP)
         ):
             _set_arena_word(seg, L.A_ID, 0)  # retired: readers that pin it now look again
             _set_arena_word(seg, L.A_GARBAGE, 0)
