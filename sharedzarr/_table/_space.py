@@ -72,7 +72,9 @@ class SpaceMixin(IndexMixin):
         )
         if short <= space[0] + pooled:
             return
-        raise OutOfSpaceError(out_of_space_message(self.name, "the write", short, refused=True))
+        err = OutOfSpaceError(out_of_space_message(self.name, "the write", short, refused=True))
+        err.changed_nothing = True  # type: ignore[attr-defined]  # the session ends clean
+        raise err
 
     def _set_space(self, live_record: int, garbage: int) -> None:
         """Store recounted totals (recovery; ``clear`` stores zeros)."""

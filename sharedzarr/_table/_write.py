@@ -173,7 +173,9 @@ class _Session:
         return t
 
     def __exit__(self, et: object, ev: object, tb: object) -> None:
-        self.table._end_write(et is None)
+        # a write refused before it changed anything (``_check_room``) leaves the counts
+        # right: no dirty mark, so the next writer does not recount the table
+        self.table._end_write(et is None, getattr(ev, "changed_nothing", False))
 
 
 #: Records appended and not yet published while two threads fill values (in flight: this
@@ -374,10 +376,12 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             self._lock.release()
             raise
 
-    def _end_write(self, ok: bool) -> None:
+    def _end_write(self, ok: bool, clean: bool = False) -> None:
         if self._lock.depth == 1:
             H = self._H
             undo, self._undo = self._undo, None
+            if clean and undo is None:
+                ok = True  # what the session wrote before the refusal is whole and counted
             if not ok and undo is not None and H is not None and not self._deleted:
                 try:
                     self._rollback(undo)
