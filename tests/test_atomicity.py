@@ -42,9 +42,13 @@ def _under_writer(name: str, reader, readers: int, seconds: float) -> tuple[int,
     return writes, results
 
 
-@pytest.mark.parametrize("chunks", [(16, 256), (64, 64)], ids=["row-chunks", "tiles"])
-def test_whole_array_reads_never_mix_two_writes(chunks):
-    a = sz.zeros((256, 256), dtype="int64", chunks=chunks, table_name=_name("mix"))
+@pytest.mark.parametrize(
+    "shape, chunks",
+    [((256, 256), (16, 256)), ((256, 256), (64, 64)), ((2048, 1536), (256, 256))],
+    ids=["row-chunks", "tiles", "two-copy-threads"],  # 24 MiB: the writer fills on 2 threads
+)
+def test_whole_array_reads_never_mix_two_writes(shape, chunks):
+    a = sz.zeros(shape, dtype="int64", chunks=chunks, table_name=_name("mix"))
     try:
         writes, results = _under_writer(a.name, W.read_uniform, 2, 2.5)
         assert writes > 10
