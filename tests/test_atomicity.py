@@ -44,8 +44,13 @@ def _under_writer(name: str, reader, readers: int, seconds: float) -> tuple[int,
 
 @pytest.mark.parametrize(
     "shape, chunks",
-    [((256, 256), (16, 256)), ((256, 256), (64, 64)), ((2048, 1536), (256, 256))],
-    ids=["row-chunks", "tiles", "two-copy-threads"],  # 24 MiB: the writer fills on 2 threads
+    [
+        ((256, 256), (16, 256)),
+        ((256, 256), (64, 64)),
+        ((2048, 1536), (256, 256)),  # 24 MiB: the writer fills on two threads
+        ((2048, 1024), (256, 1024)),  # 16 MiB in 2 MiB chunks: both threads fill each one
+    ],
+    ids=["row-chunks", "tiles", "two-copy-threads", "chunks-in-halves"],
 )
 def test_whole_array_reads_never_mix_two_writes(shape, chunks):
     a = sz.zeros(shape, dtype="int64", chunks=chunks, table_name=_name("mix"))

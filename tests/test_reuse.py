@@ -337,6 +337,76 @@ def test_insert_filled_many_shared_fills_publish_the_values_before_a_failure(fai
         t.delete_table()
 
 
+def test_insert_filled_many_fills_a_value_in_parts_on_both_threads():
+    """A fill with ``parts`` is queued part by part (the two threads fill one big value
+    together); the value is published once every part is done, and a failed part keeps
+    it and the values after it unpublished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Parts:
+        def __init__(self, byte: int, fail: bool = False) -> None:
+            self.ran: set[int] = set()
+
+            def part(k: int):
+                def fill(buf: memoryview) -> None:
+                    self.ran.add(k)
+                    if fail and k == 1:
+                        raise RuntimeError("part failed")
+                    half = len(buf) // 2
+                    buf[k * half : len(buf) if k else half] = bytes([byte]) * (
+                        len(buf) - half if k else half
+                    )
+
+                return fill
+
+            self.parts = (part(0), part(1))
+
+        def __call__(self, buf: memoryview) -> None:  # the serial path
+            for p in self.parts:
+                p(buf)
+
+    t = Table.create()
+    ex = ThreadPoolExecutor(1)
+    try:
+        fills = [Parts(k + 1) for k in range(6)]
+        items = [(t.prepare_key(k), 600_000, f) for k, f in enumerate(fills)]
+        assert t.insert_filled_many(items, ex.submit) == 6
+        for k, f in enumerate(fills):
+            assert f.ran == {0, 1} and t[k] == bytes([k + 1]) * 600_000
+        fills = [Parts(9, fail=(k == 3)) for k in range(6)]
+        items = [(t.prepare_key(k), 600_000, f) for k, f in enumerate(fills)]
+        with pytest.raises(RuntimeError, match="part failed"):
+            t.insert_filled_many(items, ex.submit)
+        for k in range(6):
+            assert t[k] == bytes([9 if k < 3 else k + 1]) * 600_000, k
+        from test_faults import audit
+
+        audit(t, lambda k: 600_000)
+    finally:
+        ex.shutdown()
+        t.delete_table()
+
+
+def test_rewrites_of_big_chunks_keep_few_records_in_flight(cleanup):
+    """A 32 MiB array in 4 MiB chunks: a rewrite has at most one chunk in flight (both
+    threads fill it), so 30 rewrites leave /dev/shm at 1.25x the data; with five chunks
+    in flight it was 2.1x."""
+    name = f"reuse-big-chunks-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(2048, 2048), chunks=(256, 2048), dtype="f8", table_name=name)
+    v = np.random.default_rng(0).random(a.shape)
+    for _ in range(30):
+        a[...] = v
+    used = sum(
+        os.stat(f"/dev/shm/{f}").st_blocks * 512
+        for f in os.listdir("/dev/shm")
+        if f.startswith(f"sz.{name}.")
+    )
+    assert used <= 1.3 * v.nbytes, used / v.nbytes
+    np.testing.assert_array_equal(a[...], v)
+    a.delete()
+
+
 def _arena_inodes(name: str) -> set[int]:
     prefix = f"sz.{name}.a"
     return {os.stat(f"/dev/shm/{f}").st_ino for f in os.listdir("/dev/shm") if f.startswith(prefix)}

@@ -46,6 +46,42 @@ from ._read import ReadMixin
 
 __all__ = ["WriteMixin"]
 
+#: A whole chunk this big, in a write that copies on two threads, is copied by both at once
+#: (the engine queues each half, see ``Table.insert_filled_many``): fewer records in flight.
+_SPLIT_BYTES = 1 << 20
+
+
+class _Halves:
+    """``fill(buffer)`` of a whole chunk from ``part``, in two ``parts`` that each copy one
+    half of the chunk along axis ``axis`` (two threads may run them at once)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(
+        self, chunks: tuple[int, ...], dtype: np.dtype[Any], part: np.ndarray, axis: int
+    ) -> None:
+        mid = chunks[axis] // 2
+        lead = (slice(None),) * axis
+        self.parts = tuple(
+            self._half(chunks, dtype, part, (*lead, half))
+            for half in (slice(0, mid), slice(mid, None))
+        )
+
+    @staticmethod
+    def _half(
+        chunks: tuple[int, ...], dtype: np.dtype[Any], part: np.ndarray, sel: tuple[slice, ...]
+    ) -> Any:
+        src = part[sel]
+
+        def fill(buf: memoryview) -> None:
+            np.copyto(np.ndarray(chunks, dtype, buf)[sel], src, casting="unsafe")
+
+        return fill
+
+    def __call__(self, buf: memoryview) -> None:
+        for fill in self.parts:
+            fill(buf)
+
 
 class WriteMixin(ReadMixin):
     """Slice writes and transactions of :class:`~sharedzarr.Array`."""
@@ -145,6 +181,12 @@ class WriteMixin(ReadMixin):
                 return
         encode = self._pipeline.encode
         nbytes = self._chunk_nbytes
+        # big writes copy on two threads (numpy releases the GIL while it copies), and
+        # both threads fill a big chunk together (fewer records in flight, less memory)
+        parallel = value.nbytes >= _PARALLEL_BYTES and _COPY_THREADS > 1
+        split = None
+        if parallel and nbytes >= _SPLIT_BYTES:
+            split = next((d for d, n in enumerate(chunks) if n >= 2), None)
         rest = []
 
         def whole_chunks() -> Iterator[tuple[tuple[int, ...], int, Any]]:
@@ -153,6 +195,9 @@ class WriteMixin(ReadMixin):
                 part = value[osel]
                 valid = chunk_valid_shape(idx, shape, chunks)
                 if raw_codec and valid == chunks and covers_chunk(csel, valid):
+                    if split is not None:
+                        yield idx, nbytes, _Halves(chunks, cdtype, part, split)
+                        continue
 
                     def fill(buf: memoryview, part: np.ndarray = part) -> None:
                         np.copyto(np.ndarray(chunks, cdtype, buf), part, casting="unsafe")
@@ -161,8 +206,6 @@ class WriteMixin(ReadMixin):
                 else:
                     rest.append((idx, csel, part, valid))
 
-        # big writes copy on two threads (numpy releases the GIL while it copies)
-        parallel = value.nbytes >= _PARALLEL_BYTES and _COPY_THREADS > 1
         backend.write_chunks_filled(
             whole_chunks(),
             _copy_pool().submit if parallel else None,

@@ -179,31 +179,38 @@ class _Session:
 
 
 #: Records appended and not yet published while two threads fill values (in flight: this
-#: bounds the extra memory a rewrite needs, see :class:`_SharedFill`).
+#: bounds the extra memory a rewrite needs, see :class:`_SharedFill`) ...
 FILL_AHEAD = 5
+#: ... and their bytes, at most this fraction of the table's live data (at least one
+#: record is in flight: a big one is filled in parts by both threads, see ``fill.parts``).
+FILL_AHEAD_SHARE = 1 / 32
 
 
 class _SharedFill:
     """Fills of appended records shared by the caller's thread and one helper thread.
 
-    The caller appends records (under the writer lock) and queues their jobs; both threads
-    take jobs from that one queue, so the helper copies while the caller prepares the next
-    record, and the caller copies too whenever ``FILL_AHEAD`` records are waiting to be
-    published.  The helper is handed the whole write once (one task, not one per value),
-    and reports each job on a second queue, on which the caller blocks (the GIL released)
-    when it has nothing else to do.  The caller publishes the filled records in order.
-    (A task per value, or per batch of values, left each thread idle while the other
-    handed over: a 128 MiB rewrite in 512 KiB chunks took 20-35 ms that way, 17 ms so;
-    two threads copying alone take 9.5 ms, one 18 ms.)
+    The caller appends records (under the writer lock) and queues their fills; both
+    threads take fills from that one queue, so the helper copies while the caller prepares
+    the next record, and the caller copies too whenever enough records wait to be
+    published (``FILL_AHEAD``, ``FILL_AHEAD_SHARE``).  A fill with a ``parts`` attribute
+    (callables that each write a disjoint part of the buffer) is queued as its parts, so
+    the two threads fill one big record together.  The helper is handed the whole write
+    once (one task, not one per value), and reports each fill on a second queue, on which
+    the caller blocks (the GIL released) when it has nothing else to do; only the caller
+    counts what is done.  The caller publishes the filled records in order.  (A task per
+    value, or per batch of values, left each thread idle while the other handed over: a
+    128 MiB rewrite in 512 KiB chunks took 20-35 ms that way, 17 ms so; two threads
+    copying alone take 9.5 ms, one 18 ms.)
     """
 
-    __slots__ = ("errors", "filled", "future", "jobs", "outstanding", "reports", "todo")
+    __slots__ = ("errors", "future", "jobs", "left", "outstanding", "recs", "reports", "todo")
 
     def __init__(self, submit: Any) -> None:
-        self.jobs: list[tuple[Any, ...]] = []  # (kb, h, nbytes, ref, total, fill, buffer)
-        self.filled: list[bool] = []
-        self.errors: dict[int, BaseException] = {}
-        self.outstanding = 0  # jobs queued and not yet done (here or by the helper)
+        self.recs: list[tuple[Any, ...]] = []  # (kb, h, nbytes, ref, total)
+        self.left: list[int] = []  # fills not yet done, per record
+        self.errors: dict[int, BaseException] = {}  # record -> its first failed fill
+        self.jobs: list[tuple[int, Any, memoryview]] = []  # (record, fill, buffer)
+        self.outstanding = 0  # fills queued and not yet done (here or by the helper)
         self.todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self.reports: queue.SimpleQueue[tuple[int, BaseException | None]] = queue.SimpleQueue()
         self.future = submit(self._helper)
@@ -211,30 +218,39 @@ class _SharedFill:
     def _helper(self) -> None:
         jobs, todo, reports = self.jobs, self.todo, self.reports
         while True:
-            i = todo.get()
-            if i is None:
+            j = todo.get()
+            if j is None:
                 return
-            job = jobs[i]
+            job = jobs[j]
             try:
-                job[5](job[6])
+                job[1](job[2])
             except BaseException as e:  # handed to the caller's thread
-                reports.put((i, e))
+                reports.put((j, e))
             else:
-                reports.put((i, None))
+                reports.put((j, None))
 
-    def add(self, job: tuple[Any, ...]) -> None:
-        """Queue the fill of an appended record."""
-        self.jobs.append(job)
-        self.filled.append(False)
-        self.outstanding += 1
-        self.todo.put(len(self.jobs) - 1)
+    def add(self, rec: tuple[Any, ...], fill: Any, buf: memoryview) -> None:
+        """Queue the fill (or the parts of the fill) of an appended record."""
+        r = len(self.recs)
+        self.recs.append(rec)
+        parts = getattr(fill, "parts", None) or (fill,)
+        self.left.append(len(parts))
+        for part in parts:
+            self.jobs.append((r, part, buf))
+            self.outstanding += 1
+            self.todo.put(len(self.jobs) - 1)
 
-    def _note(self, i: int, error: BaseException | None) -> None:
+    def filled(self, r: int) -> bool:
+        """Whether record ``r`` is whole (every fill done, none failed)."""
+        return not self.left[r] and r not in self.errors
+
+    def _note(self, j: int, error: BaseException | None) -> None:
         self.outstanding -= 1
+        r = self.jobs[j][0]
         if error is None:
-            self.filled[i] = True
+            self.left[r] -= 1
         else:
-            self.errors[i] = error
+            self.errors.setdefault(r, error)
 
     def step(self, block: bool) -> None:
         """Take the helper's reports; then (``block``) fill a queued job here, or wait for
@@ -245,33 +261,33 @@ class _SharedFill:
         if not block:
             return
         try:
-            i = self.todo.get_nowait()
+            j = self.todo.get_nowait()
         except queue.Empty:
             if self.outstanding:  # the helper is filling one: its report will come
                 self._note(*reports.get())
             return
-        if i is not None:  # (None is queued by finish() only)
-            self._fill_here(i)
+        if j is not None:  # (None is queued by finish() only)
+            self._fill_here(j)
 
-    def _fill_here(self, i: int) -> None:
-        job = self.jobs[i]
+    def _fill_here(self, j: int) -> None:
+        job = self.jobs[j]
         try:
-            job[5](job[6])
+            job[1](job[2])
         except BaseException as e:
-            self._note(i, e)
+            self._note(j, e)
         else:
-            self._note(i, None)
+            self._note(j, None)
 
     def finish(self) -> None:
         """Fill what is queued (here and on the helper) and stop the helper."""
         todo = self.todo
         while True:
             try:
-                i = todo.get_nowait()
+                j = todo.get_nowait()
             except queue.Empty:
                 break
-            if i is not None:
-                self._fill_here(i)
+            if j is not None:
+                self._fill_here(j)
         todo.put(None)
         futures_wait([self.future])
         reports = self.reports
@@ -617,23 +633,31 @@ class WriteMixin(ReadMixin, RecoveryMixin):
     def _fill_shared(self, items: Iterable[tuple[Any, ...]], submit: Any) -> int:
         """``insert_filled_many`` with a helper thread (:class:`_SharedFill`)."""
         sf = _SharedFill(submit)
-        filled, errors, jobs = sf.filled, sf.errors, sf.jobs
-        published = 0
+        recs, errors = sf.recs, sf.errors
+        budget = int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * FILL_AHEAD_SHARE)
+        published = ahead = 0  # records published; bytes appended and not published
         try:
             for (kb, h), nbytes, fill in items:
-                while not errors and len(jobs) - published >= FILL_AHEAD:
+                while (
+                    not errors
+                    and published < len(recs)
+                    and (len(recs) - published >= FILL_AHEAD or ahead >= budget)
+                ):
                     sf.step(True)
-                    while published < len(jobs) and filled[published]:
-                        self._finish_filled((None, *jobs[published][:5]))
+                    while published < len(recs) and sf.filled(published):
+                        self._finish_filled((None, *recs[published]))
+                        ahead -= recs[published][2]
                         published += 1
                 if errors:
                     break
-                self._grow_if_needed(len(jobs) - published + 1)
+                self._grow_if_needed(len(recs) - published + 1)
                 new_ref, total, buf = self._append_unfilled(kb, nbytes)
-                sf.add((kb, h, nbytes, new_ref, total, fill, buf))
+                sf.add((kb, h, nbytes, new_ref, total), fill, buf)
+                ahead += nbytes
                 sf.step(False)
-                while published < len(jobs) and filled[published]:
-                    self._finish_filled((None, *jobs[published][:5]))
+                while published < len(recs) and sf.filled(published):
+                    self._finish_filled((None, *recs[published]))
+                    ahead -= recs[published][2]
                     published += 1
         finally:
             # publish, in order, the values filled before the first failure (the write's
@@ -641,13 +665,13 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             sf.finish()
             k = published
             try:
-                while k < len(jobs) and filled[k]:
-                    self._finish_filled((None, *jobs[k][:5]))
+                while k < len(recs) and sf.filled(k):
+                    self._finish_filled((None, *recs[k]))
                     k += 1
             finally:
-                for job in jobs[k:]:
-                    self._abandon(job[3], job[4])
-        if k < len(jobs):
+                for rec in recs[k:]:
+                    self._abandon(rec[3], rec[4])
+        if k < len(recs):
             raise errors[min(errors)]
         return k
 
