@@ -49,3 +49,17 @@ def checksum(name: str) -> float:
     """Open by name and return the sum of the whole array."""
     with sz.open(name, mode="r") as a:
         return float(np.asarray(a).sum())
+
+
+def rewrite_chunks(name: str, chunks: list, rounds: int, barrier) -> None:
+    """Rewrite ``chunks`` of the array ``rounds`` times with ``write_chunk``, starting
+    together with the other worker, then exit (leaving the rooms this handle kept)."""
+    import numpy as np
+
+    a = sz.open(name)
+    data = np.random.default_rng(len(chunks)).random(a.chunks)
+    barrier.wait(60)
+    for _ in range(rounds):
+        for idx in chunks:
+            a.write_chunk(idx, data)
+    a.close()

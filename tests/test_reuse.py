@@ -407,6 +407,52 @@ def test_rewrites_of_big_chunks_keep_few_records_in_flight(cleanup):
     a.delete()
 
 
+def test_a_rewrite_gives_back_the_pages_of_rooms_that_exited_writers_kept(cleanup):
+    """Two worker processes rewrite chunks at once and exit: the rooms their handles kept
+    for their next writes are garbage no one reuses (below the compaction threshold).  The
+    next whole-array rewrites give their pages back: /dev/shm ends where it ends for an
+    array that only this process ever rewrote."""
+    import _array_workers as AW
+
+    name, control = f"reuse-foreign-{os.getpid()}", f"reuse-control-{os.getpid()}"
+    cleanup.extend([name, control])
+    v = np.random.default_rng(1).random((2048, 4096))
+    a = sz.create(shape=v.shape, chunks=(256, 256), dtype="f8", table_name=name)
+    c = sz.create(shape=v.shape, chunks=(256, 256), dtype="f8", table_name=control)
+    a[...] = v
+    chunks = [(i, j) for i in range(8) for j in range(16)]
+    ctx = mp.get_context("spawn")
+    for _ in range(3):
+        barrier = ctx.Barrier(2)
+        ps = [
+            ctx.Process(target=AW.rewrite_chunks, args=(name, half, 3, barrier))
+            for half in (chunks[0::2], chunks[1::2])
+        ]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join(120)
+            assert p.exitcode == 0
+
+    def used(table: str) -> float:
+        files = [f for f in os.listdir("/dev/shm") if f.startswith(f"sz.{table}.")]
+        return sum(os.stat(f"/dev/shm/{f}").st_blocks * 512 for f in files) / v.nbytes
+
+    before = used(name)
+    for x in (a, c, c):
+        x[...] = v
+    for _ in range(10):
+        a[...] = v
+        c[...] = v
+    assert before > used(control) + 0.02, (before, used(control))  # the workers' rooms
+    assert used(name) <= used(control) + 0.01, (before, used(name), used(control))
+    np.testing.assert_array_equal(a[...], v)  # no live chunk lost a page
+    info = a.table.info()
+    assert info["keys"] == len(chunks) + 1 and info["live_bytes"] >= v.nbytes, info
+    a.delete()
+    c.delete()
+
+
 def _arena_inodes(name: str) -> set[int]:
     prefix = f"sz.{name}.a"
     return {os.stat(f"/dev/shm/{f}").st_ino for f in os.listdir("/dev/shm") if f.startswith(prefix)}

@@ -551,6 +551,77 @@ class ArenaMixin(TableBase):
             return 0
         return r.held
 
+    def _room_candidates(self) -> list[tuple[int, Segment]]:
+        """``(id, segment)`` of the arenas whose garbage records' pages may be given back:
+        linked, writable here, with garbage, no view pinning them and no writer copying
+        into them outside the lock."""
+        if self._H[L.H_RECLAIM] != self._reclaim_seen:
+            self._forget_reclaimed()
+        out = []
+        for aid in self._arena_ids():
+            seg = self._arenas.get(aid)
+            if seg is None or seg.closed:
+                try:
+                    seg = self._map_arena(aid)
+                except Exception:
+                    continue
+            w = seg.words
+            if (
+                seg.readonly
+                or not seg.words_writable
+                or w[6] != aid  # A_ID: retired
+                or w[7] & 1  # a zero-copy view pins it
+                or w[5] < RECYCLE_MIN  # A_GARBAGE: no room worth it
+                or self._reserved(aid)  # a writer copies into it outside the lock
+            ):
+                continue
+            out.append((aid, seg))
+        return out
+
+    def _own_rooms(self) -> set[int]:
+        """References of the rooms this handle keeps (see "Recycling")."""
+        r = self._recycler
+        if r is None or not r.count:
+            return set()
+        refs = {ref for _t, ref in r.limbo}
+        for _at, rooms in r.cooling:
+            refs.update(ref for _t, ref in rooms)
+        for lst in r.free.values():
+            refs.update(lst)
+        return refs
+
+    def _free_room_pages(self, rooms: list[tuple[int, int, int]]) -> int:
+        """Give back the pages of garbage records (``(reference, record length, value
+        offset)``) that no handle reuses, keeping each record's head, so the arena stays
+        walkable and its owner may still write a record there (the pages come back then).
+
+        The same protocol as reuse (see "Recycling"): the reuse epoch is bumped after the
+        records became garbage and the pages are punched out ``RECYCLE_GRACE_NS`` later, so
+        a copying reader that found one of them before retries; an arena a zero-copy view
+        pins (checked after the grace period) is left alone.  Writer lock held.  Returns
+        the bytes of the records whose pages were given back.
+        """
+        if not rooms:
+            return 0
+        H = self._H
+        H[L.H_REUSE] += 1  # after the records became garbage (step 1)
+        r = self._recycler
+        if r is not None:
+            r.bumped = time.monotonic_ns()
+        time.sleep(L.RECYCLE_GRACE_NS / 1e9)
+        freed = 0
+        for ref, total, vo in rooms:
+            aid, off = ref >> _OFFSET_BITS, ref & _OFFSET_MASK
+            seg = self._arenas.get(aid)
+            if seg is None or seg.closed or seg.readonly:
+                continue
+            w = seg.words
+            if w[6] != aid or w[7] & 1 or off + total > w[2]:  # retired, pinned, cut back
+                continue
+            seg.discard(off + vo, total - vo)
+            freed += total
+        return freed
+
     def _commit(self, seg: Segment, off: int, total: int) -> None:
         """Account a record written at ``off`` (not yet published)."""
         _set_arena_word(seg, L.A_USED, off + total)

@@ -230,6 +230,8 @@ class TableBase:
     # an atomic writer session's log: (key bytes, hash, old ref) per change (see _write)
     _undo: list[tuple[bytes, int, int]] | None = None
     _undo_tail: tuple[int, int] = (0, 0)  # where it started appending (see _arenas)
+    _rooms_at: int = -(1 << 62)  # monotonic ns this handle last freed others' rooms (_space)
+    _rooms_seen: int = 0  # the garbage of other handles then (_space)
     _closed: bool = True
     _deleted: bool = False
     name: str = ""

@@ -5,6 +5,18 @@ Overwritten and deleted records become garbage.  When garbage exceeds
 the writer copies the live records of the most wasteful arena forward, republishes
 them (through the index's slot store) and retires the arena (the allocator's pool).
 
+Garbage other handles keep
+--------------------------
+The rooms of garbage records are reused by the handle that freed them (the allocator's
+recycler, see :mod:`._arenas`); the rooms of a handle that stopped writing (a worker that
+exited, or went idle) are garbage no one reuses until compaction, and their pages stay
+allocated.  So a write that replaces half the table or more, when that garbage has grown
+by over ``1/ROOMS_SHARE`` of the live data since this handle last looked, first walks the
+arenas for garbage records (no key references them) that are not its own rooms, and
+gives their pages back (:meth:`._arenas.ArenaMixin._free_room_pages`: same grace
+protocol as reuse; the record heads stay, so the owner may still write there).  At most
+once per ``_ROOMS_EVERY_NS`` per handle, and before the write appends anything.
+
 Words stored here, and only here
 --------------------------------
 ``H_GARBAGE`` and ``H_LIVE_RECORD`` (the table's totals).  The per-arena counts
@@ -15,6 +27,8 @@ lock held.
 
 from __future__ import annotations
 
+import time
+
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._index import key_hash
@@ -24,13 +38,15 @@ from ._arenas import RECYCLE_MIN
 from ._header import _OFFSET_BITS, _arena_word
 from ._index import IndexMixin
 
-__all__ = ["RECLAIM_MIN", "RECLAIM_RATIO", "RECLAIM_RATIO_BUSY", "SpaceMixin"]
+__all__ = ["ROOMS_SHARE", "RECLAIM_MIN", "RECLAIM_RATIO", "RECLAIM_RATIO_BUSY", "SpaceMixin"]
 
 _REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
 RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
 RECLAIM_RATIO = 0.4  # reclaim when garbage > this fraction of live records (<= 1.5x memory)
 RECLAIM_RATIO_BUSY = 1.0  # ... and within a long writer session, at this fraction
+ROOMS_SHARE = 128  # free other handles' rooms when they grew by 1/ROOMS_SHARE of the live data
+_ROOMS_EVERY_NS = 1_000_000_000  # ... at most once per this long per handle
 
 
 class SpaceMixin(IndexMixin):
@@ -177,6 +193,39 @@ class SpaceMixin(IndexMixin):
             if gain > best_gain:
                 best, best_gain = aid, gain
         return best
+
+    def _maybe_free_foreign_rooms(self, nbytes: int) -> None:
+        """Before a write of ``nbytes``: give back the pages of the garbage other handles
+        keep, when it pays (see "Garbage other handles keep")."""
+        H = self._H
+        live = H[L.H_LIVE_RECORD]
+        if self._undo is not None or nbytes < live // 2:
+            return
+        foreign = H[L.H_GARBAGE] - self._recyclable()
+        self._rooms_seen = seen = min(self._rooms_seen, foreign)  # (compaction lowers it)
+        if foreign - seen < max(RECLAIM_MIN, live // ROOMS_SHARE):
+            return
+        now = time.monotonic_ns()
+        if now - self._rooms_at < _ROOMS_EVERY_NS:
+            return
+        self._rooms_at, self._rooms_seen = now, foreign
+        own = self._own_rooms()
+        rooms = []
+        for aid, seg in self._room_candidates():
+            mm, off, used = seg.mm, L.ARENA_HEADER, _arena_word(seg, L.A_USED)
+            while off < used:
+                total, klen, n = _REC_HEAD.unpack_from(mm, off)
+                if total < L.ALIGN or off + total > used:
+                    break
+                here = L.make_ref(aid, off)
+                if total >= RECYCLE_MIN and here not in own:
+                    ko = off + 16 + 8 * n
+                    kb = bytes(mm[ko : ko + klen])
+                    slot, ref, _s, _o = self._find(kb, key_hash(kb))
+                    if slot < 0 or ref != here:  # no key references it: garbage
+                        rooms.append((here, total, L.value_offset(klen, n)))
+                off += total
+        self._free_room_pages(rooms)
 
     def _compact(self, aid: int) -> int:
         """Move the live records of arena ``aid`` forward, then unlink it."""

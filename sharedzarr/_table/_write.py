@@ -611,6 +611,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         with self.writer():
             if expected_bytes > 0:
                 self._check_room(int(expected_bytes))
+                self._maybe_free_foreign_rooms(int(expected_bytes))  # before any append
             self._size_hint = max(int(expected_bytes), 0)
             try:
                 if submit is None:
