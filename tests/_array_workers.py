@@ -51,15 +51,15 @@ def checksum(name: str) -> float:
         return float(np.asarray(a).sum())
 
 
-def rewrite_chunks(name: str, chunks: list, rounds: int, barrier) -> None:
-    """Rewrite ``chunks`` of the array ``rounds`` times with ``write_chunk``, starting
-    together with the other worker, then exit (leaving the rooms this handle kept)."""
-    import numpy as np
-
+def rewrite_chunks(name: str, chunks: list, data, barrier) -> None:
+    """Rewrite ``chunks`` of the array with ``data`` in one atomic block, starting together
+    with the other worker, then exit.  The records the block replaced are garbage that no
+    handle keeps a room in (an atomic block recycles nothing: a rollback may restore them)."""
     a = sz.open(name)
-    data = np.random.default_rng(len(chunks)).random(a.chunks)
     barrier.wait(60)
-    for _ in range(rounds):
+    with a.atomic():
         for idx in chunks:
-            a.write_chunk(idx, data)
+            a.write_chunk(
+                idx, data[idx[0] * 256 : idx[0] * 256 + 256, idx[1] * 256 : idx[1] * 256 + 256]
+            )
     a.close()

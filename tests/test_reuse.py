@@ -407,11 +407,12 @@ def test_rewrites_of_big_chunks_keep_few_records_in_flight(cleanup):
     a.delete()
 
 
-def test_a_rewrite_gives_back_the_pages_of_rooms_that_exited_writers_kept(cleanup):
-    """Two worker processes rewrite chunks at once and exit: the rooms their handles kept
-    for their next writes are garbage no one reuses (below the compaction threshold).  The
-    next whole-array rewrites give their pages back: /dev/shm ends where it ends for an
-    array that only this process ever rewrote."""
+def test_a_rewrite_gives_back_the_pages_of_garbage_no_handle_reuses(cleanup):
+    """Two worker processes rewrite chunks and exit: the records they replaced are garbage
+    that no handle will reuse (rooms of exited writers; here, deterministically, records
+    replaced in an atomic block), 25% of the data, below the compaction threshold.  The
+    next whole-array rewrites give their pages back: /dev/shm ends about where it ends for
+    an array that only this process ever rewrote (without it: 1.35x against 1.08x)."""
     import _array_workers as AW
 
     name, control = f"reuse-foreign-{os.getpid()}", f"reuse-control-{os.getpid()}"
@@ -422,17 +423,16 @@ def test_a_rewrite_gives_back_the_pages_of_rooms_that_exited_writers_kept(cleanu
     a[...] = v
     chunks = [(i, j) for i in range(8) for j in range(16)]
     ctx = mp.get_context("spawn")
-    for _ in range(3):
-        barrier = ctx.Barrier(2)
-        ps = [
-            ctx.Process(target=AW.rewrite_chunks, args=(name, half, 3, barrier))
-            for half in (chunks[0::2], chunks[1::2])
-        ]
-        for p in ps:
-            p.start()
-        for p in ps:
-            p.join(120)
-            assert p.exitcode == 0
+    barrier = ctx.Barrier(2)
+    ps = [
+        ctx.Process(target=AW.rewrite_chunks, args=(name, part, v, barrier))
+        for part in (chunks[0:32:2], chunks[1:32:2])
+    ]
+    for p in ps:
+        p.start()
+    for p in ps:
+        p.join(120)
+        assert p.exitcode == 0
 
     def used(table: str) -> float:
         files = [f for f in os.listdir("/dev/shm") if f.startswith(f"sz.{table}.")]
@@ -444,8 +444,9 @@ def test_a_rewrite_gives_back_the_pages_of_rooms_that_exited_writers_kept(cleanu
     for _ in range(10):
         a[...] = v
         c[...] = v
-    assert before > used(control) + 0.02, (before, used(control))  # the workers' rooms
-    assert used(name) <= used(control) + 0.01, (before, used(name), used(control))
+    assert before > used(control) + 0.15, (before, used(control))  # the workers' garbage
+    # (the rooms a rewrite keeps in flight vary with timing by a few percent)
+    assert used(name) <= used(control) + 0.05, (before, used(name), used(control))
     np.testing.assert_array_equal(a[...], v)  # no live chunk lost a page
     info = a.table.info()
     assert info["keys"] == len(chunks) + 1 and info["live_bytes"] >= v.nbytes, info

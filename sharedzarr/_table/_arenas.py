@@ -578,6 +578,11 @@ class ArenaMixin(TableBase):
             out.append((aid, seg))
         return out
 
+    def _rooms_held(self) -> int:
+        """Bytes of the rooms this handle keeps (whether or not idle, see ``_recyclable``)."""
+        r = self._recycler
+        return r.held if r is not None else 0
+
     def _own_rooms(self) -> set[int]:
         """References of the rooms this handle keeps (see "Recycling")."""
         r = self._recycler

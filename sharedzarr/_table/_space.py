@@ -201,7 +201,9 @@ class SpaceMixin(IndexMixin):
         live = H[L.H_LIVE_RECORD]
         if self._undo is not None or nbytes < live // 2:
             return
-        foreign = H[L.H_GARBAGE] - self._recyclable()
+        # (not _recyclable(): it lets go of rooms idle for a second, which this write is
+        # about to reuse)
+        foreign = H[L.H_GARBAGE] - self._rooms_held()
         self._rooms_seen = seen = min(self._rooms_seen, foreign)  # (compaction lowers it)
         if foreign - seen < max(RECLAIM_MIN, live // ROOMS_SHARE):
             return
