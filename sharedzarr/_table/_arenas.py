@@ -55,6 +55,7 @@ from __future__ import annotations
 import collections
 import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from .. import _layout as L
@@ -183,6 +184,18 @@ class ArenaMixin(TableBase):
             except Exception:
                 return None
         return seg, off
+
+    def _records(self, seg: Segment) -> Iterator[tuple[int, int, int, int]]:
+        """Walk an arena's records by their length words, up to its bump pointer:
+        ``(offset, record length, key length, value count)`` of each (compaction, and
+        the search for garbage rooms, read the arena this way)."""
+        mm, off, used = seg.mm, L.ARENA_HEADER, _arena_word(seg, L.A_USED)
+        while off < used:
+            total, klen, n = _REC_HEAD.unpack_from(mm, off)
+            if total < L.ALIGN or off + total > used:
+                return
+            yield off, total, klen, n
+            off += total
 
     def _key_at(self, seg: Segment, off: int) -> bytes:
         _t, klen, n = _REC_HEAD.unpack_from(seg.mm, off)

@@ -163,6 +163,15 @@ class IndexMixin(ArenaMixin):
 
     # ------------------------------------------------------------------ probes
 
+    def _live_refs(self) -> set[int]:
+        """The references of every key's record (the index's occupied slots)."""
+        if self._H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)
+        refs = set(arr[arr[:, 1] > 1, 1].tolist())  # (0: empty, 1: tombstone)
+        del arr  # (releases the buffer export of the index mapping)
+        return refs
+
     def _find(self, kb: bytes, h: int) -> tuple[int, int, Any, int]:
         """Locate key bytes ``kb``: ``(slot, ref, arena segment, record offset)`` or ``(-1, ...)``.
 

@@ -40,7 +40,6 @@ from ._index import IndexMixin
 
 __all__ = ["ROOMS_SHARE", "RECLAIM_MIN", "RECLAIM_RATIO", "RECLAIM_RATIO_BUSY", "SpaceMixin"]
 
-_REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 
 RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
 RECLAIM_RATIO = 0.4  # reclaim when garbage > this fraction of live records (<= 1.5x memory)
@@ -211,22 +210,13 @@ class SpaceMixin(IndexMixin):
         if now - self._rooms_at < _ROOMS_EVERY_NS:
             return
         self._rooms_at, self._rooms_seen = now, foreign
-        own = self._own_rooms()
+        keep = self._live_refs() | self._own_rooms()  # records of keys, and our rooms
         rooms = []
         for aid, seg in self._room_candidates():
-            mm, off, used = seg.mm, L.ARENA_HEADER, _arena_word(seg, L.A_USED)
-            while off < used:
-                total, klen, n = _REC_HEAD.unpack_from(mm, off)
-                if total < L.ALIGN or off + total > used:
-                    break
+            for off, total, klen, n in self._records(seg):
                 here = L.make_ref(aid, off)
-                if total >= RECYCLE_MIN and here not in own:
-                    ko = off + 16 + 8 * n
-                    kb = bytes(mm[ko : ko + klen])
-                    slot, ref, _s, _o = self._find(kb, key_hash(kb))
-                    if slot < 0 or ref != here:  # no key references it: garbage
-                        rooms.append((here, total, L.value_offset(klen, n)))
-                off += total
+                if total >= RECYCLE_MIN and here not in keep:
+                    rooms.append((here, total, L.value_offset(klen, n)))
         self._free_room_pages(rooms)
 
     def _compact(self, aid: int) -> int:
@@ -234,14 +224,10 @@ class SpaceMixin(IndexMixin):
         H = self._H
         self._seal_current(aid)
         seg = self._arenas.get(aid) or self._map_arena(aid)
-        used = _arena_word(seg, L.A_USED)
         garbage = _arena_word(seg, L.A_GARBAGE)
-        off = L.ARENA_HEADER if _arena_word(seg, L.A_LIVE) > 0 else used  # all dead: no walk
         mm = seg.mm
-        while off < used:
-            total, klen, n = _REC_HEAD.unpack_from(mm, off)
-            if total < L.ALIGN or off + total > used:
-                break
+        walk = self._records(seg) if _arena_word(seg, L.A_LIVE) > 0 else ()  # all dead: none
+        for off, total, klen, n in walk:
             ko = off + 16 + 8 * n
             kb = mm[ko : ko + klen]
             slot, ref, _s, _o = self._find(kb, key_hash(kb))
@@ -249,7 +235,6 @@ class SpaceMixin(IndexMixin):
                 new_ref = self._append_raw(seg.buf[off : off + total])
                 self._store_ref(slot, new_ref)  # republish
                 _crash_point("reclaim.moved")
-            off += total
         H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
         self._account_arena(seg, 0, _arena_word(seg, L.A_GARBAGE))
         self._retire(aid)
