@@ -476,6 +476,51 @@ def iter_chunk_selections(
         yield idx, csel, osel
 
 
+def iter_chunk_pieces(
+    sels: Sequence[DimSelection], chunks: Sequence[int], shape: Sequence[int]
+) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...], bool]]:
+    """:func:`iter_chunk_selections`, each chunk with whether the selection covers it
+    whole (an in-bounds chunk of full size, every element selected): a write of such a
+    chunk replaces it, with nothing to merge.  Decided once per dimension, not per chunk.
+
+    Parameters
+    ----------
+    sels : sequence of DimSelection
+        The normalised selection, one per dimension.
+    chunks, shape : sequence of int
+        The chunk shape and the array shape.
+
+    Yields
+    ------
+    chunk_index, chunk_selection, out_selection
+        As :func:`iter_chunk_selections`.
+    whole : bool
+        Whether ``chunk_selection`` is the whole chunk and the chunk is in bounds.
+    """
+    per_dim = []
+    for sel, c, n in zip(sels, chunks, shape, strict=True):
+        per_dim.append(
+            [
+                (
+                    i,
+                    csl,
+                    osl,
+                    (i + 1) * c <= n
+                    and csl.start == 0
+                    and csl.stop >= c
+                    and (csl.step == 1 or c == 1),
+                )
+                for i, csl, osl in _dim_pieces(sel, c)
+            ]
+        )
+    if not per_dim:  # rank 0: the one chunk, whole
+        yield (), (), (), True
+        return
+    for combo in itertools.product(*per_dim):
+        idx, csel, osel, whole = zip(*combo)  # noqa: B905 - every combo has exactly 4-tuples
+        yield idx, csel, osel, all(whole)
+
+
 def single_chunk(
     sels: Sequence[DimSelection], chunks: Sequence[int], shape: Sequence[int]
 ) -> tuple[int, ...] | None:

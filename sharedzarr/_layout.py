@@ -71,8 +71,10 @@ Reuse (why a rewrite costs a copy, not fresh pages)
     and then checks its id word (see ``sharedzarr._table``).
 
 Write count (what cached readers trust)
-    Every store that changes a slot's record (insert, overwrite, delete) is followed at once
-    by a bump of the write count; moving a record in a compaction is not, because the old
+    Every store that changes a slot's record (insert, overwrite, delete) is followed by a
+    bump of the write count before the record it replaced becomes garbage (one bump may
+    follow a batch of stores, see ``sharedzarr._table._write``); moving a record in a
+    compaction is not, because the old
     bytes stay in place until their arena is unlinked or reused.  Unlinking or reusing an
     arena, recovery after a dead writer, and deleting the table bump the write count too
     (besides their own counters).  A reader that cached a key's view (or its absence)
@@ -209,6 +211,19 @@ def value_offset(key_len: int, n_values: int) -> int:
     return align(16 + 8 * n_values + key_len)
 
 
+def one_value_record(key_len: int, nbytes: int) -> tuple[int, int]:
+    """Return ``(total length, value offset)`` of a record with one value of ``nbytes``."""
+    vo = (16 + 8 + key_len + ALIGN - 1) & ~(ALIGN - 1)
+    return (vo + ((nbytes + ALIGN - 1) & ~(ALIGN - 1)) if nbytes else max(vo, ALIGN)), vo
+
+
+def pack_head1(buf: memoryview, off: int, key: bytes, total: int, nbytes: int) -> None:
+    """Write the head and key of a one-value record at ``buf[off:]`` (the value is written
+    at its offset, :func:`one_value_record`, by the caller)."""
+    REC_HEAD1.pack_into(buf, off, total, len(key), 1, nbytes)
+    buf[off + 24 : off + 24 + len(key)] = key
+
+
 def pack_record(buf: memoryview, off: int, key: bytes, values: list[Any]) -> int:
     """Write a record at ``buf[off:]``; return its total length.
 
@@ -218,11 +233,9 @@ def pack_record(buf: memoryview, off: int, key: bytes, values: list[Any]) -> int
     """
     if len(values) == 1 and not hasattr(values[0], "fill"):  # the common record
         v = values[0]
-        n, klen = v.nbytes, len(key)
-        vo = (16 + 8 + klen + ALIGN - 1) & ~(ALIGN - 1)
-        total = vo + ((n + ALIGN - 1) & ~(ALIGN - 1)) if n else max(vo, ALIGN)
-        REC_HEAD1.pack_into(buf, off, total, klen, 1, n)
-        buf[off + 24 : off + 24 + klen] = key
+        n = v.nbytes
+        total, vo = one_value_record(len(key), n)
+        pack_head1(buf, off, key, total, n)
         if n:
             buf[off + vo : off + vo + n] = v
         return total

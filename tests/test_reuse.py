@@ -337,6 +337,39 @@ def test_insert_filled_many_shared_fills_publish_the_values_before_a_failure(fai
         t.delete_table()
 
 
+@pytest.mark.parametrize("fail_at", [0, 5, 31, 32, 40, 69, None])
+def test_insert_filled_many_publishes_batches_in_order_up_to_a_failure(fail_at):
+    """On one thread, small values are published in batches (one write-count bump per
+    batch): a failure anywhere (first in a batch, last, in the items iterator) publishes
+    the values before it, in order, and nothing after it; cached readers see them."""
+    t = Table.create()
+    try:
+        n = 70
+        keys = [t.prepare_key(k) for k in range(n)]
+        hint = 8 << 20  # batches of 32: their bytes stay under the batch share of this
+        assert t.insert_filled_many([(keys[k], 1000, _filler(1)) for k in range(n)]) == n
+        read = t.view_reader(t.prepare_key, bytes)
+        assert all(read(k) == bytes([1]) * 1000 for k in range(n))  # cached now
+
+        def items():
+            for k in range(n):
+                if fail_at is None and k == 45:
+                    raise KeyError("items failed")
+                yield keys[k], 1000, _filler(2, fail=(k == fail_at))
+
+        with pytest.raises((RuntimeError, KeyError), match="fill failed|items failed"):
+            t.insert_filled_many(items(), expected_bytes=hint)
+        first = 45 if fail_at is None else fail_at
+        for k in range(n):
+            want = bytes([2 if k < first else 1]) * 1000
+            assert t[k] == want and read(k) == want, k
+        from test_faults import audit
+
+        audit(t, lambda k: 1000)
+    finally:
+        t.delete_table()
+
+
 def test_insert_filled_many_fills_a_value_in_parts_on_both_threads():
     """A fill with ``parts`` is queued part by part (the two threads fill one big value
     together); the value is published once every part is done, and a failed part keeps

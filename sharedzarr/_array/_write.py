@@ -20,7 +20,7 @@ from .._chunking import (
     DimSelection,
     chunk_valid_shape,
     covers_chunk,
-    iter_chunk_selections,
+    iter_chunk_pieces,
     normalize_index,
     normalize_start_stop,
     selection_shape,
@@ -191,10 +191,9 @@ class WriteMixin(ReadMixin):
 
         def whole_chunks() -> Iterator[tuple[tuple[int, ...], int, Any]]:
             # whole raw chunks are gathered straight into their new records: one copy
-            for idx, csel, osel in iter_chunk_selections(sels, chunks):
+            for idx, csel, osel, whole in iter_chunk_pieces(sels, chunks, shape):
                 part = value[osel]
-                valid = chunk_valid_shape(idx, shape, chunks)
-                if raw_codec and valid == chunks and covers_chunk(csel, valid):
+                if raw_codec and whole:
                     if split is not None:
                         yield idx, nbytes, _Halves(chunks, cdtype, part, split)
                         continue
@@ -204,7 +203,7 @@ class WriteMixin(ReadMixin):
 
                     yield idx, nbytes, fill
                 else:
-                    rest.append((idx, csel, part, valid))
+                    rest.append((idx, csel, part, chunk_valid_shape(idx, shape, chunks)))
 
         backend.write_chunks_filled(
             whole_chunks(),

@@ -503,9 +503,10 @@ class ArenaMixin(TableBase):
         if r is None or not r.count:
             return None
         now = time.monotonic_ns()
-        if now - r.bumped >= _BUMP_EVERY_NS or total not in r.free:
-            self._advance_recycler(r, now)
         free = r.free.get(total)
+        if not free or now - r.bumped >= _BUMP_EVERY_NS:
+            self._advance_recycler(r, now)
+            free = r.free.get(total)
         if free and self._H[L.H_RECLAIM] != self._reclaim_seen:
             # another writer unlinked arenas (a compaction, a clear) since this handle last
             # looked: forget them, so that no room in one is written (it would be lost)
@@ -693,9 +694,21 @@ class ArenaMixin(TableBase):
         is accounted live but unpublished: :meth:`_publish` it once the value is written,
         or :meth:`_abandon` it.  (The view keeps a big value's own segment mapped.)
         """
-        views: list[memoryview] = []
-        new_ref, total = self._append(kb, [_Filler(nbytes, views.append)])
-        return new_ref, total, views[0]
+        total, vo = L.one_value_record(len(kb), nbytes)
+        got = self._take_recycled(total) if self._recycler is not None else None
+        fresh = got is None
+        seg, aid, off = self._alloc(total) if got is None else got
+        mem = seg.buf
+        try:
+            L.pack_head1(mem, off, kb, total, nbytes)
+            _crash_point("append.written")
+        except BaseException:
+            if fresh:
+                self._release_dedicated()
+            raise
+        if fresh:
+            self._commit(seg, off, total)
+        return (aid << _OFFSET_BITS) | off, total, mem[off + vo : off + vo + nbytes]
 
     # ------------------------------------------------------------------ for _space, _recovery
 

@@ -35,7 +35,7 @@ from .._index import key_hash
 from .._segment import allocated_bytes, out_of_space_message, shm_space
 from ..errors import OutOfSpaceError
 from ._arenas import RECYCLE_MIN
-from ._header import _OFFSET_BITS, _arena_word
+from ._header import _OFFSET_BITS, Segment, _arena_word
 from ._index import IndexMixin
 
 __all__ = ["ROOMS_SHARE", "RECLAIM_MIN", "RECLAIM_RATIO", "RECLAIM_RATIO_BUSY", "SpaceMixin"]
@@ -99,22 +99,33 @@ class SpaceMixin(IndexMixin):
 
     def _garbage(self, ref: int, total: int) -> None:
         """Account the record at ``ref`` (``total`` bytes) as garbage."""
-        H = self._H
-        H[L.H_GARBAGE] += total
-        H[L.H_LIVE_RECORD] -= total
         r = self._record_at(ref)
-        if r is None or r[0].readonly:
+        if r is None:
+            H = self._H
+            H[L.H_GARBAGE] += total
+            H[L.H_LIVE_RECORD] -= total
             return
-        seg = r[0]
-        live = _arena_word(seg, L.A_LIVE) - total
-        garbage = _arena_word(seg, L.A_GARBAGE) + total
+        self._garbage_in(r[0], ref >> _OFFSET_BITS, [(ref, total)], total)
+
+    def _garbage_in(
+        self, seg: Segment, aid: int, rooms: list[tuple[int, int]], nbytes: int
+    ) -> None:
+        """Account records of arena ``aid`` (``(reference, record length)`` of each,
+        ``nbytes`` in all) as garbage: one update of the counts for all of them."""
+        H = self._H
+        H[L.H_GARBAGE] += nbytes
+        H[L.H_LIVE_RECORD] -= nbytes
+        if seg.readonly:
+            return
+        w = seg.words
+        live = w[L.A_LIVE] - nbytes
+        garbage = w[L.A_GARBAGE] + nbytes
         self._account_arena(seg, live, garbage)
-        aid = ref >> _OFFSET_BITS
         if (
             live <= 0
             and aid != H[L.H_CUR_ARENA]
             and self._undo is None
-            and not (seg.words[7] == L.NOREUSE_OWN and total >= RECYCLE_MIN)
+            and not (w[L.A_NOREUSE] == L.NOREUSE_OWN and nbytes >= RECYCLE_MIN)
             and not self._reserved(aid)
         ):
             # (an atomic session may restore its records: _reclaim retires it later; a big
@@ -123,7 +134,9 @@ class SpaceMixin(IndexMixin):
             H[L.H_GARBAGE] -= min(garbage, H[L.H_GARBAGE])
             self._retire(aid)
         else:
-            self._recycle(seg, ref, total)  # its room may take a record of its length
+            recycle = self._recycle
+            for ref, total in rooms:  # each room may take a record of its length
+                recycle(seg, ref, total)
 
     def _count_reserved_live(self, ref: int, total: int) -> None:
         """A recovery ran while the record at ``ref`` was reserved and counted it as garbage

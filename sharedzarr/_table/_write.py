@@ -3,8 +3,18 @@
 A session (:meth:`WriteMixin.writer`, or the one a single operation opens) takes the
 writer lock (:mod:`sharedzarr._lock`), stores the holder, repairs after a dead writer
 (:mod:`._recovery`), marks the header dirty, and at its end reclaims once and clears the
-mark.  ``_put`` is the one write primitive: append the record (allocator), publish it
-(one slot store, index), bump the write counter (header), count it.
+mark.  A write appends its record unpublished (allocator), writes the value into it, then
+publishes it (:meth:`WriteMixin._publish_filled`, or ``_publish`` for several values).
+
+Publishing
+----------
+Each record is published by one aligned store of its reference in the key's slot
+(index).  The write counter (header) is bumped after the slot stores of a batch of
+records (one record, or up to ``PUBLISH_BATCH`` filled one after the other by one
+bulk write) and *before* any record they replaced is counted garbage: a cached reader
+that loads an unchanged counter reads an old record, and that record's room is recycled
+only after it became garbage (see "Recycling" in :mod:`._arenas`), so its copy is whole
+or its second load of the counter sees the bump.  The counts are then updated once.
 
 Operations (what makes a session atomic for readers)
 ----------------------------------------------------
@@ -59,7 +69,7 @@ from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, NotFoundError
 from ._arenas import _Filler
 from ._catalog import table_segments
-from ._header import DEFAULT_TIMEOUT, _as_buffer, count_reclaim, count_write
+from ._header import _OFFSET_BITS, DEFAULT_TIMEOUT, _as_buffer, count_reclaim, count_write
 from ._ownership import _OWNED, _register_owned
 from ._read import ReadMixin
 from ._recovery import RecoveryMixin
@@ -184,6 +194,11 @@ FILL_AHEAD = 5
 #: ... and their bytes, at most this fraction of the table's live data (at least one
 #: record is in flight: a big one is filled in parts by both threads, see ``fill.parts``).
 FILL_AHEAD_SHARE = 1 / 32
+#: Filled records published together by one thread (one write-count bump, one update of
+#: the counts), and at most this fraction of the live data in bytes (records filled and
+#: not yet published are memory a rewrite needs on top of the data).
+PUBLISH_BATCH = 32
+PUBLISH_SHARE = 1 / 128
 
 
 class _SharedFill:
@@ -615,21 +630,39 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             self._size_hint = max(int(expected_bytes), 0)
             try:
                 if submit is None:
-                    done = 0
-                    for (kb, h), nbytes, fill in items:
-                        self._grow_if_needed()
-                        new_ref, total, buf = self._append_unfilled(kb, nbytes)
-                        try:
-                            fill(buf)
-                        except BaseException:
-                            self._abandon(new_ref, total)
-                            raise
-                        self._finish_filled((None, kb, h, nbytes, new_ref, total))
-                        done += 1
-                    return done
+                    return self._fill_serial(items)
                 return self._fill_shared(items, submit)
             finally:
                 self._size_hint = 0
+
+    def _fill_serial(self, items: Iterable[tuple[Any, ...]]) -> int:
+        """``insert_filled_many`` on this thread: records are filled one by one and
+        published in batches (:meth:`_publish_filled`), in order."""
+        done = 0
+        pend: list[tuple[Any, ...]] = []  # filled, not yet published
+        budget = int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * PUBLISH_SHARE)
+        ahead = 0
+        try:
+            for (kb, h), nbytes, fill in items:
+                self._grow_if_needed(len(pend) + 1)  # room for the batch's keys if all new
+                new_ref, total, buf = self._append_unfilled(kb, nbytes)
+                try:
+                    fill(buf)
+                except BaseException:
+                    self._abandon(new_ref, total)
+                    raise
+                pend.append((kb, h, nbytes, new_ref, total))
+                ahead += total
+                if len(pend) >= PUBLISH_BATCH or ahead >= budget:
+                    batch, pend, ahead = pend, [], 0  # (never published twice)
+                    self._publish_filled(batch)
+                    done += len(batch)
+        finally:
+            if pend:  # the values filled before a failure are published
+                batch, pend = pend, []
+                self._publish_filled(batch)
+                done += len(batch)
+        return done
 
     def _fill_shared(self, items: Iterable[tuple[Any, ...]], submit: Any) -> int:
         """``insert_filled_many`` with a helper thread (:class:`_SharedFill`)."""
@@ -684,10 +717,49 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             except BaseException:
                 self._abandon(new_ref, total)
                 raise
-        slot, ref, seg, off = self._find(kb, h)
-        old = self._record_info(seg, off) if slot >= 0 else None
-        self._log_undo(kb, h, slot, ref)
-        self._publish(h, [nbytes], new_ref, total, slot, ref, old)
+        self._publish_filled([(kb, h, nbytes, new_ref, total)])
+
+    def _publish_filled(self, recs: list[tuple[Any, ...]]) -> None:
+        """Publish filled one-value records ``(key bytes, hash, value length, reference,
+        record length)``, in order (lock held): each is one slot store, as in
+        :meth:`_publish`; the write count is bumped once after the last store (before any
+        replaced record becomes garbage, so cached readers never trust a recycled room),
+        and the counts are updated once."""
+        H = self._H
+        find, undo = self._find, self._undo
+        olds: dict[int, tuple[Any, list[tuple[int, int]], list[int]]] = {}
+        keys = objects = value = live = 0
+        for kb, h, nbytes, new_ref, total in recs:
+            slot, ref, seg, off = find(kb, h)
+            if undo is not None:
+                self._log_undo(kb, h, slot, ref)
+            live += total
+            if slot >= 0:
+                old_total, old_lens = self._record_info(seg, off)
+                self._store_ref(slot, new_ref)  # publish: one aligned 8-byte store
+                objects += 1 - len(old_lens)
+                value += nbytes - sum(old_lens)
+                aid = ref >> _OFFSET_BITS
+                o = olds.get(aid)
+                if o is None:
+                    o = olds[aid] = (seg, [], [0])
+                o[1].append((ref, old_total))
+                o[2][0] += old_total
+            else:
+                self._store_new_slot(h, new_ref)  # publish
+                self._count_new_slot()
+                keys += 1
+                objects += 1
+                value += nbytes
+        _crash_point("put.stored")  # a crash here leaves the count to recovery
+        count_write(H)  # after the slots: cached readers look at them again
+        _crash_point("put.published")
+        H[L.H_KEYS] += keys
+        H[L.H_OBJECTS] += objects
+        H[L.H_LIVE_VALUE] += value
+        self._add_live_record(live)
+        for aid, (seg, rooms, nb) in olds.items():
+            self._garbage_in(seg, aid, rooms, nb[0])
 
     def _remove(self, kb: bytes, h: int) -> list[Any] | None:
         """Delete a key (lock held); return its values (copies) or None when absent."""
