@@ -198,7 +198,7 @@ FILL_AHEAD_SHARE = 1 / 32
 #: the counts), and at most this fraction of the live data in bytes (records filled and
 #: not yet published are memory a rewrite needs on top of the data).
 PUBLISH_BATCH = 32
-PUBLISH_SHARE = 1 / 128
+PUBLISH_SHARE = 1 / 256
 
 
 class _SharedFill:
