@@ -154,6 +154,11 @@ class Reader:
         for n, idx in enumerate(order):
             write(idx, payloads[n % m])
 
+    def write_chunks_call(self, order: list[tuple[int, int]], payloads: list[np.ndarray]) -> None:
+        """:meth:`write_chunks` in one call of the peer's API where it has one (the same
+        batch otherwise)."""
+        self.write_chunks(order, payloads)
+
     def lookup_fn(self, op: str) -> Callable[[Any], Any]:
         """Return the callable of table operation ``op`` (workload f)."""
         raise NotImplementedError
@@ -502,6 +507,11 @@ class SzReader(Reader):
         with self.arr.backend.writer():
             for n, idx in enumerate(order):
                 write(idx, payloads[n % m])
+
+    def write_chunks_call(self, order: list[tuple[int, int]], payloads: list[np.ndarray]) -> None:
+        """``a.write_chunks(...)``: one call, one write operation."""
+        m = len(payloads)
+        self.arr.write_chunks((idx, payloads[n % m]) for n, idx in enumerate(order))
 
     def close(self) -> None:
         """``close()`` the handle if this reader opened it."""

@@ -154,6 +154,14 @@ def workloads(cfg: BenchConfig) -> list[Workload]:
             False,
             LMDB,
         ),
+        Workload(
+            "h.call",
+            f"(h) {cfg.chunk_ops} chunk writes in one call (write_chunks) / one txn, {cb} "
+            "(per chunk)",
+            "µs",
+            False,
+            LMDB,
+        ),
         Workload("h.write_w", f"(h) whole-array write, {sw}, {cw} chunks", "GB/s", True, PLAIN),
         Workload(
             "h.mem_a",
@@ -567,6 +575,14 @@ class Results:
             False,
         )
         ratio(
+            f"{cfg.chunk_ops} {cb} chunk writes in one call: time ≤ 1.5x LMDB (one txn)",
+            "h.call",
+            SZ,
+            LMDB,
+            1.5,
+            False,
+        )
+        ratio(
             f"whole-array rewrite ({ca} chunks) ≥ 0.8x np.copyto into shared_memory",
             "a.write",
             SZ,
@@ -758,8 +774,8 @@ class Results:
   transaction (a snapshot). Its bulk insert (f) is one transaction with `putmulti(append=True)`
   of keys in order.
 - Manager dict, zarr: chunks stored uncompressed; the Manager dict holds `bytes` per chunk.
-- (h) "one writer session" is `write_chunk` per chunk inside `with a.table.writer():`, the
-  closest the API has to one call writing many chunks; LMDB puts them in one transaction.
+- (h) "one writer session" is `write_chunk` per chunk inside `with a.table.writer():`; "one
+  call" is one `a.write_chunks(...)` of all of them; LMDB puts them in one transaction.
   The memory after {cfg.rewrites} rewrites calls `write_whole` (`set_slice` of the whole array)
   that many times and never `reclaim()`.
 - (i) Two spawned worker processes overwrite disjoint chunks (every other chunk) with

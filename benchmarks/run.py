@@ -394,6 +394,10 @@ class _Bench:
             yield from self._steps("b.chunk_view", label, proc, per_op("chunk_reads", view=True))
         yield from self._steps("b.chunk_write", label, proc, per_op("chunk_writes", ds=peer.ds))
         yield from self._steps("h.batch", label, proc, per_op("chunk_write_session", ds=peer.ds))
+        if isinstance(peer, P.LmdbPeer) or label.startswith("sharedzarr"):
+            yield from self._steps(
+                "h.call", label, proc, per_op("chunk_write_session", ds=peer.ds, one_call=True)
+            )
 
     def _concurrent(
         self, peer: P.Peer, runner: Any, rid: str, attached: list, label: str, proc: str
@@ -723,6 +727,7 @@ _STEP_ORDER = [
     "b.chunk_view",
     "b.chunk_write",
     "h.batch",
+    "h.call",
     "i.b",
     "h.mem_b",
     "h.write_w",
@@ -749,6 +754,8 @@ def _dataset_keys(cls: type[P.Peer], k: str) -> list[str]:
             keys += ["c.read1", "c.read2", "d.attach"]
     else:
         keys = ["b.write", "b.read", "b.chunk_read", "b.chunk_view", "b.chunk_write", "h.batch"]
+        if cls is P.LmdbPeer or cls.label.startswith("sharedzarr"):
+            keys.append("h.call")
     if cls.cross_process:
         keys += [f"i.w1_{k}", f"i.w2_{k}", f"i.scale_{k}"]
     if cls.uses_dev_shm and k != "w":

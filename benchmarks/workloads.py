@@ -194,10 +194,15 @@ def _payloads(ds: Dataset, n: int = 16) -> list[np.ndarray]:
 
 
 def chunk_write_session(
-    reader: Reader, order: Sequence[ChunkIdx], ds: Dataset, reps: int, warmup: int
+    reader: Reader,
+    order: Sequence[ChunkIdx],
+    ds: Dataset,
+    reps: int,
+    warmup: int,
+    one_call: bool = False,
 ) -> list[float]:
     """Time overwriting the chunks in ``order`` in one batch (:meth:`Reader.write_chunks`: one
-    writer session or transaction).
+    writer session or transaction; ``one_call``: :meth:`Reader.write_chunks_call`).
 
     Parameters
     ----------
@@ -209,6 +214,8 @@ def chunk_write_session(
         The array's description.
     reps, warmup : int
         See :func:`time_reps`.
+    one_call : bool
+        Write them with one call where the peer has one.
 
     Returns
     -------
@@ -217,10 +224,8 @@ def chunk_write_session(
     """
     payloads = _payloads(ds)
     order = list(order)
-    return [
-        t / len(order)
-        for t in time_reps(lambda: reader.write_chunks(order, payloads), reps, warmup)
-    ]
+    write = reader.write_chunks_call if one_call else reader.write_chunks
+    return [t / len(order) for t in time_reps(lambda: write(order, payloads), reps, warmup)]
 
 
 def concurrent_write(

@@ -9,15 +9,20 @@ import numpy as np
 import sharedzarr as sz
 
 
-def rewrite_uniform(name: str, seconds: float, ready, out) -> None:
-    """Rewrite the whole array with one value per write, back to back."""
+def rewrite_uniform(name: str, seconds: float, ready, out, how: str = "slice") -> None:
+    """Rewrite the whole array with one value per write, back to back (``a[...] = k``, or
+    ``write_chunks`` of every chunk when ``how`` is "chunks")."""
     a = sz.open(name)
+    grid = [tuple(int(i) for i in idx) for idx in np.ndindex(*a.cdata_shape)]
     ready.set()
     end = time.monotonic() + seconds
     k = 0
     while time.monotonic() < end:
         k += 1
-        a[...] = k
+        if how == "chunks":
+            a.write_chunks((idx, k) for idx in grid)
+        else:
+            a[...] = k
     out.put(k)
     a.close()
 

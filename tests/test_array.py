@@ -360,6 +360,41 @@ def test_write_delete_list_iter_chunks(make: Callable[..., Array]) -> None:
         a.delete_chunk((0, 9))
 
 
+@pytest.mark.parametrize("codec", [None, "gzip"])
+def test_write_chunks_as_write_chunk_each_checked_before_any(
+    make: Callable[..., Array], codec: Any
+) -> None:
+    kw = {} if codec is None else {"compressor": codec}
+    a = make((5, 5), (2, 3), "int8", **kw)
+    b = make((5, 5), (2, 3), "int8", **kw)
+    full_edge = np.arange(6, dtype="int8").reshape(2, 3)
+    items = [
+        ((0, 0), np.ones((2, 3), "int8")),
+        ((2, 1), np.full((1, 2), 4, "int8")),  # trimmed edge chunk
+        ([1, 0], 3),  # scalar broadcast, an index as a list
+        ((0, 1), full_edge),  # padded edge chunk
+        ((1, 1), np.ones((2, 3), "int8")),
+        ((1, 1), np.full((2, 3), 9, "int16")),  # given twice: the last wins
+    ]
+    assert a.write_chunks(items) == 6
+    for idx, data in items:
+        b.write_chunk(idx, data)
+    np.testing.assert_array_equal(a[...], b[...])
+    assert a.list_chunks() == b.list_chunks()
+    assert a.write_chunks({(2, 0): 5}) == 1 and (a[4, 0:3] == 5).all()
+    assert a.write_chunks([]) == 0
+    before = _snapshot(a)
+    with pytest.raises(ValueError, match="does not fit chunk"):
+        a.write_chunks([((0, 0), 7), ((1, 0), np.ones((3, 3), "int8"))])
+    with pytest.raises(IndexError):
+        a.write_chunks([((0, 0), 7), ((5, 0), 1)])
+    with pytest.raises(TypeError, match="without losing"):
+        a.write_chunks([((0, 0), 7), ((1, 0), 1.5)])
+    after = _snapshot(a)  # unchanged, and the refused writes left nothing to repair
+    assert after[0] == before[0] and after[1] == before[1] and after[3] == before[3]
+    np.testing.assert_array_equal(after[2], before[2])
+
+
 # -- resize / append ------------------------------------------------------------------------
 
 

@@ -24,12 +24,14 @@ def _name(tag: str) -> str:
     return f"at-{tag}-{uuid.uuid4().hex[:8]}"
 
 
-def _under_writer(name: str, reader, readers: int, seconds: float) -> tuple[int, list]:
+def _under_writer(
+    name: str, reader, readers: int, seconds: float, how: str = "slice"
+) -> tuple[int, list]:
     """Run ``readers`` processes of ``reader(name, seconds, out)`` while another process
     rewrites the array back to back (for 3 s); return (its writes, the readers' results)."""
     ready = CTX.Event()
     q_w, q_r = CTX.Queue(), CTX.Queue()
-    w = CTX.Process(target=W.rewrite_uniform, args=(name, 3.0, ready, q_w))
+    w = CTX.Process(target=W.rewrite_uniform, args=(name, 3.0, ready, q_w, how))
     w.start()
     assert ready.wait(60)
     rs = [CTX.Process(target=reader, args=(name, seconds, q_r)) for _ in range(readers)]
@@ -58,6 +60,18 @@ def test_whole_array_reads_never_mix_two_writes(shape, chunks):
         writes, results = _under_writer(a.name, W.read_uniform, 2, 2.5)
         assert writes > 10
         assert all(reads > 0 for reads, _ in results)  # readers finish under a busy writer
+        assert [mixed for _, mixed in results] == [0, 0]
+    finally:
+        a.delete()
+
+
+def test_whole_array_reads_never_mix_two_write_chunks_calls():
+    """``write_chunks`` of every chunk (published in batches) is one operation too."""
+    a = sz.zeros((256, 256), dtype="int64", chunks=(32, 32), table_name=_name("wcs"))
+    try:
+        writes, results = _under_writer(a.name, W.read_uniform, 2, 2.5, how="chunks")
+        assert writes > 10
+        assert all(reads > 0 for reads, _ in results)
         assert [mixed for _, mixed in results] == [0, 0]
     finally:
         a.delete()

@@ -1,4 +1,4 @@
-"""Chunk-level I/O: ``read_chunk``, ``write_chunk``, ``delete_chunk``, ``list_chunks``.
+"""Chunk-level I/O: ``read_chunk``, ``write_chunk(s)``, ``delete_chunk``, ``list_chunks``.
 
 ``read_chunk`` becomes one call into a cached reader of the backend on first use.
 ``write_chunk`` of a big whole chunk, when another writer waits for the lock, reserves its
@@ -10,7 +10,7 @@ record under the lock, copies without it and publishes under it again
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -173,6 +173,20 @@ class ChunkMixin(WriteMixin):
         """:meth:`write_chunk` under the writer lock, the metadata checked.  Returns the
         reserved room of a big whole chunk when another writer waits (see
         :meth:`_write_reserved`), else None once the chunk is written."""
+        idx, buf, whole = self._stored_chunk(idx, arr)
+        if whole and reserve and buf.nbytes >= backend.reserve_min:
+            room = backend.reserve_chunk(idx, buf.nbytes)
+            if room is not None:
+                return room
+        backend.write_chunk(idx, buf)
+        return None
+
+    def _stored_chunk(self, idx: Any, arr: np.ndarray) -> tuple[tuple[int, ...], Any, bool]:
+        """What :meth:`write_chunk` stores for ``arr`` at ``idx`` (writer lock held, metadata
+        checked): ``(normalised index, the bytes to store, whether they are arr's own)``.
+
+        Raises IndexError for an index outside the grid and ValueError for data that does
+        not fit the chunk, before anything is written."""
         # chunks known to lie whole inside the array: their index needs no checks
         inner = self._inner_chunks.get(idx) if type(idx) is tuple else None
         if inner is None:
@@ -192,12 +206,7 @@ class ChunkMixin(WriteMixin):
             and arr.dtype == self._chunk_dtype
             and arr.flags.c_contiguous
         ):  # a whole raw chunk as it will be stored: its bytes go in as they are
-            if reserve and arr.nbytes >= backend.reserve_min:
-                room = backend.reserve_chunk(idx, arr.nbytes)
-                if room is not None:
-                    return room
-            backend.write_chunk(idx, _byte_view(arr))
-            return None
+            return idx, _byte_view(arr), True
         valid = chunk_valid_shape(idx, self._shape, self._chunks)
         target = valid if arr.shape == valid else self._chunks
         try:
@@ -214,8 +223,61 @@ class ChunkMixin(WriteMixin):
             region = tuple(slice(0, v) for v in valid)
             chunk[region] = value[region]
         buf = _byte_view(chunk)
-        backend.write_chunk(idx, buf if self._raw else self._pipeline.encode(buf))
-        return None
+        return idx, buf if self._raw else self._pipeline.encode(buf), False
+
+    def write_chunks(
+        self,
+        chunks: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
+        *,
+        timeout: float | None = None,
+    ) -> int:
+        """Replace many whole chunks in one write operation.
+
+        Faster than :meth:`write_chunk` in a loop or in a ``with a.atomic():`` block: one
+        writer session, and the chunks' records are published in batches.  Readers that take
+        a snapshot (``a[...]``, ``get_slice``) see all of the chunks or none of them.
+
+        Parameters
+        ----------
+        chunks : mapping or iterable of (index, data)
+            Chunk index -> values, each as for :meth:`write_chunk`.  An index given twice:
+            the last data wins.
+        timeout : float or None, optional
+            Seconds to wait for the writer lock; default :attr:`write_timeout`.
+
+        Returns
+        -------
+        int
+            The number of chunks written.
+
+        Raises
+        ------
+        IndexError, ValueError, TypeError, sharedzarr.errors.AccessDeniedError
+            As for :meth:`write_chunk`.  Every chunk is checked before the first one is
+            written: on error the array is unchanged.
+
+        Examples
+        --------
+        >>> a.write_chunks({(0, 0): np.zeros(a.chunks), (0, 1): 1.0})  # doctest: +SKIP
+        2
+        """
+        pairs = list(chunks.items() if isinstance(chunks, Mapping) else chunks)
+        datas = [self._check_data(data) for _idx, data in pairs]  # before the lock
+        op = self._write_op(timeout)
+        with op:
+            if op.changed:  # another handle changed the array: check again
+                datas = [self._check_data(data) for data in datas]
+            try:
+                stored = [self._stored_chunk(p[0], d) for p, d in zip(pairs, datas, strict=True)]
+            except (IndexError, ValueError, TypeError) as exc:
+                exc.changed_nothing = True  # type: ignore[union-attr]  # a clean session end
+                raise
+            op.backend.write_chunks(
+                [(idx, buf) for idx, buf, _whole in stored],
+                expected_bytes=sum(memoryview(buf).nbytes for _idx, buf, _whole in stored),
+            )
+        self._quiet_after(op.seq)
+        return len(stored)
 
     def delete_chunk(self, idx: Sequence[int] | int) -> None:
         """Delete one chunk, so it reads as the fill value.  Absent chunks are fine.

@@ -183,8 +183,9 @@ class _Session:
         return t
 
     def __exit__(self, et: object, ev: object, tb: object) -> None:
-        # a write refused before it changed anything (``_check_room``) leaves the counts
-        # right: no dirty mark, so the next writer does not recount the table
+        # a write refused before it changed anything (``_check_room``, or data an array
+        # refused under the lock, marked ``changed_nothing``) leaves the counts right: no
+        # dirty mark, so the next writer does not recount the table
         self.table._end_write(et is None, getattr(ev, "changed_nothing", False))
 
 
@@ -199,6 +200,18 @@ FILL_AHEAD_SHARE = 1 / 32
 #: not yet published are memory a rewrite needs on top of the data).
 PUBLISH_BATCH = 32
 PUBLISH_SHARE = 1 / 256
+
+
+class _Copy:
+    """A fill that copies a value in (``insert_filled_many`` takes values too)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: memoryview) -> None:
+        self.value = value
+
+    def __call__(self, room: memoryview) -> None:
+        room[:] = self.value
 
 
 class _SharedFill:
@@ -248,6 +261,8 @@ class _SharedFill:
         """Queue the fill (or the parts of the fill) of an appended record."""
         r = len(self.recs)
         self.recs.append(rec)
+        if type(fill) is memoryview:  # the value itself: copied in
+            fill = _Copy(fill)
         parts = getattr(fill, "parts", None) or (fill,)
         self.left.append(len(parts))
         for part in parts:
@@ -603,7 +618,8 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         Parameters
         ----------
         items : iterable of (prepared key, nbytes, fill)
-            Prepared keys come from :meth:`prepare_key`.
+            Prepared keys come from :meth:`prepare_key`.  ``fill`` may also be the value
+            itself, a 1-d memoryview of ``nbytes`` unsigned bytes, which is copied in.
         submit : callable, optional
             An executor's ``submit(fn) -> concurrent.futures.Future``.  Given, the fills
             are shared by this thread and one of the executor's (numpy releases
@@ -645,9 +661,12 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         try:
             for (kb, h), nbytes, fill in items:
                 self._grow_if_needed(len(pend) + 1)  # room for the batch's keys if all new
-                new_ref, total, buf = self._append_unfilled(kb, nbytes)
+                new_ref, total, room = self._append_unfilled(kb, nbytes)
                 try:
-                    fill(buf)
+                    if type(fill) is memoryview:  # the value itself (see insert_filled_many)
+                        room[:] = fill
+                    else:
+                        fill(room)
                 except BaseException:
                     self._abandon(new_ref, total)
                     raise

@@ -302,6 +302,23 @@ class Backend(abc.ABC):
         fill(memoryview(buf))
         self.write_chunk(idx, buf)
 
+    def write_chunks(
+        self, items: Iterable[tuple[ChunkIndex, Any]], *, expected_bytes: int = 0
+    ) -> None:
+        """Store many chunks, in order, in one write operation (see :meth:`write_chunk`).
+
+        The default calls :meth:`write_chunk` for each; backends may batch them.
+
+        Parameters
+        ----------
+        items : iterable of (chunk index, bytes-like)
+            Copied; an index given twice: the last value wins.
+        expected_bytes : int
+            As for :meth:`write_chunks_filled`.
+        """
+        for idx, data in items:
+            self.write_chunk(idx, data)
+
     def write_chunks_filled(
         self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
     ) -> None:

@@ -49,6 +49,12 @@ CHUNK_TAG = "chunk"
 _KEY_CACHE_MAX = 1 << 20
 
 
+def _as_bytes(data: Any) -> memoryview:
+    """A 1-d unsigned-byte memoryview of a bytes-like value (no copy)."""
+    mv = memoryview(data)
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
 def _not_found(name: str) -> TableNotFoundError:
     return TableNotFoundError(
         f"table {name!r} does not exist; sharedzarr.create(..., table_name={name!r}) "
@@ -215,6 +221,19 @@ class SharedMemoryBackend(Backend):
         """Store chunk ``idx`` written in place into shared memory by ``fill``."""
         self._check_writable()
         self.table.insert_filled(self._key(idx), nbytes, fill)
+
+    def write_chunks(
+        self, items: Iterable[tuple[ChunkIndex, Any]], *, expected_bytes: int = 0
+    ) -> None:
+        """Store many chunks in one writer session, published in batches (see
+        ``Table.insert_filled_many``, which copies a memoryview value in)."""
+        self._check_writable()
+        key = self._key
+        self.table.insert_filled_many(
+            ((key(idx), v.nbytes, v) for idx, v in ((i, _as_bytes(d)) for i, d in items)),
+            None,
+            expected_bytes=expected_bytes,
+        )
 
     def write_chunks_filled(
         self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
