@@ -456,6 +456,12 @@ def test_insert_many_inserts_all_and_the_last_of_a_key_wins(table):
     assert table.get(999) == b"v999" and table.get(3) == b"x" and table.get("kept") == b"new"
     assert table.insert_many([]) == 0
     assert table.insert_many((k, b"g") for k in ("a", "b")) == 2  # any iterable
+    # a key repeated within one published batch: one slot, the last value, counts right
+    assert table.insert_many([("d", b"1"), ("d", b"22"), ("d", b"333")]) == 3
+    assert table.get("d") == b"333" and len(table) == 1004
+    info, keys = table.info(), table.keys()
+    assert info["size"] == info["keys"] == len(keys) == 1004
+    assert info["live_bytes"] == sum(len(table[k]) for k in keys)
 
 
 def test_insert_many_is_all_or_none(table):

@@ -55,7 +55,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import wait as futures_wait
 from typing import Any, Self
 
@@ -200,6 +200,16 @@ FILL_AHEAD_SHARE = 1 / 32
 #: not yet published are memory a rewrite needs on top of the data).
 PUBLISH_BATCH = 32
 PUBLISH_SHARE = 1 / 256
+PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
+
+
+def _prepared(objects: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, ...]]:
+    """``(key, value)`` objects as ``insert_filled_many`` items: ``(prepared key, value
+    length, value)``."""
+    for key, value in objects:
+        kb = encode_key(key)
+        v = _as_buffer(value)
+        yield (kb, key_hash(kb)), v.nbytes, v
 
 
 class _Copy:
@@ -656,7 +666,9 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         published in batches (:meth:`_publish_filled`), in order."""
         done = 0
         pend: list[tuple[Any, ...]] = []  # filled, not yet published
-        budget = int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * PUBLISH_SHARE)
+        budget = max(
+            int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * PUBLISH_SHARE), PUBLISH_MIN
+        )
         ahead = 0
         try:
             for (kb, h), nbytes, fill in items:
@@ -888,12 +900,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                     self.insert(key, value)
                     n += 1
                 return n
-            put = self._put
-            for key, value in objects:
-                kb = encode_key(key)
-                put(kb, key_hash(kb), [_as_buffer(value)], "replace")
-                n += 1
-        return n
+            return self._fill_serial(_prepared(objects))
 
     def _existing(self, kb: bytes, h: int) -> list[memoryview]:
         slot, _ref, seg, off = self._find(kb, h)
