@@ -48,3 +48,25 @@ def test_an_index_without_empty_slots_is_corrupt_not_a_hang(cleanup) -> None:
     assert t.get("k") == b"v"  # reads still work
     t.delete_table()
     assert not [f for f in os.listdir("/dev/shm") if f.startswith(f"sz.{name}.")]
+
+
+def test_a_key_deleted_and_inserted_again_takes_back_its_tombstone() -> None:
+    """Churn of the same keys (a cache, chunks dropped by a shrink and written again) uses
+    no new slots: no tombstones pile up on the probe paths, no index rebuild."""
+    t = Table.create()
+    try:
+        for k in range(20):
+            t.insert(k, b"v")
+        used, gen = t._H[L.H_USED_SLOTS], t._H[L.H_GEN]
+        for rep in range(500):
+            t.delete(rep % 20)
+            assert t.get(rep % 20) is None
+            t.insert(rep % 20, b"w%d" % rep)
+            t.insert_many([(rep % 20, b"x"), ((rep + 1) % 20, b"y%d" % rep)])
+        assert t._H[L.H_USED_SLOTS] == used and t._H[L.H_GEN] == gen
+        assert len(t) == 20 and t.get(499 % 20) == b"x" and t.get(0) == b"y499"
+        t.delete("absent")
+        t.insert("new", b"n")  # a new key still fills an empty slot, counted
+        assert t._H[L.H_USED_SLOTS] == used + 1 and t.get("new") == b"n"
+    finally:
+        t.delete_table()

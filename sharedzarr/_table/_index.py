@@ -7,7 +7,9 @@ hash, vectorised rebuild).  Readers check ``H_GEN`` (one load) and remap when it
 Words stored here, and only here
 --------------------------------
 Every index slot (:meth:`IndexMixin._store_ref` publishes a reference with one aligned
-8-byte store; :meth:`IndexMixin._store_new_slot` fills an empty slot, hash first), the
+8-byte store; :meth:`IndexMixin._store_new_slot` fills the tombstone a deleted key of the
+same hash left on the probe path, with one reference store, or else an empty slot, hash
+first), the
 index segment header, ``H_GEN`` (a new generation is published by one store) and
 ``H_USED_SLOTS``.  The write counter that follows a slot store is the header's
 (:func:`._header.count_write`): callers bump it right after the slot, with their crash
@@ -282,30 +284,39 @@ class IndexMixin(ArenaMixin):
         self._idx[(slot << 1) + 1] = ref
 
     def _store_new_slot(self, h: int, ref: int) -> int:
-        """Publish ``ref`` under hash ``h`` in a free slot (hash first); return the slot."""
-        i = self._slot_for_new(h)
-        self._idx[i << 1] = h
-        self._idx[(i << 1) + 1] = ref  # publish
-        return i
+        """Publish ``ref`` under hash ``h`` in a free slot; return the slot.
 
-    def _count_new_slot(self) -> None:
-        """A slot left the empty state (tombstones keep it used until a rebuild)."""
-        self._H[L.H_USED_SLOTS] += 1
+        A key deleted and inserted again (a cache entry, an array's chunk after a shrink
+        and a regrowth) takes back its own tombstone: a slot of the same hash on its probe
+        path, before the first empty one, gets the reference (one store, as an overwrite;
+        a reader that finds a slot of its hash always compares the record's key bytes).
+        Otherwise the first empty slot is filled, hash first, and counted used.  Without
+        the reuse, every delete and insert of one key left a tombstone on the probe paths
+        until the next rebuild.  Lock held; the caller checked that the key is absent."""
+        idx, mask = self._imap
+        i = h & mask
+        for _ in range(mask + 1):
+            sh = idx[i << 1]
+            if sh == 0:
+                idx[i << 1] = h
+                idx[(i << 1) + 1] = ref  # publish
+                self._H[L.H_USED_SLOTS] += 1  # (tombstones keep a slot used until a rebuild)
+                return i
+            if sh == h and idx[(i << 1) + 1] == L.TOMBSTONE:
+                idx[(i << 1) + 1] = ref  # publish
+                return i
+            i = (i + 1) & mask
+        raise self._no_empty_slot()
 
     def _set_used_slots(self, n: int) -> None:
         """Recovery: store the recounted number of used slots."""
         self._H[L.H_USED_SLOTS] = n
 
-    def _slot_for_new(self, h: int) -> int:
-        """The first empty slot from ``h``'s home (lock held).  Bounded: an index with no
-        empty slot although the header counts room is damaged, not a reason to spin."""
-        idx, mask = self._imap
-        i = h & mask
-        for _ in range(mask + 1):
-            if idx[i << 1] == 0:
-                return i
-            i = (i + 1) & mask
-        raise CorruptTableError(
+    def _no_empty_slot(self) -> CorruptTableError:
+        """An index with no empty slot although the header counts room is damaged (the
+        probes are bounded: not a reason to spin)."""
+        mask = self._mask
+        return CorruptTableError(
             f"table {self.name!r}: its index has no empty slot although the header counts "
             f"{self._H[L.H_USED_SLOTS]} used of {mask + 1}; the table is damaged "
             f"(`sharedzarr export` can copy what is readable, `sharedzarr rm {self.name}` "

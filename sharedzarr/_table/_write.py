@@ -466,7 +466,6 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             elif old > 1:  # deleted in the session: its old record gets a slot again
                 self._grow_if_needed()
                 self._store_new_slot(h, old)
-                self._count_new_slot()
         count_write(H)
         _crash_point("rollback.restored")
         self._give_back_tail(self._undo_tail)
@@ -537,7 +536,6 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             _crash_point("put.stored")
             count_write(H)
             _crash_point("put.published")
-            self._count_new_slot()
             H[L.H_KEYS] += 1
             H[L.H_OBJECTS] += len(lens)
             H[L.H_LIVE_VALUE] += vbytes
@@ -672,7 +670,6 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         ahead = 0
         try:
             for (kb, h), nbytes, fill in items:
-                self._grow_if_needed(len(pend) + 1)  # room for the batch's keys if all new
                 new_ref, total, room = self._append_unfilled(kb, nbytes)
                 try:
                     if type(fill) is memoryview:  # the value itself (see insert_filled_many)
@@ -777,8 +774,8 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                 o[1].append((ref, old_total))
                 o[2][0] += old_total
             else:
-                self._store_new_slot(h, new_ref)  # publish
-                self._count_new_slot()
+                self._grow_if_needed()  # (a rebuild keeps the slots stored so far)
+                self._store_new_slot(h, new_ref)  # publish (and counts a slot it fills)
                 keys += 1
                 objects += 1
                 value += nbytes
