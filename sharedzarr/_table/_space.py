@@ -11,7 +11,8 @@ The rooms of garbage records are reused by the handle that freed them (the alloc
 recycler, see :mod:`._arenas`); the rooms of a handle that stopped writing (a worker that
 exited, or went idle) are garbage no one reuses until compaction, and their pages stay
 allocated.  So a write that replaces half the table or more, when that garbage has grown
-by over ``1/ROOMS_SHARE`` of the live data since this handle last looked, first walks the
+by over ``1/ROOMS_SHARE`` of the live data (and ``ROOMS_MIN``) since this handle last
+looked, first walks the
 arenas for garbage records (no key references them) that are not its own rooms, and
 gives their pages back (:meth:`._arenas.ArenaMixin._free_room_pages`: same grace
 protocol as reuse; the record heads stay, so the owner may still write there).  At most
@@ -38,13 +39,21 @@ from ._arenas import RECYCLE_MIN
 from ._header import _OFFSET_BITS, Segment, _arena_word
 from ._index import IndexMixin
 
-__all__ = ["ROOMS_SHARE", "RECLAIM_MIN", "RECLAIM_RATIO", "RECLAIM_RATIO_BUSY", "SpaceMixin"]
+__all__ = [
+    "ROOMS_MIN",
+    "ROOMS_SHARE",
+    "RECLAIM_MIN",
+    "RECLAIM_RATIO",
+    "RECLAIM_RATIO_BUSY",
+    "SpaceMixin",
+]
 
 
 RECLAIM_MIN = 1 << 20  # don't bother reclaiming less garbage than this
 RECLAIM_RATIO = 0.4  # reclaim when garbage > this fraction of live records (<= 1.5x memory)
 RECLAIM_RATIO_BUSY = 1.0  # ... and within a long writer session, at this fraction
 ROOMS_SHARE = 128  # free other handles' rooms when they grew by 1/ROOMS_SHARE of the live data
+ROOMS_MIN = 64 << 10  # ... and by at least this much
 _ROOMS_EVERY_NS = 1_000_000_000  # ... at most once per this long per handle
 
 
@@ -217,7 +226,7 @@ class SpaceMixin(IndexMixin):
         # about to reuse)
         foreign = H[L.H_GARBAGE] - self._rooms_held()
         self._rooms_seen = seen = min(self._rooms_seen, foreign)  # (compaction lowers it)
-        if foreign - seen < max(RECLAIM_MIN, live // ROOMS_SHARE):
+        if foreign - seen < max(ROOMS_MIN, live // ROOMS_SHARE):
             return
         now = time.monotonic_ns()
         if now - self._rooms_at < _ROOMS_EVERY_NS:

@@ -199,7 +199,7 @@ FILL_AHEAD_SHARE = 1 / 32
 #: the counts), and at most this fraction of the live data in bytes (records filled and
 #: not yet published are memory a rewrite needs on top of the data).
 PUBLISH_BATCH = 32
-PUBLISH_SHARE = 1 / 256
+PUBLISH_SHARE = 1 / 512
 PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
 
 
