@@ -655,26 +655,33 @@ class ArenaMixin(TableBase):
     def _append(self, kb: bytes, values: list[Any]) -> tuple[int, int]:
         # values: memoryviews, or _Filler that write themselves
         """Append a record; return ``(reference, record length)``.  Not yet published."""
-        if len(values) == 1:
-            total = L.align(24 + len(kb)) + L.align(values[0].nbytes)
-            total = max(total, L.ALIGN)
-        else:
-            total = L.record_layout(len(kb), [v.nbytes for v in values])[0]
-        got = self._take_recycled(total) if self._recycler is not None else None
-        if got is not None:
-            seg, aid, off = got
-            L.pack_record(seg.buf, off, kb, values)  # a failure leaves the room garbage
-            _crash_point("append.written")
-            return L.make_ref(aid, off), total
-        seg, aid, off = self._alloc(total)
+        if len(values) == 1 and type(values[0]) is memoryview:  # the common record
+            v = values[0]
+            new_ref, total, room = self._append_unfilled(kb, v.nbytes)
+            room[:] = v  # (the same length: nothing to fail)
+            return new_ref, total
+        total = L.record_layout(len(kb), [v.nbytes for v in values])[0]
+        seg, aid, off, fresh = self._room(total)
         try:
-            L.pack_record(seg.buf, off, kb, values)
+            L.pack_record(seg.buf, off, kb, values)  # a failure leaves a recycled room garbage
             _crash_point("append.written")
         except BaseException:
-            self._release_dedicated()
+            if fresh:
+                self._release_dedicated()
             raise
-        self._commit(seg, off, total)
+        if fresh:
+            self._commit(seg, off, total)
         return L.make_ref(aid, off), total
+
+    def _room(self, total: int) -> tuple[Segment, int, int, bool]:
+        """Room for a record of ``total`` bytes: ``(segment, id, offset, fresh)``, a recycled
+        room, else a fresh one at the bump pointer (reserved and mapped; :meth:`_commit` it
+        once written)."""
+        got = self._take_recycled(total) if self._recycler is not None else None
+        if got is not None:
+            return got[0], got[1], got[2], False
+        seg, aid, off = self._alloc(total)
+        return seg, aid, off, True
 
     def _append_raw(self, rec: memoryview) -> int:
         total = rec.nbytes
@@ -695,9 +702,7 @@ class ArenaMixin(TableBase):
         or :meth:`_abandon` it.  (The view keeps a big value's own segment mapped.)
         """
         total, vo = L.one_value_record(len(kb), nbytes)
-        got = self._take_recycled(total) if self._recycler is not None else None
-        fresh = got is None
-        seg, aid, off = self._alloc(total) if got is None else got
+        seg, aid, off, fresh = self._room(total)
         mem = seg.buf
         try:
             L.pack_head1(mem, off, kb, total, nbytes)

@@ -145,7 +145,7 @@ class Reservation:
             if t._H[L.H_RECOVERIES] != self._recoveries:
                 t._count_reserved_live(self.ref, self.total)
             t._grow_if_needed()
-            t._finish_filled((None, self.kb, self.h, self.nbytes, self.ref, self.total))
+            t._publish_filled([(self.kb, self.h, self.nbytes, self.ref, self.total)])
         finally:
             self._release()
 
@@ -283,6 +283,12 @@ class _SharedFill:
     def filled(self, r: int) -> bool:
         """Whether record ``r`` is whole (every fill done, none failed)."""
         return not self.left[r] and r not in self.errors
+
+    def whole_from(self, r: int) -> int:
+        """The first record from ``r`` on that is not whole (``len(recs)`` if none)."""
+        while r < len(self.recs) and self.filled(r):
+            r += 1
+        return r
 
     def _note(self, j: int, error: BaseException | None) -> None:
         self.outstanding -= 1
@@ -698,6 +704,16 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         recs, errors = sf.recs, sf.errors
         budget = int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * FILL_AHEAD_SHARE)
         published = ahead = 0  # records published; bytes appended and not published
+
+        def publish_whole() -> None:
+            """Publish, in order, the records filled so far (one batch)."""
+            nonlocal published, ahead
+            k = sf.whole_from(published)
+            if k > published:
+                batch, published = recs[published:k], k  # (never published twice)
+                ahead -= sum(rec[2] for rec in batch)
+                self._publish_filled(batch)
+
         try:
             for (kb, h), nbytes, fill in items:
                 while (
@@ -706,46 +722,26 @@ class WriteMixin(ReadMixin, RecoveryMixin):
                     and (len(recs) - published >= FILL_AHEAD or ahead >= budget)
                 ):
                     sf.step(True)
-                    while published < len(recs) and sf.filled(published):
-                        self._finish_filled((None, *recs[published]))
-                        ahead -= recs[published][2]
-                        published += 1
+                    publish_whole()
                 if errors:
                     break
-                self._grow_if_needed(len(recs) - published + 1)
                 new_ref, total, buf = self._append_unfilled(kb, nbytes)
                 sf.add((kb, h, nbytes, new_ref, total), fill, buf)
                 ahead += nbytes
                 sf.step(False)
-                while published < len(recs) and sf.filled(published):
-                    self._finish_filled((None, *recs[published]))
-                    ahead -= recs[published][2]
-                    published += 1
+                publish_whole()
         finally:
             # publish, in order, the values filled before the first failure (the write's
             # or the loop's); the rest become garbage
             sf.finish()
-            k = published
             try:
-                while k < len(recs) and sf.filled(k):
-                    self._finish_filled((None, *recs[k]))
-                    k += 1
+                publish_whole()
             finally:
-                for rec in recs[k:]:
+                for rec in recs[published:]:
                     self._abandon(rec[3], rec[4])
-        if k < len(recs):
+        if published < len(recs):
             raise errors[min(errors)]
-        return k
-
-    def _finish_filled(self, p: tuple[Any, ...]) -> None:
-        fut, kb, h, nbytes, new_ref, total = p
-        if fut is not None:
-            try:
-                fut.result()
-            except BaseException:
-                self._abandon(new_ref, total)
-                raise
-        self._publish_filled([(kb, h, nbytes, new_ref, total)])
+        return published
 
     def _publish_filled(self, recs: list[tuple[Any, ...]]) -> None:
         """Publish filled one-value records ``(key bytes, hash, value length, reference,

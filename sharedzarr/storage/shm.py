@@ -27,7 +27,7 @@ from .._metadata import ArrayMetadata
 from .._segment import Segment, map_os_errors, size_on_disk
 from .._table import Table, collect_garbage, list_tables, probe, table_segments, validate_name
 from .._table._catalog import _destroy as _destroy_table
-from .._table._header import DEFAULT_TIMEOUT
+from .._table._header import DEFAULT_TIMEOUT, _as_buffer
 from ..errors import AccessDeniedError, TableExistsError, TableNotFoundError
 from .base import Backend, ChunkIndex
 
@@ -47,12 +47,6 @@ __all__ = [
 METADATA_KEY = "metadata"
 CHUNK_TAG = "chunk"
 _KEY_CACHE_MAX = 1 << 20
-
-
-def _as_bytes(data: Any) -> memoryview:
-    """A 1-d unsigned-byte memoryview of a bytes-like value (no copy)."""
-    mv = memoryview(data)
-    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
 
 
 def _not_found(name: str) -> TableNotFoundError:
@@ -230,7 +224,7 @@ class SharedMemoryBackend(Backend):
         self._check_writable()
         key = self._key
         self.table.insert_filled_many(
-            ((key(idx), v.nbytes, v) for idx, v in ((i, _as_bytes(d)) for i, d in items)),
+            ((key(idx), v.nbytes, v) for idx, v in ((i, _as_buffer(d)) for i, d in items)),
             None,
             expected_bytes=expected_bytes,
         )
