@@ -31,6 +31,7 @@ ORDER = [
     "_space",
     "_read",
     "_recovery",
+    "_fill",
     "_write",
     "_table",
     "__init__",

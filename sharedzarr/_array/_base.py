@@ -51,7 +51,12 @@ def _is_fill_value(part: np.ndarray, fill: Any) -> bool:
 
 def _byte_view(arr: np.ndarray) -> memoryview:
     """Return a 1-d unsigned-byte memoryview of a C-contiguous array (no copy)."""
-    flat: Any = arr.reshape(-1).view(np.uint8)  # numpy arrays export the buffer protocol
+    exported: Any = arr  # (numpy arrays export the buffer protocol)
+    try:  # on every write's path: one buffer export, no numpy views on the way
+        return memoryview(exported).cast("B")
+    except (TypeError, ValueError, NotImplementedError):
+        pass  # dtypes the buffer protocol does not describe (datetime, some structured)
+    flat: Any = arr.reshape(-1).view(np.uint8)
     return memoryview(flat)
 
 

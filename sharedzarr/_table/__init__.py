@@ -67,6 +67,7 @@ it in this list)::
                 stores H_GARBAGE, H_LIVE_RECORD
     _read       the lock-free read protocol (invariants at its top), cached readers
     _recovery   repair after a dead writer: recounts, asks each owner to store
+    _fill       a bulk write's fills shared with a helper thread; stores nothing
     _write      writer session, put/remove, filled inserts, clear;
                 stores H_HOLDER, H_DIRTY, H_KEYS, H_OBJECTS, H_LIVE_VALUE
     _table      the Table facade: create/attach/close, give_away, info

@@ -53,10 +53,8 @@ Words stored here, and only here
 from __future__ import annotations
 
 import contextlib
-import queue
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import wait as futures_wait
 from typing import Any, Self
 
 from .. import _layout as L
@@ -69,6 +67,7 @@ from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, NotFoundError
 from ._arenas import _Filler
 from ._catalog import table_segments
+from ._fill import FILL_AHEAD, FILL_AHEAD_SHARE, SharedFill
 from ._header import _OFFSET_BITS, DEFAULT_TIMEOUT, _as_buffer, count_reclaim, count_write
 from ._ownership import _OWNED, _register_owned
 from ._read import ReadMixin
@@ -189,12 +188,6 @@ class _Session:
         self.table._end_write(et is None, getattr(ev, "changed_nothing", False))
 
 
-#: Records appended and not yet published while two threads fill values (in flight: this
-#: bounds the extra memory a rewrite needs, see :class:`_SharedFill`) ...
-FILL_AHEAD = 5
-#: ... and their bytes, at most this fraction of the table's live data (at least one
-#: record is in flight: a big one is filled in parts by both threads, see ``fill.parts``).
-FILL_AHEAD_SHARE = 1 / 32
 #: Filled records published together by one thread (one write-count bump, one update of
 #: the counts), and at most this fraction of the live data in bytes (records filled and
 #: not yet published are memory a rewrite needs on top of the data).
@@ -210,135 +203,6 @@ def _prepared(objects: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, ...]]:
         kb = encode_key(key)
         v = _as_buffer(value)
         yield (kb, key_hash(kb)), v.nbytes, v
-
-
-class _Copy:
-    """A fill that copies a value in (``insert_filled_many`` takes values too)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: memoryview) -> None:
-        self.value = value
-
-    def __call__(self, room: memoryview) -> None:
-        room[:] = self.value
-
-
-class _SharedFill:
-    """Fills of appended records shared by the caller's thread and one helper thread.
-
-    The caller appends records (under the writer lock) and queues their fills; both
-    threads take fills from that one queue, so the helper copies while the caller prepares
-    the next record, and the caller copies too whenever enough records wait to be
-    published (``FILL_AHEAD``, ``FILL_AHEAD_SHARE``).  A fill with a ``parts`` attribute
-    (callables that each write a disjoint part of the buffer) is queued as its parts, so
-    the two threads fill one big record together.  The helper is handed the whole write
-    once (one task, not one per value), and reports each fill on a second queue, on which
-    the caller blocks (the GIL released) when it has nothing else to do; only the caller
-    counts what is done.  The caller publishes the filled records in order.  (A task per
-    value, or per batch of values, left each thread idle while the other handed over: a
-    128 MiB rewrite in 512 KiB chunks took 20-35 ms that way, 17 ms so; two threads
-    copying alone take 9.5 ms, one 18 ms.)
-    """
-
-    __slots__ = ("errors", "future", "jobs", "left", "outstanding", "recs", "reports", "todo")
-
-    def __init__(self, submit: Any) -> None:
-        self.recs: list[tuple[Any, ...]] = []  # (kb, h, nbytes, ref, total)
-        self.left: list[int] = []  # fills not yet done, per record
-        self.errors: dict[int, BaseException] = {}  # record -> its first failed fill
-        self.jobs: list[tuple[int, Any, memoryview]] = []  # (record, fill, buffer)
-        self.outstanding = 0  # fills queued and not yet done (here or by the helper)
-        self.todo: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        self.reports: queue.SimpleQueue[tuple[int, BaseException | None]] = queue.SimpleQueue()
-        self.future = submit(self._helper)
-
-    def _helper(self) -> None:
-        jobs, todo, reports = self.jobs, self.todo, self.reports
-        while True:
-            j = todo.get()
-            if j is None:
-                return
-            job = jobs[j]
-            try:
-                job[1](job[2])
-            except BaseException as e:  # handed to the caller's thread
-                reports.put((j, e))
-            else:
-                reports.put((j, None))
-
-    def add(self, rec: tuple[Any, ...], fill: Any, buf: memoryview) -> None:
-        """Queue the fill (or the parts of the fill) of an appended record."""
-        r = len(self.recs)
-        self.recs.append(rec)
-        if type(fill) is memoryview:  # the value itself: copied in
-            fill = _Copy(fill)
-        parts = getattr(fill, "parts", None) or (fill,)
-        self.left.append(len(parts))
-        for part in parts:
-            self.jobs.append((r, part, buf))
-            self.outstanding += 1
-            self.todo.put(len(self.jobs) - 1)
-
-    def filled(self, r: int) -> bool:
-        """Whether record ``r`` is whole (every fill done, none failed)."""
-        return not self.left[r] and r not in self.errors
-
-    def whole_from(self, r: int) -> int:
-        """The first record from ``r`` on that is not whole (``len(recs)`` if none)."""
-        while r < len(self.recs) and self.filled(r):
-            r += 1
-        return r
-
-    def _note(self, j: int, error: BaseException | None) -> None:
-        self.outstanding -= 1
-        r = self.jobs[j][0]
-        if error is None:
-            self.left[r] -= 1
-        else:
-            self.errors.setdefault(r, error)
-
-    def step(self, block: bool) -> None:
-        """Take the helper's reports; then (``block``) fill a queued job here, or wait for
-        the helper's next report when it has taken every queued job."""
-        reports = self.reports
-        while not reports.empty():
-            self._note(*reports.get())
-        if not block:
-            return
-        try:
-            j = self.todo.get_nowait()
-        except queue.Empty:
-            if self.outstanding:  # the helper is filling one: its report will come
-                self._note(*reports.get())
-            return
-        if j is not None:  # (None is queued by finish() only)
-            self._fill_here(j)
-
-    def _fill_here(self, j: int) -> None:
-        job = self.jobs[j]
-        try:
-            job[1](job[2])
-        except BaseException as e:
-            self._note(j, e)
-        else:
-            self._note(j, None)
-
-    def finish(self) -> None:
-        """Fill what is queued (here and on the helper) and stop the helper."""
-        todo = self.todo
-        while True:
-            try:
-                j = todo.get_nowait()
-            except queue.Empty:
-                break
-            if j is not None:
-                self._fill_here(j)
-        todo.put(None)
-        futures_wait([self.future])
-        reports = self.reports
-        while not reports.empty():
-            self._note(*reports.get())
 
 
 class WriteMixin(ReadMixin, RecoveryMixin):
@@ -492,6 +356,9 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         slot, ref, seg, off = self._find(kb, h)
         if slot >= 0 and mode == "new":
             return False
+        if len(values) == 1 and type(values[0]) is memoryview:
+            self._put_one(kb, h, values[0], slot, ref, seg, off)
+            return True
         old = None
         if slot >= 0:
             old = self._record_info(seg, off)
@@ -504,6 +371,42 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         self._publish(h, [v.nbytes for v in values], new_ref, total, slot, ref, old)
         self._maybe_reclaim(RECLAIM_RATIO_BUSY)
         return True
+
+    def _put_one(
+        self, kb: bytes, h: int, v: memoryview, slot: int, ref: int, seg: Any, off: int
+    ) -> None:
+        """:meth:`_put` of one bytes value (the common write: a chunk, a cache entry), the
+        key found at ``slot`` (``ref``, ``seg``, ``off``; ``slot < 0``: absent): the same
+        steps and stores as :meth:`_publish`, in the same order, without its lists."""
+        if slot < 0:
+            self._grow_if_needed()
+        nbytes = v.nbytes
+        new_ref, total, room = self._append_unfilled(kb, nbytes)
+        room[:] = v  # (the same length: nothing to fail)
+        if self._undo is not None:
+            self._log_undo(kb, h, slot, ref)
+        H = self._H
+        if slot >= 0:
+            old_total, old_lens = self._record_info(seg, off)
+            self._store_ref(slot, new_ref)  # publish: one aligned 8-byte store
+            _crash_point("put.stored")  # a crash here leaves the count to recovery
+            count_write(H)  # right after the slot: cached readers look at it again
+            _crash_point("put.published")
+            if len(old_lens) != 1:
+                H[L.H_OBJECTS] += 1 - len(old_lens)
+            H[L.H_LIVE_VALUE] += nbytes - sum(old_lens)
+            self._add_live_record(total)
+            self._garbage_in(seg, ref >> _OFFSET_BITS, [(ref, old_total)], old_total)
+        else:
+            self._store_new_slot(h, new_ref)  # publish
+            _crash_point("put.stored")
+            count_write(H)
+            _crash_point("put.published")
+            H[L.H_KEYS] += 1
+            H[L.H_OBJECTS] += 1
+            H[L.H_LIVE_VALUE] += nbytes
+            self._add_live_record(total)
+        self._maybe_reclaim(RECLAIM_RATIO_BUSY)
 
     def _publish(
         self,
@@ -637,7 +540,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         submit : callable, optional
             An executor's ``submit(fn) -> concurrent.futures.Future``.  Given, the fills
             are shared by this thread and one of the executor's (numpy releases
-            the GIL while it copies): see :class:`_SharedFill`.
+            the GIL while it copies): see :class:`._fill.SharedFill`.
         expected_bytes : int
             At least how many bytes the write stores (``items`` and what the caller writes
             with them), when known.  A write that certainly cannot fit is refused before
@@ -699,8 +602,8 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         return done
 
     def _fill_shared(self, items: Iterable[tuple[Any, ...]], submit: Any) -> int:
-        """``insert_filled_many`` with a helper thread (:class:`_SharedFill`)."""
-        sf = _SharedFill(submit)
+        """``insert_filled_many`` with a helper thread (:class:`._fill.SharedFill`)."""
+        sf = SharedFill(submit)
         recs, errors = sf.recs, sf.errors
         budget = int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * FILL_AHEAD_SHARE)
         published = ahead = 0  # records published; bytes appended and not published
