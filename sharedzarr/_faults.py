@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["crash_point", "pause_point"]
+__all__ = ["CRASHES", "crash_point", "pause_point"]
 
 _CRASH_AT: str | None = os.environ.get("SHAREDZARR_CRASH_AT") or None
 _CRASH_AFTER = int(os.environ.get("SHAREDZARR_CRASH_AFTER", "0") or 0)
 _crash_count = 0
 _PAUSE_AT: str | None = os.environ.get("SHAREDZARR_PAUSE_AT") or None
+#: Whether crash points are armed in this process: the hottest write paths test this
+#: before calling :func:`crash_point` (a call costs more than the test).
+CRASHES = _CRASH_AT is not None
 
 
 def crash_point(where: str) -> None:

@@ -209,6 +209,11 @@ class WriterLock:
         """How many times the calling thread holds the lock (0 when it does not)."""
         return self._depth if self._owned() else 0
 
+    def outermost(self) -> bool:
+        """Whether the calling thread, which holds the lock, holds it once (its next
+        :meth:`release` releases the OS lock)."""
+        return self._depth == 1
+
     def _owned(self) -> bool:
         return bool(self._rlock._is_owned())  # type: ignore[attr-defined]
 
@@ -273,12 +278,15 @@ class WriterLock:
             self._depth += 1
             return False
         try:
-            fd = self.fileno()
+            fd = self._fd
+            if fd < 0 or self._fd_pid != _proc.pid():
+                fd = self.fileno()
             fid = self._file_id
             if fid is None:
                 st = os.fstat(fd)
                 fid = self._file_id = (st.st_dev, st.st_ino)
-            if _HELD_BY.get(fid) == threading.get_ident():
+            tid = threading.get_ident()
+            if _HELD_BY.get(fid) == tid:
                 raise RuntimeError(
                     f"this thread already holds the writer lock of table {self._name!r} "
                     "through another handle, so waiting here would never end: write through "
@@ -292,7 +300,14 @@ class WriterLock:
                 if want and want != me:
                     deadline = _deadline(timeout, start)
                     self._let_waiter_in(hint, want, deadline)
-            if not self._try(fd):
+            try:  # (the uncontended acquire: one system call)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                free = True
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
+                    raise
+                free = False
+            if not free:
                 if deadline is None:
                     deadline = _deadline(timeout, start)
                 if hint is not None and len(hint) > SEQ:
@@ -304,7 +319,7 @@ class WriterLock:
                 if hint[WANT] == me:
                     hint[WANT] = 0
             self._held_hint = hint  # the release bumps its sequence
-            _HELD_BY[fid] = threading.get_ident()
+            _HELD_BY[fid] = tid
         except BaseException:
             self._rlock.release()
             raise
@@ -447,8 +462,11 @@ class WriterLock:
             if self._depth == 0:
                 if self._file_id is not None:
                     _HELD_BY.pop(self._file_id, None)
+                fd = self._fd
+                if fd < 0 or self._fd_pid != _proc.pid():
+                    fd = self.fileno()
                 try:
-                    fcntl.flock(self.fileno(), fcntl.LOCK_UN)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
                 except (OSError, ValueError):
                     pass  # descriptor already closed: the kernel dropped the lock
                 released = True

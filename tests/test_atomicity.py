@@ -189,3 +189,90 @@ def test_delete_chunk_uses_the_shape_another_process_set():
     finally:
         b.close()
         a.delete()
+
+
+def _run(target, *args) -> None:
+    p = CTX.Process(target=target, args=args)
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0
+
+
+def test_write_chunk_notices_a_resize_made_between_two_of_its_writes():
+    """write_chunk skips its metadata checks while its handle wrote last (the table's
+    operation sequence and write counter say so); a resize in another process in between
+    is noticed: a chunk now outside the array is refused, one inside is written."""
+    a = sz.zeros((20, 4), dtype="int32", chunks=(5, 4), table_name=_name("wq"))
+    try:
+        block = np.full((5, 4), 3, dtype="int32")
+        for _ in range(3):  # the first write checks and remembers; the next ones skip
+            a.write_chunk((3, 0), block)
+            a.write_chunk((1, 0), block)
+        _run(W.resize_to, a.name, (10, 4), {"note": "shrunk"})
+        with pytest.raises(IndexError):
+            a.write_chunk((3, 0), block)
+        assert a.shape == (10, 4) and a.attrs["note"] == "shrunk"
+        assert (3, 0) not in a.list_chunks()
+        a.write_chunk((1, 0), block + 1)
+        np.testing.assert_array_equal(a[5:10], 4)
+        _run(W.resize_to, a.name, (20, 4), {})
+        a.write_chunk((3, 0), block + 2)  # inside again
+        np.testing.assert_array_equal(a[15:20], 5)
+        np.testing.assert_array_equal(a[10:15], 0)
+    finally:
+        a.delete()
+
+
+def test_write_chunk_while_only_this_handle_writes_reads_no_metadata(monkeypatch):
+    a = sz.zeros((64, 64), dtype="float64", chunks=(8, 8), table_name=_name("wm"))
+    try:
+        backend = a.backend
+        a.write_chunk((0, 0), np.ones((8, 8)))
+        reads = []
+        for what in ("read_metadata", "metadata_token"):
+            method = getattr(backend, what)
+            monkeypatch.setattr(backend, what, lambda m=method, w=what: reads.append(w) or m())
+        for i in range(8):
+            for j in range(8):
+                a.write_chunk((i, j), np.full((8, 8), i * 8 + j, dtype="float64"))
+        first = len(reads)  # the chunks' first writes check them (not (0, 0))
+        for i in range(8):
+            for j in range(8):
+                a.write_chunk((i, j), np.full((8, 8), -(i * 8 + j), dtype="float64"))
+        assert len(reads) == first  # no metadata lookups while nothing else wrote
+        b = sz.open(a.name)
+        b.write_chunk((7, 7), np.zeros((8, 8)))  # another handle writes: looked at again
+        b.close()
+        a.write_chunk((0, 1), np.full((8, 8), 5.0))
+        assert len(reads) > first
+        got = a[...]
+        assert got[0, 8] == 5.0 and got[63, 63] == 0.0 and got[8, 0] == -8.0
+    finally:
+        a.delete()
+
+
+def test_insert_if_unchanged_writes_only_when_nothing_else_wrote():
+    from sharedzarr import Table
+
+    t = Table.create(_name("iu"))
+    other = Table.attach(t.name)
+    try:
+        pk = t.prepare_key("k")
+        first = t.insert_if_unchanged(pk, memoryview(b"one"), (-1, -1))
+        assert first is None and t.get("k") is None  # a stale pair: nothing written
+        with t.writer():
+            t.insert("k", b"zero")
+        since = (t.op_seq() + 1, t.write_token())  # what the next session opens at
+        got = t.insert_if_unchanged(pk, memoryview(b"one"), since)
+        assert got is not None and t.get("k") == b"one"
+        got = t.insert_if_unchanged(pk, memoryview(b"two"), got)
+        assert got is not None and t.get("k") == b"two"
+        other.insert("x", b"1")  # another handle wrote
+        assert t.insert_if_unchanged(pk, memoryview(b"three"), got) is None
+        assert t.get("k") == b"two"
+        with t.writer():  # in a session already: the general path decides
+            assert t.insert_if_unchanged(pk, memoryview(b"four"), got) is None
+        assert t.get("k") == b"two"
+    finally:
+        other.close()
+        t.delete_table()

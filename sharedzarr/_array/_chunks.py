@@ -139,6 +139,24 @@ class ChunkMixin(WriteMixin):
         ValueError, TypeError, sharedzarr.errors.AccessDeniedError
             As for :meth:`set_slice`.
         """
+        if (  # a whole raw chunk inside the array, while this handle is the only writer
+            self._fast_chunks
+            and type(data) is np.ndarray
+            and type(idx) is tuple
+            and data.shape == self._chunks
+            and data.dtype == self._chunk_dtype
+            and data.flags.c_contiguous
+            and not self._closed
+        ):
+            inner = self._inner_chunks.get(idx)
+            backend = self._backend
+            # (a big chunk may be copied outside the lock instead: see _write_reserved)
+            if inner is not None and backend is not None and data.nbytes < backend.reserve_min:
+                wait = self._write_timeout if timeout is None else timeout
+                since = backend.write_chunk_if_unchanged(inner, _byte_view(data), self._quiet, wait)
+                if since is not None:  # stored: nothing had changed since this handle's write
+                    self._quiet = since
+                    return
         op = self._write_op(timeout, data)
         with op:
             room = self._write_chunk_locked(op.backend, idx, op.data)

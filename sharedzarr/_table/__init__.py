@@ -77,9 +77,9 @@ direction of imports and the size limits.
 
 Why mixins, for now: the engine's parts are mixin classes of ``Table``
 (``ArenaMixin`` <- ``IndexMixin`` <- ``SpaceMixin`` <- ``ReadMixin``/``RecoveryMixin``
-<- ``WriteMixin`` <- ``Table``), not separate objects.  The hot read paths bind
-``self._H``, ``self._idx`` and ``self._arenas`` as locals; with objects each would
-be one more attribute hop per read, and the split had to be behaviour- and
+<- ``SessionMixin`` <- ``WriteMixin`` <- ``Table``), not separate objects.  The hot
+read paths bind ``self._H``, ``self._idx`` and ``self._arenas`` as locals; with objects
+each would be one more attribute hop per read, and the split had to be behaviour- and
 speed-preserving.  Every shared word already has one writer module, so turning a
 mixin into an object later (``IndexMap``, ``Allocator``) changes no protocol.
 Where this differs from the reviewed layout, and why (each keeps imports one-way):

@@ -1,6 +1,6 @@
 """The write side: the writer session (lock, holder, dirty word) and every write operation.
 
-A session (:meth:`WriteMixin.writer`, or the one a single operation opens) takes the
+A session (:meth:`SessionMixin.writer`, or the one a single operation opens) takes the
 writer lock (:mod:`sharedzarr._lock`), stores the holder, repairs after a dead writer
 (:mod:`._recovery`), marks the header dirty, and at its end reclaims once and clears the
 mark.  A write appends its record unpublished (allocator), writes the value into it, then
@@ -59,6 +59,7 @@ from typing import Any, Self
 
 from .. import _layout as L
 from .. import _proc
+from .._faults import CRASHES
 from .._faults import crash_point as _crash_point
 from .._index import encode_key, key_hash
 from .._lock import ReservationHold
@@ -170,7 +171,7 @@ class _Session:
 
     __slots__ = ("atomic", "table", "timeout")
 
-    def __init__(self, table: WriteMixin, timeout: float | None, atomic: bool) -> None:
+    def __init__(self, table: SessionMixin, timeout: float | None, atomic: bool) -> None:
         self.table, self.timeout, self.atomic = table, timeout, atomic
 
     def __enter__(self) -> Any:
@@ -205,8 +206,9 @@ def _prepared(objects: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, ...]]:
         yield (kb, key_hash(kb)), v.nbytes, v
 
 
-class WriteMixin(ReadMixin, RecoveryMixin):
-    """Writer sessions and the write operations of a table handle."""
+class SessionMixin(ReadMixin, RecoveryMixin):
+    """The writer session of a table handle: lock, holder, dirty mark, operation sequence,
+    rollback (see the module docstring)."""
 
     _sessions = 0  # writer sessions this handle opened (see _begin_write)
 
@@ -278,7 +280,8 @@ class WriteMixin(ReadMixin, RecoveryMixin):
     def _begin_write(self, timeout: float | None) -> None:
         if self._lock.acquire_nested():
             return
-        self._writable_check()
+        if self._closed or self._ro or self._asked_ro or self.access != "public":
+            self._writable_check()  # (raises, or maps a read-only handle writable)
         self._lock.acquire(timeout)
         try:
             H = self._H
@@ -287,14 +290,15 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             # OS on a handle's first session and every 64th after it
             if H[L.H_DELETED] or (self._sessions & 63 == 1 and self._hdr.unlinked()):
                 raise self._not_found()
-            H[L.H_HOLDER] = _proc.pid()
+            me = _proc.pid()
+            H[L.H_HOLDER] = me
             if H[L.H_DIRTY]:
                 self._set_counts(*self._recover())
                 H[L.H_DIRTY] = 0
             if H[L.H_READER_WAIT]:
                 _let_readers_in(H)
-            H[L.H_DIRTY] = _proc.pid()
-            if self.name not in _OWNED and self.is_owner:
+            H[L.H_DIRTY] = me
+            if H[L.H_OWNER_PID] == me and self.name not in _OWNED and self.is_owner:
                 _register_owned(self.name, self._hdr)
             s = H[L.H_OPSEQ]
             H[L.H_OPSEQ] = s + 2 if s & 1 else s + 1  # open: odd (and moved past a dead one)
@@ -303,7 +307,7 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             raise
 
     def _end_write(self, ok: bool, clean: bool = False) -> None:
-        if self._lock.depth == 1:
+        if self._lock.outermost():
             H = self._H
             undo, self._undo = self._undo, None
             if clean and undo is None:
@@ -347,6 +351,10 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         if undo is not None:
             undo.append((kb, h, ref if slot >= 0 else 0))
 
+
+class WriteMixin(SessionMixin):
+    """The write operations of a table handle (each in a session, see :class:`SessionMixin`)."""
+
     def _put(self, kb: bytes, h: int, values: list[Any], mode: str) -> bool:
         """The one write primitive.  Call with the writer lock held.
 
@@ -389,9 +397,11 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         if slot >= 0:
             old_total, old_lens = self._record_info(seg, off)
             self._store_ref(slot, new_ref)  # publish: one aligned 8-byte store
-            _crash_point("put.stored")  # a crash here leaves the count to recovery
+            if CRASHES:
+                _crash_point("put.stored")  # a crash here leaves the count to recovery
             count_write(H)  # right after the slot: cached readers look at it again
-            _crash_point("put.published")
+            if CRASHES:
+                _crash_point("put.published")
             if len(old_lens) != 1:
                 H[L.H_OBJECTS] += 1 - len(old_lens)
             H[L.H_LIVE_VALUE] += nbytes - sum(old_lens)
@@ -399,9 +409,11 @@ class WriteMixin(ReadMixin, RecoveryMixin):
             self._garbage_in(seg, ref >> _OFFSET_BITS, [(ref, old_total)], old_total)
         else:
             self._store_new_slot(h, new_ref)  # publish
-            _crash_point("put.stored")
+            if CRASHES:
+                _crash_point("put.stored")
             count_write(H)
-            _crash_point("put.published")
+            if CRASHES:
+                _crash_point("put.published")
             H[L.H_KEYS] += 1
             H[L.H_OBJECTS] += 1
             H[L.H_LIVE_VALUE] += nbytes
@@ -496,6 +508,45 @@ class WriteMixin(ReadMixin, RecoveryMixin):
         try:
             self._put(pk[0], pk[1], [v], "replace")
             ok = True
+        finally:
+            self._end_write(ok)
+
+    def insert_if_unchanged(
+        self,
+        pk: tuple[bytes, int],
+        value: memoryview,
+        since: tuple[int, int],
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> tuple[int, int] | None:
+        """Insert ``value`` under prepared key ``pk`` in a writer session of its own, if no
+        write ran since ``since``; set types only.
+
+        For a handle that caches something derived from the table (an array its metadata):
+        it writes without reading that again while only it writes.  ``since`` is what the
+        previous call returned: the operation sequence the next session opens at (see
+        "Operations") and the write counter.  When either moved, or this thread is in a
+        session already, nothing is written and None is returned: the caller then writes
+        the general way, checking what it cached.
+
+        Returns
+        -------
+        tuple of int or None
+            The pair to pass next time, or None when nothing was written.  A reclaim at the
+            session's end moves the counter: the next call then returns None (harmless).
+        """
+        if self._lock.depth or self._bag:
+            return None
+        self._begin_write(timeout)
+        ok = False
+        try:
+            H = self._H
+            s = H[L.H_OPSEQ]
+            if s != since[0] or H[L.H_WRITES] != since[1]:
+                ok = True  # nothing written: the session ends clean
+                return None
+            self._put(pk[0], pk[1], [value], "replace")
+            ok = True
+            return s + 2, H[L.H_WRITES]  # (the session closes at s + 1)
         finally:
             self._end_write(ok)
 

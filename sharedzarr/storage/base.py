@@ -168,6 +168,33 @@ class Backend(abc.ABC):
             On a read-only handle.
         """
 
+    def write_chunk_if_unchanged(
+        self, idx: ChunkIndex, data: memoryview, since: tuple[int, int], timeout: float | None
+    ) -> tuple[int, int] | None:
+        """Store chunk ``idx`` in a write operation of its own, if no write ran since
+        ``since``; else store nothing and return None (the default: never).
+
+        An array's :meth:`~sharedzarr.Array.write_chunk` tries this first, so that while it
+        is the only writer it skips checking its metadata under the lock.
+
+        Parameters
+        ----------
+        idx : tuple of int
+        data : memoryview
+            The chunk's bytes, copied.
+        since : tuple of int
+            What the previous successful call returned, or what the array remembered of
+            its last write (``(operation sequence, write counter)``).
+        timeout : float or None
+            Seconds to wait for the writer lock.
+
+        Returns
+        -------
+        tuple of int or None
+            The pair to pass next time, or None when nothing was stored.
+        """
+        return None
+
     @abc.abstractmethod
     def delete_chunk(self, idx: ChunkIndex) -> None:
         """Delete chunk ``idx``; deleting an absent chunk is not an error.

@@ -203,6 +203,18 @@ class SharedMemoryBackend(Backend):
         self._check_writable()
         self.table.insert_prepared(self._key(idx), data)
 
+    def write_chunk_if_unchanged(
+        self, idx: ChunkIndex, data: memoryview, since: tuple[int, int], timeout: float | None
+    ) -> tuple[int, int] | None:
+        """Store chunk ``idx`` if no write ran since ``since``
+        (:meth:`sharedzarr.Table.insert_if_unchanged`)."""
+        if self.readonly:
+            return None  # (the general path raises the right error)
+        done: tuple[int, int] | None = self.table.insert_if_unchanged(
+            self._key(idx), data, since, timeout
+        )
+        return done
+
     def reserve_chunk(self, idx: ChunkIndex, nbytes: int) -> Any:
         """The room of chunk ``idx``'s new value, when another writer waits for the lock:
         the copy then runs without it (:meth:`sharedzarr.Table.reserve`)."""
