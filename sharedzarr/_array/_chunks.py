@@ -153,7 +153,9 @@ class ChunkMixin(WriteMixin):
             # (a big chunk may be copied outside the lock instead: see _write_reserved)
             if inner is not None and backend is not None and data.nbytes < backend.reserve_min:
                 wait = self._write_timeout if timeout is None else timeout
-                since = backend.write_chunk_if_unchanged(inner, _byte_view(data), self._quiet, wait)
+                since = backend.write_chunk_if_unchanged(
+                    inner, _byte_view(data), self._quiet, wait, self._metadata_unchanged
+                )
                 if since is not None:  # stored: nothing had changed since this handle's write
                     self._quiet = since
                     return
@@ -164,6 +166,12 @@ class ChunkMixin(WriteMixin):
             self._quiet_after(op.seq)
         else:  # another writer waits: copy without the lock, publish under it
             self._write_reserved(op.backend, room, idx, op.data, timeout)
+
+    def _metadata_unchanged(self) -> bool:
+        """Under the writer lock, after another write: whether this handle's metadata is
+        still the stored one (it adopts the stored one if not).  A write that finds it so
+        goes on in the same operation (see :meth:`write_chunk`)."""
+        return not self._sync_locked()
 
     def _write_reserved(
         self, backend: Backend, room: Any, idx: Any, arr: np.ndarray, timeout: float | None

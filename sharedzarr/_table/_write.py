@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
 from .. import _layout as L
@@ -517,22 +517,24 @@ class WriteMixin(SessionMixin):
         value: memoryview,
         since: tuple[int, int],
         timeout: float | None = DEFAULT_TIMEOUT,
+        recheck: Callable[[], bool] | None = None,
     ) -> tuple[int, int] | None:
         """Insert ``value`` under prepared key ``pk`` in a writer session of its own, if no
-        write ran since ``since``; set types only.
+        write ran since ``since`` or ``recheck`` allows it; set types only.
 
         For a handle that caches something derived from the table (an array its metadata):
-        it writes without reading that again while only it writes.  ``since`` is what the
-        previous call returned: the operation sequence the next session opens at (see
-        "Operations") and the write counter.  When either moved, or this thread is in a
-        session already, nothing is written and None is returned: the caller then writes
-        the general way, checking what it cached.
+        it writes without looking at that again while only it writes.  ``since`` is what
+        the previous call returned: the operation sequence the next session opens at (see
+        "Operations") and the write counter.  When either moved, ``recheck()`` is called
+        under the lock (another writer ran: is what the caller cached still right?); True
+        lets the write go on.  Without it, when it returns False, or when this thread is
+        in a session already, nothing is written and None is returned: the caller then
+        writes the general way.
 
         Returns
         -------
         tuple of int or None
-            The pair to pass next time, or None when nothing was written.  A reclaim at the
-            session's end moves the counter: the next call then returns None (harmless).
+            The pair to pass next time, or None when nothing was written.
         """
         if self._lock.depth or self._bag:
             return None
@@ -541,7 +543,7 @@ class WriteMixin(SessionMixin):
         try:
             H = self._H
             s = H[L.H_OPSEQ]
-            if s != since[0] or H[L.H_WRITES] != since[1]:
+            if (s != since[0] or H[L.H_WRITES] != since[1]) and (recheck is None or not recheck()):
                 ok = True  # nothing written: the session ends clean
                 return None
             self._put(pk[0], pk[1], [value], "replace")

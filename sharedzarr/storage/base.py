@@ -169,13 +169,20 @@ class Backend(abc.ABC):
         """
 
     def write_chunk_if_unchanged(
-        self, idx: ChunkIndex, data: memoryview, since: tuple[int, int], timeout: float | None
+        self,
+        idx: ChunkIndex,
+        data: memoryview,
+        since: tuple[int, int],
+        timeout: float | None,
+        recheck: Callable[[], bool],
     ) -> tuple[int, int] | None:
         """Store chunk ``idx`` in a write operation of its own, if no write ran since
-        ``since``; else store nothing and return None (the default: never).
+        ``since`` or ``recheck()`` (called under the writer lock) returns True; else store
+        nothing and return None (the default: never).
 
-        An array's :meth:`~sharedzarr.Array.write_chunk` tries this first, so that while it
-        is the only writer it skips checking its metadata under the lock.
+        An array's :meth:`~sharedzarr.Array.write_chunk` tries this first: while it is the
+        only writer it skips checking its metadata, and otherwise checks it in the same
+        write operation.
 
         Parameters
         ----------
@@ -187,6 +194,8 @@ class Backend(abc.ABC):
             its last write (``(operation sequence, write counter)``).
         timeout : float or None
             Seconds to wait for the writer lock.
+        recheck : callable
+            Whether the write may go on although another write ran since ``since``.
 
         Returns
         -------

@@ -204,14 +204,19 @@ class SharedMemoryBackend(Backend):
         self.table.insert_prepared(self._key(idx), data)
 
     def write_chunk_if_unchanged(
-        self, idx: ChunkIndex, data: memoryview, since: tuple[int, int], timeout: float | None
+        self,
+        idx: ChunkIndex,
+        data: memoryview,
+        since: tuple[int, int],
+        timeout: float | None,
+        recheck: Callable[[], bool],
     ) -> tuple[int, int] | None:
-        """Store chunk ``idx`` if no write ran since ``since``
+        """Store chunk ``idx`` if no write ran since ``since`` or ``recheck()`` allows it
         (:meth:`sharedzarr.Table.insert_if_unchanged`)."""
         if self.readonly:
             return None  # (the general path raises the right error)
         done: tuple[int, int] | None = self.table.insert_if_unchanged(
-            self._key(idx), data, since, timeout
+            self._key(idx), data, since, timeout, recheck
         )
         return done
 
