@@ -36,7 +36,11 @@ the record is whole and published.  The recycled bytes leave the garbage counts 
 record is written (``A_GARBAGE`` here, ``H_GARBAGE`` by :mod:`._space` through
 :meth:`ArenaMixin._recycled_taken`); garbage a handle keeps for recycling is not
 compacted by it (:meth:`ArenaMixin._recyclable`) while it keeps using it, and it lets
-go of it after ``_RECYCLE_IDLE_NS`` unused.
+go of it after ``_RECYCLE_IDLE_NS`` unused.  A *swap*: when a put replaces a record by one
+of the same length and the room it gets is in the replaced record's arena, the arena's
+live and garbage bytes stand (one record's worth leaves garbage, the old one's joins it),
+and so do the table's: nothing is counted (``swap_aid`` of :meth:`ArenaMixin._room`; the
+write module then only keeps the old record's room, see ``_put_one``).
 
 Words stored here, and only here
 --------------------------------
@@ -498,8 +502,11 @@ class ArenaMixin(TableBase):
             r.held += total
             r.used = time.monotonic_ns()  # in use: not idle (see _recyclable)
 
-    def _take_recycled(self, total: int) -> tuple[Segment, int, int] | None:
-        """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``."""
+    def _take_recycled(self, total: int, swap_aid: int = 0) -> tuple[Segment, int, int] | None:
+        """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``.
+
+        Counted out of its arena's garbage, unless the arena is ``swap_aid`` (a swap, see
+        "Recycling": the caller then counts nothing either)."""
         r = self._recycler
         if r is None or not r.count:
             return None
@@ -523,10 +530,12 @@ class ArenaMixin(TableBase):
             w = seg.words
             if w[6] != aid or w[7] & 1 or off + total > w[2]:  # A_ID, a view's pin, A_USED
                 continue  # retired, reused or pinned since: compaction's now
+            r.used = now
+            if aid == swap_aid:
+                return seg, aid, off
             _set_arena_word(seg, L.A_LIVE, w[4] + total)
             _set_arena_word(seg, L.A_GARBAGE, max(w[5] - total, 0))
             r.pending += total
-            r.used = now
             return seg, aid, off
         return None
 
@@ -658,7 +667,7 @@ class ArenaMixin(TableBase):
         """Append a record; return ``(reference, record length)``.  Not yet published."""
         if len(values) == 1 and type(values[0]) is memoryview:  # the common record
             v = values[0]
-            new_ref, total, room = self._append_unfilled(kb, v.nbytes)
+            new_ref, total, room, _ = self._append_unfilled(kb, v.nbytes)
             room[:] = v  # (the same length: nothing to fail)
             return new_ref, total
         total = L.record_layout(len(kb), [v.nbytes for v in values])[0]
@@ -674,11 +683,11 @@ class ArenaMixin(TableBase):
             self._commit(seg, off, total)
         return L.make_ref(aid, off), total
 
-    def _room(self, total: int) -> tuple[Segment, int, int, bool]:
+    def _room(self, total: int, swap_aid: int = 0) -> tuple[Segment, int, int, bool]:
         """Room for a record of ``total`` bytes: ``(segment, id, offset, fresh)``, a recycled
         room, else a fresh one at the bump pointer (reserved and mapped; :meth:`_commit` it
-        once written)."""
-        got = self._take_recycled(total) if self._recycler is not None else None
+        once written).  ``swap_aid``: see :meth:`_take_recycled`."""
+        got = self._take_recycled(total, swap_aid) if self._recycler is not None else None
         if got is not None:
             return got[0], got[1], got[2], False
         seg, aid, off = self._alloc(total)
@@ -695,15 +704,21 @@ class ArenaMixin(TableBase):
         self._commit(seg, off, total)
         return L.make_ref(aid, off)
 
-    def _append_unfilled(self, kb: bytes, nbytes: int) -> tuple[int, int, memoryview]:
+    def _append_unfilled(
+        self, kb: bytes, nbytes: int, swap: tuple[int, int] = (0, 0)
+    ) -> tuple[int, int, memoryview, bool]:
         """Append a one-value record whose value is not written yet (lock held).
 
-        Returns ``(reference, record length, writable view of the value)``.  The record
-        is accounted live but unpublished: :meth:`_publish` it once the value is written,
-        or :meth:`_abandon` it.  (The view keeps a big value's own segment mapped.)
+        Returns ``(reference, record length, writable view of the value, swapped)``.  The
+        record is accounted live but unpublished: :meth:`_publish` it once the value is
+        written, or :meth:`_abandon` it.  (The view keeps a big value's own segment
+        mapped.)  ``swap``: ``(arena id, record length)`` of the record this one replaces;
+        ``swapped`` is True when the room is a swap (see "Recycling"): then nothing was
+        accounted, and the caller accounts nothing for the replaced record either.
         """
         total, vo = L.one_value_record(len(kb), nbytes)
-        seg, aid, off, fresh = self._room(total)
+        swap_aid = swap[0] if swap[1] == total else 0
+        seg, aid, off, fresh = self._room(total, swap_aid)
         mem = seg.buf
         try:
             L.pack_head1(mem, off, kb, total, nbytes)
@@ -715,7 +730,12 @@ class ArenaMixin(TableBase):
             raise
         if fresh:
             self._commit(seg, off, total)
-        return (aid << _OFFSET_BITS) | off, total, mem[off + vo : off + vo + nbytes]
+        return (
+            (aid << _OFFSET_BITS) | off,
+            total,
+            mem[off + vo : off + vo + nbytes],
+            aid == swap_aid and not fresh,
+        )
 
     # ------------------------------------------------------------------ for _space, _recovery
 

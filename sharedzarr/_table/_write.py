@@ -386,16 +386,19 @@ class WriteMixin(SessionMixin):
         """:meth:`_put` of one bytes value (the common write: a chunk, a cache entry), the
         key found at ``slot`` (``ref``, ``seg``, ``off``; ``slot < 0``: absent): the same
         steps and stores as :meth:`_publish`, in the same order, without its lists."""
+        nbytes = v.nbytes
         if slot < 0:
             self._grow_if_needed()
-        nbytes = v.nbytes
-        new_ref, total, room = self._append_unfilled(kb, nbytes)
+            new_ref, total, room, swapped = self._append_unfilled(kb, nbytes)
+        else:
+            old_total, old_lens = self._record_info(seg, off)
+            aid = ref >> _OFFSET_BITS
+            new_ref, total, room, swapped = self._append_unfilled(kb, nbytes, (aid, old_total))
         room[:] = v  # (the same length: nothing to fail)
         if self._undo is not None:
             self._log_undo(kb, h, slot, ref)
         H = self._H
         if slot >= 0:
-            old_total, old_lens = self._record_info(seg, off)
             self._store_ref(slot, new_ref)  # publish: one aligned 8-byte store
             if CRASHES:
                 _crash_point("put.stored")  # a crash here leaves the count to recovery
@@ -404,9 +407,13 @@ class WriteMixin(SessionMixin):
                 _crash_point("put.published")
             if len(old_lens) != 1:
                 H[L.H_OBJECTS] += 1 - len(old_lens)
-            H[L.H_LIVE_VALUE] += nbytes - sum(old_lens)
-            self._add_live_record(total)
-            self._garbage_in(seg, ref >> _OFFSET_BITS, [(ref, old_total)], old_total)
+            if len(old_lens) != 1 or nbytes != old_lens[0]:
+                H[L.H_LIVE_VALUE] += nbytes - sum(old_lens)
+            if swapped:  # the counts stand (see "Recycling" in _arenas)
+                self._recycle(seg, ref, old_total)
+            else:
+                self._add_live_record(total)
+                self._garbage_in(seg, aid, [(ref, old_total)], old_total)
         else:
             self._store_new_slot(h, new_ref)  # publish
             if CRASHES:
@@ -488,7 +495,7 @@ class WriteMixin(SessionMixin):
         if self._undo is not None:
             raise RuntimeError("reserve cannot be used inside an atomic writer session")
         kb, h = pk
-        new_ref, total, buf = self._append_unfilled(kb, nbytes)
+        new_ref, total, buf, _ = self._append_unfilled(kb, nbytes)
         hold = ReservationHold(self._seg_path_arena(new_ref >> L.OFFSET_BITS))
         if hold.fd < 0:
             self._abandon(new_ref, total)
@@ -632,7 +639,7 @@ class WriteMixin(SessionMixin):
         ahead = 0
         try:
             for (kb, h), nbytes, fill in items:
-                new_ref, total, room = self._append_unfilled(kb, nbytes)
+                new_ref, total, room, _ = self._append_unfilled(kb, nbytes)
                 try:
                     if type(fill) is memoryview:  # the value itself (see insert_filled_many)
                         room[:] = fill
@@ -681,7 +688,7 @@ class WriteMixin(SessionMixin):
                     publish_whole()
                 if errors:
                     break
-                new_ref, total, buf = self._append_unfilled(kb, nbytes)
+                new_ref, total, buf, _ = self._append_unfilled(kb, nbytes)
                 sf.add((kb, h, nbytes, new_ref, total), fill, buf)
                 ahead += nbytes
                 sf.step(False)
