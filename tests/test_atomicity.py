@@ -240,6 +240,16 @@ def test_write_chunk_while_only_this_handle_writes_reads_no_metadata(monkeypatch
             for j in range(8):
                 a.write_chunk((i, j), np.full((8, 8), -(i * 8 + j), dtype="float64"))
         assert len(reads) == first  # no metadata lookups while nothing else wrote
+        with a.table.writer():  # writes of one session: no lookups either
+            for i in range(8):
+                a.write_chunk((i, i), np.full((8, 8), 0.5))
+            assert len(reads) == first
+            a.attrs["inside"] = 1  # a metadata write in the session: looked at again
+            a.write_chunk((0, 0), np.full((8, 8), 0.25))
+        assert len(reads) > first and a.attrs["inside"] == 1
+        first = len(reads)
+        a.write_chunk((0, 2), np.full((8, 8), 0.75))
+        assert a[0, 16] == 0.75 and a[0, 0] == 0.25 and a[9, 9] == 0.5
         b = sz.open(a.name)
         b.write_chunk((7, 7), np.zeros((8, 8)))  # another handle writes: looked at again
         b.close()
@@ -270,9 +280,16 @@ def test_insert_if_unchanged_writes_only_when_nothing_else_wrote():
         other.insert("x", b"1")  # another handle wrote
         assert t.insert_if_unchanged(pk, memoryview(b"three"), got) is None
         assert t.get("k") == b"two"
-        with t.writer():  # in a session already: the general path decides
+        with t.writer():  # a stale pair in a session of this thread: nothing written
             assert t.insert_if_unchanged(pk, memoryview(b"four"), got) is None
         assert t.get("k") == b"two"
+        with t.writer():  # a current pair: written in the session, which keeps its pair
+            inside = (t.op_seq(), t.write_token())
+            got = t.insert_if_unchanged(pk, memoryview(b"five"), inside)
+            assert got == (inside[0], t.write_token()) and t.get("k") == b"five"
+            got = t.insert_if_unchanged(pk, memoryview(b"six"), got)
+            assert got is not None and t.get("k") == b"six"
+        assert t.insert_if_unchanged(pk, memoryview(b"seven"), got) is None  # closed since
     finally:
         other.close()
         t.delete_table()

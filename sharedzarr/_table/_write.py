@@ -534,17 +534,25 @@ class WriteMixin(SessionMixin):
         the previous call returned: the operation sequence the next session opens at (see
         "Operations") and the write counter.  When either moved, ``recheck()`` is called
         under the lock (another writer ran: is what the caller cached still right?); True
-        lets the write go on.  Without it, when it returns False, or when this thread is
-        in a session already, nothing is written and None is returned: the caller then
-        writes the general way.
+        lets the write go on.  Without it, or when it returns False, nothing is written and
+        None is returned: the caller then writes the general way.  Inside a session of
+        this thread the value is written in that session (the pair then holds its
+        sequence, which the session's later writes keep).
 
         Returns
         -------
         tuple of int or None
             The pair to pass next time, or None when nothing was written.
         """
-        if self._lock.depth or self._bag:
+        if self._bag:
             return None
+        if self._lock.depth:  # a write of this thread's session
+            H = self._H
+            s = H[L.H_OPSEQ]
+            if (s != since[0] or H[L.H_WRITES] != since[1]) and (recheck is None or not recheck()):
+                return None
+            self._put(pk[0], pk[1], [value], "replace")
+            return s, H[L.H_WRITES]
         self._begin_write(timeout)
         ok = False
         try:
