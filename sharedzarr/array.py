@@ -28,7 +28,8 @@ import numpy as np
 from . import storage as _storage
 from ._array._attributes import Attributes
 from ._array._shape import ShapeMixin
-from ._metadata import ArrayMetadata, dtype_name, encode_fill_value
+from ._dtypes import dtype_name, encode_fill_value
+from ._metadata import ArrayMetadata
 from .storage.base import MODES, Backend
 
 __all__ = ["Array", "Attributes", "create", "open"]

@@ -525,7 +525,7 @@ def array_summary(t: Table) -> dict[str, Any] | None:
 
 def _dtype_label(data_type: Any) -> Any:
     """numpy's short name of a zarr.json ``data_type`` (``datetime64[s]``), else it as is."""
-    from .._metadata import dtype_from_json, dtype_name
+    from .._dtypes import dtype_from_json, dtype_name
 
     try:
         return dtype_name(dtype_from_json(data_type))
