@@ -9,6 +9,7 @@ made in another process are seen by this handle on its next call.
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 import uuid
 
 import _atomic_workers as W
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import sharedzarr as sz
+from sharedzarr import _layout as L
 
 CTX = mp.get_context("spawn")
 
@@ -290,6 +292,57 @@ def test_insert_if_unchanged_writes_only_when_nothing_else_wrote():
             got = t.insert_if_unchanged(pk, memoryview(b"six"), got)
             assert got is not None and t.get("k") == b"six"
         assert t.insert_if_unchanged(pk, memoryview(b"seven"), got) is None  # closed since
+    finally:
+        other.close()
+        t.delete_table()
+
+
+def test_a_value_pin_holds_until_its_record_changes():
+    """value_pin / value_pinned: a few word loads tell whether a key still has the record
+    it had (the array's metadata check while two handles take turns writing)."""
+    from sharedzarr import Table
+
+    t = Table.create(_name("pin"))
+    other = Table.attach(t.name)
+    try:
+        pk = t.prepare_key("meta")
+        assert t.value_pin(pk) is None  # absent
+        t.insert("meta", b"v1")
+        pin = t.value_pin(pk)
+        assert pin is not None and t.value_pinned(pin)
+        other.insert("x", b"other keys do not move it")
+        assert t.value_pinned(pin)
+        other.insert("meta", b"v1")  # the same bytes, a new record
+        assert not t.value_pinned(pin)
+        pin = t.value_pin(pk)
+        other.delete("meta")
+        assert not t.value_pinned(pin)
+        other.insert("meta", b"v2")  # back, possibly in the same slot
+        assert not t.value_pinned(pin)
+        pin = t.value_pin(pk)
+        for i in range(2000):  # the index grows: a new generation
+            other.insert(i, bytes(1024))
+        assert not t.value_pinned(pin)
+        pin = t.value_pin(pk)
+        assert t.value_pinned(pin)
+        for i in range(2000):
+            other.delete(i)
+        moves = t._H[L.H_RECLAIM]
+        other.reclaim()  # 2 MiB of garbage beside it: the live records move
+        assert t._H[L.H_RECLAIM] != moves and not t.value_pinned(pin)
+        big = bytes(8192)  # a recyclable record: a rewrite may land at the same reference
+        other.insert("big", big)
+        bpk = t.prepare_key("big")
+        same_ref = 0
+        for _ in range(5):
+            bpin = t.value_pin(bpk)
+            for _ in range(3):  # the third rewrite may take the pinned record's room back
+                time.sleep(2e-3)  # (past the grace period)
+                other.insert("big", big)
+            now = t.value_pin(bpk)
+            same_ref += now is not None and now[3:] == bpin[3:]
+            assert not t.value_pinned(bpin)
+        assert same_ref  # the same slot and reference: only the reuse epoch tells
     finally:
         other.close()
         t.delete_table()

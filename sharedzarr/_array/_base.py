@@ -95,6 +95,7 @@ class ArrayBase:
         self._meta_seq = self._op_seq()
         self._quiet = (-1, -1)  # see _quiet_after
         self._meta_token: Any = None
+        self._meta_pin: Any = None  # see ChunkMixin._metadata_unchanged
         self._write_timeout: float | None = DEFAULT_WRITE_TIMEOUT
         self._attrs: Attributes | None = None
         self._set_metadata(metadata, metadata_bytes)
@@ -104,6 +105,7 @@ class ArrayBase:
         """Install metadata and precompute the per-array constants the hot paths use."""
         self._meta = meta
         self._meta_raw = raw if raw is not None else meta.to_json()
+        self._meta_pin = None
         self._shape = meta.shape
         self._chunks = meta.chunks
         self._dtype = meta.dtype

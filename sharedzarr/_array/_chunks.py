@@ -170,8 +170,19 @@ class ChunkMixin(WriteMixin):
     def _metadata_unchanged(self) -> bool:
         """Under the writer lock, after another write: whether this handle's metadata is
         still the stored one (it adopts the stored one if not).  A write that finds it so
-        goes on in the same operation (see :meth:`write_chunk`)."""
-        return not self._sync_locked()
+        goes on in the same operation (see :meth:`write_chunk`).
+
+        While two handles take turns writing, every write asks this.  The first time, it
+        checks the metadata the general way and pins the record (the lock is held: it is
+        the one this handle holds); later, the pin's few word loads answer."""
+        backend = self._live()
+        pin = self._meta_pin
+        if pin is not None and backend.metadata_pinned(pin):
+            return True
+        if self._sync_locked():
+            return False  # adopted another handle's change (which drops the pin)
+        self._meta_pin = backend.metadata_pin()
+        return True
 
     def _write_reserved(
         self, backend: Backend, room: Any, idx: Any, arr: np.ndarray, timeout: float | None

@@ -264,6 +264,7 @@ class WriteMixin(ReadMixin):
                 yield self
             except BaseException:
                 self._meta_token = None  # undone: the next call reads the metadata again
+                self._meta_pin = None
                 raise
 
     def set_slice(

@@ -3,6 +3,8 @@
 The index is a segment per generation (``/sz.T.idx.<gen>``) of 16-byte slots
 (key hash, reference); :mod:`sharedzarr._index` holds its pure parts (key codec,
 hash, vectorised rebuild).  Readers check ``H_GEN`` (one load) and remap when it moved.
+The identities of a key's record live here too (``value_token``, and ``value_pin``, which a
+writer checks with a few word loads): they are questions about the key's slot.
 
 Words stored here, and only here
 --------------------------------
@@ -31,7 +33,7 @@ from .._index import build_slots
 from .._segment import map_os_errors, take_name
 from .._segment import unlink as _unlink
 from ..errors import CorruptTableError, SharedZarrError
-from ._arenas import _NAME_TRIES, ArenaMixin, _names_taken
+from ._arenas import _NAME_TRIES, RECYCLE_MIN, ArenaMixin, _names_taken
 from ._header import _OFFSET_BITS, _OFFSET_MASK, Segment
 
 __all__ = ["IndexMixin", "create_index_segment", "init_generation"]
@@ -221,6 +223,53 @@ class IndexMixin(ArenaMixin):
         raise SharedZarrError(
             f"table {self.name!r}: a data segment is missing; the table is damaged"
         )
+
+    def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int, int] | None:
+        """An identity of the value of prepared key ``pk``: equal tokens mean the very same
+        record, unchanged (invariants of :mod:`._read`: I1; moving or reusing one bumps
+        ``H_RECLAIM``, I4; a record whose room may be recycled adds the reuse epoch, I2).
+        A few loads: a handle that cached a value checks it with this.  None when the fast
+        probe cannot tell (absent, not in its home slot): compare the value itself then."""
+        H = self._H
+        if H is None:
+            H = self._check_open()
+        gen, epoch = H[L.H_RECLAIM], H[L.H_REUSE]
+        hit = self._probe_home(pk[0], pk[1], H)
+        if hit is None or H[L.H_RECLAIM] != gen:
+            return None
+        seg, ref = hit[0], hit[1]
+        total = _REC_HEAD.unpack_from(seg.mm, ref & _OFFSET_MASK)[0]
+        return ref, gen, epoch if total >= RECYCLE_MIN else 0
+
+    def value_pin(self, pk: tuple[bytes, int]) -> tuple[int, int, int, int, int] | None:
+        """Where the value of prepared key ``pk`` is: a pin that :meth:`value_pinned` checks
+        with a few word loads and no probe.  None when the key is absent.
+
+        The identity is :meth:`value_token`'s (the record's reference, ``H_RECLAIM``, the
+        reuse epoch for a record whose room may be recycled), plus the index generation
+        and the key's slot in it.  For a writer that checks, on each of its writes, that a
+        small value it cached (an array's ``zarr.json``) is still the stored one: take the
+        pin under the writer lock, right after checking the value."""
+        H = self._H
+        if H is None:
+            H = self._check_open()
+        gen, epoch = H[L.H_RECLAIM], H[L.H_REUSE]
+        slot, ref, seg, off = self._find(pk[0], pk[1])
+        if slot < 0 or H[L.H_RECLAIM] != gen:
+            return None
+        total = _REC_HEAD.unpack_from(seg.mm, off)[0]
+        return self._idx_gen, gen, epoch if total >= RECYCLE_MIN else -1, slot, ref
+
+    def value_pinned(self, pin: tuple[int, int, int, int, int]) -> bool:
+        """Whether the key of ``pin`` (:meth:`value_pin`) still has that very record: its slot
+        in the same index generation holds the same reference, and no record moved or was
+        reused since (I1, I4; I2 for a recyclable record).  False means "look again"."""
+        H = self._H
+        if H is None or H[L.H_GEN] != pin[0] or self._idx_gen != pin[0]:
+            return False
+        if H[L.H_RECLAIM] != pin[1] or (pin[2] >= 0 and H[L.H_REUSE] != pin[2]):
+            return False
+        return bool(self._imap[0][(pin[3] << 1) + 1] == pin[4])
 
     def _probe_home(
         self, kb: bytes, h: int, H: memoryview | None

@@ -68,8 +68,7 @@ import numpy as np
 from .. import _layout as L
 from .._index import encode_key, key_hash, sort_key
 from ..errors import CorruptTableError, LockTimeoutError, NotFoundError
-from ._arenas import RECYCLE_MIN
-from ._header import _OFFSET_BITS, _OFFSET_MASK, _READ_RETRIES, Segment
+from ._header import _OFFSET_BITS, _READ_RETRIES, Segment
 from ._space import SpaceMixin
 
 __all__ = ["OP_WAIT_S", "ReadMixin"]
@@ -263,23 +262,6 @@ class ReadMixin(SpaceMixin):
             yield
         finally:
             self._lock.release()
-
-    def value_token(self, pk: tuple[bytes, int]) -> tuple[int, int, int] | None:
-        """An identity of the value of prepared key ``pk``: equal tokens mean the very same
-        record, unchanged (I1; moving or reusing one bumps ``H_RECLAIM``, I4; a record
-        whose room may be recycled adds the reuse epoch, I2).  A few loads: a handle that
-        cached a value checks it with this.  None when the fast probe cannot tell (absent,
-        not in its home slot): compare the value itself then."""
-        H = self._H
-        if H is None:
-            H = self._check_open()
-        gen, epoch = H[L.H_RECLAIM], H[L.H_REUSE]
-        hit = self._probe_home(pk[0], pk[1], H)
-        if hit is None or H[L.H_RECLAIM] != gen:
-            return None
-        seg, ref = hit[0], hit[1]
-        total = _REC_HEAD.unpack_from(seg.mm, ref & _OFFSET_MASK)[0]
-        return ref, gen, epoch if total >= RECYCLE_MIN else 0
 
     def reuse_epoch(self) -> int:
         """The reuse epoch (I2): a reader of a *borrowed* view (``borrow=True``) loads it

@@ -490,6 +490,17 @@ class Backend(abc.ABC):
         """A counter that moves whenever any stored chunk changes (see :meth:`chunk_spans`)."""
         return 0
 
+    def metadata_pin(self) -> Any:
+        """Where the stored metadata is, for :meth:`metadata_pinned`; None (the default)
+        when the backend cannot tell.  Taken under the writer lock, right after the caller
+        checked that the stored metadata is the one it holds."""
+        return None
+
+    def metadata_pinned(self, pin: Any) -> bool:
+        """Whether the stored metadata is still the record of ``pin`` (a few word loads);
+        False (the default) means "check it the general way"."""
+        return False
+
     def metadata_token(self) -> Any:
         """An identity of the stored metadata: equal tokens mean it did not change.
 

@@ -290,6 +290,15 @@ class SharedMemoryBackend(Backend):
         got: tuple[Any, dict[int, int]] | None = self.table.arenas_in_one_range(ids)
         return got
 
+    def metadata_pin(self) -> tuple[int, int, int, int, int] | None:
+        """Where the metadata record is (:meth:`sharedzarr.Table.value_pin`)."""
+        pin: tuple[int, int, int, int, int] | None = self.table.value_pin(self._meta_key)
+        return pin
+
+    def metadata_pinned(self, pin: Any) -> bool:
+        """Whether the metadata is still that record (:meth:`sharedzarr.Table.value_pinned`)."""
+        return bool(self.table.value_pinned(pin))
+
     def metadata_token(self) -> tuple[int, int, int] | None:
         """The metadata record's identity (:meth:`sharedzarr.Table.value_token`)."""
         token: tuple[int, int, int] | None = self.table.value_token(self._meta_key)
