@@ -300,14 +300,7 @@ class WriterLock:
                 if want and want != me:
                     deadline = _deadline(timeout, start)
                     self._let_waiter_in(hint, want, deadline)
-            try:  # (the uncontended acquire: one system call)
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                free = True
-            except OSError as e:
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
-                    raise
-                free = False
-            if not free:
+            if not self._try(fd):
                 if deadline is None:
                     deadline = _deadline(timeout, start)
                 if hint is not None and len(hint) > SEQ:

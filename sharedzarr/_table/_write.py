@@ -414,17 +414,8 @@ class WriteMixin(SessionMixin):
             else:
                 self._add_live_record(total)
                 self._garbage_in(seg, aid, [(ref, old_total)], old_total)
-        else:
-            self._store_new_slot(h, new_ref)  # publish
-            if CRASHES:
-                _crash_point("put.stored")
-            count_write(H)
-            if CRASHES:
-                _crash_point("put.published")
-            H[L.H_KEYS] += 1
-            H[L.H_OBJECTS] += 1
-            H[L.H_LIVE_VALUE] += nbytes
-            self._add_live_record(total)
+        else:  # a new key (an insert, not the rewrite this path is for)
+            self._publish(h, [nbytes], new_ref, total, -1, 0, None)
         self._maybe_reclaim(RECLAIM_RATIO_BUSY)
 
     def _publish(
@@ -546,14 +537,9 @@ class WriteMixin(SessionMixin):
         """
         if self._bag:
             return None
-        if self._lock.depth:  # a write of this thread's session
-            H = self._H
-            s = H[L.H_OPSEQ]
-            if (s != since[0] or H[L.H_WRITES] != since[1]) and (recheck is None or not recheck()):
-                return None
-            self._put(pk[0], pk[1], [value], "replace")
-            return s, H[L.H_WRITES]
-        self._begin_write(timeout)
+        nested = bool(self._lock.depth)  # a write of this thread's session
+        if not nested:
+            self._begin_write(timeout)
         ok = False
         try:
             H = self._H
@@ -563,9 +549,11 @@ class WriteMixin(SessionMixin):
                 return None
             self._put(pk[0], pk[1], [value], "replace")
             ok = True
-            return s + 2, H[L.H_WRITES]  # (the session closes at s + 1)
+            # (a session of its own closes at s + 1, so the next one opens at s + 2)
+            return (s if nested else s + 2), H[L.H_WRITES]
         finally:
-            self._end_write(ok)
+            if not nested:
+                self._end_write(ok)
 
     def insert_filled(self, pk: tuple[bytes, int], nbytes: int, fill: Any) -> None:
         """Insert a value of ``nbytes`` written in place by ``fill(buffer)``; set types only.
