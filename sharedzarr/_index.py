@@ -23,7 +23,15 @@ from typing import Any
 import msgpack
 import numpy as np
 
-__all__ = ["build_slots", "decode_key", "encode_key", "key_hash", "sort_key"]
+__all__ = [
+    "build_slots",
+    "decode_key",
+    "encode_key",
+    "encode_keys",
+    "key_hash",
+    "key_hashes",
+    "sort_key",
+]
 
 
 def _check_key(key: Any, depth: int = 0) -> None:
@@ -60,6 +68,26 @@ def encode_key(key: Any) -> bytes:
 
 _MAP_BYTES = re.compile(rb"[\x80-\x8f\xde\xdf]")
 
+#: Key types whose encoding needs no check: msgpack packs them as themselves (never a map).
+_PLAIN_KEYS = frozenset((bytes, str, int))
+
+
+def encode_keys(keys: Any) -> list[bytes]:
+    """:func:`encode_key` of each of ``keys`` (a sequence), in one C-level pass when they
+    are all ``bytes``, ``str`` or ``int``.
+
+    Raises
+    ------
+    TypeError
+        As :func:`encode_key`, for the first key that cannot be encoded.
+    """
+    if set(map(type, keys)) <= _PLAIN_KEYS:
+        try:
+            return list(map(_packer.pack, keys))
+        except (TypeError, ValueError, OverflowError):
+            _packer.reset()  # (an int out of range: encode_key names it below)
+    return [encode_key(k) for k in keys]
+
 
 def _numpy_scalar(o: Any) -> Any:
     if isinstance(o, np.bool_):
@@ -89,6 +117,15 @@ def key_hash(kb: bytes) -> int:
     return ((zlib.crc32(kb) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) or 1
 
 
+def key_hashes(kbs: list[bytes]) -> np.ndarray:
+    """:func:`key_hash` of each of ``kbs``, as a uint64 array (the multiply wraps as the
+    scalar one's mask does)."""
+    h = np.fromiter(map(zlib.crc32, kbs), dtype=np.uint64, count=len(kbs))
+    h *= np.uint64(0x9E3779B97F4A7C15)
+    h[h == 0] = 1
+    return h
+
+
 _TYPE_ORDER = {type(None): 0, bool: 1, int: 1, float: 1, str: 2, bytes: 3, tuple: 4, list: 4}
 
 
@@ -106,27 +143,43 @@ def sort_key(k: Any) -> tuple[Any, ...]:
     return (t, k)
 
 
-def build_slots(live: np.ndarray, cap: int) -> np.ndarray:
+def build_slots(live: np.ndarray, cap: int, out: np.ndarray | None = None) -> np.ndarray:
     """Place ``(hash, ref)`` rows into a linear-probing table of ``cap`` slots (vectorised).
 
     Rows sorted by home slot are placed at ``max(home, previous + 1)``, a
     cumulative maximum; the few that run past the end wrap to the first free
     slots from 0.  This is exactly the table sequential insertion would build.
+    ``out``: a zeroed ``(cap, 2)`` uint64 array to build in (a new index segment's
+    memory, which saves a copy); returned.
     """
-    out = np.zeros((cap, 2), dtype=np.uint64)
-    if len(live) == 0:
+    if out is None:
+        out = np.zeros((cap, 2), dtype=np.uint64)
+    n = len(live)
+    if n == 0:
         return out
     mask = np.uint64(cap - 1)
-    home = (live[:, 0] & mask).astype(np.int64)
-    order = np.argsort(home, kind="stable")
-    home = home[order]
+    home = live[:, 0] & mask
+    bits = max((n - 1).bit_length(), 1)
+    if (cap - 1).bit_length() + bits <= 64:
+        # one sort of (home, row number) packed in a word: the stable order, and faster
+        # than a stable argsort
+        packed = (home << np.uint64(bits)) | np.arange(n, dtype=np.uint64)
+        packed.sort()
+        order = (packed & np.uint64((1 << bits) - 1)).astype(np.intp)
+        home = (packed >> np.uint64(bits)).astype(np.int64)
+        del packed
+    else:
+        order = np.argsort(home, kind="stable")
+        home = home[order].astype(np.int64)
     rows = live[order]
-    k = np.arange(len(home), dtype=np.int64)
+    k = np.arange(n, dtype=np.int64)
     pos = np.maximum.accumulate(home - k) + k
     fit = pos < cap
+    if fit.all():
+        out[pos] = rows
+        return out
     out[pos[fit]] = rows[fit]
-    if not fit.all():
-        free = np.nonzero(out[:, 0] == 0)[0]
-        spill = rows[~fit]
-        out[free[: len(spill)]] = spill
+    free = np.nonzero(out[:, 0] == 0)[0]
+    spill = rows[~fit]
+    out[free[: len(spill)]] = spill
     return out

@@ -33,6 +33,7 @@ ORDER = [
     "_recovery",
     "_fill",
     "_write",
+    "_bulk",
     "_table",
     "__init__",
 ]

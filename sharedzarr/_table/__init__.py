@@ -70,6 +70,8 @@ it in this list)::
     _fill       a bulk write's fills shared with a helper thread; stores nothing
     _write      writer session, put/remove, filled inserts, clear;
                 stores H_HOLDER, H_DIRTY, H_KEYS, H_OBJECTS, H_LIVE_VALUE
+    _bulk       insert_many in vectorised passes (runs of records, one publish);
+                stores nothing: it calls the owners
     _table      the Table facade: create/attach/close, give_away, info
 
 ``tests/test_engine_structure.py`` enforces the one-writer-per-word rule, the
@@ -77,7 +79,7 @@ direction of imports and the size limits.
 
 Why mixins, for now: the engine's parts are mixin classes of ``Table``
 (``ArenaMixin`` <- ``IndexMixin`` <- ``SpaceMixin`` <- ``ReadMixin``/``RecoveryMixin``
-<- ``SessionMixin`` <- ``WriteMixin`` <- ``Table``), not separate objects.  The hot
+<- ``SessionMixin`` <- ``WriteMixin`` <- ``BulkMixin`` <- ``Table``), not separate objects.  The hot
 read paths bind ``self._H``, ``self._idx`` and ``self._arenas`` as locals; with objects
 each would be one more attribute hop per read, and the split had to be behaviour- and
 speed-preserving.  Every shared word already has one writer module, so turning a

@@ -466,6 +466,27 @@ class ArenaMixin(TableBase):
             raise
         return seg, aid, off
 
+    def _alloc_run(self, total: int, count: int) -> tuple[Segment, int, int, int]:
+        """Room for up to ``count`` records of ``total`` bytes each, one after the other at
+        the bump pointer (a bulk insert): ``(segment, id, offset, how many fit)``, at least
+        one; reserved and mapped, like :meth:`_alloc`.  :meth:`_commit` the bytes written.
+        For records well under a quarter of an arena (no record of its own segment)."""
+        self._dedicated = None
+        seg, aid, off = self._write_arena(total)
+        k = max(min(count, (seg.size - off) // total), 1)
+        try:
+            reserved = _arena_word(seg, L.A_RESERVED)
+            want = min(seg.size, (off + k * total + 4095) & ~4095)
+            if want > reserved:
+                seg.open_fd()
+                with map_os_errors(self.name, "reserving memory"):
+                    seg.reserve(reserved, want - reserved)
+                _set_arena_word(seg, L.A_RESERVED, want)
+        except BaseException:
+            self._release_dedicated()
+            raise
+        return seg, aid, off, k
+
     def _reserved(self, aid: int) -> bool:
         """A writer copies into a record of arena ``aid`` outside the writer lock (it holds
         a lock on the file, see ``_write``'s ``Reservation``): do not retire, compact or

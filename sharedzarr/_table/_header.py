@@ -228,7 +228,7 @@ class TableBase:
     _wseg: Segment | None = None
     _dedicated: Segment | None = None  # a big record's own segment, while it is written
     # an atomic writer session's log: (key bytes, hash, old ref) per change (see _write)
-    _undo: list[tuple[bytes, int, int]] | None = None
+    _undo: list[tuple[Any, Any, int]] | None = None
     _undo_tail: tuple[int, int] = (0, 0)  # where it started appending (see _arenas)
     _rooms_at: int = -(1 << 62)  # monotonic ns this handle last freed others' rooms (_space)
     _rooms_seen: int = 0  # the garbage of other handles then (_space)

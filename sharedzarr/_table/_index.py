@@ -385,21 +385,27 @@ class IndexMixin(ArenaMixin):
             new_cap *= 2
         self._rebuild_index(new_cap)
 
-    def _rebuild_index(self, new_cap: int) -> None:
-        """Build index generation gen+1 with ``new_cap`` slots, publish it, drop the old one."""
+    def _rebuild_index(self, new_cap: int, extra: np.ndarray | None = None) -> None:
+        """Build index generation gen+1 with ``new_cap`` slots, publish it, drop the old one.
+
+        ``extra``: ``(hash, reference)`` rows of absent keys to hold as well (a bulk
+        insert: the one store that publishes the generation publishes them all)."""
         H = self._H
         old_gen = self._idx_gen
         arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)
         live = arr[arr[:, 1] > 1].copy()
         del arr
-        new = build_slots(live, new_cap)
+        if extra is not None:
+            live = np.concatenate([live, extra])
         _pause_point("grow.start")
         new_gen, name = self._next_index_name(old_gen)
         with map_os_errors(self.name, "index growth"):
             seg = Segment.create(name, L.index_bytes(new_cap), self.mode)
         try:
             L.INDEX_HDR.pack_into(seg.buf, 0, L.INDEX_MAGIC, new_cap, new_gen)
-            seg.buf[L.INDEX_HEADER : L.index_bytes(new_cap)] = new.view(np.uint8).reshape(-1)  # type: ignore[call-overload]
+            slots = np.frombuffer(seg.buf, np.uint64, 2 * new_cap, L.INDEX_HEADER)
+            build_slots(live, new_cap, slots.reshape(new_cap, 2))  # (a new file: zeroed)
+            del slots
         finally:
             seg.close()
         _crash_point("grow.built")
@@ -409,6 +415,52 @@ class IndexMixin(ArenaMixin):
         self._same_table()
         _unlink(self._seg_name_idx(old_gen))
         self._load_index()
+
+    def _maybe_present(self, hashes: np.ndarray) -> np.ndarray:
+        """Which of ``hashes`` (uint64) meet a slot of their hash on their probe path before
+        an empty slot: the keys that may be in the table; the others certainly are not (a
+        bulk insert looks the few candidates up with :meth:`_find`).  Vectorised: one pass
+        over the hashes still probing per probe step.  Lock held."""
+        H = self._H
+        if H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        out = np.zeros(len(hashes), dtype=bool)
+        if not H[L.H_USED_SLOTS]:
+            return out
+        idx, mask = self._imap
+        slots = np.frombuffer(idx, dtype=np.uint64)[0::2]
+        todo = np.arange(len(hashes))
+        want = hashes
+        pos = hashes & np.uint64(mask)
+        for _ in range(mask + 1):
+            sh = slots[pos.astype(np.intp)]
+            hit = sh == want
+            out[todo[hit]] = True
+            go = (sh != 0) & ~hit
+            if not go.any():
+                break
+            todo, want = todo[go], want[go]
+            pos = (pos[go] + np.uint64(1)) & np.uint64(mask)
+        del slots
+        return out
+
+    def _publish_new_slots(self, rows: np.ndarray) -> None:
+        """Publish the ``(hash, reference)`` rows of absent keys (lock held): many at once
+        in a new index generation that holds them and the live slots (one store publishes
+        all, see :meth:`_rebuild_index`), a few slot by slot (:meth:`_store_new_slot`)."""
+        H = self._H
+        if H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        n = len(rows)
+        keys = H[L.H_KEYS] + n
+        if n * 4 >= keys or H[L.H_USED_SLOTS] + n > (self._mask + 1) * L.MAX_LOAD:
+            cap = L.MIN_CAPACITY
+            while keys > cap * L.MAX_LOAD / 2:
+                cap *= 2
+            self._rebuild_index(cap, rows)
+            return
+        for h, ref in rows.tolist():
+            self._store_new_slot(h, ref)
 
     def _next_index_name(self, gen: int) -> tuple[int, str]:
         """The first generation after ``gen`` whose name is free (:func:`free_index_name`)."""

@@ -24,6 +24,7 @@ from .._segment import exists as seg_exists
 from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, SharedZarrError, TableExistsError
 from ._arenas import init_arena_ids
+from ._bulk import BulkMixin
 from ._catalog import _destroy, _wait_for_magic, list_tables, table_segments
 from ._header import Segment, init_created, publish_header, validate_name
 from ._index import create_index_segment, free_index_name, init_generation
@@ -45,12 +46,11 @@ from ._ownership import (
 from ._ownership import (
     set_owner as _store_owner,
 )
-from ._write import WriteMixin
 
 __all__ = ["Table", "collect_garbage"]
 
 
-class Table(WriteMixin):
+class Table(BulkMixin):
     """An ETS-style table shared between processes through named POSIX shared memory.
 
     Create one with :meth:`create`, attach to it from any process with

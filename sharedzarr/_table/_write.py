@@ -29,15 +29,16 @@ writer pauses while a reader's ``H_READER_WAIT`` stamp is fresh (at most
 
 Rollback (an *atomic* session)
 ------------------------------
-A session opened with ``writer(atomic=True)`` (an array's ``atomic()`` block) logs each key it
-changes with the reference the key had before (``_undo``: key bytes, hash, old ref; 0 for
-a new key).  While the log is on, nothing moves or frees a record: ``_reclaim`` and the
-retirement of emptied arenas wait for the end of the session, so every old reference
-stays valid.  If the session raises (any exception, ``OutOfSpaceError`` included), its
-end restores the old references in reverse order, under the lock and inside the still
-odd operation (so no snapshot reader accepts a state in between), then recounts as
-recovery does (:mod:`._recovery`), which unlinks the segments only the failed write
-used; what it appended to the arena that was current is cut off and its pages given back
+A session opened with ``writer(atomic=True)`` (an array's ``atomic()`` block) logs each
+key it changes with the reference the key had before (``_undo``: key bytes, hash, old
+ref; 0 for a new key; a bulk insert logs its new keys in one entry).  While the log is
+on, nothing moves or frees a record: ``_reclaim`` and the retirement of emptied arenas
+wait for the end of the session, so every old reference stays valid.  If the session
+raises (any exception, ``OutOfSpaceError`` included), its end restores the old
+references in reverse order, under the lock and inside the still odd operation (so no
+snapshot reader accepts a state in between), then recounts as recovery does
+(:mod:`._recovery`), which unlinks the segments only the failed write used; what it
+appended to the arena that was current is cut off and its pages given back
 (``_give_back_tail``, unless a zero-copy view pins that arena).  Nothing of it stays
 visible, and the space it took is free again.
 What a rollback does *not* cover: a writer killed (SIGKILL) midway, whose log dies with
@@ -192,6 +193,9 @@ class _Session:
 #: Filled records published together by one thread (one write-count bump, one update of
 #: the counts), and at most this fraction of the live data in bytes (records filled and
 #: not yet published are memory a rewrite needs on top of the data).
+#: The old reference of an undo entry that holds many new keys (see _log_new_keys).
+_NEW_KEYS = -1
+
 PUBLISH_BATCH = 32
 PUBLISH_SHARE = 1 / 512
 PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
@@ -213,7 +217,8 @@ class SessionMixin(ReadMixin, RecoveryMixin):
     _sessions = 0  # writer sessions this handle opened (see _begin_write)
 
     def _set_counts(self, keys: int, objects: int, live_value: int) -> None:
-        """Store the entry counts (after recovery; ``clear`` stores zeros)."""
+        """Store the entry counts (after recovery; ``clear`` stores zeros; a bulk insert,
+        :mod:`._bulk`, stores its sums)."""
         H = self._H
         H[L.H_KEYS] = keys
         H[L.H_OBJECTS] = objects
@@ -330,10 +335,16 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                 H[L.H_OPSEQ] += 1  # close the operation: even
         self._lock.release()
 
-    def _rollback(self, undo: list[tuple[bytes, int, int]]) -> None:
+    def _rollback(self, undo: list[tuple[Any, Any, int]]) -> None:
         """Undo an atomic session's changes, newest first (lock held; see "Rollback")."""
         H = self._H
         for kb, h, old in reversed(undo):
+            if old == _NEW_KEYS:  # many new keys (_log_new_keys): delete them
+                for k, hk in zip(reversed(kb), reversed(h), strict=True):
+                    slot = self._find(k, hk)[0]
+                    if slot >= 0:
+                        self._store_ref(slot, L.TOMBSTONE)
+                continue
             slot, _ref, _seg, _off = self._find(kb, h)
             if slot >= 0:
                 self._store_ref(slot, old if old > 1 else L.TOMBSTONE)
@@ -350,6 +361,13 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         undo = self._undo
         if undo is not None:
             undo.append((kb, h, ref if slot >= 0 else 0))
+
+    def _log_new_keys(self, kbs: list[bytes], hashes: list[int]) -> None:
+        """In an atomic session: keys ``kbs`` (hashes ``hashes``), absent before, are about
+        to be published (a bulk insert): one entry for all of them."""
+        undo = self._undo
+        if undo is not None:
+            undo.append((kbs, hashes, _NEW_KEYS))
 
 
 class WriteMixin(SessionMixin):
@@ -813,46 +831,6 @@ class WriteMixin(SessionMixin):
             raise
         with self.writer(None):
             room.publish()
-
-    def insert_many(
-        self, objects: Iterable[tuple[Any, Any]], *, timeout: float | None = DEFAULT_TIMEOUT
-    ) -> int:
-        """Insert many objects at once, all or none.  ETS: ``ets:insert/2`` with a list.
-
-        The objects go in within one atomic writer session: a reader that takes a snapshot
-        sees all of them or none, and if a key or value is refused midway (or the memory
-        runs out), the objects inserted before it are undone and the table is as it was.
-        Faster than :meth:`insert` in a loop: one session and no per-call overhead.  Inside
-        an enclosing :meth:`writer` session the outermost session decides (an enclosing
-        non-atomic session keeps what was inserted before the error).  For a set table,
-        when a key appears more than once, the last object wins.
-
-        Parameters
-        ----------
-        objects : iterable of (key, value)
-            As for :meth:`insert`.  The undo keeps one small entry per object in this
-            process, so one call is for up to about a million objects.
-        timeout : float or None
-            Seconds to wait for the writer lock; ``None`` waits forever.
-
-        Returns
-        -------
-        int
-            The number of objects inserted.
-
-        Examples
-        --------
-        >>> t.insert_many((i, b"value") for i in range(1000))  # doctest: +SKIP
-        1000
-        """
-        n = 0
-        with self.writer(timeout, atomic=True):
-            if self._bag:
-                for key, value in objects:
-                    self.insert(key, value)
-                    n += 1
-                return n
-            return self._fill_serial(_prepared(objects))
 
     def _existing(self, kb: bytes, h: int) -> list[memoryview]:
         slot, _ref, seg, off = self._find(kb, h)

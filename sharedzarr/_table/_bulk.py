@@ -1,0 +1,249 @@
+"""Bulk insert: many objects in one pass (``Table.insert_many``).
+
+A set table takes a big batch of objects in vectorised steps instead of one put per
+object:
+
+1. the keys are encoded and hashed in one pass each (:func:`sharedzarr._index.encode_keys`,
+   :func:`~sharedzarr._index.key_hashes`), the values checked, and a key given twice keeps
+   its last value;
+2. one vectorised probe of the index (:meth:`._index.IndexMixin._maybe_present`) tells
+   which keys certainly are absent; the few that may exist are looked up one by one, and
+   the ones that do exist are rewritten the serial way (:meth:`._write.WriteMixin._fill_serial`);
+3. the records of the absent keys, grouped by key and value length, are appended in runs
+   at the bump pointer (:meth:`._arenas.ArenaMixin._alloc_run`), each run written by
+   three numpy copies (head words, keys, values) and not yet published;
+4. they are published together (:meth:`._index.IndexMixin._publish_new_slots`: a new
+   index generation holding them when they are many, so one store publishes them all),
+   the write counter is bumped, and the counts are updated once.
+
+Everything that can refuse the batch (a key, a value, the room) is checked before the
+first record is stored.  The session is the caller's atomic one (see "Rollback" in
+:mod:`._write`): each new key is logged for the undo before it is published.  A failure
+after records were appended and before they were published leaves them garbage: the
+rollback cuts them off, an enclosing non-atomic session counts them garbage here.  This
+module stores no shared word itself: it calls the owners of the words it changes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from .. import _layout as L
+from .._faults import crash_point as _crash_point
+from .._index import encode_keys, key_hashes
+from ._header import _OFFSET_BITS, DEFAULT_TIMEOUT, _as_buffer, count_write
+from ._write import WriteMixin, _prepared
+
+__all__ = ["BULK_MIN", "BulkMixin"]
+
+#: ``insert_many`` of fewer objects puts them one by one (the vectorised steps cost more).
+BULK_MIN = 256
+#: Objects taken in one vectorised pass (bounds the memory of the pass's lists).
+BULK_SLICE = 1 << 20
+#: Records bigger than this are put one by one: their copy outweighs the Python around it.
+BULK_MAX_RECORD = 64 << 10
+
+_KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
+
+
+class BulkMixin(WriteMixin):
+    """``insert_many`` of a table handle (see the module docstring)."""
+
+    def insert_many(
+        self, objects: Iterable[tuple[Any, Any]], *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> int:
+        """Insert many objects at once, all or none.  ETS: ``ets:insert/2`` with a list.
+
+        The objects go in within one atomic writer session: a reader that takes a snapshot
+        sees all of them or none, and if a key or value is refused midway (or the memory
+        runs out), the objects inserted before it are undone and the table is as it was.
+        Much faster than :meth:`insert` in a loop: keys are encoded, hashed and looked up
+        in vectorised passes, and the new records are written and published in bulk.
+        Inside an enclosing :meth:`writer` session the outermost session decides (an
+        enclosing non-atomic session keeps what was inserted before the error).  For a set
+        table, when a key appears more than once, the last object wins.
+
+        Parameters
+        ----------
+        objects : iterable of (key, value)
+            As for :meth:`insert`.  The undo keeps one small entry per object in this
+            process, so one call is for up to a few million objects.
+        timeout : float or None
+            Seconds to wait for the writer lock; ``None`` waits forever.
+
+        Returns
+        -------
+        int
+            The number of objects inserted (a key given twice counts twice).
+
+        Examples
+        --------
+        >>> t.insert_many((i, b"value") for i in range(1000))  # doctest: +SKIP
+        1000
+        """
+        n = 0
+        with self.writer(timeout, atomic=True):
+            if self._bag:
+                for key, value in objects:
+                    self.insert(key, value)
+                    n += 1
+                return n
+            it = iter(objects)
+            while True:
+                part = list(itertools.islice(it, BULK_SLICE))
+                if not part:
+                    return n
+                if len(part) < BULK_MIN:
+                    n += self._fill_serial(_prepared(part))
+                else:
+                    self._insert_bulk(part)
+                    n += len(part)
+
+    def _insert_bulk(self, objs: list[tuple[Any, Any]]) -> None:
+        """Steps 1-4 of the module docstring for ``objs`` (writer lock held)."""
+        keys, vals = _unzip(objs)
+        kbs = encode_keys(keys)
+        if set(map(type, vals)) == {bytes}:
+            lens = list(map(len, vals))
+        else:
+            vals = [_as_buffer(v) for v in vals]
+            lens = [v.nbytes for v in vals]
+        hashes = key_hashes(kbs)
+        n = len(kbs)
+        s = np.sort(hashes)
+        if (s[1:] == s[:-1]).any():  # equal hashes: maybe a key given twice
+            last = dict(zip(kbs, range(n), strict=True))
+            if len(last) < n:  # its last value wins
+                keep = sorted(last.values())
+                kbs = [kbs[i] for i in keep]
+                vals = [vals[i] for i in keep]
+                lens = [lens[i] for i in keep]
+                hashes = hashes[keep]
+                n = len(kbs)
+        del s
+        klens = np.fromiter(map(len, kbs), dtype=np.int64, count=n)
+        vlens = np.array(lens, dtype=np.int64)
+        vos = (16 + 8 + klens + L.ALIGN - 1) & ~(L.ALIGN - 1)
+        totals = np.maximum(vos + ((vlens + L.ALIGN - 1) & ~(L.ALIGN - 1)), L.ALIGN)
+        serial = totals > BULK_MAX_RECORD
+        maybe = self._maybe_present(hashes)
+        for i in np.nonzero(maybe)[0].tolist():
+            if self._find(kbs[i], int(hashes[i]))[0] >= 0:
+                serial[i] = True  # it exists: rewritten the serial way
+        new = np.nonzero(~serial)[0]
+        if len(new):
+            self._check_room(int(totals[new].sum()) + int(totals[serial].sum()))
+            self._append_new(kbs, vals, hashes, klens, vlens, totals, new)
+        if serial.any():
+            self._fill_serial(
+                ((kbs[i], int(hashes[i])), lens[i], memoryview(vals[i]).cast("B"))
+                for i in np.nonzero(serial)[0].tolist()
+            )
+
+    def _append_new(
+        self,
+        kbs: list[bytes],
+        vals: list[Any],
+        hashes: np.ndarray,
+        klens: np.ndarray,
+        vlens: np.ndarray,
+        totals: np.ndarray,
+        new: np.ndarray,
+    ) -> None:
+        """Steps 3-4 for the absent keys at positions ``new`` (see the module docstring)."""
+        refs = np.empty(len(new), dtype=np.uint64)
+        groups = (klens[new] << 32) | vlens[new]
+        if (groups == groups[0]).all():  # (the common batch: one key and value length)
+            parts = [np.arange(len(new))]
+        else:
+            order = np.argsort(groups, kind="stable")
+            parts = np.split(order, np.nonzero(np.diff(groups[order]))[0] + 1)
+        runs: list[tuple[int, int]] = []  # (reference of a run's first record, its bytes)
+        nbytes = int(totals[new].sum())
+        self._size_hint = max(nbytes, 0)  # arenas sized for the whole batch
+        ok = False
+        try:
+            for part in parts:
+                ix = new[part]
+                self._append_group(kbs, vals, ix, int(totals[ix[0]]), refs, part, runs)
+            _crash_point("append.written")
+            rows = np.empty((len(new), 2), dtype=np.uint64)
+            rows[:, 0] = hashes[new]
+            rows[:, 1] = refs
+            if self._undo is not None:  # (before the publish, as _log_undo)
+                news = kbs if len(new) == len(kbs) else [kbs[i] for i in new.tolist()]
+                self._log_new_keys(news, rows[:, 0].tolist())
+            self._publish_new_slots(rows)
+            ok = True
+        finally:
+            self._size_hint = 0
+            if not ok and self._undo is None:
+                for ref, size in runs:  # appended, never published: garbage
+                    self._abandon(ref, size)
+        _crash_point("put.stored")
+        count_write(self._H)  # after the slots: cached readers look at them again
+        _crash_point("put.published")
+        H = self._H
+        self._set_counts(
+            H[L.H_KEYS] + len(new),
+            H[L.H_OBJECTS] + len(new),
+            H[L.H_LIVE_VALUE] + int(vlens[new].sum()),
+        )
+        self._add_live_record(nbytes)
+
+    def _append_group(
+        self,
+        kbs: list[bytes],
+        vals: list[Any],
+        ix: np.ndarray,
+        total: int,
+        refs: np.ndarray,
+        at: np.ndarray,
+        runs: list[tuple[int, int]],
+    ) -> None:
+        """Append the records of positions ``ix``, whose keys and values all have one
+        length (records of ``total`` bytes), in runs; their references go to
+        ``refs[at]``."""
+        il = ix.tolist()
+        klen, vlen = len(kbs[il[0]]), memoryview(vals[il[0]]).nbytes
+        vo = (16 + 8 + klen + L.ALIGN - 1) & ~(L.ALIGN - 1)
+        m = len(il)
+        keys = np.frombuffer(b"".join([kbs[i] for i in il]), dtype=np.uint8).reshape(m, klen)
+        values = np.frombuffer(b"".join([vals[i] for i in il]), dtype=np.uint8)
+        values = values.reshape(m, vlen)
+        done = 0
+        while done < m:
+            seg, aid, off, k = self._alloc_run(total, m - done)
+            rec = np.frombuffer(seg.buf, dtype=np.uint8, count=k * total, offset=off)
+            rec = rec.reshape(k, total)
+            head = rec[:, :24].view(np.uint64)  # the head words (_layout.REC_HEAD1)
+            head[:, 0] = total
+            head[:, 1] = klen | (1 << 32)  # key length, one value
+            head[:, 2] = vlen
+            rec[:, 24 : 24 + klen] = keys[done : done + k]
+            if vlen:
+                rec[:, vo : vo + vlen] = values[done : done + k]
+            del rec, head  # (the arena's buffer may be closed later: no export left)
+            self._commit(seg, off, k * total)
+            first = (aid << _OFFSET_BITS) | off
+            runs.append((first, k * total))
+            refs[at[done : done + k]] = first + np.arange(k, dtype=np.uint64) * np.uint64(total)
+            done += k
+
+
+def _unzip(objs: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+    """Keys and values of ``(key, value)`` pairs, with a clear error for anything else."""
+    try:
+        pairs = set(map(len, objs)) == {2}
+    except TypeError:
+        pairs = False
+    if not pairs:
+        for o in objs:
+            if not (isinstance(o, (tuple, list)) and len(o) == 2):
+                raise TypeError(f"insert_many takes (key, value) pairs, got {o!r:.80}")
+    return list(map(_KEY, objs)), list(map(_VALUE, objs))
