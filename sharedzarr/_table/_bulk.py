@@ -108,13 +108,11 @@ class BulkMixin(WriteMixin):
         """Steps 1-4 of the module docstring for ``objs`` (writer lock held)."""
         keys, vals = _unzip(objs)
         kbs = encode_keys(keys)
-        if set(map(type, vals)) == {bytes}:
-            lens = list(map(len, vals))
-        else:
-            vals = [_as_buffer(v) for v in vals]
-            lens = [v.nbytes for v in vals]
-        hashes = key_hashes(kbs)
         n = len(kbs)
+        if set(map(type, vals)) != {bytes}:
+            vals = [_as_buffer(v) for v in vals]  # (bytes are measured by len)
+        vlens = np.fromiter(map(len, vals), dtype=np.int64, count=n)  # (a cast view's bytes)
+        hashes = key_hashes(kbs)
         s = np.sort(hashes)
         if (s[1:] == s[:-1]).any():  # equal hashes: maybe a key given twice
             last = dict(zip(kbs, range(n), strict=True))
@@ -122,12 +120,10 @@ class BulkMixin(WriteMixin):
                 keep = sorted(last.values())
                 kbs = [kbs[i] for i in keep]
                 vals = [vals[i] for i in keep]
-                lens = [lens[i] for i in keep]
-                hashes = hashes[keep]
+                vlens, hashes = vlens[keep], hashes[keep]
                 n = len(kbs)
         del s
         klens = np.fromiter(map(len, kbs), dtype=np.int64, count=n)
-        vlens = np.array(lens, dtype=np.int64)
         vos = (16 + 8 + klens + L.ALIGN - 1) & ~(L.ALIGN - 1)
         totals = np.maximum(vos + ((vlens + L.ALIGN - 1) & ~(L.ALIGN - 1)), L.ALIGN)
         serial = totals > BULK_MAX_RECORD
@@ -141,7 +137,7 @@ class BulkMixin(WriteMixin):
             self._append_new(kbs, vals, hashes, klens, vlens, totals, new)
         if serial.any():
             self._fill_serial(
-                ((kbs[i], int(hashes[i])), lens[i], memoryview(vals[i]).cast("B"))
+                ((kbs[i], int(hashes[i])), int(vlens[i]), memoryview(vals[i]).cast("B"))
                 for i in np.nonzero(serial)[0].tolist()
             )
 
@@ -177,7 +173,7 @@ class BulkMixin(WriteMixin):
             rows[:, 1] = refs
             if self._undo is not None:  # (before the publish, as _log_undo)
                 news = kbs if len(new) == len(kbs) else [kbs[i] for i in new.tolist()]
-                self._log_new_keys(news, rows[:, 0].tolist())
+                self._log_new_keys(news, rows[:, 0].copy())
             self._publish_new_slots(rows)
             ok = True
         finally:
@@ -209,13 +205,15 @@ class BulkMixin(WriteMixin):
         """Append the records of positions ``ix``, whose keys and values all have one
         length (records of ``total`` bytes), in runs; their references go to
         ``refs[at]``."""
-        il = ix.tolist()
-        klen, vlen = len(kbs[il[0]]), memoryview(vals[il[0]]).nbytes
+        m = len(ix)
+        if m != len(kbs):
+            il = ix.tolist()
+            kbs, vals = [kbs[i] for i in il], [vals[i] for i in il]
+        klen, vlen = len(kbs[0]), len(vals[0])
         vo = (16 + 8 + klen + L.ALIGN - 1) & ~(L.ALIGN - 1)
-        m = len(il)
-        keys = np.frombuffer(b"".join([kbs[i] for i in il]), dtype=np.uint8).reshape(m, klen)
-        values = np.frombuffer(b"".join([vals[i] for i in il]), dtype=np.uint8)
-        values = values.reshape(m, vlen)
+        # bytes go straight into the records through a fixed-width bytes view (each is
+        # exactly that wide); other buffers are joined first
+        values = None if type(vals[0]) is bytes else b"".join(vals)
         done = 0
         while done < m:
             seg, aid, off, k = self._alloc_run(total, m - done)
@@ -225,9 +223,12 @@ class BulkMixin(WriteMixin):
             head[:, 0] = total
             head[:, 1] = klen | (1 << 32)  # key length, one value
             head[:, 2] = vlen
-            rec[:, 24 : 24 + klen] = keys[done : done + k]
-            if vlen:
-                rec[:, vo : vo + vlen] = values[done : done + k]
+            rec[:, 24 : 24 + klen].view(f"S{klen}")[:, 0] = kbs[done : done + k]
+            if vlen and values is None:
+                rec[:, vo : vo + vlen].view(f"S{vlen}")[:, 0] = vals[done : done + k]
+            elif values is not None and vlen:
+                part = np.frombuffer(values, np.uint8, k * vlen, done * vlen)
+                rec[:, vo : vo + vlen] = part.reshape(k, vlen)
             del rec, head  # (the arena's buffer may be closed later: no export left)
             self._commit(seg, off, k * total)
             first = (aid << _OFFSET_BITS) | off

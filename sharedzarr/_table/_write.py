@@ -58,6 +58,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
+import numpy as np
+
 from .. import _layout as L
 from .. import _proc
 from .._faults import CRASHES
@@ -340,7 +342,7 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         H = self._H
         for kb, h, old in reversed(undo):
             if old == _NEW_KEYS:  # many new keys (_log_new_keys): delete them
-                for k, hk in zip(reversed(kb), reversed(h), strict=True):
+                for k, hk in zip(reversed(kb), reversed(h.tolist()), strict=True):
                     slot = self._find(k, hk)[0]
                     if slot >= 0:
                         self._store_ref(slot, L.TOMBSTONE)
@@ -362,9 +364,9 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         if undo is not None:
             undo.append((kb, h, ref if slot >= 0 else 0))
 
-    def _log_new_keys(self, kbs: list[bytes], hashes: list[int]) -> None:
-        """In an atomic session: keys ``kbs`` (hashes ``hashes``), absent before, are about
-        to be published (a bulk insert): one entry for all of them."""
+    def _log_new_keys(self, kbs: list[bytes], hashes: np.ndarray) -> None:
+        """In an atomic session: keys ``kbs`` (uint64 hashes ``hashes``), absent before,
+        are about to be published (a bulk insert): one entry for all of them."""
         undo = self._undo
         if undo is not None:
             undo.append((kbs, hashes, _NEW_KEYS))
