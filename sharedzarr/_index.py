@@ -171,15 +171,17 @@ def build_slots(live: np.ndarray, cap: int, out: np.ndarray | None = None) -> np
     else:
         order = np.argsort(home, kind="stable")
         home = home[order].astype(np.int64)
-    rows = live[order]
+    # rows move as opaque 16-byte items: one copy each (a 2-d fancy index is ~7x slower)
+    rows = np.ascontiguousarray(live).view("V16").reshape(-1)[order]
+    slots = out.view("V16").reshape(-1)
     k = np.arange(n, dtype=np.int64)
     pos = np.maximum.accumulate(home - k) + k
     fit = pos < cap
     if fit.all():
-        out[pos] = rows
+        slots[pos] = rows
         return out
-    out[pos[fit]] = rows[fit]
+    slots[pos[fit]] = rows[fit]
     free = np.nonzero(out[:, 0] == 0)[0]
     spill = rows[~fit]
-    out[free[: len(spill)]] = spill
+    slots[free[: len(spill)]] = spill
     return out
