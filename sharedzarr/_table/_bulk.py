@@ -162,7 +162,7 @@ class BulkMixin(WriteMixin):
         runs: list[tuple[int, int]] = []  # (reference of a run's first record, its bytes)
         nbytes = int(totals[new].sum())
         self._size_hint = max(nbytes, 0)  # arenas sized for the whole batch
-        ok = False
+        appended = False
         try:
             for part in parts:
                 ix = new[part]
@@ -174,11 +174,13 @@ class BulkMixin(WriteMixin):
             if self._undo is not None:  # (before the publish, as _log_undo)
                 news = kbs if len(new) == len(kbs) else [kbs[i] for i in new.tolist()]
                 self._log_new_keys(news, rows[:, 0].copy())
+            appended = True
+            # (an error inside the publish leaves the session dirty: the next writer's
+            # recount decides what is live, so nothing is counted garbage here)
             self._publish_new_slots(rows)
-            ok = True
         finally:
             self._size_hint = 0
-            if not ok and self._undo is None:
+            if not appended and self._undo is None:
                 for ref, size in runs:  # appended, never published: garbage
                     self._abandon(ref, size)
         _crash_point("put.stored")

@@ -192,12 +192,12 @@ class _Session:
         self.table._end_write(et is None, getattr(ev, "changed_nothing", False))
 
 
-#: Filled records published together by one thread (one write-count bump, one update of
-#: the counts), and at most this fraction of the live data in bytes (records filled and
-#: not yet published are memory a rewrite needs on top of the data).
 #: The old reference of an undo entry that holds many new keys (see _log_new_keys).
 _NEW_KEYS = -1
 
+#: Filled records published together by one thread (one write-count bump, one update of
+#: the counts), and at most this fraction of the live data in bytes (records filled and
+#: not yet published are memory a rewrite needs on top of the data).
 PUBLISH_BATCH = 32
 PUBLISH_SHARE = 1 / 512
 PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
