@@ -20,6 +20,7 @@ import pytest
 from test_recycle import _recounted_space
 
 from sharedzarr import _layout as L
+from sharedzarr._index import encode_key, encode_keys, key_hash, key_hashes
 from sharedzarr._table import Table
 from sharedzarr._table._bulk import BULK_MIN
 
@@ -58,6 +59,20 @@ def _mixed_objects(n: int) -> list[tuple[object, object]]:
 
 def _as_bytes(v: object) -> bytes:
     return v.tobytes() if isinstance(v, np.ndarray) else bytes(v)  # type: ignore[call-overload]
+
+
+def test_the_vectorised_key_passes_equal_the_scalar_ones():
+    keys = [b"", b"\x00" * 9, b"a\x00", "é", "x" * 300, 0, -1, 2**63 - 1, -(2**63), 2**64 - 1]
+    keys += [True, None, 1.5, (1, "a"), [2, (b"b",)], np.int64(7), np.float32(0.5)]
+    kbs = encode_keys(keys)
+    assert kbs == [encode_key(k) for k in keys]
+    assert key_hashes(kbs).tolist() == [key_hash(kb) for kb in kbs]
+    for bad in ([1, 2**64], ["a", {"no": "dicts"}]):
+        with pytest.raises(TypeError) as got:
+            encode_keys(bad)
+        with pytest.raises(TypeError) as want:
+            encode_key(bad[1])
+        assert str(got.value) == str(want.value)
 
 
 def test_a_bulk_insert_builds_the_table_a_loop_of_inserts_builds(table):
