@@ -111,7 +111,7 @@ class BulkMixin(WriteMixin):
         n = len(kbs)
         if set(map(type, vals)) != {bytes}:
             vals = [_as_buffer(v) for v in vals]  # (bytes are measured by len)
-        vlens = np.fromiter(map(len, vals), dtype=np.int64, count=n)  # (a cast view's bytes)
+        vlens = _lengths(vals)  # (of a cast view: its bytes)
         hashes = key_hashes(kbs)
         s = np.sort(hashes)
         if (s[1:] == s[:-1]).any():  # equal hashes: maybe a key given twice
@@ -123,7 +123,7 @@ class BulkMixin(WriteMixin):
                 vlens, hashes = vlens[keep], hashes[keep]
                 n = len(kbs)
         del s
-        klens = np.fromiter(map(len, kbs), dtype=np.int64, count=n)
+        klens = _lengths(kbs)
         vos = (16 + 8 + klens + L.ALIGN - 1) & ~(L.ALIGN - 1)
         totals = np.maximum(vos + ((vlens + L.ALIGN - 1) & ~(L.ALIGN - 1)), L.ALIGN)
         serial = totals > BULK_MAX_RECORD
@@ -237,6 +237,15 @@ class BulkMixin(WriteMixin):
             runs.append((first, k * total))
             refs[at[done : done + k]] = first + np.arange(k, dtype=np.uint64) * np.uint64(total)
             done += k
+
+
+def _lengths(items: list[Any]) -> np.ndarray:
+    """``len`` of each item, as an int64 array (one pass to find that they are all equal,
+    the usual batch, is cheaper than filling the array)."""
+    one = set(map(len, items))
+    if len(one) == 1:
+        return np.full(len(items), one.pop(), dtype=np.int64)
+    return np.fromiter(map(len, items), dtype=np.int64, count=len(items))
 
 
 def _unzip(objs: list[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
