@@ -444,41 +444,26 @@ class ArenaMixin(TableBase):
                 self._wseg = None
             s.close()
 
-    def _alloc(self, total: int) -> tuple[Segment, int, int]:
-        """Room for a record of ``total`` bytes, reserved (fallocated) and mapped: (seg, id, off).
+    def _alloc(self, total: int, count: int = 1) -> tuple[Segment, int, int, int]:
+        """Room for a record of ``total`` bytes, reserved (fallocated) and mapped, or for up
+        to ``count`` such records one after the other (a bulk insert's run):
+        ``(segment, id, offset, how many fit)``, at least one.
 
-        The caller writes the record at ``off``, then calls :meth:`_commit`.
+        The caller writes the records from ``offset`` on, then calls :meth:`_commit`.  Runs
+        are for records well under a quarter of an arena (not a segment of their own).
         """
         self._dedicated = None
         seg, aid, off = self._write_arena(total)
-        try:
-            reserved = _arena_word(seg, L.A_RESERVED)
-            if off + total > reserved:
-                seg.open_fd()
-                # small records reserve ahead (fewer calls); big ones exactly what they need
-                ahead = min(L.RESERVE_STEP, off // 8) if total < L.RESERVE_STEP // 4 else 0
-                want = min(seg.size, max((off + total + 4095) & ~4095, reserved + ahead))
-                with map_os_errors(self.name, "reserving memory"):
-                    seg.reserve(reserved, want - reserved)
-                _set_arena_word(seg, L.A_RESERVED, want)
-        except BaseException:
-            self._release_dedicated()
-            raise
-        return seg, aid, off
-
-    def _alloc_run(self, total: int, count: int) -> tuple[Segment, int, int, int]:
-        """Room for up to ``count`` records of ``total`` bytes each, one after the other at
-        the bump pointer (a bulk insert): ``(segment, id, offset, how many fit)``, at least
-        one; reserved and mapped, like :meth:`_alloc`.  :meth:`_commit` the bytes written.
-        For records well under a quarter of an arena (no record of its own segment)."""
-        self._dedicated = None
-        seg, aid, off = self._write_arena(total)
         k = max(min(count, (seg.size - off) // total), 1)
+        end = off + k * total
         try:
             reserved = _arena_word(seg, L.A_RESERVED)
-            want = min(seg.size, (off + k * total + 4095) & ~4095)
-            if want > reserved:
+            if end > reserved:
                 seg.open_fd()
+                # one small record reserves ahead (fewer calls); others exactly what they need
+                small = k == 1 and total < L.RESERVE_STEP // 4
+                ahead = min(L.RESERVE_STEP, off // 8) if small else 0
+                want = min(seg.size, max((end + 4095) & ~4095, reserved + ahead))
                 with map_os_errors(self.name, "reserving memory"):
                     seg.reserve(reserved, want - reserved)
                 _set_arena_word(seg, L.A_RESERVED, want)
@@ -711,12 +696,12 @@ class ArenaMixin(TableBase):
         got = self._take_recycled(total, swap_aid) if self._recycler is not None else None
         if got is not None:
             return got[0], got[1], got[2], False
-        seg, aid, off = self._alloc(total)
+        seg, aid, off, _ = self._alloc(total)
         return seg, aid, off, True
 
     def _append_raw(self, rec: memoryview) -> int:
         total = rec.nbytes
-        seg, aid, off = self._alloc(total)
+        seg, aid, off, _ = self._alloc(total)
         try:
             seg.buf[off : off + total] = rec
         except BaseException:

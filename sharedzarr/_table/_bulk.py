@@ -10,7 +10,7 @@ object:
    which keys certainly are absent; the few that may exist are looked up one by one, and
    the ones that do exist are rewritten the serial way (:meth:`._write.WriteMixin._fill_serial`);
 3. the records of the absent keys, grouped by key and value length, are appended in runs
-   at the bump pointer (:meth:`._arenas.ArenaMixin._alloc_run`), each run written by
+   at the bump pointer (:meth:`._arenas.ArenaMixin._alloc`), each run written by
    three numpy copies (head words, keys, values) and not yet published;
 4. they are published together (:meth:`._index.IndexMixin._publish_new_slots`: a new
    index generation holding them when they are many, so one store publishes them all),
@@ -218,7 +218,7 @@ class BulkMixin(WriteMixin):
         values = None if type(vals[0]) is bytes else b"".join(vals)
         done = 0
         while done < m:
-            seg, aid, off, k = self._alloc_run(total, m - done)
+            seg, aid, off, k = self._alloc(total, m - done)
             rec = np.frombuffer(seg.buf, dtype=np.uint8, count=k * total, offset=off)
             rec = rec.reshape(k, total)
             head = rec[:, :24].view(np.uint64)  # the head words (_layout.REC_HEAD1)
