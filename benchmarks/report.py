@@ -773,6 +773,8 @@ class Results:
   (a reader that sees the latest value, like `read_chunk`), "one txn" reuses one read
   transaction (a snapshot). Its bulk insert (f) is one transaction with `putmulti(append=True)`
   of keys in order.
+- (f) bulk insert: {min(cfg.reps, 3)} builds of every table peer's table, the peers taking
+  turns (the order reversed every other round), each table deleted after its build.
 - Manager dict, zarr: chunks stored uncompressed; the Manager dict holds `bytes` per chunk.
 - (h) "one writer session" is `write_chunk` per chunk inside `with a.table.writer():`; "one
   call" is one `a.write_chunks(...)` of all of them; LMDB puts them in one transaction.
