@@ -9,12 +9,15 @@ object:
 2. one vectorised probe of the index (:meth:`._index.IndexMixin._maybe_present`) tells
    which keys certainly are absent; the few that may exist are looked up one by one, and
    the ones that do exist are rewritten the serial way (:meth:`._write.WriteMixin._fill_serial`);
-3. the records of the absent keys, grouped by key and value length, are appended in runs
-   at the bump pointer (:meth:`._arenas.ArenaMixin._alloc`), each run written by
-   three numpy copies (head words, keys, values) and not yet published;
-4. they are published together (:meth:`._index.IndexMixin._publish_new_slots`: a new
-   index generation holding them when they are many, so one store publishes them all),
-   the write counter is bumped, and the counts are updated once.
+3. the records of the absent keys, grouped by key and value length, get room in runs at
+   the bump pointer (:meth:`._arenas.ArenaMixin._alloc`), so their references are known,
+   and each run is written by three numpy copies (head words, keys, values), not yet
+   published;
+4. they are published together: when they are many (:meth:`._index.IndexMixin._bulk_index_cap`),
+   by a new index generation that holds them, built on a helper thread while this one
+   writes the records (:meth:`._index.IndexMixin._build_index`: numpy and the kernel
+   release the GIL), so one store publishes them all; else slot by slot.  Then the
+   write counter is bumped and the counts are updated once.
 
 Everything that can refuse the batch (a key, a value, the room) is checked before the
 first record is stored.  The session is the caller's atomic one (see "Rollback" in
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -163,26 +167,41 @@ class BulkMixin(WriteMixin):
         nbytes = int(totals[new].sum())
         self._size_hint = max(nbytes, 0)  # arenas sized for the whole batch
         appended = False
+        index: _IndexJob | None = None
         try:
-            for part in parts:
-                ix = new[part]
-                self._append_group(kbs, vals, ix, int(totals[ix[0]]), refs, part, runs)
-            _crash_point("append.written")
+            writes = [
+                w
+                for part in parts
+                for w in self._place_group(kbs, vals, new[part], totals, refs, part, runs)
+            ]
             rows = np.empty((len(new), 2), dtype=np.uint64)
             rows[:, 0] = hashes[new]
             rows[:, 1] = refs
+            cap = self._bulk_index_cap(len(new))
+            if cap:
+                index = _IndexJob(self, cap, rows)
+            for w in writes:
+                _write_run(*w)
+            _crash_point("append.written")
+            built = index.result() if index is not None else None
             if self._undo is not None:  # (before the publish, as _log_undo)
                 news = kbs if len(new) == len(kbs) else [kbs[i] for i in new.tolist()]
                 self._log_new_keys(news, rows[:, 0].copy())
             appended = True
             # (an error inside the publish leaves the session dirty: the next writer's
             # recount decides what is live, so nothing is counted garbage here)
-            self._publish_new_slots(rows)
+            if built is not None:
+                self._switch_index(*built)
+            else:
+                self._store_new_slots(rows)
         finally:
             self._size_hint = 0
-            if not appended and self._undo is None:
-                for ref, size in runs:  # appended, never published: garbage
-                    self._abandon(ref, size)
+            if not appended:
+                if index is not None:
+                    index.discard()
+                if self._undo is None:
+                    for ref, size in runs:  # appended, never published: garbage
+                        self._abandon(ref, size)
         _crash_point("put.stored")
         count_write(self._H)  # after the slots: cached readers look at them again
         _crash_point("put.published")
@@ -194,49 +213,108 @@ class BulkMixin(WriteMixin):
         )
         self._add_live_record(nbytes)
 
-    def _append_group(
+    def _place_group(
         self,
         kbs: list[bytes],
         vals: list[Any],
         ix: np.ndarray,
-        total: int,
+        totals: np.ndarray,
         refs: np.ndarray,
         at: np.ndarray,
         runs: list[tuple[int, int]],
-    ) -> None:
-        """Append the records of positions ``ix``, whose keys and values all have one
-        length (records of ``total`` bytes), in runs; their references go to
-        ``refs[at]``."""
+    ) -> list[tuple[Any, ...]]:
+        """Room, in runs, for the records of positions ``ix``, whose keys and values all
+        have one length; their references go to ``refs[at]``.  Returns the writes that
+        fill the runs (arguments of :func:`_write_run`)."""
         m = len(ix)
         if m != len(kbs):
             il = ix.tolist()
             kbs, vals = [kbs[i] for i in il], [vals[i] for i in il]
+        total = int(totals[ix[0]])
         klen, vlen = len(kbs[0]), len(vals[0])
         vo = (16 + 8 + klen + L.ALIGN - 1) & ~(L.ALIGN - 1)
         # bytes go straight into the records through a fixed-width bytes view (each is
         # exactly that wide); other buffers are joined first
-        values = None if type(vals[0]) is bytes else b"".join(vals)
+        joined = None if type(vals[0]) is bytes else b"".join(vals)
+        writes = []
         done = 0
         while done < m:
             seg, aid, off, k = self._alloc(total, m - done)
-            rec = np.frombuffer(seg.buf, dtype=np.uint8, count=k * total, offset=off)
-            rec = rec.reshape(k, total)
-            head = rec[:, :24].view(np.uint64)  # the head words (_layout.REC_HEAD1)
-            head[:, 0] = total
-            head[:, 1] = klen | (1 << 32)  # key length, one value
-            head[:, 2] = vlen
-            rec[:, 24 : 24 + klen].view(f"S{klen}")[:, 0] = kbs[done : done + k]
-            if vlen and values is None:
-                rec[:, vo : vo + vlen].view(f"S{vlen}")[:, 0] = vals[done : done + k]
-            elif values is not None and vlen:
-                part = np.frombuffer(values, np.uint8, k * vlen, done * vlen)
-                rec[:, vo : vo + vlen] = part.reshape(k, vlen)
-            del rec, head  # (the arena's buffer may be closed later: no export left)
-            self._commit(seg, off, k * total)
+            # the heads first, then the bump pointer past them: an arena is walked by its
+            # length words (compaction), so it never covers a record without its head
+            _write_heads(seg, off, k, total, klen, vlen)
+            self._commit(seg, off, k * total)  # (live, not published)
             first = (aid << _OFFSET_BITS) | off
             runs.append((first, k * total))
             refs[at[done : done + k]] = first + np.arange(k, dtype=np.uint64) * np.uint64(total)
+            if joined is None:
+                values: Any = vals[done : done + k]
+            else:
+                values = np.frombuffer(joined, np.uint8, k * vlen, done * vlen)
+            writes.append((seg, off, k, total, kbs[done : done + k], values, vo))
             done += k
+        return writes
+
+
+def _write_heads(seg: Any, off: int, k: int, total: int, klen: int, vlen: int) -> None:
+    """Write the head words (:data:`sharedzarr._layout.REC_HEAD1`) of ``k`` one-value
+    records of ``total`` bytes at ``off`` of ``seg``."""
+    head = np.frombuffer(seg.buf, dtype=np.uint64, count=k * total // 8, offset=off)
+    head = head.reshape(k, total // 8)[:, :3]
+    head[:, 0] = total
+    head[:, 1] = klen | (1 << 32)  # key length, one value
+    head[:, 2] = vlen
+    del head  # (the arena's buffer may be closed later: no export left)
+
+
+def _write_run(
+    seg: Any, off: int, k: int, total: int, keys: list[bytes], values: Any, vo: int
+) -> None:
+    """Write the keys and values of ``k`` one-value records of ``total`` bytes at ``off``
+    of ``seg`` (heads written, see :func:`_write_heads`); ``values`` is a list of
+    ``bytes`` of one length, or their bytes as one uint8 array."""
+    klen = len(keys[0])
+    rec = np.frombuffer(seg.buf, dtype=np.uint8, count=k * total, offset=off)
+    rec = rec.reshape(k, total)
+    rec[:, 24 : 24 + klen].view(f"S{klen}")[:, 0] = keys
+    vlen = len(values[0]) if type(values) is list else len(values) // k
+    if vlen and type(values) is list:
+        rec[:, vo : vo + vlen].view(f"S{vlen}")[:, 0] = values
+    elif vlen:
+        rec[:, vo : vo + vlen] = values.reshape(k, vlen)
+    del rec  # (the arena's buffer may be closed later: no export left)
+
+
+class _IndexJob:
+    """:meth:`._index.IndexMixin._build_index` on a helper thread (see step 4)."""
+
+    def __init__(self, table: BulkMixin, cap: int, rows: np.ndarray) -> None:
+        self.table = table
+        self.built: tuple[int, str, int] | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(cap, rows), daemon=True)
+        self.thread.start()
+
+    def _run(self, cap: int, rows: np.ndarray) -> None:
+        try:
+            self.built = self.table._build_index(cap, rows)
+        except BaseException as e:  # handed to the writer's thread by result()
+            self.error = e
+
+    def result(self) -> tuple[int, str, int]:
+        """Wait for the build; its result, or its exception raised here."""
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.built is not None
+        return self.built
+
+    def discard(self) -> None:
+        """The insert failed: wait for the build and remove what it built."""
+        self.thread.join()
+        if self.built is not None:
+            self.table._drop_built_index(self.built[1])
+            self.built = None
 
 
 def _lengths(items: list[Any]) -> np.ndarray:

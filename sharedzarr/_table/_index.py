@@ -390,7 +390,13 @@ class IndexMixin(ArenaMixin):
 
         ``extra``: ``(hash, reference)`` rows of absent keys to hold as well (a bulk
         insert: the one store that publishes the generation publishes them all)."""
-        H = self._H
+        self._switch_index(*self._build_index(new_cap, extra))
+
+    def _build_index(self, new_cap: int, extra: np.ndarray | None = None) -> tuple[int, str, int]:
+        """The unpublished half of :meth:`_rebuild_index`: generation gen+1 built in its
+        own segment; returns ``(generation, segment name, slots used)``.  It stores no
+        shared word, so a bulk insert runs it on a helper thread while it writes its
+        records (nothing changes the index meanwhile: the writer lock is held)."""
         old_gen = self._idx_gen
         arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)
         live = arr[arr[:, 1] > 1].copy()
@@ -406,15 +412,30 @@ class IndexMixin(ArenaMixin):
             slots = np.frombuffer(seg.buf, np.uint64, 2 * new_cap, L.INDEX_HEADER)
             build_slots(live, new_cap, slots.reshape(new_cap, 2))  # (a new file: zeroed)
             del slots
-        finally:
+        except BaseException:
             seg.close()
+            _unlink(name)
+            raise
+        seg.close()
         _crash_point("grow.built")
-        H[L.H_USED_SLOTS] = len(live)
+        return new_gen, name, len(live)
+
+    def _switch_index(self, new_gen: int, name: str, used: int) -> None:
+        """Publish generation ``new_gen`` (built by :meth:`_build_index`, ``used`` slots
+        filled) with one store, and drop the old one."""
+        H = self._H
+        old_gen = self._idx_gen
+        H[L.H_USED_SLOTS] = used
         H[L.H_GEN] = new_gen  # publish
         _crash_point("grow.published")
         self._same_table()
         _unlink(self._seg_name_idx(old_gen))
         self._load_index()
+
+    def _drop_built_index(self, name: str) -> None:
+        """Remove a generation built and never published (a bulk insert that failed)."""
+        self._same_table()
+        _unlink(name)
 
     def _maybe_present(self, hashes: np.ndarray) -> np.ndarray:
         """Which of ``hashes`` (uint64) meet a slot of their hash on their probe path before
@@ -444,21 +465,25 @@ class IndexMixin(ArenaMixin):
         del slots
         return out
 
-    def _publish_new_slots(self, rows: np.ndarray) -> None:
-        """Publish the ``(hash, reference)`` rows of absent keys (lock held): many at once
-        in a new index generation that holds them and the live slots (one store publishes
-        all, see :meth:`_rebuild_index`), a few slot by slot (:meth:`_store_new_slot`)."""
+    def _bulk_index_cap(self, n: int) -> int:
+        """For ``n`` absent keys about to be published (lock held): the capacity of the new
+        index generation that should hold them and the live slots (one store publishes all
+        of them, see :meth:`_rebuild_index`) when they are many or the index is too full
+        for them; 0 when they go in slot by slot (:meth:`_store_new_slots`)."""
         H = self._H
         if H[L.H_GEN] != self._idx_gen:
             self._load_index()
-        n = len(rows)
         keys = H[L.H_KEYS] + n
-        if n * 4 >= keys or H[L.H_USED_SLOTS] + n > (self._mask + 1) * L.MAX_LOAD:
-            cap = L.MIN_CAPACITY
-            while keys > cap * L.MAX_LOAD / 2:
-                cap *= 2
-            self._rebuild_index(cap, rows)
-            return
+        if n * 4 < keys and H[L.H_USED_SLOTS] + n <= (self._mask + 1) * L.MAX_LOAD:
+            return 0
+        cap = L.MIN_CAPACITY
+        while keys > cap * L.MAX_LOAD / 2:
+            cap *= 2
+        return cap
+
+    def _store_new_slots(self, rows: np.ndarray) -> None:
+        """Publish the ``(hash, reference)`` rows of absent keys one by one (lock held; the
+        index has room for them, see :meth:`_bulk_index_cap`)."""
         for h, ref in rows.tolist():
             self._store_new_slot(h, ref)
 
