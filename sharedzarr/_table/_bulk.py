@@ -137,7 +137,7 @@ class BulkMixin(WriteMixin):
                 serial[i] = True  # it exists: rewritten the serial way
         new = np.nonzero(~serial)[0]
         if len(new):
-            self._check_room(int(totals[new].sum()) + int(totals[serial].sum()))
+            self._check_room(int(totals.sum()))  # the new records and the rewritten ones
             self._append_new(kbs, vals, hashes, klens, vlens, totals, new)
         if serial.any():
             self._fill_serial(
@@ -193,7 +193,8 @@ class BulkMixin(WriteMixin):
             if built is not None:
                 self._switch_index(*built)
             else:
-                self._store_new_slots(rows)
+                for h, ref in rows.tolist():
+                    self._store_new_slot(h, ref)
         finally:
             self._size_hint = 0
             if not appended:

@@ -469,7 +469,7 @@ class IndexMixin(ArenaMixin):
         """For ``n`` absent keys about to be published (lock held): the capacity of the new
         index generation that should hold them and the live slots (one store publishes all
         of them, see :meth:`_rebuild_index`) when they are many or the index is too full
-        for them; 0 when they go in slot by slot (:meth:`_store_new_slots`)."""
+        for them; 0 when they go in slot by slot (:meth:`_store_new_slot`)."""
         H = self._H
         if H[L.H_GEN] != self._idx_gen:
             self._load_index()
@@ -480,12 +480,6 @@ class IndexMixin(ArenaMixin):
         while keys > cap * L.MAX_LOAD / 2:
             cap *= 2
         return cap
-
-    def _store_new_slots(self, rows: np.ndarray) -> None:
-        """Publish the ``(hash, reference)`` rows of absent keys one by one (lock held; the
-        index has room for them, see :meth:`_bulk_index_cap`)."""
-        for h, ref in rows.tolist():
-            self._store_new_slot(h, ref)
 
     def _next_index_name(self, gen: int) -> tuple[int, str]:
         """The first generation after ``gen`` whose name is free (:func:`free_index_name`)."""
