@@ -545,6 +545,48 @@ class ArenaMixin(TableBase):
             return seg, aid, off
         return None
 
+    def _take_recycled_many(self, total: int, count: int) -> list[tuple[Segment, int, int]]:
+        """Up to ``count`` recycled rooms for records of ``total`` bytes, as ``count`` calls
+        of :meth:`_take_recycled` would take them (no swap), each arena's words stored once:
+        ``[(segment, id, offset), ...]``, maybe fewer (the rest come from :meth:`_room`)."""
+        r = self._recycler
+        if r is None or not r.count:
+            return []
+        now = time.monotonic_ns()
+        free = r.free.get(total)
+        if not free or len(free) < count or now - r.bumped >= _BUMP_EVERY_NS:
+            self._advance_recycler(r, now)
+            free = r.free.get(total)
+        if not free:
+            return []
+        if self._H[L.H_RECLAIM] != self._reclaim_seen:
+            self._forget_reclaimed()  # (as in _take_recycled)
+        arenas = self._arenas
+        out: list[tuple[Segment, int, int]] = []
+        taken: dict[int, int] = {}  # arena id -> rooms taken in it
+        while free and len(out) < count:
+            ref = free.pop()
+            r.count -= 1
+            r.held -= total
+            aid, off = ref >> _OFFSET_BITS, ref & _OFFSET_MASK
+            seg = arenas.get(aid)
+            if seg is None or seg.closed:
+                continue
+            w = seg.words
+            if w[6] != aid or w[7] & 1 or off + total > w[2]:  # as in _take_recycled
+                continue
+            out.append((seg, aid, off))
+            taken[aid] = taken.get(aid, 0) + 1
+        if out:
+            r.used = now
+            r.pending += total * len(out)
+            for aid, k in taken.items():
+                seg = arenas[aid]
+                w = seg.words
+                _set_arena_word(seg, L.A_LIVE, w[4] + total * k)
+                _set_arena_word(seg, L.A_GARBAGE, max(w[5] - total * k, 0))
+        return out
+
     def _advance_recycler(self, r: _Recycler, now: int) -> None:
         """Move rooms past their grace period to ``free``; bump the epoch for new ones."""
         cooling = r.cooling

@@ -72,7 +72,14 @@ from ..errors import AccessDeniedError, NotFoundError
 from ._arenas import _Filler
 from ._catalog import table_segments
 from ._fill import FILL_AHEAD, FILL_AHEAD_SHARE, SharedFill
-from ._header import _OFFSET_BITS, DEFAULT_TIMEOUT, _as_buffer, count_reclaim, count_write
+from ._header import (
+    _OFFSET_BITS,
+    _OFFSET_MASK,
+    DEFAULT_TIMEOUT,
+    _as_buffer,
+    count_reclaim,
+    count_write,
+)
 from ._ownership import _OWNED, _register_owned
 from ._read import ReadMixin
 from ._recovery import RecoveryMixin
@@ -192,6 +199,8 @@ class _Session:
         self.table._end_write(et is None, getattr(ev, "changed_nothing", False))
 
 
+_REC_HEAD1 = L.REC_HEAD1  # assigned, not imported: see _header, "Hot paths"
+
 #: The old reference of an undo entry that holds many new keys (see _log_new_keys).
 _NEW_KEYS = -1
 
@@ -199,7 +208,7 @@ _NEW_KEYS = -1
 #: the counts), and at most this fraction of the live data in bytes (records filled and
 #: not yet published are memory a rewrite needs on top of the data).
 PUBLISH_BATCH = 32
-PUBLISH_SHARE = 1 / 512
+PUBLISH_SHARE = 1 / 128
 PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
 
 
@@ -645,17 +654,60 @@ class WriteMixin(SessionMixin):
                 self._size_hint = 0
 
     def _fill_serial(self, items: Iterable[tuple[Any, ...]]) -> int:
-        """``insert_filled_many`` on this thread: records are filled one by one and
-        published in batches (:meth:`_publish_filled`), in order."""
+        """``insert_filled_many`` on this thread: the items are taken in batches (up to
+        ``PUBLISH_BATCH`` records and the byte budget), each filled in order, then published
+        (:meth:`_fill_batch`)."""
         done = 0
-        pend: list[tuple[Any, ...]] = []  # filled, not yet published
         budget = max(
             int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * PUBLISH_SHARE), PUBLISH_MIN
         )
-        ahead = 0
+        it = iter(items)
+        batch: list[tuple[Any, ...]] = []
+        while True:
+            ahead = 0
+            try:
+                for (kb, h), nbytes, fill in it:
+                    batch.append((kb, h, nbytes, fill))
+                    ahead += nbytes
+                    if len(batch) >= PUBLISH_BATCH or ahead >= budget:
+                        break
+            except BaseException:  # the items before the failure are written
+                if batch:
+                    self._fill_batch(batch)
+                raise
+            if not batch:
+                return done
+            done += self._fill_batch(batch)
+            batch = []
+
+    def _fill_batch(self, batch: list[tuple[Any, ...]]) -> int:
+        """Fill, in order, then publish the records of ``batch`` (``(key bytes, hash, value
+        length, fill)`` each); return how many were published.
+
+        The recycled rooms of the batch's common record length are taken in one go
+        (:meth:`_take_recycled_many`), the others one by one (:meth:`_append_unfilled`).
+        If a fill raises, the records filled before it are published, and it, the rest of
+        the batch and the rooms not used become garbage; the exception propagates.
+        """
+        kb0, _h, n0, _f = batch[0]
+        total0, vo = L.one_value_record(len(kb0), n0)
+        rooms = self._take_recycled_many(total0, len(batch)) if self._recycler else []
+        pack = L.REC_HEAD1.pack_into
+        pend: list[tuple[Any, ...]] = []  # filled, not yet published
         try:
-            for (kb, h), nbytes, fill in items:
-                new_ref, total, room, _ = self._append_unfilled(kb, nbytes)
+            for kb, h, nbytes, fill in batch:
+                klen = len(kb)
+                if rooms and nbytes == n0 and klen == len(kb0):  # a room of its length
+                    seg, aid, off = rooms.pop()
+                    mem, total = seg.buf, total0
+                    pack(mem, off, total, klen, 1, nbytes)  # as _append_unfilled
+                    mem[off + 24 : off + 24 + klen] = kb
+                    if CRASHES:
+                        _crash_point("append.written")
+                    new_ref = (aid << _OFFSET_BITS) | off
+                    room = mem[off + vo : off + vo + nbytes]
+                else:
+                    new_ref, total, room, _ = self._append_unfilled(kb, nbytes)
                 try:
                     if type(fill) is memoryview:  # the value itself (see insert_filled_many)
                         room[:] = fill
@@ -665,17 +717,12 @@ class WriteMixin(SessionMixin):
                     self._abandon(new_ref, total)
                     raise
                 pend.append((kb, h, nbytes, new_ref, total))
-                ahead += total
-                if len(pend) >= PUBLISH_BATCH or ahead >= budget:
-                    batch, pend, ahead = pend, [], 0  # (never published twice)
-                    self._publish_filled(batch)
-                    done += len(batch)
         finally:
+            for _seg, aid, off in rooms:  # taken and not used (a fill raised)
+                self._abandon((aid << _OFFSET_BITS) | off, total0)
             if pend:  # the values filled before a failure are published
-                batch, pend = pend, []
-                self._publish_filled(batch)
-                done += len(batch)
-        return done
+                self._publish_filled(pend)
+        return len(pend)
 
     def _fill_shared(self, items: Iterable[tuple[Any, ...]], submit: Any) -> int:
         """``insert_filled_many`` with a helper thread (:class:`._fill.SharedFill`)."""
@@ -729,19 +776,40 @@ class WriteMixin(SessionMixin):
         replaced record becomes garbage, so cached readers never trust a recycled room),
         and the counts are updated once."""
         H = self._H
-        find, undo = self._find, self._undo
+        find, undo, arenas = self._find, self._undo, self._arenas
         olds: dict[int, tuple[Any, list[tuple[int, int]], list[int]]] = {}
         keys = objects = value = live = 0
+        if H[L.H_GEN] != self._idx_gen:
+            self._load_index()
+        idx, mask = self._imap
         for kb, h, nbytes, new_ref, total in recs:
-            slot, ref, seg, off = find(kb, h)
+            # the key in its home slot (most keys): _find's first probe, inline
+            j = (h & mask) << 1
+            ref = idx[j + 1] if idx[j] == h else 0
+            seg: Any = arenas.get(ref >> _OFFSET_BITS) if ref > 1 else None
+            slot = -1
+            if seg is not None:
+                off = ref & _OFFSET_MASK
+                mm = seg.mm
+                old_total, klen, n, first = _REC_HEAD1.unpack_from(mm, off)
+                ko = off + 16 + 8 * n
+                if klen == len(kb) and mm[ko : ko + klen] == kb:
+                    slot = j >> 1
+            if slot < 0:
+                slot, ref, seg, off = find(kb, h)
+                if slot >= 0:
+                    old_total, _k, n, first = _REC_HEAD1.unpack_from(seg.mm, off)
             if undo is not None:
                 self._log_undo(kb, h, slot, ref)
             live += total
             if slot >= 0:
-                old_total, old_lens = self._record_info(seg, off)
                 self._store_ref(slot, new_ref)  # publish: one aligned 8-byte store
-                objects += 1 - len(old_lens)
-                value += nbytes - sum(old_lens)
+                if n != 1:
+                    old_lens = self._record_info(seg, off)[1]
+                    objects += 1 - n
+                    value += nbytes - sum(old_lens)
+                else:
+                    value += nbytes - first
                 aid = ref >> _OFFSET_BITS
                 o = olds.get(aid)
                 if o is None:
@@ -751,6 +819,7 @@ class WriteMixin(SessionMixin):
             else:
                 self._grow_if_needed()  # (a rebuild keeps the slots stored so far)
                 self._store_new_slot(h, new_ref)  # publish (and counts a slot it fills)
+                idx, mask = self._imap  # (a new generation after a rebuild)
                 keys += 1
                 objects += 1
                 value += nbytes
