@@ -1,14 +1,19 @@
-"""Bulk insert: many objects in one pass (``Table.insert_many``).
+"""Bulk writes: many records in one writer session.
 
-A set table takes a big batch of objects in vectorised steps instead of one put per
-object:
+``Table.insert_filled_many`` writes records whose values are filled in place (an array's
+multi-chunk write): in batches, each batch's recycled rooms taken in one go, its records
+filled in order and then published together (:meth:`._write.WriteMixin._publish_filled`);
+or on two threads (:class:`._fill.SharedFill`).
+
+``Table.insert_many`` (bulk insert): a set table takes a big batch of objects in
+vectorised steps instead of one put per object:
 
 1. the keys are encoded and hashed in one pass each (:func:`sharedzarr._index.encode_keys`,
    :func:`~sharedzarr._index.key_hashes`), the values checked, and a key given twice keeps
    its last value;
 2. one vectorised probe of the index (:meth:`._index.IndexMixin._maybe_present`) tells
    which keys certainly are absent; the few that may exist are looked up one by one, and
-   the ones that do exist are rewritten the serial way (:meth:`._write.WriteMixin._fill_serial`);
+   the ones that do exist are rewritten the filled way (:meth:`BulkMixin._fill_serial`);
 3. the records of the absent keys, grouped by key and value length, get room in runs at
    the bump pointer (:meth:`._arenas.ArenaMixin._alloc`), so their references are known,
    and each run is written by three numpy copies (head words, keys, values), not yet
@@ -38,10 +43,12 @@ from typing import Any
 import numpy as np
 
 from .. import _layout as L
+from .._faults import CRASHES
 from .._faults import crash_point as _crash_point
 from .._index import encode_keys, key_hashes
+from ._fill import FILL_AHEAD, FILL_AHEAD_SHARE, SharedFill
 from ._header import _OFFSET_BITS, DEFAULT_TIMEOUT, _as_buffer, count_write
-from ._write import WriteMixin, _prepared
+from ._write import PUBLISH_BATCH, PUBLISH_MIN, PUBLISH_SHARE, WriteMixin, _prepared
 
 __all__ = ["BULK_MIN", "BulkMixin"]
 
@@ -56,7 +63,8 @@ _KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
 
 
 class BulkMixin(WriteMixin):
-    """``insert_many`` of a table handle (see the module docstring)."""
+    """``insert_filled_many`` and ``insert_many`` of a table handle (see the module
+    docstring)."""
 
     def insert_many(
         self, objects: Iterable[tuple[Any, Any]], *, timeout: float | None = DEFAULT_TIMEOUT
@@ -107,6 +115,167 @@ class BulkMixin(WriteMixin):
                 else:
                     self._insert_bulk(part)
                     n += len(part)
+
+    def insert_filled_many(
+        self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
+    ) -> int:
+        """Insert many values, each written in place by its ``fill(buffer)``; set types only.
+
+        One writer session for all.  Each value is published only after its ``fill``
+        returned, in order, so readers never see one half-written.  If a fill raises, the
+        values before it are published and it and the later ones are not; the exception
+        propagates.
+
+        Parameters
+        ----------
+        items : iterable of (prepared key, nbytes, fill)
+            Prepared keys come from :meth:`prepare_key`.  ``fill`` may also be the value
+            itself, a 1-d memoryview of ``nbytes`` unsigned bytes, which is copied in.
+        submit : callable, optional
+            An executor's ``submit(fn) -> concurrent.futures.Future``.  Given, the fills
+            are shared by this thread and one of the executor's (numpy releases
+            the GIL while it copies): see :class:`._fill.SharedFill`.
+        expected_bytes : int
+            At least how many bytes the write stores (``items`` and what the caller writes
+            with them), when known.  A write that certainly cannot fit is refused before
+            anything is stored (:meth:`_check_room`).  New arenas are sized for a table of
+            at least this much data from the first record on (instead of growing from the
+            smallest size), so a table written in one go has arenas of one size, which the
+            next rewrite reuses instead of allocating fresh memory.
+
+        Returns
+        -------
+        int
+            The number of values inserted.
+        """
+        if self._bag:
+            raise TypeError(f"insert_filled_many needs a set table; {self.name!r} is a bag")
+        with self.writer():
+            if expected_bytes > 0:
+                self._check_room(int(expected_bytes))
+                self._maybe_free_foreign_rooms(int(expected_bytes))  # before any append
+            self._size_hint = max(int(expected_bytes), 0)
+            try:
+                if submit is None:
+                    return self._fill_serial(items)
+                return self._fill_shared(items, submit)
+            finally:
+                self._size_hint = 0
+
+    def _fill_serial(self, items: Iterable[tuple[Any, ...]]) -> int:
+        """``insert_filled_many`` on this thread, in batches of up to ``PUBLISH_BATCH``
+        records and the byte budget (:meth:`_fill_batch`)."""
+        done = 0
+        budget = max(
+            int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * PUBLISH_SHARE), PUBLISH_MIN
+        )
+        it = iter(items)
+        batch: list[tuple[Any, ...]] = []
+        while True:
+            ahead = 0
+            try:
+                for (kb, h), nbytes, fill in it:
+                    batch.append((kb, h, nbytes, fill))
+                    ahead += nbytes
+                    if len(batch) >= PUBLISH_BATCH or ahead >= budget:
+                        break
+            except BaseException:  # the items before the failure are written
+                if batch:
+                    self._fill_batch(batch)
+                raise
+            if not batch:
+                return done
+            done += self._fill_batch(batch)
+            batch = []
+
+    def _fill_batch(self, batch: list[tuple[Any, ...]]) -> int:
+        """Fill, in order, then publish the records of ``batch`` (``(key bytes, hash, value
+        length, fill)`` each); return how many were published.
+
+        The recycled rooms of the batch's common record length are taken in one go
+        (:meth:`_take_recycled_many`), the others one by one (:meth:`_append_unfilled`).
+        If a fill raises, the records filled before it are published, and it, the rest of
+        the batch and the rooms not used become garbage; the exception propagates.
+        """
+        kb0, _h, n0, _f = batch[0]
+        total0, vo = L.one_value_record(len(kb0), n0)
+        rooms = self._take_recycled_many(total0, len(batch)) if self._recycler else []
+        pack = L.REC_HEAD1.pack_into
+        pend: list[tuple[Any, ...]] = []  # filled, not yet published
+        try:
+            for kb, h, nbytes, fill in batch:
+                klen = len(kb)
+                if rooms and nbytes == n0 and klen == len(kb0):  # a room of its length
+                    seg, aid, off = rooms.pop()
+                    mem, total = seg.buf, total0
+                    pack(mem, off, total, klen, 1, nbytes)  # as _append_unfilled
+                    mem[off + 24 : off + 24 + klen] = kb
+                    if CRASHES:
+                        _crash_point("append.written")
+                    new_ref = (aid << _OFFSET_BITS) | off
+                    room = mem[off + vo : off + vo + nbytes]
+                else:
+                    new_ref, total, room, _ = self._append_unfilled(kb, nbytes)
+                try:
+                    if type(fill) is memoryview:  # the value itself (see insert_filled_many)
+                        room[:] = fill
+                    else:
+                        fill(room)
+                except BaseException:
+                    self._abandon(new_ref, total)
+                    raise
+                pend.append((kb, h, nbytes, new_ref, total))
+        finally:
+            for _seg, aid, off in rooms:  # taken and not used (a fill raised)
+                self._abandon((aid << _OFFSET_BITS) | off, total0)
+            if pend:  # the values filled before a failure are published
+                self._publish_filled(pend)
+        return len(pend)
+
+    def _fill_shared(self, items: Iterable[tuple[Any, ...]], submit: Any) -> int:
+        """``insert_filled_many`` with a helper thread (:class:`._fill.SharedFill`)."""
+        sf = SharedFill(submit)
+        recs, errors = sf.recs, sf.errors
+        budget = int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * FILL_AHEAD_SHARE)
+        published = ahead = 0  # records published; bytes appended and not published
+
+        def publish_whole() -> None:
+            """Publish, in order, the records filled so far (one batch)."""
+            nonlocal published, ahead
+            k = sf.whole_from(published)
+            if k > published:
+                batch, published = recs[published:k], k  # (never published twice)
+                ahead -= sum(rec[2] for rec in batch)
+                self._publish_filled(batch)
+
+        try:
+            for (kb, h), nbytes, fill in items:
+                while (
+                    not errors
+                    and published < len(recs)
+                    and (len(recs) - published >= FILL_AHEAD or ahead >= budget)
+                ):
+                    sf.step(True)
+                    publish_whole()
+                if errors:
+                    break
+                new_ref, total, buf, _ = self._append_unfilled(kb, nbytes)
+                sf.add((kb, h, nbytes, new_ref, total), fill, buf)
+                ahead += nbytes
+                sf.step(False)
+                publish_whole()
+        finally:
+            # publish, in order, the values filled before the first failure (the write's
+            # or the loop's); the rest become garbage
+            sf.finish()
+            try:
+                publish_whole()
+            finally:
+                for rec in recs[published:]:
+                    self._abandon(rec[3], rec[4])
+        if published < len(recs):
+            raise errors[min(errors)]
+        return published
 
     def _insert_bulk(self, objs: list[tuple[Any, Any]]) -> None:
         """Steps 1-4 of the module docstring for ``objs`` (writer lock held)."""

@@ -71,7 +71,6 @@ from .._segment import unlink as _unlink
 from ..errors import AccessDeniedError, NotFoundError
 from ._arenas import _Filler
 from ._catalog import table_segments
-from ._fill import FILL_AHEAD, FILL_AHEAD_SHARE, SharedFill
 from ._header import (
     _OFFSET_BITS,
     _OFFSET_MASK,
@@ -206,9 +205,10 @@ _NEW_KEYS = -1
 
 #: Filled records published together by one thread (one write-count bump, one update of
 #: the counts), and at most this fraction of the live data in bytes (records filled and
-#: not yet published are memory a rewrite needs on top of the data).
+#: not yet published are memory a rewrite needs on top of the data; 1/128 left 8 MiB of
+#: 8 KiB chunks at 1.052x the data after 100 rewrites, 1/256 at 1.044-1.05x).
 PUBLISH_BATCH = 32
-PUBLISH_SHARE = 1 / 128
+PUBLISH_SHARE = 1 / 256
 PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
 
 
@@ -606,168 +606,6 @@ class WriteMixin(SessionMixin):
         """:meth:`delete` with a prepared key (see :meth:`prepare_key`)."""
         with self.writer():
             self._remove(pk[0], pk[1])
-
-    def insert_filled_many(
-        self, items: Iterable[tuple[Any, ...]], submit: Any = None, *, expected_bytes: int = 0
-    ) -> int:
-        """Insert many values, each written in place by its ``fill(buffer)``; set types only.
-
-        One writer session for all.  Each value is published only after its ``fill``
-        returned, in order, so readers never see one half-written.  If a fill raises, the
-        values before it are published and it and the later ones are not; the exception
-        propagates.
-
-        Parameters
-        ----------
-        items : iterable of (prepared key, nbytes, fill)
-            Prepared keys come from :meth:`prepare_key`.  ``fill`` may also be the value
-            itself, a 1-d memoryview of ``nbytes`` unsigned bytes, which is copied in.
-        submit : callable, optional
-            An executor's ``submit(fn) -> concurrent.futures.Future``.  Given, the fills
-            are shared by this thread and one of the executor's (numpy releases
-            the GIL while it copies): see :class:`._fill.SharedFill`.
-        expected_bytes : int
-            At least how many bytes the write stores (``items`` and what the caller writes
-            with them), when known.  A write that certainly cannot fit is refused before
-            anything is stored (:meth:`_check_room`).  New arenas are sized for a table of
-            at least this much data from the first record on (instead of growing from the
-            smallest size), so a table written in one go has arenas of one size, which the
-            next rewrite reuses instead of allocating fresh memory.
-
-        Returns
-        -------
-        int
-            The number of values inserted.
-        """
-        if self._bag:
-            raise TypeError(f"insert_filled_many needs a set table; {self.name!r} is a bag")
-        with self.writer():
-            if expected_bytes > 0:
-                self._check_room(int(expected_bytes))
-                self._maybe_free_foreign_rooms(int(expected_bytes))  # before any append
-            self._size_hint = max(int(expected_bytes), 0)
-            try:
-                if submit is None:
-                    return self._fill_serial(items)
-                return self._fill_shared(items, submit)
-            finally:
-                self._size_hint = 0
-
-    def _fill_serial(self, items: Iterable[tuple[Any, ...]]) -> int:
-        """``insert_filled_many`` on this thread: the items are taken in batches (up to
-        ``PUBLISH_BATCH`` records and the byte budget), each filled in order, then published
-        (:meth:`_fill_batch`)."""
-        done = 0
-        budget = max(
-            int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * PUBLISH_SHARE), PUBLISH_MIN
-        )
-        it = iter(items)
-        batch: list[tuple[Any, ...]] = []
-        while True:
-            ahead = 0
-            try:
-                for (kb, h), nbytes, fill in it:
-                    batch.append((kb, h, nbytes, fill))
-                    ahead += nbytes
-                    if len(batch) >= PUBLISH_BATCH or ahead >= budget:
-                        break
-            except BaseException:  # the items before the failure are written
-                if batch:
-                    self._fill_batch(batch)
-                raise
-            if not batch:
-                return done
-            done += self._fill_batch(batch)
-            batch = []
-
-    def _fill_batch(self, batch: list[tuple[Any, ...]]) -> int:
-        """Fill, in order, then publish the records of ``batch`` (``(key bytes, hash, value
-        length, fill)`` each); return how many were published.
-
-        The recycled rooms of the batch's common record length are taken in one go
-        (:meth:`_take_recycled_many`), the others one by one (:meth:`_append_unfilled`).
-        If a fill raises, the records filled before it are published, and it, the rest of
-        the batch and the rooms not used become garbage; the exception propagates.
-        """
-        kb0, _h, n0, _f = batch[0]
-        total0, vo = L.one_value_record(len(kb0), n0)
-        rooms = self._take_recycled_many(total0, len(batch)) if self._recycler else []
-        pack = L.REC_HEAD1.pack_into
-        pend: list[tuple[Any, ...]] = []  # filled, not yet published
-        try:
-            for kb, h, nbytes, fill in batch:
-                klen = len(kb)
-                if rooms and nbytes == n0 and klen == len(kb0):  # a room of its length
-                    seg, aid, off = rooms.pop()
-                    mem, total = seg.buf, total0
-                    pack(mem, off, total, klen, 1, nbytes)  # as _append_unfilled
-                    mem[off + 24 : off + 24 + klen] = kb
-                    if CRASHES:
-                        _crash_point("append.written")
-                    new_ref = (aid << _OFFSET_BITS) | off
-                    room = mem[off + vo : off + vo + nbytes]
-                else:
-                    new_ref, total, room, _ = self._append_unfilled(kb, nbytes)
-                try:
-                    if type(fill) is memoryview:  # the value itself (see insert_filled_many)
-                        room[:] = fill
-                    else:
-                        fill(room)
-                except BaseException:
-                    self._abandon(new_ref, total)
-                    raise
-                pend.append((kb, h, nbytes, new_ref, total))
-        finally:
-            for _seg, aid, off in rooms:  # taken and not used (a fill raised)
-                self._abandon((aid << _OFFSET_BITS) | off, total0)
-            if pend:  # the values filled before a failure are published
-                self._publish_filled(pend)
-        return len(pend)
-
-    def _fill_shared(self, items: Iterable[tuple[Any, ...]], submit: Any) -> int:
-        """``insert_filled_many`` with a helper thread (:class:`._fill.SharedFill`)."""
-        sf = SharedFill(submit)
-        recs, errors = sf.recs, sf.errors
-        budget = int(max(self._H[L.H_LIVE_RECORD], self._size_hint) * FILL_AHEAD_SHARE)
-        published = ahead = 0  # records published; bytes appended and not published
-
-        def publish_whole() -> None:
-            """Publish, in order, the records filled so far (one batch)."""
-            nonlocal published, ahead
-            k = sf.whole_from(published)
-            if k > published:
-                batch, published = recs[published:k], k  # (never published twice)
-                ahead -= sum(rec[2] for rec in batch)
-                self._publish_filled(batch)
-
-        try:
-            for (kb, h), nbytes, fill in items:
-                while (
-                    not errors
-                    and published < len(recs)
-                    and (len(recs) - published >= FILL_AHEAD or ahead >= budget)
-                ):
-                    sf.step(True)
-                    publish_whole()
-                if errors:
-                    break
-                new_ref, total, buf, _ = self._append_unfilled(kb, nbytes)
-                sf.add((kb, h, nbytes, new_ref, total), fill, buf)
-                ahead += nbytes
-                sf.step(False)
-                publish_whole()
-        finally:
-            # publish, in order, the values filled before the first failure (the write's
-            # or the loop's); the rest become garbage
-            sf.finish()
-            try:
-                publish_whole()
-            finally:
-                for rec in recs[published:]:
-                    self._abandon(rec[3], rec[4])
-        if published < len(recs):
-            raise errors[min(errors)]
-        return published
 
     def _publish_filled(self, recs: list[tuple[Any, ...]]) -> None:
         """Publish filled one-value records ``(key bytes, hash, value length, reference,
