@@ -17,20 +17,25 @@ Descriptors and fork
       process, ``O_CLOEXEC``) and an at-fork hook closes the child's inherited copy.
       Closing is not unlocking: the parent's hold is untouched while it lives.
 
-Waiting without polling (the hand-off)
+Waiting (the hand-off)
     ``flock`` has no timed wait.  An uncontended acquire is one non-blocking ``flock``.  A
-    contended one waits on a futex: the third hint word (below) is a *release sequence*
-    that every release bumps, after its ``LOCK_UN``, waking the processes that sleep on it
-    when one announced itself.  A waiter loads the sequence, tries the ``flock``, and on
-    failure sleeps with ``FUTEX_WAIT`` while the sequence still holds that value (the
+    contended one watches, then waits on a futex: the third hint word (below) is a
+    *release sequence* that every release bumps, after its ``LOCK_UN``, waking the
+    processes that sleep on it when one announced itself.  A waiter loads the sequence,
+    tries the ``flock``, and on failure first looks at the sequence: busy for ``SPIN_S``,
+    then calling ``sched_yield`` between looks (its CPU goes to any other runnable task),
+    until ``YIELD_SPIN_S`` after it began to wait.  A release in that window hands over in
+    microseconds; a sleeping waiter's wake-up is a process switch, 50-150 µs on a VM.  The
+    price is CPU: a waiter for a lock held long burns up to ``YIELD_SPIN_S`` per acquire.
+    Then it sleeps with ``FUTEX_WAIT`` while the sequence still holds that value (the
     kernel checks it atomically, so a release between the try and the sleep is never
     missed), at most ``ANNOUNCE_S`` at a time: a holder killed by SIGKILL bumps nothing,
-    and its waiter finds the lock free at its next try.  The releaser's wake makes the
-    hand-off one process switch.  Without hint words (or a futex), a waiter blocks in
-    ``flock(LOCK_EX)`` on a helper thread while the caller waits on an event with its
-    timeout; a waiter that times out marks its wait cancelled, and if its helper thread
-    is granted the lock later, it gives it straight back (under the in-process lock, so
-    it never releases a hold another thread of this process has taken since).
+    and its waiter finds the lock free at its next try. Without hint words (or a futex), a
+    waiter blocks in ``flock(LOCK_EX)`` on a helper thread while the caller waits on an
+    event with its timeout; a waiter that times out marks its wait cancelled, and if its
+    helper thread is granted the lock later, it gives it straight back (under the
+    in-process lock, so it never releases a hold another thread of this process has taken
+    since).
 
 Fairness (the hint words)
     The kernel wakes every waiter on release, but a writer that releases and re-acquires
@@ -45,9 +50,9 @@ Fairness (the hint words)
     * ``last``: the pid of the process that released last (stored only by a releaser; a
       holder that sees another pid there expects to be waited for, see :meth:`contended`).
 
-    An acquirer that sees another process's pid in ``want`` first waits, up to
-    :data:`YIELD_NS`, for ``grants`` to move: the waiter, woken by the release, gets in
-    first.  A grant clears ``want`` when it names the new holder.  So with two writers
+    An acquirer that sees another process's pid in ``want`` first waits (yielding its CPU),
+    up to :data:`YIELD_NS`, for ``grants`` to move: the waiter, which sees the release,
+    gets in first.  A grant clears ``want`` when it names the new holder.  So with two writers
     they alternate; with more, each announced waiter is next at the following hand-off.
     A stale ``want`` (its waiter died or gave up) costs at most one :data:`YIELD_NS`
     wait, after which the acquirer clears it.
@@ -82,8 +87,11 @@ __all__ = [
 YIELD_NS = 2_000_000
 #: How often a waiting process announces itself again in the ``want`` word.
 ANNOUNCE_S = 1e-3
-#: How long a waiting process watches the release sequence before it sleeps on it.
+#: How long a waiting process watches the release sequence before it sleeps on it: busy
+#: for ``SPIN_S``, then yielding its CPU between looks up to ``YIELD_SPIN_S`` after it
+#: began to wait (see "Waiting" above).
 SPIN_S = 100e-6
+YIELD_SPIN_S = 5e-3
 WANT = 0
 GRANTS = 1
 SEQ = 2
@@ -336,17 +344,12 @@ class WriterLock:
         end = time.monotonic_ns() + YIELD_NS
         if deadline is not None:
             end = min(end, int(deadline * 1e9))
-        spins = 0
         while hint[GRANTS] == g and hint[WANT] == want:
             if time.monotonic_ns() >= end:
                 if hint[WANT] == want:
                     hint[WANT] = 0  # stale: its waiter died or gave up (a live one re-announces)
                 return
-            spins += 1
-            if spins < 64:
-                os.sched_yield()
-            else:
-                time.sleep(50e-6)
+            os.sched_yield()  # (a waiter looks on, see SPIN_S: it takes the grant in µs)
 
     def _sleep_until_free(
         self, fd: int, hint: memoryview, me: int, deadline: float | None, timeout: float | None
@@ -355,6 +358,8 @@ class WriterLock:
         addr = ctypes.c_void_p(_seq_address(hint))
         ts = _Timespec()
         futex = _futex()
+        clock = time.perf_counter
+        yield_until = clock() + YIELD_SPIN_S
         while True:
             seq = hint[SEQ] & 0xFFFFFFFF  # loaded before the try: a release after it wakes us
             if hint[WANT] != me:
@@ -371,11 +376,15 @@ class WriterLock:
                 step = min(step, left)
             # a short hold ends while we look: watch the sequence first (a sleeping waiter
             # costs a wake-up, tens of µs on a VM), then sleep on it
-            end = time.perf_counter() + min(SPIN_S, step)
-            while hint[SEQ] & 0xFFFFFFFF == seq and time.perf_counter() < end:
+            now = clock()
+            end = now + min(SPIN_S, step)
+            while hint[SEQ] & 0xFFFFFFFF == seq and clock() < end:
                 pass
-            if hint[SEQ] & 0xFFFFFFFF != seq:
-                continue
+            end = min(yield_until, now + step)
+            while hint[SEQ] & 0xFFFFFFFF == seq and clock() < end:
+                os.sched_yield()
+            if hint[SEQ] & 0xFFFFFFFF != seq or clock() < yield_until:
+                continue  # (announce again, and look on)
             ts.tv_sec, ts.tv_nsec = int(step), int((step % 1) * 1e9)
             futex(_SYS_FUTEX, addr, _FUTEX_WAIT, seq, ctypes.byref(ts), None, 0)
 

@@ -111,3 +111,26 @@ def hold_array_lock(name: str, ready, release) -> None:
         ready.set()
         release.wait(60)
     a.close()
+
+
+def wait_counting_sleeps(path: str, spin_s: float, started, out) -> None:
+    """Block on the lock with a look-on window of ``spin_s`` seconds; report how many times
+    the wait slept on the futex (FUTEX_WAIT calls) before the grant."""
+    import sharedzarr._lock as LK
+
+    LK.YIELD_SPIN_S = spin_s
+    real = LK._futex()
+    sleeps = [0]
+
+    def counting(nr, addr, op, *rest):
+        if op == LK._FUTEX_WAIT:
+            sleeps[0] += 1
+        return real(nr, addr, op, *rest)
+
+    LK._futex_fn = counting
+    m, words = hint_of(path)
+    lock = WriterLock(path, lambda: 0, "t", hint_words=lambda: words)
+    started.set()
+    lock.acquire(60)
+    out.put(sleeps[0])
+    lock.release()

@@ -50,6 +50,29 @@ def test_waiter_gets_the_lock_when_the_holder_releases(lockfile):
     b.join(30)
 
 
+@pytest.mark.parametrize(("spin_s", "sleeps"), [(60.0, False), (1e-3, True)])
+def test_a_waiter_looks_on_before_it_sleeps(lockfile, spin_s, sleeps):
+    """A waiter watches the release sequence for its look-on window instead of sleeping on
+    the futex, so a release inside the window needs no wake-up (a process switch); past
+    the window it sleeps.  The hold (0.2 s) is far inside the one window, far outside the
+    other; what is counted is the waiter's futex sleeps, not time."""
+    ready, release, started = CTX.Event(), CTX.Event(), CTX.Event()
+    q_hold, q_wait = CTX.Queue(), CTX.Queue()
+    a = CTX.Process(target=W.hold, args=(lockfile, ready, release, q_hold))
+    a.start()
+    assert ready.wait(30)
+    b = CTX.Process(target=W.wait_counting_sleeps, args=(lockfile, spin_s, started, q_wait))
+    b.start()
+    assert started.wait(30)
+    time.sleep(0.2)
+    release.set()
+    q_hold.get(timeout=30)
+    n = q_wait.get(timeout=60)
+    assert (n > 0) == sleeps, n
+    a.join(30)
+    b.join(30)
+
+
 def test_timeout_names_the_problem_and_a_late_grant_is_given_back(lockfile):
     ready, release = CTX.Event(), CTX.Event()
     q = CTX.Queue()
