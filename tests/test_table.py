@@ -448,6 +448,27 @@ def test_attach_waits_for_a_header_whose_size_is_not_set_yet():
             t.delete_table()
 
 
+def test_attach_to_an_unsized_header_that_goes_away_says_not_found():
+    """An unsized header whose creator gave up (unlinked it, made nothing): the attacher's
+    wait ends with TableNotFoundError, not a hang and not a corrupt-table error."""
+    import threading
+
+    from sharedzarr.errors import TableNotFoundError
+
+    name = f"gone-{os.getpid()}"
+    path = f"/dev/shm/sz.{name}.hdr"
+    open(path, "wb").close()
+    th = threading.Thread(target=lambda: (time.sleep(0.05), os.unlink(path)))
+    th.start()
+    try:
+        with pytest.raises(TableNotFoundError, match="does not exist"):
+            Table.attach(name)
+    finally:
+        th.join(30)
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 def test_insert_many_inserts_all_and_the_last_of_a_key_wins(table):
     table.insert("kept", b"old")
     n = table.insert_many([(i, b"v%d" % i) for i in range(1000)] + [("kept", b"new"), (3, b"x")])

@@ -22,7 +22,7 @@ from .._platform import check_platform
 from .._segment import changed_before, list_names, map_os_errors, size_on_disk
 from .._segment import exists as seg_exists
 from .._segment import unlink as _unlink
-from ..errors import AccessDeniedError, SharedZarrError, TableExistsError
+from ..errors import AccessDeniedError, SharedZarrError, TableExistsError, TableNotFoundError
 from ._arenas import init_arena_ids
 from ._bulk import BulkMixin
 from ._catalog import _destroy, _wait_for_magic, list_tables, table_segments
@@ -237,13 +237,21 @@ class Table(BulkMixin):
                 hdr = Segment.attach(hdr_name, readonly=True, keep_fd=True)
             readonly = True
         # a table being created: its header's name appears a moment before its size is set
-        # (a header of another nonzero size is no table of this version: no wait for it)
+        # (a header of another nonzero size is no table of this version: no wait for it);
+        # a creator may also replace an unsized header (unlink, create again): while the
+        # wait lasts, a name gone for a moment is waited for too
         deadline = time.monotonic() + 1.0
         while hdr.size == 0 and time.monotonic() < deadline:
             hdr.close()
-            time.sleep(0.002)
-            with map_os_errors(name, "header"):
-                hdr = Segment.attach(hdr_name, readonly=readonly, keep_fd=True)
+            while True:
+                time.sleep(0.002)
+                try:
+                    with map_os_errors(name, "header"):
+                        hdr = Segment.attach(hdr_name, readonly=readonly, keep_fd=True)
+                    break
+                except TableNotFoundError:
+                    if time.monotonic() >= deadline:
+                        raise
         asked = readonly
         try:
             _check_trusted(name, hdr.owner_uid(), trusted_uid)
