@@ -548,7 +548,9 @@ class ArenaMixin(TableBase):
     def _take_recycled_many(self, total: int, count: int) -> list[tuple[Segment, int, int]]:
         """Up to ``count`` recycled rooms for records of ``total`` bytes, as ``count`` calls
         of :meth:`_take_recycled` would take them (no swap), each arena's words stored once:
-        ``[(segment, id, offset), ...]``, maybe fewer (the rest come from :meth:`_room`)."""
+        ``[(segment, id, offset), ...]``, maybe fewer (the rest come from :meth:`_room`).
+        The checks must stay those of :meth:`_take_recycled`; that one is not written on
+        top of this one because the list and dict cost a single write 3-6% (measured)."""
         r = self._recycler
         if r is None or not r.count:
             return []

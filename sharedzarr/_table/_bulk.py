@@ -200,7 +200,7 @@ class BulkMixin(WriteMixin):
         kb0, _h, n0, _f = batch[0]
         total0, vo = L.one_value_record(len(kb0), n0)
         rooms = self._take_recycled_many(total0, len(batch)) if self._recycler else []
-        pack = L.REC_HEAD1.pack_into
+        pack_head1 = L.pack_head1
         pend: list[tuple[Any, ...]] = []  # filled, not yet published
         try:
             for kb, h, nbytes, fill in batch:
@@ -208,8 +208,7 @@ class BulkMixin(WriteMixin):
                 if rooms and nbytes == n0 and klen == len(kb0):  # a room of its length
                     seg, aid, off = rooms.pop()
                     mem, total = seg.buf, total0
-                    pack(mem, off, total, klen, 1, nbytes)  # as _append_unfilled
-                    mem[off + 24 : off + 24 + klen] = kb
+                    pack_head1(mem, off, kb, total, nbytes)  # as _append_unfilled
                     if CRASHES:
                         _crash_point("append.written")
                     new_ref = (aid << _OFFSET_BITS) | off
