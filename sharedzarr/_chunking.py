@@ -358,9 +358,9 @@ def normalize_index(key: Any, shape: tuple[int, ...]) -> tuple[tuple[DimSelectio
             i = _int_index(k)
             if i is None:
                 raise IndexError(
-                    f"unsupported index {k!r} ({type(k).__name__}) for axis {d}: only integers, "
-                    "slices and '...' (numpy basic indexing) are supported; read the region with "
-                    "a slice and apply advanced indexing to the numpy result"
+                    f"unsupported index {k!r} ({type(k).__name__}) for axis {d}: only "
+                    "integers, slices, '...', None, and integer or boolean arrays (or lists) "
+                    "are valid indices, as in numpy"
                 )
             if not -n <= i < n:
                 raise IndexError(f"index {i} is out of bounds for axis {d} with size {n}")

@@ -317,6 +317,8 @@ BAD = [
     ([0, [1, 2]], (IndexError, ValueError), None),
     (([0], 1, 2), IndexError, "too many indices"),
     (([0], Ellipsis, Ellipsis), IndexError, "single ellipsis"),
+    (1.5, IndexError, "integer or boolean arrays"),  # (names what is valid, arrays included)
+    ((slice(None), 2.5), IndexError, "integer or boolean arrays"),
     (([0], slice(None, None, 0)), ValueError, "zero"),
 ]
 
