@@ -45,6 +45,7 @@ SZ_LOCK = "sharedzarr Table.writer()"
 LMDB_LOCK = "LMDB (/dev/shm) write txn"
 SZ_APPEND = "sharedzarr shm a.append(frame)"
 PLAIN_APPEND = "shared_memory array np.copyto(buf[n], frame)"
+FRESH_APPEND = "fresh /dev/shm pages: fallocate + copy (floor)"
 QUEUE = "multiprocessing.Queue"
 PLAIN_BATCH = "shared_memory array: arr[idx]"
 PLAIN_ROW = "shared_memory array: arr[i].copy()"
@@ -547,7 +548,13 @@ class Results:
             )
 
         def value(
-            target: str, wl: str, peer: str, bound: float, at_least: bool, limit: bool = False
+            target: str,
+            wl: str,
+            peer: str,
+            bound: float,
+            at_least: bool,
+            limit: bool = False,
+            floor: str | None = None,
         ) -> None:
             v = self.median(wl, peer)
             unit = self.workloads[wl].unit
@@ -556,6 +563,9 @@ class Results:
             if limit:  # the lock-free peers' own value: what this machine allowed in the run
                 tiled = self.median(wl, TILED)
                 detail += f"; {PLAIN} {_fmt(self.median(wl, PLAIN))} {unit}"
+            if floor is not None:  # the cheapest store that does what the target needs
+                tiled = self.median(wl, floor)
+                detail += f"; {floor} {_fmt(tiled)} {unit}"
             out.append(Check(target, v, bound, at_least, detail, None, tiled))
 
         ratio(
@@ -613,7 +623,14 @@ class Results:
             )
         value("writer-lock hand-off p99 ≤ 100 µs", "j.p99", SZ_LOCK, 100.0, False)
         frame = f"{math.prod(cfg.frame) * 8 / 1024:g} KiB"
-        value(f"append one {frame} frame ≤ 100 µs", "k.append", SZ_APPEND, 100.0, False)
+        value(
+            f"append one {frame} frame ≤ 100 µs",
+            "k.append",
+            SZ_APPEND,
+            100.0,
+            False,
+            floor=FRESH_APPEND,
+        )
         ratio(
             f"Table bulk insert, {cfg.table_entries:,} entries in one insert_many: time per"
             " entry ≤ 3x LMDB (one txn)",
@@ -667,13 +684,16 @@ class Results:
     @staticmethod
     def _simple_checks_markdown(title: str, checks: list[Check]) -> str:
         lines = [
-            f"| {title} | Measured | Required | Result | chunked limit's ratio | From |",
+            f"| {title} | Measured | Required | Result | limit | From |",
             "|---|---:|---:|---|---:|---|",
         ]
         for c in checks:
             r = "–" if c.ratio is None else f"{c.ratio:.4g}"
             req = f"{'≥' if c.at_least else '≤'} {c.bound:g}"
-            tiled = "–" if c.tiled is None else f"{c.tiled:.3g}x"
+            tiled = "–"
+            if c.tiled is not None:
+                beyond = c.tiled < c.bound if c.at_least else c.tiled > c.bound
+                tiled = f"{c.tiled:.3g}" + (" (target beyond the limit)" if beyond else "")
             lines.append(f"| {c.target} | {r} | {req} | **{c.verdict}** | {tiled} | {c.detail} |")
         return "\n".join(lines)
 
@@ -815,11 +835,15 @@ store can meet it here.
 
 ## Write targets
 "Measured" is a ratio of medians (time or throughput, as the target says), or for the
-two-writer, hand-off, append and memory targets the value itself (x, µs, B/B). The chunked
-limit's column is the same ratio for the chunk-major shared_memory segment, where there is one;
-for the two-writer targets it is that segment's own 2-writers / 1-writer ratio (no lock at
-all), and "From" gives the flat shared_memory array's: when they are near 1.0x, the second
-writer had no free core in this run (the machine is shared), and no store could scale here.
+two-writer, hand-off, append and memory targets the value itself (x, µs, B/B). The limit
+column is the same measure for the store that does only what the target needs: for the array
+targets the chunk-major shared_memory segment ("{TILED}"), where there is one; for the
+two-writer targets that segment's own 2-writers / 1-writer ratio (no lock at all), and "From"
+gives the flat shared_memory array's: when they are near 1.0x, the second writer had no free
+core in this run (the machine is shared), and no store could scale here; for the append
+target, a frame copied into /dev/shm pages allocated for it ("{FRESH_APPEND}"), the cost
+of new memory here. Where the limit misses the target, no store of that kind can meet it on
+this machine.
 
 {self._simple_checks_markdown("Write target", self.write_checks())}
 

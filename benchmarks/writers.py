@@ -12,13 +12,19 @@
 (k) append
     Appending one frame to a growing array, in this process: sharedzarr ``a.append(frame)``;
     a preallocated ``shared_memory`` block that receives the frame with ``np.copyto`` (the cost
-    of the copy alone); LMDB, one write transaction per frame under a new key.
+    of the copy alone); LMDB, one write transaction per frame under a new key; and the floor
+    of a store that takes new memory for each frame, as a growing array does: the frame
+    copied into pages of a /dev/shm file that this append allocates (``posix_fallocate``,
+    then ``MADV_POPULATE_WRITE``, the fastest of the ways measured here: the kernel allocates
+    and zeroes the pages, and maps them in).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
+import mmap
 import os
 import shutil
 from collections.abc import Callable
@@ -424,5 +430,67 @@ class LmdbAppendPeer(AppendPeer):
             self.path = None
 
 
+_MADV_POPULATE_WRITE = 23  # Linux 5.14+
+
+
+class FreshPagesAppendPeer(AppendPeer):
+    """The frame copied into pages of a /dev/shm file that each append allocates: what new
+    memory costs (the floor of an append that grows its store, in this process)."""
+
+    label = "fresh /dev/shm pages: fallocate + copy (floor)"
+    path: str | None = None
+    _mm: Any = None
+
+    def create(self) -> None:
+        """A sparse file for ``capacity`` frames, mapped."""
+        self.path = os.path.join(SHM_DIR, _unique("kfresh"))
+        self.size = self.capacity * self.frame_nbytes
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.ftruncate(self.fd, self.size)
+        self._mm = mmap.mmap(self.fd, self.size)
+        self._anchor: Any = ctypes.c_char.from_buffer(self._mm)  # (released before close)
+        self._base = ctypes.addressof(self._anchor)
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._madvise = libc.madvise
+        self._madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self.n = 0
+
+    def append(self, frame: np.ndarray) -> None:
+        """Allocate the next frame's pages, map them in, copy the frame there."""
+        nb = self.frame_nbytes
+        off = self.n * nb
+        os.posix_fallocate(self.fd, off, nb)
+        self._madvise(self._base + off, nb, _MADV_POPULATE_WRITE)  # (ignored if unknown)
+        dst = np.frombuffer(self._mm, np.float64, nb // 8, off)
+        np.copyto(dst, frame.reshape(-1))
+        del dst
+        self.n += 1
+
+    def reset(self) -> None:
+        """Give every page back (truncate to 0, then grow the file again, sparse)."""
+        os.ftruncate(self.fd, 0)
+        os.ftruncate(self.fd, self.size)
+        self.n = 0
+
+    def destroy(self) -> None:
+        """Unmap, close and remove the file."""
+        if self._mm is not None:
+            self._anchor = None
+            with contextlib.suppress(Exception):
+                self._mm.close()
+            with contextlib.suppress(Exception):
+                os.close(self.fd)
+            self._mm = None
+        if self.path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            self.path = None
+
+
 #: (k) peers, in table order
-APPEND_PEERS: list[type[AppendPeer]] = [PlainAppendPeer, SzAppendPeer, LmdbAppendPeer]
+APPEND_PEERS: list[type[AppendPeer]] = [
+    PlainAppendPeer,
+    FreshPagesAppendPeer,
+    SzAppendPeer,
+    LmdbAppendPeer,
+]
