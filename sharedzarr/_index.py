@@ -25,6 +25,8 @@ import numpy as np
 
 __all__ = [
     "build_slots",
+    "place_slots",
+    "plan_slots",
     "decode_key",
     "encode_key",
     "encode_keys",
@@ -148,40 +150,64 @@ def build_slots(live: np.ndarray, cap: int, out: np.ndarray | None = None) -> np
 
     Rows sorted by home slot are placed at ``max(home, previous + 1)``, a
     cumulative maximum; the few that run past the end wrap to the first free
-    slots from 0.  This is exactly the table sequential insertion would build.
+    slots from 0.  This is exactly the table that inserting the rows one by one in
+    order of home slot (stable) builds.
     ``out``: a zeroed ``(cap, 2)`` uint64 array to build in (a new index segment's
-    memory, which saves a copy); returned.
+    memory, which saves a copy); returned.  The two halves, :func:`plan_slots` (from
+    the hashes alone) and :func:`place_slots`, may run apart: a bulk insert plans while
+    it allocates its records, whose references the placing needs.
     """
     if out is None:
         out = np.zeros((cap, 2), dtype=np.uint64)
-    n = len(live)
+    place_slots(live, plan_slots(live[:, 0], cap), out)
+    return out
+
+
+def plan_slots(hashes: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where :func:`build_slots` puts the rows of ``hashes`` (uint64) in ``cap`` slots:
+    ``(order, pos)``, the rows in placing order and each one's slot (``>= cap``: it wraps
+    to the first free slot, see :func:`place_slots`)."""
+    n = len(hashes)
     if n == 0:
-        return out
+        return np.empty(0, np.intp), np.empty(0, np.int64)
     mask = np.uint64(cap - 1)
-    home = live[:, 0] & mask
+    home = hashes & mask
     bits = max((n - 1).bit_length(), 1)
-    if (cap - 1).bit_length() + bits <= 64:
+    if (cap - 1).bit_length() + bits <= 63:
         # one sort of (home, row number) packed in a word: the stable order, and faster
-        # than a stable argsort
-        packed = (home << np.uint64(bits)) | np.arange(n, dtype=np.uint64)
+        # than a stable argsort (as int64: numpy sorts it faster than uint64)
+        packed = home << np.uint64(bits)
+        packed |= np.arange(n, dtype=np.uint64)
+        packed = packed.view(np.int64)
         packed.sort()
-        order = (packed & np.uint64((1 << bits) - 1)).astype(np.intp)
-        home = (packed >> np.uint64(bits)).astype(np.int64)
-        del packed
+        order = (packed & ((1 << bits) - 1)).astype(np.intp)
+        packed >>= bits
+        home = packed
     else:
         order = np.argsort(home, kind="stable")
         home = home[order].astype(np.int64)
+    k = np.arange(n, dtype=np.int64)
+    home -= k
+    pos = np.maximum.accumulate(home)
+    pos += k
+    return order, pos
+
+
+def place_slots(live: np.ndarray, plan: tuple[np.ndarray, np.ndarray], out: np.ndarray) -> None:
+    """Store the ``(hash, ref)`` rows of ``live`` into the zeroed ``(cap, 2)`` table
+    ``out`` as ``plan`` (:func:`plan_slots` of their hashes) says."""
+    order, pos = plan
+    if len(order) == 0:
+        return
+    cap = len(out)
     # rows move as opaque 16-byte items: one copy each (a 2-d fancy index is ~7x slower)
     rows = np.ascontiguousarray(live).view("V16").reshape(-1)[order]
     slots = out.view("V16").reshape(-1)
-    k = np.arange(n, dtype=np.int64)
-    pos = np.maximum.accumulate(home - k) + k
     fit = pos < cap
     if fit.all():
         slots[pos] = rows
-        return out
+        return
     slots[pos[fit]] = rows[fit]
     free = np.nonzero(out[:, 0] == 0)[0]
     spill = rows[~fit]
     slots[free[: len(spill)]] = spill
-    return out

@@ -112,6 +112,37 @@ def test_a_refused_object_leaves_the_table_and_its_space_as_they_were(table):
     _assert_counts_exact(table)
 
 
+def test_a_failure_while_the_records_get_room_stops_the_index_build(table, monkeypatch):
+    """The new index is planned on a helper thread while the records are allocated; if the
+    allocation fails, the build gives up and leaves no segment, and nothing hangs."""
+    from sharedzarr._table import _bulk
+
+    table.insert_many((i, b"before") for i in range(BULK_MIN))
+    before = sorted(f for f in os.listdir("/dev/shm") if f.startswith(f"sz.{table.name}."))
+    started = []
+    job_init = _bulk._IndexJob.__init__
+
+    def spy(self, *args, **kwargs):
+        started.append(True)
+        job_init(self, *args, **kwargs)
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device (injected)")
+
+    monkeypatch.setattr(_bulk._IndexJob, "__init__", spy)
+    monkeypatch.setattr(_bulk.BulkMixin, "_place_group", no_room)
+    with pytest.raises(OSError, match="injected"):
+        table.insert_many((("new", i), b"v" * 64) for i in range(20000))  # a new index
+    monkeypatch.undo()
+    assert started  # the build had begun
+    after = sorted(f for f in os.listdir("/dev/shm") if f.startswith(f"sz.{table.name}."))
+    assert after == before  # the planned generation's segment is gone
+    assert len(table) == BULK_MIN and table.get(("new", 0)) is None
+    table.insert_many((("new", i), b"v" * 64) for i in range(20000))  # and it works after
+    assert len(table) == BULK_MIN + 20000 and table.get(("new", 19999)) == b"v" * 64
+    _assert_counts_exact(table)
+
+
 def test_an_enclosing_atomic_session_that_raises_undoes_a_bulk_insert(table):
     table.insert_many((i, b"kept") for i in range(BULK_MIN))
     with pytest.raises(RuntimeError, match="boom"), table.writer(atomic=True):

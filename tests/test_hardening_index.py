@@ -1,6 +1,7 @@
 """A damaged index (no empty slot, though the header counts room) is a CorruptTableError,
 never an insert spinning forever under the writer lock.  The writer runs in a real
-subprocess with a timeout, so a hang fails the test instead of stalling it."""
+subprocess with a timeout, so a hang fails the test instead of stalling it.  And the
+vectorised index build places keys exactly as inserting them one by one does."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import sys
 import uuid
 
 import numpy as np
+import pytest
 
 from sharedzarr import Table
 from sharedzarr import _layout as L
+from sharedzarr._index import build_slots, place_slots, plan_slots
 
 CHILD = """
 import sys
@@ -70,3 +73,34 @@ def test_a_key_deleted_and_inserted_again_takes_back_its_tombstone() -> None:
         assert t._H[L.H_USED_SLOTS] == used + 1 and t.get("new") == b"n"
     finally:
         t.delete_table()
+
+
+def _insert_one_by_one(rows: np.ndarray, cap: int) -> np.ndarray:
+    """Linear probing, one row after another in order of home slot (stable): the table
+    build_slots must equal."""
+    out = np.zeros((cap, 2), dtype=np.uint64)
+    order = np.argsort(rows[:, 0] & np.uint64(cap - 1), kind="stable")
+    for h, ref in rows[order].tolist():
+        j = h & (cap - 1)
+        while out[j, 0]:
+            j = (j + 1) & (cap - 1)
+        out[j] = (h, ref)
+    return out
+
+
+@pytest.mark.parametrize("n, cap, seed", [(0, 64, 0), (1, 64, 1), (40, 64, 2), (500, 1024, 3)])
+def test_the_vectorised_index_build_equals_inserting_one_by_one(n: int, cap: int, seed: int):
+    """Plan and place (a bulk insert runs them apart, the references coming in between)
+    build the table that inserting the rows one by one in order of home slot builds,
+    clusters wrapping past the end included."""
+    rng = np.random.default_rng(seed)
+    rows = np.empty((n, 2), dtype=np.uint64)
+    rows[:, 0] = rng.integers(1, 2**63, n, dtype=np.uint64)
+    rows[n // 2 :, 0] |= np.uint64(cap - 1)  # half of them homed at the last slot: a wrap
+    rows[:, 1] = np.arange(n, dtype=np.uint64) + 2
+    want = _insert_one_by_one(rows, cap)
+    np.testing.assert_array_equal(build_slots(rows, cap), want)
+    plan = plan_slots(rows[:, 0].copy(), cap)  # from the hashes alone
+    out = np.zeros((cap, 2), dtype=np.uint64)
+    place_slots(rows, plan, out)
+    np.testing.assert_array_equal(out, want)

@@ -20,9 +20,11 @@ vectorised steps instead of one put per object:
    published;
 4. they are published together: when they are many (:meth:`._index.IndexMixin._bulk_index_cap`),
    by a new index generation that holds them, built on a helper thread while this one
-   writes the records (:meth:`._index.IndexMixin._build_index`: numpy and the kernel
-   release the GIL), so one store publishes them all; else slot by slot.  Then the
-   write counter is bumped and the counts are updated once.
+   allocates and writes the records (:meth:`._index.IndexMixin._build_index`: numpy and
+   the kernel release the GIL): the helper plans the slots from the hashes and makes the
+   segment during step 3's allocation, and places the rows once it is handed their
+   references (:class:`_IndexJob`), so one store publishes them all; else slot by slot.
+   Then the write counter is bumped and the counts are updated once.
 
 Everything that can refuse the batch (a key, a value, the room) is checked before the
 first record is stored.  The session is the caller's atomic one (see "Rollback" in
@@ -337,6 +339,9 @@ class BulkMixin(WriteMixin):
         appended = False
         index: _IndexJob | None = None
         try:
+            cap = self._bulk_index_cap(len(new))
+            if cap:  # planned from the hashes while the records get their room
+                index = _IndexJob(self, cap, hashes[new])
             writes = [
                 w
                 for part in parts
@@ -345,9 +350,8 @@ class BulkMixin(WriteMixin):
             rows = np.empty((len(new), 2), dtype=np.uint64)
             rows[:, 0] = hashes[new]
             rows[:, 1] = refs
-            cap = self._bulk_index_cap(len(new))
-            if cap:
-                index = _IndexJob(self, cap, rows)
+            if index is not None:
+                index.give_refs(refs)
             for w in writes:
                 _write_run(*w)
             _crash_point("append.written")
@@ -455,20 +459,36 @@ def _write_run(
 
 
 class _IndexJob:
-    """:meth:`._index.IndexMixin._build_index` on a helper thread (see step 4)."""
+    """:meth:`._index.IndexMixin._build_index` on a helper thread (see step 4): it plans
+    the new keys' slots from their hashes and makes the segment while this thread
+    allocates their records, then places them once :meth:`give_refs` hands over the
+    references."""
 
-    def __init__(self, table: BulkMixin, cap: int, rows: np.ndarray) -> None:
+    def __init__(self, table: BulkMixin, cap: int, hashes: np.ndarray) -> None:
         self.table = table
         self.built: tuple[int, str, int] | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(cap, rows), daemon=True)
+        self._refs: np.ndarray | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(cap, hashes), daemon=True)
         self.thread.start()
 
-    def _run(self, cap: int, rows: np.ndarray) -> None:
+    def _run(self, cap: int, hashes: np.ndarray) -> None:
         try:
-            self.built = self.table._build_index(cap, rows)
+            self.built = self.table._build_index(cap, hashes, self._wait_refs)
         except BaseException as e:  # handed to the writer's thread by result()
             self.error = e
+
+    def _wait_refs(self) -> np.ndarray:
+        self._ready.wait()
+        if self._refs is None:
+            raise _GaveUp
+        return self._refs
+
+    def give_refs(self, refs: np.ndarray) -> None:
+        """The new records' references, in the order of the hashes: the build goes on."""
+        self._refs = refs
+        self._ready.set()
 
     def result(self) -> tuple[int, str, int]:
         """Wait for the build; its result, or its exception raised here."""
@@ -479,11 +499,16 @@ class _IndexJob:
         return self.built
 
     def discard(self) -> None:
-        """The insert failed: wait for the build and remove what it built."""
+        """The insert failed: stop or wait for the build and remove what it built."""
+        self._ready.set()  # (no references: the build gives up, removing its segment)
         self.thread.join()
         if self.built is not None:
             self.table._drop_built_index(self.built[1])
             self.built = None
+
+
+class _GaveUp(Exception):
+    """The bulk insert failed before its records had references: no index to build."""
 
 
 def _lengths(items: list[Any]) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
 from .._faults import pause_point as _pause_point
-from .._index import build_slots
+from .._index import place_slots, plan_slots
 from .._segment import map_os_errors, take_name
 from .._segment import unlink as _unlink
 from ..errors import CorruptTableError, SharedZarrError
@@ -392,25 +393,48 @@ class IndexMixin(ArenaMixin):
         insert: the one store that publishes the generation publishes them all)."""
         self._switch_index(*self._build_index(new_cap, extra))
 
-    def _build_index(self, new_cap: int, extra: np.ndarray | None = None) -> tuple[int, str, int]:
+    def _build_index(
+        self,
+        new_cap: int,
+        extra: np.ndarray | None = None,
+        refs: Callable[[], np.ndarray] | None = None,
+    ) -> tuple[int, str, int]:
         """The unpublished half of :meth:`_rebuild_index`: generation gen+1 built in its
         own segment; returns ``(generation, segment name, slots used)``.  It stores no
         shared word, so a bulk insert runs it on a helper thread while it writes its
-        records (nothing changes the index meanwhile: the writer lock is held)."""
+        records (nothing changes the index meanwhile: the writer lock is held).
+
+        ``refs``: ``extra`` holds only the hashes of the new keys, and ``refs()`` returns
+        their references (it waits until the bulk insert has allocated the records, and
+        raises if it gave up): the slots are planned and the segment made first."""
         old_gen = self._idx_gen
         arr = np.frombuffer(self._idx, dtype=np.uint64).reshape(-1, 2)
         live = arr[arr[:, 1] > 1].copy()
         del arr
-        if extra is not None:
+        if refs is not None:
+            assert extra is not None
+            hashes = np.concatenate([live[:, 0], extra])
+        elif extra is not None:
             live = np.concatenate([live, extra])
+            hashes = live[:, 0]
+        else:
+            hashes = live[:, 0]
+        plan = plan_slots(hashes, new_cap)
         _pause_point("grow.start")
         new_gen, name = self._next_index_name(old_gen)
         with map_os_errors(self.name, "index growth"):
             seg = Segment.create(name, L.index_bytes(new_cap), self.mode)
         try:
             L.INDEX_HDR.pack_into(seg.buf, 0, L.INDEX_MAGIC, new_cap, new_gen)
+            if refs is not None:
+                assert extra is not None
+                new_rows = np.empty((len(extra), 2), dtype=np.uint64)
+                new_rows[:, 0] = extra
+                new_rows[:, 1] = refs()
+                live = np.concatenate([live, new_rows])
+                del new_rows
             slots = np.frombuffer(seg.buf, np.uint64, 2 * new_cap, L.INDEX_HEADER)
-            build_slots(live, new_cap, slots.reshape(new_cap, 2))  # (a new file: zeroed)
+            place_slots(live, plan, slots.reshape(new_cap, 2))  # (a new file: zeroed)
             del slots
         except BaseException:
             seg.close()
