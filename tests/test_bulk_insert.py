@@ -97,6 +97,19 @@ def test_a_bulk_insert_builds_the_table_a_loop_of_inserts_builds(table):
     _assert_counts_exact(table)
 
 
+def test_a_big_batch_with_a_key_given_twice_keeps_its_last_value(table):
+    """A batch this big has its hashes checked for repeats on a helper thread."""
+    from sharedzarr._table._bulk import _THREAD_SORT_MIN
+
+    n = _THREAD_SORT_MIN + 100
+    objs = [(("k", i), i.to_bytes(8, "little")) for i in range(n)]
+    objs.append((("k", 17), b"last"))
+    assert table.insert_many(objs) == n + 1
+    assert len(table) == n
+    assert table.get(("k", 17)) == b"last" and table.get(("k", n - 1)) == objs[-2][1]
+    _assert_counts_exact(table)
+
+
 def test_a_refused_object_leaves_the_table_and_its_space_as_they_were(table):
     table.insert_many((i, b"before") for i in range(BULK_MIN))
     used = table.info()["live_bytes"], _recounted_space(table)[0]

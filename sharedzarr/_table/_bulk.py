@@ -10,7 +10,8 @@ vectorised steps instead of one put per object:
 
 1. the keys are encoded and hashed in one pass each (:func:`sharedzarr._index.encode_keys`,
    :func:`~sharedzarr._index.key_hashes`), the values checked, and a key given twice keeps
-   its last value;
+   its last value (a big batch's hashes are sorted for repeats on a helper thread while
+   the values are measured, :class:`_EqualHashes`);
 2. one vectorised probe of the index (:meth:`._index.IndexMixin._maybe_present`) tells
    which keys certainly are absent; the few that may exist are looked up one by one, and
    the ones that do exist are rewritten the filled way (:meth:`BulkMixin._fill_serial`);
@@ -60,6 +61,8 @@ BULK_MIN = 256
 BULK_SLICE = 1 << 20
 #: Records bigger than this are put one by one: their copy outweighs the Python around it.
 BULK_MAX_RECORD = 64 << 10
+#: A batch's hashes are checked for equal ones on a helper thread from this many on.
+_THREAD_SORT_MIN = 1 << 16
 
 _KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
 
@@ -283,21 +286,20 @@ class BulkMixin(WriteMixin):
         keys, vals = _unzip(objs)
         kbs = encode_keys(keys)
         n = len(kbs)
+        hashes = key_hashes(kbs)
+        twice = _EqualHashes(hashes)  # (sorted meanwhile, for a big batch)
         if set(map(type, vals)) != {bytes}:
             vals = [_as_buffer(v) for v in vals]  # (bytes are measured by len)
         vlens = _lengths(vals)  # (of a cast view: its bytes)
-        hashes = key_hashes(kbs)
-        s = np.sort(hashes)
-        if (s[1:] == s[:-1]).any():  # equal hashes: maybe a key given twice
+        klens = _lengths(kbs)
+        if twice.found():  # equal hashes: maybe a key given twice
             last = dict(zip(kbs, range(n), strict=True))
             if len(last) < n:  # its last value wins
                 keep = sorted(last.values())
                 kbs = [kbs[i] for i in keep]
                 vals = [vals[i] for i in keep]
-                vlens, hashes = vlens[keep], hashes[keep]
+                vlens, hashes, klens = vlens[keep], hashes[keep], klens[keep]
                 n = len(kbs)
-        del s
-        klens = _lengths(kbs)
         vos = (16 + 8 + klens + L.ALIGN - 1) & ~(L.ALIGN - 1)
         totals = np.maximum(vos + ((vlens + L.ALIGN - 1) & ~(L.ALIGN - 1)), L.ALIGN)
         serial = totals > BULK_MAX_RECORD
@@ -509,6 +511,38 @@ class _IndexJob:
 
 class _GaveUp(Exception):
     """The bulk insert failed before its records had references: no index to build."""
+
+
+class _EqualHashes:
+    """Whether a batch's hashes hold a value twice (step 1).  A big batch's are sorted on a
+    helper thread while the caller measures the values (numpy's sort releases the GIL)."""
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self._hashes = hashes
+        self._found: bool | None = None
+        self._thread: threading.Thread | None = None
+        if len(hashes) < _THREAD_SORT_MIN:
+            self._found = _has_equal(hashes)
+        else:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        self._found = _has_equal(self._hashes)
+
+    def found(self) -> bool:
+        """True when two of the hashes are equal (waits for the sort)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._found is None:  # the helper failed (out of memory?): this thread sorts,
+            self._found = _has_equal(self._hashes)  # and raises what it raises
+        return self._found
+
+
+def _has_equal(hashes: np.ndarray) -> bool:
+    s = np.sort(hashes.view(np.int64))
+    return bool((s[1:] == s[:-1]).any())
 
 
 def _lengths(items: list[Any]) -> np.ndarray:
