@@ -842,7 +842,9 @@ two-writer targets that segment's own 2-writers / 1-writer ratio (no lock at all
 gives the flat shared_memory array's: when they are near 1.0x, the second writer had no free
 core in this run (the machine is shared), and no store could scale here; for the append
 target, a frame copied into /dev/shm pages allocated for it ("{FRESH_APPEND}"), the cost
-of new memory here. Where the limit misses the target, no store of that kind can meet it on
+of new memory here: the floor of an array that grows (this workload empties the array
+between repetitions, and sharedzarr reuses part of the emptied memory, so its append can
+come in under it). Where the limit misses the target, no store of that kind can meet it on
 this machine.
 
 {self._simple_checks_markdown("Write target", self.write_checks())}
