@@ -308,7 +308,8 @@ def normalize_index(key: Any, shape: tuple[int, ...]) -> tuple[tuple[DimSelectio
 
     Supports integers (negative counts from the end), slices with any step (including
     negative), ``Ellipsis`` and tuples of those.  Advanced indexing (integer or boolean arrays,
-    ``None``/``np.newaxis``) is refused.
+    ``None``/``np.newaxis``) is refused here: an ``Array`` takes those keys before it
+    normalises, so the error for anything else lists every index an ``Array`` accepts.
 
     Parameters
     ----------
