@@ -10,8 +10,8 @@ vectorised steps instead of one put per object:
 
 1. the keys are encoded and hashed in one pass each (:func:`sharedzarr._index.encode_keys`,
    :func:`~sharedzarr._index.key_hashes`), the values checked, and a key given twice keeps
-   its last value (a big batch's hashes are sorted for repeats on a helper thread while
-   the values are measured, :class:`_EqualHashes`);
+   its last value (a big batch's hashes are sorted for repeats on the process's helper
+   thread, :func:`sharedzarr._threads.copy_pool`, while the values are measured);
 2. one vectorised probe of the index (:meth:`._index.IndexMixin._maybe_present`) tells
    which keys certainly are absent; the few that may exist are looked up one by one, and
    the ones that do exist are rewritten the filled way (:meth:`BulkMixin._fill_serial`);
@@ -49,6 +49,7 @@ from .. import _layout as L
 from .._faults import CRASHES
 from .._faults import crash_point as _crash_point
 from .._index import encode_keys, key_hashes
+from .._threads import copy_pool
 from ._fill import FILL_AHEAD, FILL_AHEAD_SHARE, SharedFill
 from ._header import _OFFSET_BITS, DEFAULT_TIMEOUT, _as_buffer, count_write
 from ._write import PUBLISH_BATCH, PUBLISH_MIN, PUBLISH_SHARE, WriteMixin, _prepared
@@ -61,7 +62,7 @@ BULK_MIN = 256
 BULK_SLICE = 1 << 20
 #: Records bigger than this are put one by one: their copy outweighs the Python around it.
 BULK_MAX_RECORD = 64 << 10
-#: A batch's hashes are checked for equal ones on a helper thread from this many on.
+#: A batch's hashes are checked for equal ones on the helper thread from this many on.
 _THREAD_SORT_MIN = 1 << 16
 
 _KEY, _VALUE = operator.itemgetter(0), operator.itemgetter(1)
@@ -287,12 +288,15 @@ class BulkMixin(WriteMixin):
         kbs = encode_keys(keys)
         n = len(kbs)
         hashes = key_hashes(kbs)
-        twice = _EqualHashes(hashes)  # (sorted meanwhile, for a big batch)
+        # a big batch's hashes are sorted on the helper thread while the values are
+        # measured (numpy's sort releases the GIL)
+        twice = copy_pool().submit(_has_equal, hashes) if n >= _THREAD_SORT_MIN else None
         if set(map(type, vals)) != {bytes}:
             vals = [_as_buffer(v) for v in vals]  # (bytes are measured by len)
         vlens = _lengths(vals)  # (of a cast view: its bytes)
         klens = _lengths(kbs)
-        if twice.found():  # equal hashes: maybe a key given twice
+        repeated = twice.result() if twice is not None else _has_equal(hashes)
+        if repeated:  # equal hashes: maybe a key given twice
             last = dict(zip(kbs, range(n), strict=True))
             if len(last) < n:  # its last value wins
                 keep = sorted(last.values())
@@ -513,34 +517,8 @@ class _GaveUp(Exception):
     """The bulk insert failed before its records had references: no index to build."""
 
 
-class _EqualHashes:
-    """Whether a batch's hashes hold a value twice (step 1).  A big batch's are sorted on a
-    helper thread while the caller measures the values (numpy's sort releases the GIL)."""
-
-    def __init__(self, hashes: np.ndarray) -> None:
-        self._hashes = hashes
-        self._found: bool | None = None
-        self._thread: threading.Thread | None = None
-        if len(hashes) < _THREAD_SORT_MIN:
-            self._found = _has_equal(hashes)
-        else:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        self._found = _has_equal(self._hashes)
-
-    def found(self) -> bool:
-        """True when two of the hashes are equal (waits for the sort)."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._found is None:  # the helper failed (out of memory?): this thread sorts,
-            self._found = _has_equal(self._hashes)  # and raises what it raises
-        return self._found
-
-
 def _has_equal(hashes: np.ndarray) -> bool:
+    """Whether two of ``hashes`` are equal (one sort)."""
     s = np.sort(hashes.view(np.int64))
     return bool((s[1:] == s[:-1]).any())
 
