@@ -432,6 +432,52 @@ def test_writes_that_would_convert_are_refused_before_writing(dtype: str, data: 
         a.delete()
 
 
+@pytest.mark.parametrize("storage", ["shm", "memory"])
+def test_whole_floats_go_into_integer_arrays_and_fractions_are_refused(
+    storage: str, cleanup: list[str]
+) -> None:
+    """Floats that are whole numbers in range convert exactly, so every write takes them;
+    a fraction, NaN or infinity is refused as a lossy conversion, a whole number out of
+    range as an overflow, before anything is written."""
+    name = _name("wf")
+    if storage == "shm":
+        cleanup.append(name)
+    a = sz.zeros((6, 4), chunks=(3, 2), dtype="int16", table_name=name, storage=storage)
+    a[0] = 1.0
+    a[1] = np.float32(2)
+    a[2:4] = np.full((2, 4), 3.0)
+    a.write_chunk((1, 0), np.full((3, 2), 4.0))
+    a.set_slice(np.full((1, 2), 5.0), (5, 2), (6, 4))
+    a.oindex[[0, 1], [3]] = np.array([[6.0], [7.0]])
+    a.vindex[[2], [3]] = 8.0
+    a.write_chunks([((1, 1), -0.0)])
+    a.append(np.full((1, 4), 32767.0))
+    expected = [[1, 1, 1, 6], [2, 2, 2, 7], [3, 3, 3, 8]] + [[4, 4, 0, 0]] * 3 + [[32767] * 4]
+    assert a[...].tolist() == expected
+    for bad, exc, match in [
+        (1.5, TypeError, r"without losing information: 1\.5 is not a whole number"),
+        (np.nan, TypeError, "nan is not a whole number"),
+        (-np.inf, TypeError, "-inf is not a whole number"),
+        (np.array([1.0, 2.5, np.nan, 3.0]), TypeError, r"2\.5 is not a whole number"),
+        (32768.0, ValueError, r"32768\.0 to 32768\.0, which does not fit int16"),
+        (np.array([-32769.0, 0, 0, 0], "f4"), ValueError, "does not fit int16"),
+    ]:
+        with pytest.raises(exc, match=match):
+            a[0] = bad
+        with pytest.raises(exc, match=match):
+            a.write_chunk((0, 0), np.resize(bad, (3, 2)))
+    assert a[...].tolist() == expected  # nothing written
+    b = sz.zeros((3,), dtype="int64", storage="memory")
+    b[:2] = [-(2.0**63), 2.0**63 - 1024]  # the extremes a float64 holds
+    assert b[:2].tolist() == [-(2**63), 2**63 - 1024]
+    with pytest.raises(ValueError, match="does not fit int64"):
+        b[2] = 2.0**63  # (int64's maximum rounds up to it as a float)
+    u = sz.zeros((1,), dtype="uint8", storage="memory")
+    with pytest.raises(ValueError, match="does not fit uint8"):
+        u[0] = -1.0
+    a.delete()
+
+
 _UNITS = ["Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as"]
 _FIELD = st.one_of(
     st.sampled_from(["?", "i1", "<i2", ">i4", "<i8", "u1", ">u2", "<u4", "u8", "<f2", ">f4",

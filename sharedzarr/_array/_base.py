@@ -49,6 +49,33 @@ def _is_fill_value(part: np.ndarray, fill: Any) -> bool:
         return bool((part == fill).all())
 
 
+def _whole_floats(arr: np.ndarray, dst: np.dtype[Any]) -> np.ndarray:
+    """Return float ``arr`` if integer dtype ``dst`` holds every value exactly (whole, finite,
+    in range), else raise: ``TypeError`` for a fraction, NaN or infinity (as for any lossy
+    conversion), ``ValueError`` for a whole number out of range (as for integers)."""
+    if not arr.size:
+        return arr
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(arr) | (arr != np.trunc(arr))
+    if bad.any():
+        first = arr.reshape(-1)[bad.reshape(-1)][0]
+        raise TypeError(
+            f"cannot write data of dtype {arr.dtype} into a {dst} array without losing "
+            f"information: {float(first)!r} is not a whole number; round or convert it explicitly "
+            f"first (e.g. np.round(data).astype({str(dst)!r}))"
+        )
+    info = np.iinfo(dst)
+    lo, hi = arr.min(), arr.max()
+    # (compared as floats: the bounds of a 64-bit dtype round to the nearest float, so the
+    # upper one is exclusive; a float equal to 2**63 does not fit int64)
+    if lo < info.min or hi >= float(info.max) + 1:
+        raise ValueError(
+            f"data values range from {float(lo)!r} to {float(hi)!r}, which does not fit {dst} "
+            f"({info.min} to {info.max})"
+        )
+    return arr
+
+
 def _byte_view(arr: np.ndarray) -> memoryview:
     """Return a 1-d unsigned-byte memoryview of a C-contiguous array (no copy)."""
     exported: Any = arr  # (numpy arrays export the buffer protocol)
@@ -233,6 +260,8 @@ class ArrayBase:
         src = arr.dtype
         if src == dst:
             return arr
+        if src.kind == "f" and dst.kind in "iu":  # whole numbers given as floats (a[:] = 0.0)
+            return _whole_floats(arr, dst)
         if src.kind not in _SOURCE_KINDS[dst.kind]:
             how = "data.astype(a.dtype)" if dst.fields is not None else f"data.astype({str(dst)!r})"
             raise TypeError(
