@@ -622,6 +622,64 @@ def test_plain_os_fork_child_exit_leaves_table():
     t.delete_table()
 
 
+def _fork_and_write(a: sz.Array, row: int, value: float) -> None:
+    """``a[row] = value`` in a child forked with ``os.fork`` (it inherits the handle)."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 0
+        try:
+            a[row] = value
+        except BaseException:
+            code = 3
+        finally:
+            os._exit(code)  # noqa: B012
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize("storage_table", ["array", "table"])
+def test_forked_children_and_their_parent_never_reuse_the_same_room(storage_table):
+    """A handle keeps the rooms of the records it replaced, to reuse them; a child forked
+    with the handle must not inherit that list, or it and its parent (or two children)
+    would write different chunks into one room, and one chunk would be lost."""
+    name = _name("forkrooms")
+    if storage_table == "table":
+        t = Table.create(name)
+        for k in range(8):
+            t.insert(k, bytes([k]) * 8192)
+        for k in range(8):  # rewritten: the old records' rooms are this handle's to reuse
+            t.insert(k, bytes([k + 10]) * 8192)
+        time.sleep(0.01)  # past the grace period: the rooms are ready
+        for k in (0, 1):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 0
+                try:
+                    t.insert(k, bytes([k + 20]) * 8192)
+                except BaseException:
+                    code = 3
+                finally:
+                    os._exit(code)  # noqa: B012
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        t.insert(2, bytes([22]) * 8192)
+        expected = {0: 20, 1: 21, 2: 22, **{k: k + 10 for k in range(3, 8)}}
+        assert {k: t[k][0] for k in range(8)} == expected
+        assert all(len(set(t[k])) == 1 for k in range(8))
+        t.delete_table()
+        return
+    a = sz.zeros((8, 1024), chunks=(1, 1024), dtype="float64", table_name=name)
+    a[...] = 1.0
+    a[...] = 2.0  # every chunk replaced: the old records' rooms are this handle's to reuse
+    time.sleep(0.01)  # past the grace period: the rooms are ready
+    _fork_and_write(a, 0, 10.0)  # two children, one after the other, then the parent
+    _fork_and_write(a, 1, 11.0)
+    a[2] = 12.0
+    assert a[:, 0].tolist() == [10.0, 11.0, 12.0] + [2.0] * 5
+    assert (a[...] == a[:, :1]).all()  # every row whole
+    a.delete()
+
+
 def test_forked_child_of_an_owner_cleans_up_its_own_table():
     """A fork child inherits "cleanup registered" state; its own tables must still go."""
     mine = Table.create(_name("forkparent"))  # this process registered its exit cleanup

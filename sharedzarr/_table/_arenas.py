@@ -10,6 +10,9 @@ Recycling (why a rewrite costs a copy, not fresh pages or a compaction)
 -----------------------------------------------------------------------
 When a write replaces a record, the old one becomes garbage and this handle keeps its
 place (:class:`_Recycler`, process-local: only the writer that freed a record knows it).
+Each room has one keeper: a child forked with the handle starts with none
+(:meth:`ArenaMixin._forget_rooms_after_fork`), else it and its parent would both write
+a record into one room, and the first one's chunk would be lost.
 Its room takes a new record of exactly the same length (so the arena stays walkable by
 its length words) once three things hold, in this order:
 
@@ -508,6 +511,10 @@ class ArenaMixin(TableBase):
             r.held += total
             r.used = time.monotonic_ns()  # in use: not idle (see _recyclable)
 
+    def _forget_rooms_after_fork(self) -> None:
+        """In a forked child: none of the parent's rooms (see "Recycling")."""
+        self._recycler = None
+
     def _take_recycled(self, total: int, swap_aid: int = 0) -> tuple[Segment, int, int] | None:
         """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``.
 
@@ -662,12 +669,8 @@ class ArenaMixin(TableBase):
         r = self._recycler
         if r is None or not r.count:
             return set()
-        refs = {ref for _t, ref in r.limbo}
-        for _at, rooms in r.cooling:
-            refs.update(ref for _t, ref in rooms)
-        for lst in r.free.values():
-            refs.update(lst)
-        return refs
+        cooling = (room for _at, rooms in r.cooling for room in rooms)
+        return {ref for _t, ref in (*r.limbo, *cooling)}.union(*r.free.values())
 
     def _free_room_pages(self, rooms: list[tuple[int, int, int]]) -> int:
         """Give back the pages of garbage records (``(reference, record length, value
