@@ -232,14 +232,20 @@ class SpaceMixin(IndexMixin):
         if now - self._rooms_at < _ROOMS_EVERY_NS:
             return
         self._rooms_at, self._rooms_seen = now, foreign
-        keep = self._live_refs() | self._own_rooms()  # records of keys, and our rooms
+        self._free_garbage_pages(self._live_refs() | self._own_rooms())  # (keys', ours)
+
+    def _free_garbage_pages(self, keep: set[int]) -> int:
+        """Give back the pages of the garbage records (no key references them) except those
+        at the references in ``keep``, in the arenas that allow it; their heads stay, so
+        whoever keeps a room may still write a record there (see "Garbage other handles
+        keep").  Returns the bytes of the records whose pages were given back."""
         rooms = []
         for aid, seg in self._room_candidates():
             for off, total, klen, n in self._records(seg):
                 here = L.make_ref(aid, off)
                 if total >= RECYCLE_MIN and here not in keep:
                     rooms.append((here, total, L.value_offset(klen, n)))
-        self._free_room_pages(rooms)
+        return self._free_room_pages(rooms)
 
     def _compact(self, aid: int) -> int:
         """Move the live records of arena ``aid`` forward, then unlink it."""

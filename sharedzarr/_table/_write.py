@@ -825,14 +825,21 @@ class WriteMixin(SessionMixin):
 
     def reclaim(self) -> int:
         """Compact now and give memory back: copy live records out of wasteful data segments,
-        unlink them, and free the pool of retired segments kept for reuse.
+        unlink them, free the pool of retired segments kept for reuse, and give back the
+        pages of the garbage left (records too few to be worth a compaction's copy).
 
         Compaction also runs by itself when garbage exceeds 40% of the live data (the pool
-        is then kept: it makes the next rewrite a plain copy).  Returns the bytes of
-        garbage freed.
+        is then kept: it makes the next rewrite a plain copy).  The rooms whose pages were
+        given back are still reused by later writes (which fault fresh pages in).
+
+        Returns
+        -------
+        int
+            The bytes of garbage freed: compacted, or whose pages were given back.
         """
         with self.writer():
             self._drain_pool()  # first: garbage kept for recycling is compacted too
             freed = self._reclaim()
             self._drain_pool()
+            freed += self._free_garbage_pages(self._live_refs())
         return freed
