@@ -205,7 +205,7 @@ class Array(ShapeMixin):
         Raises
         ------
         sharedzarr.errors.AccessDeniedError
-            If this process may not delete it.
+            If this process may not delete it, or this handle was opened with ``mode='r'``.
         """
         backend = self._live()
         backend.delete()

@@ -494,6 +494,8 @@ def test_readonly_handle(make: Callable[..., Array], storage: str) -> None:
     ]:
         with pytest.raises(AccessDeniedError):
             op()
+    with pytest.raises(AccessDeniedError, match="read-only|mode='r'"):
+        ro.delete()  # (as zarr's read-only stores: the array stays)
     after = _snapshot(a)
     assert before[:2] == after[:2] and before[3] == after[3]
     ro.close()

@@ -413,9 +413,17 @@ class Table(BulkMixin):
         Raises
         ------
         AccessDeniedError
-            When the table is protected or private and this process is not the owner.
+            When the table is protected or private and this process is not the owner, or
+            this handle was opened read-only (``readonly=True``, an array's ``mode='r'``).
         """
         self._check_alive()
+        if self._asked_ro:  # (as for writes: a read-only handle changes nothing)
+            raise AccessDeniedError(
+                f"this handle of table {self.name!r} was opened read-only (readonly=True, or "
+                "mode='r'), so it may not delete the table: delete it through a read-write "
+                f"handle, or with sharedzarr.storage.shm.delete_table({self.name!r}) "
+                f"(`sharedzarr rm {self.name}`)"
+            )
         if self.access != "public" and not self.is_owner:
             raise AccessDeniedError(
                 f"table {self.name!r} is {self.access}: only its owner (pid {self.owner_pid}) "
