@@ -29,6 +29,7 @@ lock held.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .. import _layout as L
 from .._faults import crash_point as _crash_point
@@ -232,18 +233,22 @@ class SpaceMixin(IndexMixin):
         if now - self._rooms_at < _ROOMS_EVERY_NS:
             return
         self._rooms_at, self._rooms_seen = now, foreign
-        self._free_garbage_pages(self._live_refs() | self._own_rooms())  # (keys', ours)
+        self._free_garbage_pages(lambda: self._live_refs() | self._own_rooms())  # keys', ours
 
-    def _free_garbage_pages(self, keep: set[int]) -> int:
+    def _free_garbage_pages(self, keep: Callable[[], set[int]]) -> int:
         """Give back the pages of the garbage records (no key references them) except those
-        at the references in ``keep``, in the arenas that allow it; their heads stay, so
-        whoever keeps a room may still write a record there (see "Garbage other handles
+        at the references ``keep()`` returns, in the arenas that allow it; their heads stay,
+        so whoever keeps a room may still write a record there (see "Garbage other handles
         keep").  Returns the bytes of the records whose pages were given back."""
+        candidates = self._room_candidates()
+        if not candidates:
+            return 0
+        kept = keep()
         rooms = []
-        for aid, seg in self._room_candidates():
+        for aid, seg in candidates:
             for off, total, klen, n in self._records(seg):
                 here = L.make_ref(aid, off)
-                if total >= RECYCLE_MIN and here not in keep:
+                if total >= RECYCLE_MIN and here not in kept:
                     rooms.append((here, total, L.value_offset(klen, n)))
         return self._free_room_pages(rooms)
 

@@ -841,5 +841,5 @@ class WriteMixin(SessionMixin):
             self._drain_pool()  # first: garbage kept for recycling is compacted too
             freed = self._reclaim()
             self._drain_pool()
-            freed += self._free_garbage_pages(self._live_refs())
+            freed += self._free_garbage_pages(self._live_refs)
         return freed
