@@ -70,7 +70,7 @@ def register_attached(name: str) -> None:
 
 
 def register_handle(t: Any) -> None:
-    """Remember handle ``t`` (weakly): a forked child resets its lock state."""
+    """Remember handle ``t`` (weakly): a forked child resets its lock state and rooms."""
     _HANDLES.add(t)
 
 
