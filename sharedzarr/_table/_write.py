@@ -835,7 +835,8 @@ class WriteMixin(SessionMixin):
         Returns
         -------
         int
-            The bytes of garbage freed: compacted, or whose pages were given back.
+            The bytes of garbage freed: compacted, or whose pages were given back (a
+            later call counts the latter again).
         """
         with self.writer():
             self._drain_pool()  # first: garbage kept for recycling is compacted too
