@@ -602,39 +602,34 @@ def test_forked_child_reads_and_leaves_lock_table_and_ownership_alone():
     t.delete_table()
 
 
-def test_plain_os_fork_child_exit_leaves_table():
-    name = _name("osfork")
-    t = Table.create(name)
-    t.insert("k", b"v")
+def _in_forked_child(fn) -> None:
+    """Run ``fn()`` in a child forked with ``os.fork`` (it inherits every handle) and check
+    that it returned (the child exits 0, or 3 if ``fn`` raised)."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         code = 0
         try:
-            code = 0 if t["k"] == b"v" and not t.is_owner else 3
-            t.close()
-        except BaseException:
-            code = 4
-        finally:
-            os._exit(code)  # noqa: B012
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert t["k"] == b"v" and t.is_owner
-    t.delete_table()
-
-
-def _fork_and_write(a: sz.Array, row: int, value: float) -> None:
-    """``a[row] = value`` in a child forked with ``os.fork`` (it inherits the handle)."""
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 0
-        try:
-            a[row] = value
+            fn()
         except BaseException:
             code = 3
         finally:
             os._exit(code)  # noqa: B012
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_plain_os_fork_child_exit_leaves_table():
+    name = _name("osfork")
+    t = Table.create(name)
+    t.insert("k", b"v")
+
+    def child() -> None:
+        assert t["k"] == b"v" and not t.is_owner
+        t.close()
+
+    _in_forked_child(child)
+    assert t["k"] == b"v" and t.is_owner
+    t.delete_table()
 
 
 @pytest.mark.parametrize("storage_table", ["array", "table"])
@@ -650,18 +645,8 @@ def test_forked_children_and_their_parent_never_reuse_the_same_room(storage_tabl
         for k in range(8):  # rewritten: the old records' rooms are this handle's to reuse
             t.insert(k, bytes([k + 10]) * 8192)
         time.sleep(0.01)  # past the grace period: the rooms are ready
-        for k in (0, 1):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child
-                code = 0
-                try:
-                    t.insert(k, bytes([k + 20]) * 8192)
-                except BaseException:
-                    code = 3
-                finally:
-                    os._exit(code)  # noqa: B012
-            _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0
+        for k in (0, 1):  # two children, one after the other, then the parent
+            _in_forked_child(lambda k=k: t.insert(k, bytes([k + 20]) * 8192))
         t.insert(2, bytes([22]) * 8192)
         expected = {0: 20, 1: 21, 2: 22, **{k: k + 10 for k in range(3, 8)}}
         assert {k: t[k][0] for k in range(8)} == expected
@@ -672,8 +657,8 @@ def test_forked_children_and_their_parent_never_reuse_the_same_room(storage_tabl
     a[...] = 1.0
     a[...] = 2.0  # every chunk replaced: the old records' rooms are this handle's to reuse
     time.sleep(0.01)  # past the grace period: the rooms are ready
-    _fork_and_write(a, 0, 10.0)  # two children, one after the other, then the parent
-    _fork_and_write(a, 1, 11.0)
+    _in_forked_child(lambda: a.__setitem__(0, 10.0))  # two children, then the parent
+    _in_forked_child(lambda: a.__setitem__(1, 11.0))
     a[2] = 12.0
     assert a[:, 0].tolist() == [10.0, 11.0, 12.0] + [2.0] * 5
     assert (a[...] == a[:, :1]).all()  # every row whole
