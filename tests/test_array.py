@@ -530,6 +530,29 @@ def test_create_existing_name(make: Callable[..., Array], storage: str) -> None:
     assert sz_open("taken-name", storage=storage).dtype == np.dtype("int8")
 
 
+def test_overwrite_racing_another_creator_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``overwrite=True`` deletes the old table, then creates; if another process creates
+    the name in between, the error says that, not "pass overwrite=True"."""
+    from sharedzarr._table import Table
+    from sharedzarr.storage import shm
+
+    name = "overwrite-race"
+    create((4,), (2,), table_name=name)
+    destroy = shm._destroy_table
+
+    def destroy_then_another_creates(n: str) -> None:
+        destroy(n)
+        Table.create(n)  # (as another process would, at that moment)
+
+    monkeypatch.setattr(shm, "_destroy_table", destroy_then_another_creates)
+    try:
+        with pytest.raises(TableExistsError, match="created by another process while this one"):
+            create((4,), (2,), table_name=name, overwrite=True)
+    finally:
+        monkeypatch.undo()
+        shm.delete_table(name)
+
+
 def test_close_and_context_manager(make: Callable[..., Array], storage: str) -> None:
     a = make((4,), (2,))
     with sz_open(a.name, storage=storage) as b:

@@ -145,6 +145,12 @@ class SharedMemoryBackend(Backend):
         except TableExistsError as e:
             if e.writer_pid is not None:
                 raise
+            if overwrite:  # another process created it between the delete and this create
+                raise TableExistsError(
+                    f"table {name!r} was created by another process while this one replaced "
+                    f"it (overwrite=True); open it with sharedzarr.open({name!r}), or create "
+                    "it again with overwrite=True to replace that one"
+                ) from e
             raise TableExistsError(
                 f"table {name!r} already exists; open it with sharedzarr.open({name!r}), "
                 "pass overwrite=True to replace it, or delete it "
