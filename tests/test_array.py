@@ -661,6 +661,23 @@ def test_zero_length(make: Callable[..., Array]) -> None:
     np.testing.assert_array_equal(a[...], 1)
 
 
+@pytest.mark.parametrize(("shape", "chunks"), [((7, 0), (3, 1)), ((6, 2, 0), (1, 2, 4))])
+def test_rows_of_no_elements_read_as_numpy_reads_them(
+    make: Callable[..., Array], shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> None:
+    """An axis after the first of length 0 leaves no chunks: a row, or rows picked by an
+    integer array, are empty, as in numpy (the row fast paths asked for chunk (i, 0))."""
+    a = make(shape, chunks, "int32")
+    ref = np.zeros(shape, "int32")
+    for key in (3, -1, [3, 1], np.array([5, 0, 5]), ([3, 1], Ellipsis), (slice(1, 4), ...)):
+        got = a[key]
+        assert got.shape == ref[key].shape, key
+    with pytest.raises(IndexError, match="out of bounds"):
+        a[[0, 7]]
+    a.append(np.zeros((2, *shape[1:]), "int32"))
+    assert a[[-1]].shape == (1, *shape[1:])
+
+
 # -- bad input (issue section 4): a clear error, the array unchanged ------------------------------
 
 

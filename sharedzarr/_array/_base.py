@@ -95,9 +95,10 @@ _RowPlan = tuple[int, tuple[int, ...], Any]
 def _row_plan(meta: ArrayMetadata) -> _RowPlan | None:
     """For :meth:`Array._row`: ``(rows per chunk, chunk index after the first axis, trim)``
     when one chunk spans whole rows (one chunk along every axis after the first), else
-    None.  ``trim`` cuts an edge chunk's padding off a row (or is None)."""
+    None.  ``trim`` cuts an edge chunk's padding off a row (or is None).  Rows of no
+    elements (a later axis of length 0: no chunks at all) take the general path."""
     shape, chunks = meta.shape, meta.chunks
-    if not shape or any(c < n for c, n in zip(chunks[1:], shape[1:], strict=True)):
+    if not shape or any(c < n or not n for c, n in zip(chunks[1:], shape[1:], strict=True)):
         return None
     trim = None if chunks[1:] == shape[1:] else tuple(slice(0, n) for n in shape[1:])
     return chunks[0], (0,) * (len(shape) - 1), trim
