@@ -46,6 +46,7 @@ from ._chunking import DimSelection, _dim_pieces
 
 __all__ = [
     "ChunkPlan",
+    "NewAxes",
     "ChunkRun",
     "PointSelection",
     "from_work",
@@ -56,6 +57,7 @@ __all__ = [
     "plan_orthogonal",
     "plan_vectorized",
     "points_first",
+    "split_advanced_newaxis",
     "split_fields",
     "split_newaxis",
     "work_view",
@@ -162,6 +164,127 @@ def split_newaxis(
     )
     stripped = tuple(k for k in items if k is not None)
     return stripped, dummy[items].shape, dummy[stripped].shape
+
+
+class NewAxes:
+    """Where the ``None`` items of an advanced-indexing key put their axes (see
+    :func:`split_advanced_newaxis`): maps the result of the key without them to numpy's
+    result of the key, and back.
+
+    numpy puts the broadcast axes of the index arrays (and of the integers among them)
+    where the first of them stands when they are adjacent in the key, else first; a
+    ``None`` between two of them makes them not adjacent.  So each result axis is
+    labelled by the key item it comes from, laid out by that rule with and without the
+    ``None`` items, and the two layouts are matched up.
+    """
+
+    __slots__ = ("_with", "_without")
+
+    def __init__(self, kinds: Sequence[str]) -> None:
+        self._with = _axes_layout(kinds, True)
+        self._without = _axes_layout(kinds, False)
+
+    def _plan(self, ndim: int) -> tuple[list[int], tuple[int, ...]]:
+        """For a result of the key without ``None`` of ``ndim`` axes: the permutation of
+        its axes into numpy's order, and where the new axes go in the result."""
+        b = ndim - len(self._without) + 1  # the broadcast axes (one label for them all)
+        with_, without = _expand_block(self._with, b), _expand_block(self._without, b)
+        at = {lbl: i for i, lbl in enumerate(without)}
+        perm = [at[lbl] for lbl in with_ if lbl[0] != "N"]
+        return perm, tuple(i for i, lbl in enumerate(with_) if lbl[0] == "N")
+
+    def arrange(self, result: np.ndarray) -> np.ndarray:
+        """numpy's result of the key, from the result of the key without ``None``."""
+        perm, new = self._plan(result.ndim)
+        return np.expand_dims(result.transpose(perm), new)
+
+    def shape(self, result_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """numpy's result shape of the key, from the one of the key without ``None``."""
+        perm, new = self._plan(len(result_shape))
+        out = [result_shape[p] for p in perm]
+        for i in new:
+            out.insert(i, 1)
+        return tuple(out)
+
+    def unarrange(self, value: np.ndarray) -> np.ndarray:
+        """A value of numpy's result shape of the key, laid out for the key without
+        ``None`` (the inverse of :meth:`arrange`)."""
+        perm, new = self._plan(value.ndim - sum(1 for lbl in self._with if lbl[0] == "N"))
+        return np.squeeze(value, new).transpose(np.argsort(perm))
+
+
+def _axes_layout(kinds: Sequence[str], with_none: bool) -> list[tuple[str, int]]:
+    """The result axes of a key of item ``kinds`` ('A' advanced, 'S' slice, 'N' None; the
+    'N' items left out unless ``with_none``), each labelled by its item's kind and place
+    in ``kinds``; the broadcast block is the one label ``("B", -1)``."""
+    items = [(k, i) for i, k in enumerate(kinds) if with_none or k != "N"]
+    adv = [p for p, (k, _i) in enumerate(items) if k == "A"]
+    rest = [lbl for lbl in items if lbl[0] != "A"]
+    if adv == list(range(adv[0], adv[-1] + 1)):  # adjacent: the block where the first is
+        first = items[adv[0]][1]
+        return [
+            *[lbl for lbl in rest if lbl[1] < first],
+            ("B", -1),
+            *[lbl for lbl in rest if lbl[1] > first],
+        ]
+    return [("B", -1), *rest]
+
+
+def _expand_block(layout: list[tuple[str, int]], b: int) -> list[tuple[str, int]]:
+    """``layout`` with its broadcast block as ``b`` labels ``("B", 0)`` ... ``("B", b-1)``."""
+    out: list[tuple[str, int]] = []
+    for lbl in layout:
+        out.extend([("B", j) for j in range(b)] if lbl[0] == "B" else [lbl])
+    return out
+
+
+def split_advanced_newaxis(key: Any, shape: Sequence[int]) -> tuple[Any, NewAxes] | None:
+    """An advanced-indexing ``key`` with ``None`` (``numpy.newaxis``) in it, as the key
+    without them and the :class:`NewAxes` that turns that key's result into numpy's
+    result of ``key``; None when ``key`` holds no ``None``, or an item numpy would refuse
+    (the planner then raises numpy's error).
+
+    Parameters
+    ----------
+    key : object
+        A ``__getitem__``/``__setitem__`` key of advanced indexing.
+    shape : sequence of int
+        The indexed array's shape (to expand ``...``).
+
+    Returns
+    -------
+    tuple or None
+    """
+    items = key if type(key) is tuple else (key,)
+    if not any(k is None for k in items):
+        return None
+    kinds: list[str] = []
+    consumed = 0
+    for k in items:
+        if k is None:
+            kinds.append("N")
+        elif k is Ellipsis:
+            kinds.append("E")
+        elif type(k) is slice:
+            kinds.append("S")
+            consumed += 1
+        elif isinstance(k, (bool, np.bool_)):
+            return None  # a scalar boolean: the planner's error
+        else:
+            arr = k if isinstance(k, np.ndarray) else np.asarray(k)
+            kinds.append("A")
+            consumed += arr.ndim if arr.dtype.kind == "b" else 1
+    if kinds.count("E") > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")  # (numpy's)
+    if "A" not in kinds:
+        return None
+    fill = ["S"] * max(len(shape) - consumed, 0)  # what ... (or the end) stands for
+    if "E" in kinds:
+        at = kinds.index("E")
+        kinds[at : at + 1] = fill
+    else:
+        kinds.extend(fill)
+    return tuple(k for k in items if k is not None), NewAxes(kinds)
 
 
 def is_advanced(key: Any) -> bool:
@@ -333,7 +456,8 @@ def plan_numpy(key: Any, shape: tuple[int, ...]) -> PointSelection:
     ------
     IndexError
         As numpy: out of bounds (naming the axis and its size), too many indices, a mask of
-        the wrong shape, arrays that do not broadcast, non-integer arrays, ``None``.
+        the wrong shape, arrays that do not broadcast, non-integer arrays; ``None`` (the
+        caller takes it out first: :func:`split_advanced_newaxis`).
     ValueError
         For a slice step of zero.
     """
@@ -342,8 +466,8 @@ def plan_numpy(key: Any, shape: tuple[int, ...]) -> PointSelection:
     for k in items:
         if k is None:
             raise IndexError(
-                "None (numpy.newaxis) is not supported in an index; index first, then add "
-                "the axis to the numpy result"
+                "None (numpy.newaxis) is not supported here; index first, then add the "
+                "axis to the numpy result"
             )
         if k is Ellipsis or type(k) is slice or _int_scalar(k) is not None:
             conv.append(k)

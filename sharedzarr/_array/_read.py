@@ -22,7 +22,13 @@ from .._chunking import (
     normalize_start_stop,
     selection_shape,
 )
-from .._indexing import is_advanced, plan_numpy, split_fields, split_newaxis
+from .._indexing import (
+    is_advanced,
+    plan_numpy,
+    split_advanced_newaxis,
+    split_fields,
+    split_newaxis,
+)
 from .._threads import COPY_THREADS as _COPY_THREADS
 from .._threads import copy_pool as _copy_pool
 from ..storage.base import OP_OPEN as _OP_OPEN
@@ -350,6 +356,10 @@ class ReadMixin(GatherMixin):
                 self._read_pieces(_box_pieces(starts, stops, self._chunks), out)
             return out
         if is_advanced(key):
+            split = split_advanced_newaxis(key, self._shape)
+            if split is not None:  # a[idx, None]: gather without the new axes, then lay
+                stripped, axes = split  # the result out as numpy does
+                return np.ascontiguousarray(axes.arrange(self._gather(plan_numpy, stripped)))
             return self._gather(plan_numpy, key)
         try:
             sels, scalar = normalize_index(key, self._shape)

@@ -35,6 +35,7 @@ from .._indexing import (
     plan_orthogonal,
     plan_vectorized,
     points_first,
+    split_advanced_newaxis,
     split_fields,
     split_newaxis,
     work_view,
@@ -351,6 +352,18 @@ class WriteMixin(ReadMixin):
                 self[rest] = records
             return
         if is_advanced(key):
+            split = split_advanced_newaxis(key, self._shape)
+            if split is not None:  # a[idx, None] = v: v laid out for the key without them
+                key, axes = split
+                want = axes.shape(plan_numpy(key, self._shape).result_shape)
+                value = np.asarray(data)
+                try:
+                    data = axes.unarrange(np.broadcast_to(value, want))
+                except ValueError:
+                    raise ValueError(
+                        f"shape mismatch: value array of shape {value.shape} could not be "
+                        f"broadcast to indexing result of shape {want}"
+                    ) from None
             self._scatter(plan_numpy, key, data)
             return
         with self._write_op(None, data) as op:
