@@ -156,8 +156,8 @@ def split_newaxis(
     -------
     tuple or None
     """
-    items = key if type(key) is tuple else (key,)
-    if not any(k is None for k in items):
+    items = _items_with_none(key)
+    if items is None:
         return None
     dummy = np.lib.stride_tricks.as_strided(
         np.zeros(1, np.uint8), shape=tuple(shape), strides=(0,) * len(shape)
@@ -247,16 +247,16 @@ def split_advanced_newaxis(key: Any, shape: Sequence[int]) -> tuple[Any, NewAxes
     Parameters
     ----------
     key : object
-        A ``__getitem__``/``__setitem__`` key of advanced indexing.
+        A key with index arrays (or lists, or masks), maybe ``None`` items.
     shape : sequence of int
-        The indexed array's shape (to expand ``...``).
+        What ``...`` stands for is counted from it.
 
     Returns
     -------
-    tuple or None
+    (key without None, NewAxes) or None
     """
-    items = key if type(key) is tuple else (key,)
-    if not any(k is None for k in items):
+    items = _items_with_none(key)
+    if items is None:
         return None
     kinds: list[str] = []
     consumed = 0
@@ -285,6 +285,12 @@ def split_advanced_newaxis(key: Any, shape: Sequence[int]) -> tuple[Any, NewAxes
     else:
         kinds.extend(fill)
     return tuple(k for k in items if k is not None), NewAxes(kinds)
+
+
+def _items_with_none(key: Any) -> tuple[Any, ...] | None:
+    """``key`` as a tuple of items when one of them is ``None``, else None."""
+    items = key if type(key) is tuple else (key,)
+    return items if any(k is None for k in items) else None
 
 
 def is_advanced(key: Any) -> bool:
