@@ -28,6 +28,10 @@ its length words) once three things hold, in this order:
    view made before the bump has its mark visible here long since; one made after it
    fails its epoch check.
 
+The epoch is bumped for the rooms freed since the last bump when a writer takes a room,
+and when a write session that freed a big one ends (``_write``'s ``_end_write``): a big
+chunk rewritten now and again later reuses the room its previous version left, instead
+of needing a third room while that one waits for the next take.
 Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
 one whose copy is longer makes its last attempts under the writer lock, see I2).  A
 record freed inside an atomic session is not recycled (a rollback may restore it), and
