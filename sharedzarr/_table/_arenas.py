@@ -29,9 +29,10 @@ its length words) once three things hold, in this order:
    fails its epoch check.
 
 The epoch is bumped for the rooms freed since the last bump when a writer takes a room,
-and when a write session that freed a big one ends (``_write``'s ``_end_write``): a big
-chunk rewritten now and again later reuses the room its previous version left, instead
-of needing a third room while that one waits for the next take.
+and when a write session that freed one of ``SETTLE_MIN`` or more ends
+(:meth:`ArenaMixin._settle_rooms`): a big chunk rewritten now and again later reuses the
+room its previous version left, instead of needing a third room while that one waits
+for the next take.
 Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
 one whose copy is longer makes its last attempts under the writer lock, see I2).  A
 record freed inside an atomic session is not recycled (a rollback may restore it), and
@@ -86,7 +87,7 @@ from ._header import (
     count_reclaim,
 )
 
-__all__ = ["MAX_MAPPED", "ArenaMixin", "init_arena_ids"]
+__all__ = ["MAX_MAPPED", "SETTLE_MIN", "ArenaMixin", "init_arena_ids"]
 
 _REC_HEAD = L.REC_HEAD  # assigned, not imported: see _header, "Hot paths"
 _REC_HEAD1 = L.REC_HEAD1
@@ -122,6 +123,9 @@ _NAME_TRIES = 64  # names of new segments tried past other users' files, then an
 
 RECYCLE_MIN = 4096  # shorter records are left to compaction (they cost no page faults)
 _RECYCLE_MAX = 1 << 16  # rooms a handle keeps for recycling
+#: A session that freed a room this big starts the rooms' grace period as it ends (for
+#: smaller rooms the check would cost more than the memory it saves; see "Recycling").
+SETTLE_MIN = 256 << 10
 _RECYCLE_IDLE_NS = 1_000_000_000  # kept rooms unused this long are let go (compaction's)
 _BUMP_EVERY_NS = L.RECYCLE_GRACE_NS // 2  # at most one reuse-epoch bump per this long
 
@@ -498,13 +502,9 @@ class ArenaMixin(TableBase):
     def _recycle(self, seg: Segment, ref: int, total: int) -> None:
         """Keep the room of the record at ``ref`` (``total`` bytes), which just became
         garbage, for a later record of the same length (see "Recycling")."""
-        if (
-            total < RECYCLE_MIN
-            or self._undo is not None
-            or seg.readonly
-            or not seg.words_writable
-            or seg.words[7] & 1  # A_NOREUSE has NOREUSE_VIEW: a zero-copy view pins it
-        ):
+        if total < RECYCLE_MIN or self._undo is not None or seg.readonly:
+            return
+        if not seg.words_writable or seg.words[7] & 1:  # A_NOREUSE: a view pins it
             return
         r = self._recycler
         if r is None:
@@ -519,11 +519,15 @@ class ArenaMixin(TableBase):
         """In a forked child: none of the parent's rooms (see "Recycling")."""
         self._recycler = None
 
-    def _take_recycled(self, total: int, swap_aid: int = 0) -> tuple[Segment, int, int] | None:
-        """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``.
+    def _settle_rooms(self) -> None:
+        """A write session ends: the big rooms it freed start their grace period."""
+        r = self._recycler
+        if r is not None and r.limbo and r.limbo[-1][0] >= SETTLE_MIN:  # see "Recycling"
+            self._advance_recycler(r, time.monotonic_ns())
 
-        Counted out of its arena's garbage, unless the arena is ``swap_aid`` (a swap, see
-        "Recycling": the caller then counts nothing either)."""
+    def _take_recycled(self, total: int, swap_aid: int = 0) -> tuple[Segment, int, int] | None:
+        """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``, counted
+        out of its arena's garbage unless the arena is ``swap_aid`` (a swap: see "Recycling")."""
         r = self._recycler
         if r is None or not r.count:
             return None

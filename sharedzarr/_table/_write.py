@@ -84,7 +84,7 @@ from ._read import ReadMixin
 from ._recovery import RecoveryMixin
 from ._space import RECLAIM_RATIO_BUSY
 
-__all__ = ["READER_PAUSE_NS", "RESERVE_MIN", "SETTLE_MIN", "Reservation", "WriteMixin"]
+__all__ = ["READER_PAUSE_NS", "RESERVE_MIN", "Reservation", "WriteMixin"]
 
 #: How long a writer defers its next operation for a reader that asked (see above).
 READER_PAUSE_NS = 100_000_000
@@ -94,9 +94,6 @@ READER_PAUSE_NS = 100_000_000
 #: two together against one alone: 256 KiB 0.93-0.94x with it, 1.00x without; 512 KiB
 #: 1.12-1.16x with it, 1.02x without; 2 MiB 1.47x with it, 0.84x without.
 RESERVE_MIN = 512 << 10
-#: A session that freed a room this big starts the rooms' grace period as it ends (see
-#: _end_write; for smaller rooms the check would cost more than the memory it saves).
-SETTLE_MIN = 256 << 10
 
 
 def _let_readers_in(H: memoryview) -> None:
@@ -340,12 +337,7 @@ class SessionMixin(ReadMixin, RecoveryMixin):
             elif ok and H is not None and not self._deleted:
                 try:  # reclaim once per writer session: a bulk write's old records are
                     self._maybe_reclaim()  # all garbage by now, so whole arenas just go
-                    r = self._recycler
-                    if r is not None and r.limbo and r.limbo[-1][0] >= SETTLE_MIN:
-                        # the big rooms it freed start their grace period now, not at the
-                        # next take: a rewrite of a big chunk needs one room more, not two
-                        # (bumps stay as rare: see "Recycling" in _arenas)
-                        self._advance_recycler(r, time.monotonic_ns())
+                    self._settle_rooms()  # (so a big chunk's next rewrite reuses a room)
                 except Exception:
                     ok = False  # the write itself is done; the next writer repairs
             if H is not None:
