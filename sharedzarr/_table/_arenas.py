@@ -29,9 +29,10 @@ its length words) once three things hold, in this order:
    fails its epoch check.
 
 The epoch is bumped for the rooms freed since the last bump when a writer takes a room,
-and when it keeps a room of ``SETTLE_MIN`` or more (the record is garbage by then, step
-1): a big chunk rewritten now and again later reuses the room its previous version left,
-instead of needing a third room while that one waits for the next take.
+and when a write session that freed one of ``SETTLE_MIN`` or more ends
+(:meth:`ArenaMixin._settle_rooms`): a big chunk rewritten now and again later reuses the
+room its previous version left, instead of needing a third room while that one waits
+for the next take.
 Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
 one whose copy is longer makes its last attempts under the writer lock, see I2).  A
 record freed inside an atomic session is not recycled (a rollback may restore it), and
@@ -122,8 +123,8 @@ _NAME_TRIES = 64  # names of new segments tried past other users' files, then an
 
 RECYCLE_MIN = 4096  # shorter records are left to compaction (they cost no page faults)
 _RECYCLE_MAX = 1 << 16  # rooms a handle keeps for recycling
-#: A room this big starts its grace period as it is kept, not at the next take (for
-#: smaller rooms an earlier bump saves little memory; see "Recycling").
+#: A session that freed a room this big starts the rooms' grace period as it ends (for
+#: smaller rooms the check would cost more than the memory it saves; see "Recycling").
 SETTLE_MIN = 256 << 10
 _RECYCLE_IDLE_NS = 1_000_000_000  # kept rooms unused this long are let go (compaction's)
 _BUMP_EVERY_NS = L.RECYCLE_GRACE_NS // 2  # at most one reuse-epoch bump per this long
@@ -512,13 +513,17 @@ class ArenaMixin(TableBase):
             r.limbo.append((total, ref))
             r.count += 1
             r.held += total
-            r.used = now = time.monotonic_ns()  # in use: not idle (see _recyclable)
-            if total >= SETTLE_MIN:  # a big room starts its grace period now
-                self._advance_recycler(r, now)
+            r.used = time.monotonic_ns()  # in use: not idle (see _recyclable)
 
     def _forget_rooms_after_fork(self) -> None:
         """In a forked child: none of the parent's rooms (see "Recycling")."""
         self._recycler = None
+
+    def _settle_rooms(self) -> None:
+        """A write session ends: the big rooms it freed start their grace period."""
+        r = self._recycler
+        if r is not None and r.limbo and r.limbo[-1][0] >= SETTLE_MIN:  # see "Recycling"
+            self._advance_recycler(r, time.monotonic_ns())
 
     def _take_recycled(self, total: int, swap_aid: int = 0) -> tuple[Segment, int, int] | None:
         """A recycled room for a record of ``total`` bytes: ``(segment, id, offset)``, counted

@@ -337,6 +337,7 @@ class SessionMixin(ReadMixin, RecoveryMixin):
             elif ok and H is not None and not self._deleted:
                 try:  # reclaim once per writer session: a bulk write's old records are
                     self._maybe_reclaim()  # all garbage by now, so whole arenas just go
+                    self._settle_rooms()  # (so a big chunk's next rewrite reuses a room)
                 except Exception:
                     ok = False  # the write itself is done; the next writer repairs
             if H is not None:
