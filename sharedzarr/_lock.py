@@ -60,6 +60,7 @@ Fairness (the hint words)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -285,6 +286,7 @@ class WriterLock:
         if self._depth > 0:
             self._depth += 1
             return False
+        taken = -1
         try:
             fd = self._fd
             if fd < 0 or self._fd_pid != _proc.pid():
@@ -308,6 +310,8 @@ class WriterLock:
                 if want and want != me:
                     deadline = _deadline(timeout, start)
                     self._let_waiter_in(hint, want, deadline)
+            taken = fd  # (from here on an exception unlocks it; unlocking a lock this
+            # description does not hold does nothing)
             if not self._try(fd):
                 if deadline is None:
                     deadline = _deadline(timeout, start)
@@ -321,10 +325,15 @@ class WriterLock:
                     hint[WANT] = 0
             self._held_hint = hint  # the release bumps its sequence
             _HELD_BY[fid] = tid
+            self._depth = 1
         except BaseException:
+            if taken >= 0:  # (a signal handler that raised after the lock was taken)
+                if self._file_id is not None:
+                    _HELD_BY.pop(self._file_id, None)
+                with contextlib.suppress(OSError, ValueError):
+                    fcntl.flock(taken, fcntl.LOCK_UN)
             self._rlock.release()
             raise
-        self._depth = 1
         return True
 
     @staticmethod

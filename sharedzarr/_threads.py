@@ -3,15 +3,23 @@
 numpy releases the GIL while it copies, so a big read or write runs part of its copies on
 a second thread.  The thread belongs to one process: a forked child has none of its
 parent's threads, so the fork hook here drops the inherited pool and the child starts its
-own on first use.  One of the modules that touch the OS (threads, the CPU count, fork).
+own on first use.  :func:`signals_deferred` holds back the Python handlers of SIGINT and
+SIGTERM for a block.  One of the modules that touch the OS (threads, the CPU count, fork,
+signal handlers).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
-__all__ = ["COPY_THREADS", "copy_pool"]
+__all__ = ["COPY_THREADS", "DEFERRED_SIGNALS", "copy_pool", "signals_deferred"]
 
 #: Threads that copy at once, this one included (two at most: more do not help a copy).
 COPY_THREADS = min(2, os.cpu_count() or 1)
@@ -36,3 +44,39 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+#: The signals whose Python handlers :func:`signals_deferred` holds back: Ctrl-C, and the
+#: polite stop that worker pools and schedulers send (a handler often calls ``sys.exit``).
+DEFERRED_SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Run the block without the Python handlers of :data:`DEFERRED_SIGNALS`; a signal that
+    arrives meanwhile is raised again, for its own handler, when the block ends.
+
+    Python runs signal handlers on the main thread only, between bytecodes; so a handler
+    that raises (``KeyboardInterrupt``, a ``sys.exit``) can stop the block anywhere.  On
+    another thread no handler runs and the block runs as is.  Installing a handler costs a
+    system call (about 3 us each way): this is for rare paths, not for every write.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    saved: dict[int, Any] = {}
+    try:
+        for signum in DEFERRED_SIGNALS:
+            if callable(signal.getsignal(signum)):  # (SIG_DFL, SIG_IGN: nothing to hold)
+                saved[signum] = signal.signal(signum, hold)
+        yield
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)

@@ -524,5 +524,14 @@ class WriteOp:
             raise
         return self
 
-    def __exit__(self, *exc: Any) -> Any:
-        return self._session.__exit__(*exc)
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> Any:
+        # (three parameters, not ``*exc``: a tuple made before the first bytecode could start
+        # a garbage collection there, a pause a signal handler then raises at)
+        session = self._session
+        try:
+            return session.__exit__(et, ev, tb)
+        except BaseException:  # an interrupt before the session could end: end it
+            close = getattr(session, "close_interrupted", None)  # (see the table's writer)
+            if close is not None:
+                close()
+            raise

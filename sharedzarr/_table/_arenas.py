@@ -11,8 +11,10 @@ Recycling (why a rewrite costs a copy, not fresh pages or a compaction)
 When a write replaces a record, the old one becomes garbage and this handle keeps its
 place (:class:`_Recycler`, process-local: only the writer that freed a record knows it).
 Each room has one keeper: a child forked with the handle starts with none
-(:meth:`ArenaMixin._forget_rooms_after_fork`), else it and its parent would both write
-a record into one room, and the first one's chunk would be lost.
+(:meth:`ArenaMixin._forget_rooms`), else it and its parent would both write
+a record into one room, and the first one's chunk would be lost; a session that raised
+drops its rooms too (an interrupt may have left one on two lists: see "Interrupts" in
+``_write``).
 Its room takes a new record of exactly the same length (so the arena stays walkable by
 its length words) once three things hold, in this order:
 
@@ -515,8 +517,8 @@ class ArenaMixin(TableBase):
             r.held += total
             r.used = time.monotonic_ns()  # in use: not idle (see _recyclable)
 
-    def _forget_rooms_after_fork(self) -> None:
-        """In a forked child: none of the parent's rooms (see "Recycling")."""
+    def _forget_rooms(self) -> None:
+        """Keep no rooms: in a forked child, or after an exception (see "Recycling")."""
         self._recycler = None
 
     def _settle_rooms(self) -> None:

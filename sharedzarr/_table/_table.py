@@ -344,7 +344,7 @@ class Table(BulkMixin):
         self._lock.reset_after_fork()
         self._idx_swap = threading.Lock()  # a parent's thread may have held it at the fork
         self._wseg = None
-        self._forget_rooms_after_fork()  # the parent's to reuse, not this child's
+        self._forget_rooms()  # the parent's to reuse, not this child's
         self._undo = None  # (a session of a parent's thread, which the child is not in)
 
     def give_away(self, pid: int) -> None:

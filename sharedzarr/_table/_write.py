@@ -45,6 +45,33 @@ What a rollback does *not* cover: a writer killed (SIGKILL) midway, whose log di
 it; the next writer then repairs the counts and keeps the values it had published, each
 whole.  (``append`` and ``resize`` order their stores so that even that is atomic.)
 
+Interrupts
+----------
+Python runs a signal handler between bytecodes of the main thread (at a function's first
+bytecode, a backward jump, after a call into C), and a handler may raise:
+``KeyboardInterrupt`` from Ctrl-C, ``SystemExit`` from a SIGTERM handler.  A session
+survives such an exception wherever it comes:
+
+* The end of the outermost session (``_end_write``) closes the operation and lets the lock
+  go in ``finally`` blocks: an interrupt in its reclaim leaves the dirty mark (the next
+  writer repairs) instead of a lock held by a live process.  A rollback runs with the
+  signals held back (:func:`sharedzarr._threads.signals_deferred`).
+* The handler can raise at the first bytecode of the end itself, before any of it ran.
+  Every call of the end is made inside a ``try`` whose handler ends the session if it
+  still holds the lock (``_end_interrupted``, signals held back).
+* A nested session whose end was skipped leaves a level; the end of the outermost session
+  drops it (``_unwind``): it knows it is the outermost from :meth:`_begin_write`.
+* An exception out of a session drops the rooms this handle kept for reuse
+  (``_forget_rooms``): an interrupt inside the recycler can leave a room on two of its
+  lists, and two records written into one room lose one of them.
+
+One place stays open: the call a ``with`` statement makes to ``__exit__`` itself.  A
+handler that raises at its first bytecode leaves the outermost session open, the lock held
+by this thread until the process exits.  Python offers no way to close it (a finaliser
+would run handlers too, and swallow their exceptions).
+
+What an interrupted write stored is whole, as after any exception.
+
 Words stored here, and only here
 --------------------------------
 ``H_HOLDER``, ``H_DIRTY``, ``H_OPSEQ``, and the entry counts ``H_KEYS``, ``H_OBJECTS``,
@@ -68,6 +95,7 @@ from .._index import encode_key, key_hash
 from .._lock import ReservationHold
 from .._segment import fd_unlinked
 from .._segment import unlink as _unlink
+from .._threads import signals_deferred
 from ..errors import AccessDeniedError, NotFoundError
 from ._arenas import _Filler
 from ._catalog import table_segments
@@ -178,24 +206,38 @@ class _Session:
     """``with table.writer(...)``: a writer session (a class, not a generator: it is on
     every write's path)."""
 
-    __slots__ = ("atomic", "table", "timeout")
+    __slots__ = ("atomic", "outer", "table", "timeout")
 
     def __init__(self, table: SessionMixin, timeout: float | None, atomic: bool) -> None:
         self.table, self.timeout, self.atomic = table, timeout, atomic
+        self.outer = False
 
     def __enter__(self) -> Any:
         t = self.table
-        t._begin_write(self.timeout)
-        if self.atomic and t._lock.depth == 1:
-            t._undo = []
-            t._undo_tail = t._tail_mark()
+        self.outer = outer = t._begin_write(self.timeout)
+        try:
+            if self.atomic and outer:
+                t._undo = []
+                t._undo_tail = t._tail_mark()
+        except BaseException:  # (an interrupt: see "Interrupts")
+            t._end_write(False, outer=outer)
+            raise
         return t
 
     def __exit__(self, et: object, ev: object, tb: object) -> None:
         # a write refused before it changed anything (``_check_room``, or data an array
         # refused under the lock, marked ``changed_nothing``) leaves the counts right: no
         # dirty mark, so the next writer does not recount the table
-        self.table._end_write(et is None, getattr(ev, "changed_nothing", False))
+        try:
+            self.table._end_write(et is None, getattr(ev, "changed_nothing", False), self.outer)
+        except BaseException:
+            self.close_interrupted()
+            raise
+
+    def close_interrupted(self) -> None:
+        """After an exception out of :meth:`__exit__`: end the session if an interrupt
+        stopped it before it let the lock go (see "Interrupts")."""
+        self.table._end_interrupted(self.outer)
 
 
 _REC_HEAD1 = L.REC_HEAD1  # assigned, not imported: see _header, "Hot paths"
@@ -293,9 +335,11 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                 "readonly=False (and a segment mode that lets this user write) to write"
             )
 
-    def _begin_write(self, timeout: float | None) -> None:
+    def _begin_write(self, timeout: float | None) -> bool:
+        """Open a session (take the lock, repair, open the operation); return True when it
+        is this thread's outermost one, False when it nests in one (see "Interrupts")."""
         if self._lock.acquire_nested():
-            return
+            return False
         if self._closed or self._ro or self._asked_ro or self.access != "public":
             self._writable_check()  # (raises, or maps a read-only handle writable)
         self._lock.acquire(timeout)
@@ -321,31 +365,63 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         except BaseException:
             self._lock.release()
             raise
+        return True
 
-    def _end_write(self, ok: bool, clean: bool = False) -> None:
-        if self._lock.outermost():
-            H = self._H
-            undo, self._undo = self._undo, None
-            if clean and undo is None:
-                ok = True  # what the session wrote before the refusal is whole and counted
-            if not ok and undo is not None and H is not None and not self._deleted:
+    def _end_write(self, ok: bool, clean: bool = False, outer: bool = False) -> None:
+        """End a session (``outer``: what :meth:`_begin_write` returned for it): the
+        outermost one closes the operation and lets the lock go, even when an interrupt
+        stops its reclaim (see "Interrupts")."""
+        lock = self._lock
+        if not ok:
+            self._forget_rooms()  # (see "Interrupts")
+        try:
+            if lock.outermost() or (outer and self._unwind()):
+                H = self._H
+                undo, self._undo = self._undo, None
+                if clean and undo is None:
+                    ok = True  # what the session wrote before the refusal is whole, counted
                 try:
-                    self._rollback(undo)
-                    ok = True  # undone and recounted: nothing for the next writer to repair
-                except Exception:
-                    pass  # the dirty mark stays: the next writer repairs
-            elif ok and H is not None and not self._deleted:
-                try:  # reclaim once per writer session: a bulk write's old records are
-                    self._maybe_reclaim()  # all garbage by now, so whole arenas just go
-                    self._settle_rooms()  # (so a big chunk's next rewrite reuses a room)
-                except Exception:
-                    ok = False  # the write itself is done; the next writer repairs
-            if H is not None:
-                if ok:
-                    H[L.H_DIRTY] = 0  # an exception leaves it set: the next writer repairs
-                H[L.H_HOLDER] = 0
-                H[L.H_OPSEQ] += 1  # close the operation: even
-        self._lock.release()
+                    if not ok and undo is not None and H is not None and not self._deleted:
+                        try:
+                            with signals_deferred():  # (a rollback is not left half done)
+                                self._rollback(undo)
+                            ok = True  # undone and recounted: nothing for the next writer
+                        except Exception:
+                            pass  # the dirty mark stays: the next writer repairs
+                    elif ok and H is not None and not self._deleted:
+                        try:  # reclaim once per writer session: a bulk write's old records
+                            self._maybe_reclaim()  # are all garbage by now: arenas just go
+                            self._settle_rooms()  # (a big chunk's next rewrite reuses a room)
+                        except Exception:
+                            ok = False  # the write itself is done; the next writer repairs
+                except BaseException:
+                    ok = False  # (an interrupt)
+                    raise
+                finally:
+                    if H is not None:
+                        if ok:
+                            H[L.H_DIRTY] = 0  # an exception leaves it: the next writer repairs
+                        H[L.H_HOLDER] = 0
+                        if H[L.H_OPSEQ] & 1:  # (not twice: see _end_interrupted)
+                            H[L.H_OPSEQ] += 1  # close the operation: even
+        finally:
+            lock.release()
+
+    def _end_interrupted(self, outer: bool) -> None:
+        """End this thread's outermost session (``outer``) if it still holds the lock: an
+        interrupt raised where its end was called, before the end could run (see
+        "Interrupts").  The signals wait meanwhile."""
+        if outer and self._lock.depth:
+            with signals_deferred():
+                self._end_write(False, outer=True)
+
+    def _unwind(self) -> bool:
+        """At the end of an outermost session that holds the lock more than once: drop the
+        levels of nested sessions whose end an interrupt skipped (see "Interrupts")."""
+        lock = self._lock
+        while lock.depth > 1:
+            lock.release()
+        return lock.outermost()
 
     def _rollback(self, undo: list[tuple[Any, Any, int]]) -> None:
         """Undo an atomic session's changes, newest first (lock held; see "Rollback")."""
@@ -531,13 +607,17 @@ class WriteMixin(SessionMixin):
         if self._lock.depth:  # in this thread's session (an array's write): a nested session
             self._put(pk[0], pk[1], [v], "replace")  # would only count the lock's depth
             return
-        self._begin_write(DEFAULT_TIMEOUT)
+        outer = self._begin_write(DEFAULT_TIMEOUT)
         ok = False
         try:
             self._put(pk[0], pk[1], [v], "replace")
             ok = True
         finally:
-            self._end_write(ok)
+            try:
+                self._end_write(ok, outer=outer)
+            except BaseException:  # (see "Interrupts")
+                self._end_interrupted(outer)
+                raise
 
     def insert_if_unchanged(
         self,
@@ -569,7 +649,7 @@ class WriteMixin(SessionMixin):
             return None
         nested = bool(self._lock.depth)  # a write of this thread's session
         if not nested:
-            self._begin_write(timeout)
+            nested = not self._begin_write(timeout)
         ok = False
         try:
             H = self._H
@@ -583,7 +663,11 @@ class WriteMixin(SessionMixin):
             return (s if nested else s + 2), H[L.H_WRITES]
         finally:
             if not nested:
-                self._end_write(ok)
+                try:
+                    self._end_write(ok, outer=True)
+                except BaseException:  # (see "Interrupts")
+                    self._end_interrupted(True)
+                    raise
 
     def insert_filled(self, pk: tuple[bytes, int], nbytes: int, fill: Any) -> None:
         """Insert a value of ``nbytes`` written in place by ``fill(buffer)``; set types only.
@@ -595,13 +679,17 @@ class WriteMixin(SessionMixin):
         if self._bag:
             raise TypeError(f"insert_filled needs a set table; {self.name!r} is a bag")
         kb, h = pk
-        self._begin_write(DEFAULT_TIMEOUT)
+        outer = self._begin_write(DEFAULT_TIMEOUT)
         ok = False
         try:
             self._put(kb, h, [_Filler(nbytes, fill)], "replace")
             ok = True
         finally:
-            self._end_write(ok)
+            try:
+                self._end_write(ok, outer=outer)
+            except BaseException:  # (see "Interrupts")
+                self._end_interrupted(outer)
+                raise
 
     def delete_prepared(self, pk: tuple[bytes, int]) -> None:
         """:meth:`delete` with a prepared key (see :meth:`prepare_key`)."""
@@ -709,7 +797,7 @@ class WriteMixin(SessionMixin):
         kb = encode_key(key)
         h = key_hash(kb)
         v = _as_buffer(value)
-        self._begin_write(DEFAULT_TIMEOUT)
+        outer = self._begin_write(DEFAULT_TIMEOUT)
         ok = False
         room = None
         try:
@@ -726,7 +814,11 @@ class WriteMixin(SessionMixin):
                     self._put(kb, h, old + [v], "replace")
             ok = True
         finally:
-            self._end_write(ok)
+            try:
+                self._end_write(ok, outer=outer)
+            except BaseException:  # (see "Interrupts")
+                self._end_interrupted(outer)
+                raise
         if room is not None:
             self._fill_reserved(room, v)
 
