@@ -6,6 +6,24 @@ anything is written.  The writes run in one writer session, which readers see wh
 chunks are read-modify-write, so two processes writing different parts of one chunk never
 lose each other's update.  Under the lock the handle adopts another handle's metadata first
 (:meth:`ArrayBase._sync_locked`), so a write always uses the current shape.
+
+Interrupted writes
+------------------
+A write of more than a few chunks publishes them in several batches; readers see the
+operation whole while it runs, but an exception that stops it midway would leave its
+batches published.  The common such exception is asynchronous: ``KeyboardInterrupt``
+(Ctrl-C) or a ``SystemExit`` a SIGTERM handler raises, between any two bytecodes.  Every
+write here stores values already in memory (checked and converted before the lock), so it
+can be run again: when one of those two stops it, :func:`_finish` has the storage repair
+what the interrupt left half done (``Backend.repair_session``: the recount the next writer
+would make), runs the same write again, whole, with the signals held back
+(:func:`sharedzarr._threads.signals_deferred`), and then lets the exception go on.  As
+with numpy's own assignment, an interrupted write ends complete.  The try costs nothing
+on the path that is not interrupted.  A handler that is still pending when the write
+returns runs in :func:`_run_pending_handlers`, inside the operation, so its exception
+meets the session's end like any other (the end itself is written to survive one: see
+"Interrupts" in :mod:`sharedzarr._table._write`).  Other exceptions (``OutOfSpaceError``
+midway) and SIGKILL keep the batches stored (each chunk whole); ``atomic()`` undoes those.
 """
 
 from __future__ import annotations
@@ -42,6 +60,7 @@ from .._indexing import (
 )
 from .._threads import COPY_THREADS as _COPY_THREADS
 from .._threads import copy_pool as _copy_pool
+from .._threads import signals_deferred
 from ._base import _PARALLEL_BYTES, _byte_view
 from ._read import ReadMixin
 
@@ -50,6 +69,33 @@ __all__ = ["WriteMixin"]
 #: A whole chunk this big, in a write that copies on two threads, is copied by both at once
 #: (the engine queues each half, see ``Table.insert_filled_many``): fewer records in flight.
 _SPLIT_BYTES = 1 << 20
+
+#: The exceptions a signal handler raises that an interrupted write finishes before it lets
+#: go on (see "Interrupted writes" above).
+_INTERRUPTS = (KeyboardInterrupt, SystemExit)
+
+
+def _run_pending_handlers() -> None:
+    """Nothing, as a Python call: Python runs the handlers of signals that arrived meanwhile at
+    a function's first bytecode.  Called at the end of a write, it makes a handler that
+    raises do so inside the write's operation, so the operation's end runs as after any
+    exception, rather than at the first bytecode of that end (see "Interrupted writes")."""
+
+
+def _finish(backend: Any, store: Callable[[], None]) -> None:
+    """Run ``store`` again, whole, with signal handlers held back: the write it is was
+    interrupted (see "Interrupted writes" above).  The storage first repairs what the
+    interrupt left half done (``Backend.repair_session``).  A signal that slips in before
+    the handlers are held back (a second Ctrl-C) makes it try again, a few times."""
+    for attempt in range(3):
+        try:
+            with signals_deferred():
+                backend.repair_session()
+                store()
+            return
+        except _INTERRUPTS:
+            if attempt == 2:
+                raise
 
 
 class _Halves:
@@ -129,24 +175,33 @@ class WriteMixin(ReadMixin):
             plan = plan_chunks(sel, self._chunks)
             if plan.perm is not None:
                 work = work[plan.perm]  # the sorted order: each chunk's values are one run
-            if self._raw:  # each new chunk is built in its new record: one copy, no temp
-                nbytes = self._chunk_nbytes
-                backend.write_chunks_filled(
-                    (
-                        (idx, nbytes, self._merge_fill(sel, idx, csel, work[wsel]))
-                        for idx, csel, wsel in iter_chunk_runs(sel, plan)
-                    ),
-                    None,
-                )
-                return
-            for idx, csel, wsel in iter_chunk_runs(sel, plan):
-                stored = self._reader(idx)  # borrowed: stable while we hold the writer lock
-                if stored is None:
-                    chunk = self._fill_chunk().copy()
-                else:
-                    chunk = np.array(self._decode(stored, idx))
-                points_first(sel, chunk)[csel] = work[wsel]  # duplicates: the last one wins
-                backend.write_chunk(idx, self._pipeline.encode(_byte_view(chunk)))
+
+            def store() -> None:
+                if self._raw:  # each new chunk is built in its new record: one copy, no temp
+                    nbytes = self._chunk_nbytes
+                    backend.write_chunks_filled(
+                        (
+                            (idx, nbytes, self._merge_fill(sel, idx, csel, work[wsel]))
+                            for idx, csel, wsel in iter_chunk_runs(sel, plan)
+                        ),
+                        None,
+                    )
+                    return
+                for idx, csel, wsel in iter_chunk_runs(sel, plan):
+                    stored = self._reader(idx)  # borrowed: stable under the writer lock
+                    if stored is None:
+                        chunk = self._fill_chunk().copy()
+                    else:
+                        chunk = np.array(self._decode(stored, idx))
+                    points_first(sel, chunk)[csel] = work[wsel]  # repeated: the last one wins
+                    backend.write_chunk(idx, self._pipeline.encode(_byte_view(chunk)))
+
+            try:
+                store()
+            except _INTERRUPTS:  # finished first (see "Interrupted writes" above)
+                _finish(backend, store)
+                raise
+            _run_pending_handlers()
 
     def _merge_fill(
         self, sel: PointSelection, idx: tuple[int, ...], csel: Any, part: np.ndarray
@@ -165,7 +220,20 @@ class WriteMixin(ReadMixin):
         return fill
 
     def _write_locked(self, sels: Sequence[DimSelection], value: np.ndarray) -> None:
-        """Write ``value`` (full-form selection shape) into the chunks; writer lock held."""
+        """Write ``value`` (full-form selection shape) into the chunks; writer lock held.
+
+        Interrupted by Ctrl-C, the write is finished before the exception goes on (see
+        "Interrupted writes" above).
+        """
+        try:
+            self._store_locked(sels, value)
+        except _INTERRUPTS:
+            _finish(self._live(), lambda: self._store_locked(sels, value))
+            raise
+        _run_pending_handlers()  # (one that arrived while the write's temporaries were freed)
+
+    def _store_locked(self, sels: Sequence[DimSelection], value: np.ndarray) -> None:
+        """:meth:`_write_locked` once (the write may be run again if it is interrupted)."""
         backend = self._live()
         shape, chunks, cdtype = self._shape, self._chunks, self._chunk_dtype
         raw_codec = self._raw
@@ -238,7 +306,8 @@ class WriteMixin(ReadMixin):
         shape and the attributes are restored as they were, and what the block's writes
         allocated is given back.  A single write outside a block keeps the chunks it
         stored when it fails midway (see the README's limitations): it does not keep the
-        old chunks for an undo, so a rewrite can reuse their memory at once.
+        old chunks for an undo, so a rewrite can reuse their memory at once.  (Ctrl-C is
+        not such a failure: a write it stops is finished first.)
 
         The undo keeps the old version of everything the block replaces until it ends: a
         block that rewrites the whole array needs memory for two copies, and runs slower

@@ -64,13 +64,19 @@ survives such an exception wherever it comes:
 * An exception out of a session drops the rooms this handle kept for reuse
   (``_forget_rooms``): an interrupt inside the recycler can leave a room on two of its
   lists, and two records written into one room lose one of them.
+* A write that goes on in the same session after an exception (an array finishing an
+  interrupted write) first calls :meth:`SessionMixin.repair_session`: the recount the next
+  writer would make.  Going on with counts an interrupt left half updated can retire an
+  arena that a published record is still in.
 
 One place stays open: the call a ``with`` statement makes to ``__exit__`` itself.  A
 handler that raises at its first bytecode leaves the outermost session open, the lock held
 by this thread until the process exits.  Python offers no way to close it (a finaliser
-would run handlers too, and swallow their exceptions).
+would run handlers too, and swallow their exceptions); array writes make it rare by
+running pending handlers inside the operation just before it ends.
 
-What an interrupted write stored is whole, as after any exception.
+What an interrupted write stored is whole, as after any exception (an array finishes its
+write first: see :mod:`sharedzarr._array._write`).
 
 Words stored here, and only here
 --------------------------------
@@ -406,6 +412,23 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                             H[L.H_OPSEQ] += 1  # close the operation: even
         finally:
             lock.release()
+
+    def repair_session(self) -> None:
+        """In this thread's writer session, after an exception stopped a write midway (an
+        interrupt can leave the counts and this handle's rooms half updated): recount as the
+        next writer would, so that the session can go on writing (see "Interrupts").  The
+        dirty mark stays, so the next writer recounts again unless the session succeeds.
+
+        Raises
+        ------
+        RuntimeError
+            If this thread does not hold the writer lock.
+        """
+        if not self._lock.depth:
+            raise RuntimeError(f"repair_session() outside a writer session of {self.name!r}")
+        self._forget_rooms()
+        if self._undo is None:  # (an atomic session frees nothing until it ends, and a
+            self._set_counts(*self._recover())  # recount would unlink what its undo needs)
 
     def _end_interrupted(self, outer: bool) -> None:
         """End this thread's outermost session (``outer``) if it still holds the lock: an

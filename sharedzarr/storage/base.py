@@ -277,6 +277,13 @@ class Backend(abc.ABC):
             If the lock was not acquired in time.
         """
 
+    def repair_session(self) -> None:
+        """In this thread's writer session, after an exception stopped a write midway: make
+        the storage's bookkeeping whole, as the next writer would, so that the session can
+        go on writing (an array finishes a write that Ctrl-C stopped).  Nothing to do for
+        a storage whose writes an exception cannot cut in the middle (the default)."""
+        return None
+
     @abc.abstractmethod
     def write_count(self) -> int:
         """Return a counter that changes on every write (chunks or metadata).

@@ -330,6 +330,10 @@ class SharedMemoryBackend(Backend):
             "contextlib.AbstractContextManager[Any]", self.table.writer(timeout, atomic=atomic)
         )
 
+    def repair_session(self) -> None:
+        """Recount the table in this thread's writer session (``Table.repair_session``)."""
+        self.table.repair_session()
+
     def write_count(self) -> int:
         """The table's write counter."""
         return int(self.table.write_count)
