@@ -78,26 +78,33 @@ def _interrupt_once(monkeypatch, obj, attr, exc=KeyboardInterrupt, when=lambda: 
     return fired
 
 
+def _stop_at_chunk(monkeypatch, a: sz.Array, at: int, exc: type[BaseException]) -> list:
+    """Make the first many-chunk write of ``a`` raise ``exc`` before its chunk ``at``, as a
+    signal handler would; returns a list that is not empty once it did."""
+    t = a._live().table
+    orig = t.insert_filled_many
+    fired: list = []
+
+    def stops(items, *args, **kwargs):
+        def gen():
+            for n, item in enumerate(items):
+                if n == at and not fired:
+                    fired.append(1)
+                    raise exc()
+                yield item
+
+        return orig(gen(), *args, **kwargs)
+
+    monkeypatch.setattr(t, "insert_filled_many", stops)
+    return fired
+
+
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
 @pytest.mark.parametrize("key", ["whole", "advanced"])
 def test_a_write_interrupted_between_two_chunks_is_finished_first(monkeypatch, exc, key):
     a = sz.zeros((256, 256), dtype="int32", chunks=(16, 256), table_name=_name("mid"))
     try:
-        t = a._live().table
-        orig = t.insert_filled_many
-        fired = []
-
-        def stops_at_the_fifth_chunk(items, *args, **kwargs):
-            def gen():
-                for n, item in enumerate(items):
-                    if n == 5 and not fired:
-                        fired.append(1)
-                        raise exc()
-                    yield item
-
-            return orig(gen(), *args, **kwargs)
-
-        monkeypatch.setattr(t, "insert_filled_many", stops_at_the_fifth_chunk)
+        fired = _stop_at_chunk(monkeypatch, a, 5, exc)
         where = Ellipsis if key == "whole" else (np.arange(0, 256, 2),)
         with pytest.raises(exc):
             a[where] = 7
@@ -200,21 +207,7 @@ def test_an_interrupt_right_after_the_lock_is_taken_lets_it_go(monkeypatch, tabl
 def test_a_write_interrupted_inside_an_atomic_block_is_finished_and_kept_if_caught(monkeypatch):
     a = sz.zeros((256, 256), dtype="int32", chunks=(16, 256), table_name=_name("inblock"))
     try:
-        t = a._live().table
-        orig = t.insert_filled_many
-        fired = []
-
-        def stops_at_the_third_chunk(items, *args, **kwargs):
-            def gen():
-                for n, item in enumerate(items):
-                    if n == 3 and not fired:
-                        fired.append(1)
-                        raise KeyboardInterrupt
-                    yield item
-
-            return orig(gen(), *args, **kwargs)
-
-        monkeypatch.setattr(t, "insert_filled_many", stops_at_the_third_chunk)
+        fired = _stop_at_chunk(monkeypatch, a, 3, KeyboardInterrupt)
         with a.atomic():
             try:
                 a[...] = 4
