@@ -229,3 +229,25 @@ def test_repair_session_needs_the_writer_lock(table):
         table.insert(b"k", b"v")
         table.repair_session()  # the recount the next writer would make: nothing changes
         assert table.lookup(b"k") == [b"v"]
+
+
+def test_a_second_ctrl_c_while_the_write_is_finished_goes_on_after_it(monkeypatch):
+    a = sz.zeros((256, 256), dtype="int32", chunks=(16, 256), table_name=_name("twice"))
+    try:
+        _stop_at_chunk(monkeypatch, a, 2, KeyboardInterrupt)
+        t = a._live().table
+        repair = t.repair_session
+        calls = []
+
+        def repair_and_press_again() -> None:
+            calls.append(1)
+            repair()
+            signal.raise_signal(signal.SIGINT)  # held back until the write is whole
+
+        monkeypatch.setattr(t, "repair_session", repair_and_press_again)
+        with pytest.raises(KeyboardInterrupt):
+            a[...] = 3
+        assert calls == [1]  # finished once, not again for the second press
+        assert (a[...] == 3).all() and _session_closed(a)
+    finally:
+        a.delete()

@@ -83,18 +83,21 @@ def _run_pending_handlers() -> None:
 
 
 def _finish(backend: Any, store: Callable[[], None]) -> None:
-    """Run ``store`` again, whole, with signal handlers held back: the write it is was
-    interrupted (see "Interrupted writes" above).  The storage first repairs what the
+    """Run ``store`` again, whole, with signal handlers held back: the write it stands for
+    was interrupted (see "Interrupted writes" above).  The storage first repairs what the
     interrupt left half done (``Backend.repair_session``).  A signal that slips in before
-    the handlers are held back (a second Ctrl-C) makes it try again, a few times."""
+    the handlers are held back (a second Ctrl-C) makes it try again, a few times; one held
+    back meanwhile is raised when the write is whole, and goes on."""
     for attempt in range(3):
+        done = False
         try:
             with signals_deferred():
                 backend.repair_session()
                 store()
+                done = True
             return
         except _INTERRUPTS:
-            if attempt == 2:
+            if done or attempt == 2:
                 raise
 
 
