@@ -29,13 +29,14 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import mmap
 import os
 import stat as stat_mod
 import time
 import weakref
 from collections.abc import Iterable, Iterator
-from typing import Self
+from typing import Any, Self
 
 import posix_ipc
 
@@ -238,6 +239,14 @@ def out_of_space_message(
 
 _LIBC: ctypes.CDLL | None = None
 _MAP_FAILED = ctypes.c_void_p(-1).value
+#: ``munmap(addr, length)`` with a third argument that it never reads (x86-64 passes it in a
+#: register): the dead weak reference a callback receives (see :func:`map_shared`)
+_UNMAP_WITH_REF: Any = None
+#: The weak references that unmap the live mappings, by address (a reference must outlive
+#: its object for its callback to run); dead ones go every ``_SWEEP_EVERY`` new mappings
+_UNMAPPERS: dict[int, weakref.ref[Any]] = {}
+_SWEEP_EVERY = 256
+_mapped = 0
 
 
 def _libc() -> ctypes.CDLL:
@@ -257,6 +266,9 @@ def _libc() -> ctypes.CDLL:
         libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
         libc.madvise.restype = ctypes.c_int
         libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        global _UNMAP_WITH_REF
+        proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.py_object)
+        _UNMAP_WITH_REF = proto(("munmap", libc))
         _LIBC = libc
     return _LIBC
 
@@ -274,6 +286,12 @@ def map_shared(fd: int, size: int, *, writable: bool) -> ctypes.Array[ctypes.c_c
     reference goes, so a view never outlives its memory.  Nothing is unmapped at
     interpreter exit (views may still be read then; the kernel unmaps at exit).
 
+    The unmapping runs no Python code: it is a weak reference's callback made of C calls
+    only (``functools.partial`` of ``munmap``).  Python runs signal handlers between
+    bytecodes, and a handler that raised inside a Python finaliser (``weakref.finalize``)
+    was reported and swallowed: that Ctrl-C was lost, the mapping never unmapped, and an
+    unlinked segment's pages stayed in ``/dev/shm`` until the process exited.
+
     A ``c_char`` array always claims to be writable: of a read-only mapping, only slice
     it (bytes) or read it with ``struct``, and hand out :attr:`Segment.buf` /
     :attr:`Segment.rbuf`, which are read-only views.  A store through it would fault.
@@ -285,7 +303,12 @@ def map_shared(fd: int, size: int, *, writable: bool) -> ctypes.Array[ctypes.c_c
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     arr = (ctypes.c_char * size).from_address(addr)
-    weakref.finalize(arr, libc.munmap, addr, size).atexit = False
+    global _mapped
+    _mapped += 1
+    if _mapped % _SWEEP_EVERY == 0:
+        for a in [a for a, r in _UNMAPPERS.items() if r() is None]:
+            del _UNMAPPERS[a]
+    _UNMAPPERS[addr] = weakref.ref(arr, functools.partial(_UNMAP_WITH_REF, addr, size))
     return arr
 
 

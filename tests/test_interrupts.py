@@ -9,7 +9,9 @@ places that used to leave a mix or a held lock.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
+import os
 import signal
 import uuid
 
@@ -251,3 +253,44 @@ def test_a_second_ctrl_c_while_the_write_is_finished_goes_on_after_it(monkeypatc
         assert (a[...] == 3).all() and _session_closed(a)
     finally:
         a.delete()
+
+
+def _mapped(path: str) -> int:
+    with open("/proc/self/maps") as f:
+        return sum(1 for line in f if line.rstrip().endswith(path))
+
+
+def test_a_mapping_is_unmapped_even_when_a_signal_handler_raises_meanwhile(tmp_path):
+    # the last reference to a mapping goes while a signal is pending, with no bytecode in
+    # between (C calls only): the unmapping must run no Python, where the handler would
+    # raise, be swallowed as "Exception ignored", and the mapping stay
+    from operator import methodcaller
+
+    from sharedzarr._segment import map_shared
+
+    path = str(tmp_path / "seg")
+    with open(path, "wb") as f:
+        f.truncate(1 << 16)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        holder = [map_shared(fd, 1 << 16, writable=True)]
+    finally:
+        os.close(fd)
+    assert _mapped(path) == 1
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    # a timer fires during a long C call (no bytecode runs, so its handler waits), and the
+    # next C call drops the mapping's last reference
+    busy = functools.partial(sum, range(20_000_000))
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # not swallowed
+            signal.setitimer(signal.ITIMER_REAL, 0.001)
+            list(map(methodcaller("__call__"), [busy, holder.clear]))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert not holder
+    assert _mapped(path) == 0
