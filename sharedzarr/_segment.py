@@ -303,13 +303,19 @@ def map_shared(fd: int, size: int, *, writable: bool) -> ctypes.Array[ctypes.c_c
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     arr = (ctypes.c_char * size).from_address(addr)
+    _unmap_when_gone(arr, addr, size)
+    return arr
+
+
+def _unmap_when_gone(owner: Any, addr: int, size: int) -> None:
+    """Unmap ``size`` bytes at ``addr`` when ``owner`` goes, by C calls only (see
+    :func:`map_shared`)."""
     global _mapped
     _mapped += 1
     if _mapped % _SWEEP_EVERY == 0:
         for a in [a for a, r in _UNMAPPERS.items() if r() is None]:
             del _UNMAPPERS[a]
-    _UNMAPPERS[addr] = weakref.ref(arr, functools.partial(_UNMAP_WITH_REF, addr, size))
-    return arr
+    _UNMAPPERS[addr] = weakref.ref(owner, functools.partial(_UNMAP_WITH_REF, addr, size))
 
 
 class Segment:
@@ -751,6 +757,7 @@ class Concatenated:
                     raise OSError(ctypes.get_errno(), "cannot map a segment into the range")
                 self.offsets.append(off)
                 off += n
+            _unmap_when_gone(self, base, total)  # (no Python finaliser: see map_shared)
         except BaseException:
             self._unmap()
             raise
@@ -764,9 +771,9 @@ class Concatenated:
         return {"shape": (self._size,), "typestr": "|u1", "data": (self._base, True), "version": 3}
 
     def _unmap(self) -> None:
+        """Unmap the range now (a constructor that failed; the mapped range is unmapped
+        when this object goes)."""
         base, self._base = self._base, 0
         if base:
+            _UNMAPPERS.pop(base, None)
             self._munmap(base, self._size)
-
-    def __del__(self) -> None:
-        self._unmap()
