@@ -33,6 +33,7 @@ import functools
 import mmap
 import os
 import stat as stat_mod
+import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
@@ -247,6 +248,15 @@ _UNMAP_WITH_REF: Any = None
 _UNMAPPERS: dict[int, weakref.ref[Any]] = {}
 _SWEEP_EVERY = 256
 _mapped = 0
+_unmappers_lock = threading.Lock()  # (threads map segments too; a new one in a forked child)
+
+
+def _new_unmappers_lock() -> None:
+    global _unmappers_lock
+    _unmappers_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_unmappers_lock)
 
 
 def _libc() -> ctypes.CDLL:
@@ -311,11 +321,13 @@ def _unmap_when_gone(owner: Any, addr: int, size: int) -> None:
     """Unmap ``size`` bytes at ``addr`` when ``owner`` goes, by C calls only (see
     :func:`map_shared`)."""
     global _mapped
-    _mapped += 1
-    if _mapped % _SWEEP_EVERY == 0:
-        for a in [a for a, r in _UNMAPPERS.items() if r() is None]:
-            del _UNMAPPERS[a]
-    _UNMAPPERS[addr] = weakref.ref(owner, functools.partial(_UNMAP_WITH_REF, addr, size))
+    ref = weakref.ref(owner, functools.partial(_UNMAP_WITH_REF, addr, size))
+    with _unmappers_lock:
+        _mapped += 1
+        if _mapped % _SWEEP_EVERY == 0:
+            for a in [a for a, r in _UNMAPPERS.items() if r() is None]:
+                del _UNMAPPERS[a]
+        _UNMAPPERS[addr] = ref
 
 
 class Segment:
@@ -775,5 +787,6 @@ class Concatenated:
         when this object goes)."""
         base, self._base = self._base, 0
         if base:
-            _UNMAPPERS.pop(base, None)
+            with _unmappers_lock:
+                _UNMAPPERS.pop(base, None)
             self._munmap(base, self._size)
