@@ -139,6 +139,7 @@ H_LOCK_SEQ = 30  # word's futex)
 H_LOCK_LAST = 31
 H_READER_WAIT = 32  # CLOCK_MONOTONIC ns at which a reader asked writers to pause (0: none)
 H_RECOVERIES = 33  # recoveries so far (a reserved record's writer re-counts its arena after one)
+H_UNDO = 34  # bytes of an atomic session's undo log that are valid (0: none open; _table._undo)
 H_WORDS = HEADER_SIZE // 8
 
 TABLE_TYPES = ("set", "ordered_set", "bag", "duplicate_bag")
@@ -267,13 +268,20 @@ def segment_names(table: str) -> tuple[str, str, str]:
     return base + ".hdr", base + ".idx.", base + ".a"
 
 
+def undo_segment_name(table: str) -> str:
+    """Return the name of ``table``'s undo log segment (atomic sessions, ``_table._undo``)."""
+    return PREFIX + table + ".undo"
+
+
 def table_of_segment(segment: str) -> str | None:
-    """The table an index or arena segment belongs to (``sz.T.a3`` and ``sz.T.idx.2`` ->
-    ``T``); None for a header or a name that is not one of ours (the inverse of
-    :func:`segment_names`)."""
+    """The table an index, arena or undo segment belongs to (``sz.T.a3``, ``sz.T.idx.2`` and
+    ``sz.T.undo`` -> ``T``); None for a header or a name that is not one of ours (the
+    inverse of :func:`segment_names` and :func:`undo_segment_name`)."""
     if not segment.startswith(PREFIX) or segment.endswith(".hdr"):
         return None
     head, _, tail = segment[len(PREFIX) :].rpartition(".")
+    if tail == "undo" and head:
+        return head
     if tail.startswith("a") and tail[1:].isdigit() and head:
         return head
     if tail.isdigit():

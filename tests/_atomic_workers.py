@@ -134,3 +134,17 @@ def read_counting_clock(name: str, reads: int, out) -> None:
         per_read.append(looks[0])
     out.put(per_read)
     a.close()
+
+
+def atomic_rewrites(name: str, ready) -> None:
+    """Rewrite the whole array in ``with a.atomic():`` blocks, one value per block (also in
+    ``attrs["v"]``, and in a chunk written last), until killed."""
+    a = sz.open(name)
+    ready.set()
+    k = int(a.attrs.get("v", 0))
+    while True:
+        k += 1
+        with a.atomic():
+            a[...] = k
+            a.attrs["v"] = k
+            a.write_chunk((0, 0), np.full(a.chunks, k, dtype=a.dtype))

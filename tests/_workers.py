@@ -156,6 +156,64 @@ def churn_size(k) -> int:
     return 64 if isinstance(k, tuple) else 1000 + 37 * k
 
 
+ATOMIC_G, ATOMIC_B = 30, 200  # per round: growth keys, bulk-inserted keys
+
+
+def atomic_churn(name: str, rounds: int, keys: int) -> None:
+    """The crash-injection workload of atomic sessions: round r is one atomic session that
+    rewrites keys 0..keys-1 with bytes([r]), replaces the previous round's ("g", r-1, i)
+    keys with ("g", r, i) (index growth and deletes), bulk-inserts ("b", r, i) keys every
+    4th round (a nested atomic session), and raises before its end every 5th round (a
+    rollback).  Whatever kills it, the table holds exactly one whole round after the next
+    writer's repair (:func:`check_atomic_rounds`)."""
+    t = Table.attach(name)
+    kept = 0  # the last round that was not undone
+    for r in range(1, rounds + 1):
+        try:
+            with t.writer(atomic=True):
+                for k in range(keys):
+                    t.insert(k, bytes([r]) * atomic_size(k))
+                for i in range(ATOMIC_G):
+                    if kept:
+                        t.delete(("g", kept, i))
+                    t.insert(("g", r, i), bytes([r]) * 64)
+                if r % 4 == 0:
+                    t.insert_many((("b", r, i), bytes([r]) * 32) for i in range(ATOMIC_B))
+                if r % 5 == 0:
+                    raise ValueError("undo this round")
+            kept = r
+        except ValueError:
+            pass
+    t.close()
+
+
+def atomic_size(k) -> int:
+    """The value size of atomic_churn key k."""
+    if isinstance(k, tuple):
+        return 64 if k[0] == "g" else 32
+    return 500 + 53 * k
+
+
+def check_atomic_rounds(t: Table, keys: int) -> int:
+    """Assert that ``t`` holds one whole round of :func:`atomic_churn`; return it (0: none)."""
+    got = {k: t[k] for k in t.keys()}
+    first = got.get(0)
+    r = first[0] if first else 0
+    for k in range(keys):
+        assert got.get(k) == (bytes([r]) * atomic_size(k) if r else None), (k, r)
+    g = sorted(k for k in got if isinstance(k, tuple) and k[0] == "g")
+    # a round that raised (r % 5 == 0) is undone: the g keys are of the last one kept
+    assert all(k[1] == g[0][1] for k in g) and len(g) in (0, ATOMIC_G), g[:3]
+    assert (g[0][1] if g else 0) == r
+    bs: dict[int, int] = {}
+    for k in got:
+        if isinstance(k, tuple) and k[0] == "b":
+            bs[k[1]] = bs.get(k[1], 0) + 1
+    want = {q: ATOMIC_B for q in range(4, r + 1, 4) if q % 5}
+    assert bs == want, (bs, r)
+    return r
+
+
 def read_all_million(name: str, n: int) -> int:
     """Read every key i < n (value: i repeated as 8-byte words); return how many matched."""
     t = Table.attach(name)

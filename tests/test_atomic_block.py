@@ -5,11 +5,16 @@ tmpfs in a private mount namespace."""
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 import uuid
 
+import _atomic_workers as AW
 import _small_shm
 import numpy as np
 import pytest
@@ -130,3 +135,42 @@ print("ENOSPC-OK")
 )
 def test_a_block_refused_for_space_is_undone_and_gives_the_space_back(tmp_path) -> None:
     _small_shm.run_ok(tmp_path, ENOSPC.format(root=ROOT), "4m")  # -7 would be SIGBUS
+
+
+def test_a_block_killed_at_any_moment_is_undone_by_the_next_writer(cleanup) -> None:
+    """SIGKILL at random moments of back-to-back ``atomic()`` blocks (a whole-array rewrite,
+    an attribute, a chunk): after each kill the next writer rolls the dead block back, and
+    every process sees one whole block, the values matching the attribute."""
+    name = f"atom-{uuid.uuid4().hex[:8]}"
+    cleanup.append(name)
+    a = sz.create((256, 256), chunks=(32, 32), dtype="f8", table_name=name)
+    a[...] = 0.0
+    a.attrs["v"] = 0
+    ctx = mp.get_context("spawn")
+    rng = random.Random(11)
+    mixes_seen, kept = 0, set()
+    for _ in range(12):
+        ready = ctx.Event()
+        p = ctx.Process(target=AW.atomic_rewrites, args=(name, ready))
+        p.start()
+        assert ready.wait(60)
+        time.sleep(rng.uniform(0.01, 0.25))
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(30)
+        assert p.exitcode == -signal.SIGKILL
+        with a.atomic():  # the next writer: rolls the dead block back
+            pass
+        v = np.asarray(a)
+        k = a.attrs["v"]
+        mixes_seen += int(v.min() != v.max() or v[0, 0] != k)
+        kept.add(k)
+        assert json_line(_in_other_process(name))[1] == float(k) * 256 * 256
+    assert mixes_seen == 0
+    assert len(kept) >= 6  # killed after different numbers of blocks
+    a.delete()
+
+
+def json_line(text: str) -> list:
+    import json
+
+    return json.loads(text)

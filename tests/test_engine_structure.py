@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent / "sharedzarr"
 ENGINE = ROOT / "_table"
 # the import order: each module may import only the engine modules before it
 ORDER = [
+    "_undo",
     "_header",
     "_catalog",
     "_ownership",
@@ -70,6 +71,8 @@ OWNERS = {
     "H_OPSEQ": "_write",
     "H_READER_WAIT": "_read",
     "H_RECOVERIES": "_recovery",
+    "H_UNDO": "_undo",
+    "UNDO_LOG": "_undo",
     "H_KEYS": "_write",
     "H_OBJECTS": "_write",
     "H_LIVE_VALUE": "_write",
@@ -221,6 +224,8 @@ class _Scanner(ast.NodeVisitor):
                 self.stores.extend((a, line) for a in A_NAMES.values())
             elif owner.endswith("INDEX_HDR"):
                 self.stores.append(("INDEX_HEADER", line))
+            elif owner.endswith(("_UNDO_HDR", "_UNDO_ENTRY")):
+                self.stores.append(("UNDO_LOG", line))
             elif len(node.args) >= 3:  # struct.pack_into(fmt, buf, offset, ...)
                 fmt, off = node.args[0], node.args[2]
                 if isinstance(fmt, ast.Constant) and isinstance(off, ast.Constant):

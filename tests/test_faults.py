@@ -50,6 +50,8 @@ def audit(t: Table, size=W.churn_size) -> None:
     for n in table_segments(t.name):
         if ".idx." in n:
             assert n.endswith(f".idx.{t._H[L.H_GEN]}"), n
+        elif n.endswith(".undo"):
+            assert t._H[L.H_UNDO] == 0, "an atomic session's undo log is still open"
         elif not n.endswith(".hdr"):
             aid = int(n.rsplit(".a", 1)[1])
             assert aid in refd or aid == cur or aid in pooled, f"unreferenced segment {n}"
@@ -64,6 +66,7 @@ def audit(t: Table, size=W.churn_size) -> None:
 WORKLOADS = {
     "churn": ("W.churn({name!r}, 6, 150)", W.churn_size),
     "big_churn": ("W.big_churn({name!r}, 6, 96)", W.big_churn_size),
+    "atomic": ("W.atomic_churn({name!r}, 9, 40)", W.atomic_size),
 }
 
 
@@ -117,6 +120,8 @@ def crash_trials(trials: int, seed: int = 1, workload: str = "churn") -> dict:
             stats["recoveries"] += dirty
             t.delete("after")
             audit(t, size)
+            if workload == "atomic":
+                stats.setdefault("rounds", set()).add(W.check_atomic_rounds(t, 40))
         finally:
             t.delete_table()
     return stats
@@ -139,12 +144,26 @@ def test_crash_injection_while_arenas_are_reused():
     assert s["max_wait"] < 5
 
 
+def test_crash_injection_in_atomic_sessions():
+    """SIGKILL anywhere in atomic sessions (rewrites, deletes, index growth, a nested bulk
+    insert, a rollback): the next writer leaves exactly one whole round, never a mix."""
+    trials = max(CRASH_TRIALS // 2, 1)
+    s = crash_trials(trials, seed=5, workload="atomic")
+    assert s["trials"] == trials
+    assert s["crashes"] >= trials * 0.9
+    assert s["recoveries"] >= 1
+    assert len(s["rounds"]) >= 3  # killed in different rounds
+    assert s["max_wait"] < 5
+
+
 @pytest.mark.stress
 @pytest.mark.timeout(3600)
 def test_crash_injection_1000_trials():
     s = crash_trials(int(os.environ.get("SHAREDZARR_STRESS_TRIALS", "1000")), seed=7)
     assert s["crashes"] >= s["trials"] * 0.9
     s = crash_trials(int(os.environ.get("SHAREDZARR_STRESS_TRIALS", "1000")) // 4, 8, "big_churn")
+    assert s["crashes"] >= s["trials"] * 0.9
+    s = crash_trials(int(os.environ.get("SHAREDZARR_STRESS_TRIALS", "1000")) // 4, 9, "atomic")
     assert s["crashes"] >= s["trials"] * 0.9
 
 

@@ -23,7 +23,8 @@ on the path that is not interrupted.  A handler that is still pending when the w
 returns runs in :func:`_run_pending_handlers`, inside the operation, so its exception
 meets the session's end like any other (the end itself is written to survive one: see
 "Interrupts" in :mod:`sharedzarr._table._write`).  Other exceptions (``OutOfSpaceError``
-midway) and SIGKILL keep the batches stored (each chunk whole); ``atomic()`` undoes those.
+midway) and SIGKILL keep the batches stored (each chunk whole); ``atomic()`` undoes those
+(after SIGKILL, the next writer does: see "Rollback" there).
 """
 
 from __future__ import annotations
@@ -307,10 +308,12 @@ class WriteMixin(ReadMixin):
         ``get_slice``) see all of the block's writes or none; if the block raises (any
         exception, :class:`~sharedzarr.errors.OutOfSpaceError` included), every chunk, the
         shape and the attributes are restored as they were, and what the block's writes
-        allocated is given back.  A single write outside a block keeps the chunks it
-        stored when it fails midway (see the README's limitations): it does not keep the
-        old chunks for an undo, so a rewrite can reuse their memory at once.  (Ctrl-C is
-        not such a failure: a write it stops is finished first.)
+        allocated is given back.  If the process is killed inside the block (SIGKILL, a
+        crash), the next writer of the array, in any process, restores them first.  A
+        single write outside a block keeps the chunks it stored when it fails midway (see
+        the README's limitations): it does not keep the old chunks for an undo, so a
+        rewrite can reuse their memory at once.  (Ctrl-C is not such a failure: a write it
+        stops is finished first.)
 
         The undo keeps the old version of everything the block replaces until it ends: a
         block that rewrites the whole array needs memory for two copies, and runs slower

@@ -47,13 +47,16 @@ kernel releases the ``flock`` writer lock when a writer dies, and the next
 writer that finds the dirty word set recomputes the counters from the index
 and unlinks the segments nothing references (``_recover``).  Because a value
 becomes visible only through the single publishing store, a killed write is
-either fully visible or not at all.
+either fully visible or not at all.  An atomic session keeps an undo log in shared
+memory (``_undo``), so that the next writer rolls a killed one back whole.
 
 How the engine is cut
 ---------------------
 One module per responsibility, imported one way (each imports only those above
 it in this list)::
 
+    _undo       an atomic session's undo log in shared memory (write-ahead, read
+                back by the next writer after a crash); stores H_UNDO
     _header     hot word indices (one definition site), handle state, checks;
                 stores H_WRITES, H_RECLAIM, the created time, options and magic
     _catalog    tables by name: list, segments, destroy; stores H_DELETED

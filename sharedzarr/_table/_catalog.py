@@ -37,8 +37,10 @@ def table_segments(name: str, uid: int | None = None) -> list[str]:
     base = L.PREFIX + name + "."
     for n in list_names(base, uid=uid):
         rest = n[len(base) :]
-        if (rest.startswith("idx.") and rest[4:].isdigit()) or (
-            rest.startswith("a") and rest[1:].isdigit()
+        if (
+            (rest.startswith("idx.") and rest[4:].isdigit())
+            or (rest.startswith("a") and rest[1:].isdigit())
+            or rest == "undo"
         ):
             out.append(n)
     out.sort()

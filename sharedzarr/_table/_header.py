@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from ._undo import UndoLog
 
     class _Mapped(ctypes.Array[ctypes.c_char]):
         """A segment's mapping as the type checker sees it: a ``c_char`` array, whose
@@ -227,9 +228,9 @@ class TableBase:
     _idx: memoryview = None  # type: ignore[assignment]
     _wseg: Segment | None = None
     _dedicated: Segment | None = None  # a big record's own segment, while it is written
-    # an atomic writer session's log: (key bytes, hash, old ref) per change (see _write)
-    _undo: list[tuple[Any, Any, int]] | None = None
-    _undo_tail: tuple[int, int] = (0, 0)  # where it started appending (see _arenas)
+    # the undo log while this handle's atomic writer session runs (see _write, _undo)
+    _undo: UndoLog | None = None
+    _undo_map: UndoLog | None = None  # the log's mapping, kept between sessions
     _rooms_at: int = -(1 << 62)  # monotonic ns this handle last freed others' rooms (_space)
     _rooms_seen: int = 0  # the garbage of other handles then (_space)
     _closed: bool = True

@@ -312,6 +312,9 @@ class Table(BulkMixin):
         # until the garbage collector runs, and must not keep segments mapped meanwhile
         self._imap = (memoryview(bytes(16)).cast("Q"), 0)
         self._dedicated = None
+        log, self._undo_map = self._undo_map, None
+        if log is not None:
+            log.release()
         if self._H is not None:
             with contextlib.suppress(BufferError):
                 self._H.release()

@@ -30,20 +30,23 @@ writer pauses while a reader's ``H_READER_WAIT`` stamp is fresh (at most
 Rollback (an *atomic* session)
 ------------------------------
 A session opened with ``writer(atomic=True)`` (an array's ``atomic()`` block) logs each
-key it changes with the reference the key had before (``_undo``: key bytes, hash, old
-ref; 0 for a new key; a bulk insert logs its new keys in one entry).  While the log is
-on, nothing moves or frees a record: ``_reclaim`` and the retirement of emptied arenas
-wait for the end of the session, so every old reference stays valid.  If the session
-raises (any exception, ``OutOfSpaceError`` included), its end restores the old
-references in reverse order, under the lock and inside the still odd operation (so no
-snapshot reader accepts a state in between), then recounts as recovery does
-(:mod:`._recovery`), which unlinks the segments only the failed write used; what it
-appended to the arena that was current is cut off and its pages given back
-(``_give_back_tail``, unless a zero-copy view pins that arena).  Nothing of it stays
-visible, and the space it took is free again.
-What a rollback does *not* cover: a writer killed (SIGKILL) midway, whose log dies with
-it; the next writer then repairs the counts and keeps the values it had published, each
-whole.  (``append`` and ``resize`` order their stores so that even that is atomic.)
+key it changes with the reference the key had before, in shared memory and before the
+change is stored (the undo log, :mod:`._undo`, which owns the write-ahead protocol;
+0 for a new key; a bulk insert logs its new keys in one entry).  While the log is on,
+nothing moves or frees a record: ``_reclaim`` and the retirement of emptied arenas wait
+for the end of the session, so every old reference stays valid.  The session commits by
+closing the log before its reclaim.  If the session raises (any exception,
+``OutOfSpaceError`` included), its end restores the old references (each key its oldest
+entry's), under the lock and inside the still odd operation (so no snapshot reader
+accepts a state in between), then recounts as recovery does (:mod:`._recovery`), which
+unlinks the segments only the failed write used; what it appended to the arena that was
+current is cut off and its pages given back (``_give_back_tail``, unless a zero-copy
+view pins that arena).  Nothing of it stays visible, and the space it took is free again.
+A writer killed (SIGKILL) midway leaves its log open: the next writer finds it with the
+dirty mark and runs the same rollback from it (:meth:`SessionMixin._begin_write`), before
+it recounts anything.  A session that is not atomic keeps no log; a writer killed in it
+leaves the values it had published, each whole.  (``append`` and ``resize`` order their
+stores so that even that is atomic.)
 
 Interrupts
 ----------
@@ -117,6 +120,7 @@ from ._ownership import _OWNED, _register_owned
 from ._read import ReadMixin
 from ._recovery import RecoveryMixin
 from ._space import RECLAIM_RATIO_BUSY
+from ._undo import NEW_KEYS, UndoLog
 
 __all__ = ["READER_PAUSE_NS", "RESERVE_MIN", "Reservation", "WriteMixin"]
 
@@ -223,8 +227,9 @@ class _Session:
         self.outer = outer = t._begin_write(self.timeout)
         try:
             if self.atomic and outer:
-                t._undo = []
-                t._undo_tail = t._tail_mark()
+                log = t._undo_log()
+                log.open(t._tail_mark())
+                t._undo = log
         except BaseException:  # (an interrupt: see "Interrupts")
             t._end_write(False, outer=outer)
             raise
@@ -247,9 +252,6 @@ class _Session:
 
 
 _REC_HEAD1 = L.REC_HEAD1  # assigned, not imported: see _header, "Hot paths"
-
-#: The old reference of an undo entry that holds many new keys (see _log_new_keys).
-_NEW_KEYS = -1
 
 #: Filled records published together by one thread (one write-count bump, one update of
 #: the counts), and at most this fraction of the live data in bytes (records filled and
@@ -297,10 +299,11 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         timeout : float or None
             Seconds to wait; ``None`` waits forever.
         atomic : bool
-            If the session raises, undo every change it made (see "Rollback" in
-            :mod:`sharedzarr._table._write`), so that nothing of it stays visible.  It
-            keeps one small entry per changed key in this process: for sessions of up to
-            about a million keys.  Only the outermost session decides.
+            If the session raises, or its process is killed, undo every change it made
+            (see "Rollback" in :mod:`sharedzarr._table._write`), so that nothing of it
+            stays visible (after a kill, the next writer undoes it).  It logs one small
+            entry per changed key in shared memory (up to 1 GiB of log: tens of millions
+            of keys).  Only the outermost session decides.
 
         Returns
         -------
@@ -359,7 +362,10 @@ class SessionMixin(ReadMixin, RecoveryMixin):
             me = _proc.pid()
             H[L.H_HOLDER] = me
             if H[L.H_DIRTY]:
-                self._set_counts(*self._recover())
+                if H[L.H_UNDO]:  # a dead atomic session: undone (see "Rollback")
+                    self._rollback(self._undo_log())
+                else:
+                    self._set_counts(*self._recover())
                 H[L.H_DIRTY] = 0
             if H[L.H_READER_WAIT]:
                 _let_readers_in(H)
@@ -395,6 +401,9 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                         except Exception:
                             pass  # the dirty mark stays: the next writer repairs
                     elif ok and H is not None and not self._deleted:
+                        if undo is not None:
+                            undo.close()  # commit: before reclaim moves or frees a record
+                            _crash_point("session.committed")
                         try:  # reclaim once per writer session: a bulk write's old records
                             self._maybe_reclaim()  # are all garbage by now: arenas just go
                             self._settle_rooms()  # (a big chunk's next rewrite reuses a room)
@@ -446,17 +455,29 @@ class SessionMixin(ReadMixin, RecoveryMixin):
             lock.release()
         return lock.outermost()
 
-    def _rollback(self, undo: list[tuple[Any, Any, int]]) -> None:
-        """Undo an atomic session's changes, newest first (lock held; see "Rollback")."""
+    def _undo_log(self) -> UndoLog:
+        """This handle's view of the table's undo log (see :mod:`._undo`)."""
+        log = self._undo_map
+        if log is None:
+            log = self._undo_map = UndoLog(self)
+        return log
+
+    def _rollback(self, undo: UndoLog) -> None:
+        """Undo an atomic session's changes (lock held; see "Rollback"): this handle's
+        session that raised, or a dead writer's (its log in shared memory).  Each key
+        gets the reference of its oldest entry, so a rollback run twice (a writer killed
+        while rolling back) ends in the same state."""
         H = self._H
-        for kb, h, old in reversed(undo):
-            if old == _NEW_KEYS:  # many new keys (_log_new_keys): delete them
-                for k, hk in zip(reversed(kb), reversed(h.tolist()), strict=True):
-                    slot = self._find(k, hk)[0]
-                    if slot >= 0:
-                        self._store_ref(slot, L.TOMBSTONE)
-                continue
-            slot, _ref, _seg, _off = self._find(kb, h)
+        entries = undo.entries()
+        olds: dict[bytes, tuple[int, int]] = {}
+        for kb, h, old in entries or ():
+            if old == NEW_KEYS:  # many new keys (_log_new_keys): delete them
+                for k, hk in zip(kb, h.tolist(), strict=True):
+                    olds.setdefault(k, (hk, 0))
+            else:
+                olds.setdefault(kb, (h, old))
+        for kb, (h, old) in olds.items():
+            slot = self._find(kb, h)[0]
             if slot >= 0:
                 self._store_ref(slot, old if old > 1 else L.TOMBSTONE)
             elif old > 1:  # deleted in the session: its old record gets a slot again
@@ -464,21 +485,24 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                 self._store_new_slot(h, old)
         count_write(H)
         _crash_point("rollback.restored")
-        self._give_back_tail(self._undo_tail)
+        if entries is not None:
+            self._give_back_tail(undo.tail())
         self._set_counts(*self._recover())
+        undo.close()
 
     def _log_undo(self, kb: bytes, h: int, slot: int, ref: int) -> None:
-        """In an atomic session: remember what key ``kb`` referenced before this change."""
+        """In an atomic session: log what key ``kb`` referenced before this change (before
+        the change is stored: see :mod:`._undo`)."""
         undo = self._undo
         if undo is not None:
-            undo.append((kb, h, ref if slot >= 0 else 0))
+            undo.key(kb, h, ref if slot >= 0 else 0)
 
     def _log_new_keys(self, kbs: list[bytes], hashes: np.ndarray) -> None:
         """In an atomic session: keys ``kbs`` (uint64 hashes ``hashes``), absent before,
         are about to be published (a bulk insert): one entry for all of them."""
         undo = self._undo
         if undo is not None:
-            undo.append((kbs, hashes, _NEW_KEYS))
+            undo.new_keys(kbs, hashes)
 
 
 class WriteMixin(SessionMixin):
@@ -923,7 +947,9 @@ class WriteMixin(SessionMixin):
         unlinked, not overwritten).
         """
         with self.writer():
-            self._undo = None  # a clear cannot be undone: a failure after it is repaired
+            if self._undo is not None:  # a clear cannot be undone: a failure after it is
+                self._undo.close()  # repaired
+                self._undo = None
             H = self._H
             name = self._new_empty_index()  # publishes the empty index
             self._set_counts(0, 0, 0)
@@ -932,7 +958,7 @@ class WriteMixin(SessionMixin):
             count_write(H)
             self._set_wseg(None)
             for n in table_segments(self.name, uid=self._uid):
-                if n.endswith(".hdr") or n == name:
+                if n.endswith(".hdr") or n == name or n == L.undo_segment_name(self.name):
                     continue
                 _unlink(n)
             count_reclaim(H)
