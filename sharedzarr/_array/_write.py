@@ -316,8 +316,10 @@ class WriteMixin(ReadMixin):
         stops is finished first.)
 
         The undo keeps the old version of everything the block replaces until it ends: a
-        block that rewrites the whole array needs memory for two copies, and runs slower
-        than the same writes outside a block (no memory is reused within it).
+        block that rewrites the whole array needs memory for two copies.  The next block
+        reuses the old copy's memory, so back-to-back blocks keep two copies and run at
+        about the speed of the same writes outside a block; the first write outside a
+        block lets the extra copy go.
 
         Parameters
         ----------

@@ -37,10 +37,14 @@ room its previous version left, instead of needing a third room while that one w
 for the next take.
 Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
 one whose copy is longer makes its last attempts under the writer lock, see I2).  A
-record freed inside an atomic session is not recycled (a rollback may restore it), and
-neither is a record in a read-only mapping.  A big value's own segment holds one record:
-when that record becomes garbage the segment is kept for its room instead of unlinked
-(compaction unlinks it if the room is not taken).  A crash
+record freed inside an atomic session is recycled only once the session commits (a
+rollback may restore it until then: ``_write`` hands the rooms over), and a record in a
+read-only mapping never is.  So a whole rewrite in an atomic session reuses the rooms the
+previous one left: such sessions keep two versions' worth of memory, as copy-on-write
+stores do.  A session that is not atomic needs no more than a batch's worth: the first
+one after such a commit lets the rooms go (``_trim_rooms``).  A big value's own segment
+holds one record: when that record becomes garbage the segment is kept for its room
+instead of unlinked (compaction unlinks it if the room is not taken).  A crash
 while a recycled room is being written leaves it garbage: no slot references it until
 the record is whole and published.  The recycled bytes leave the garbage counts when the
 record is written (``A_GARBAGE`` here, ``H_GARBAGE`` by :mod:`._space` through
@@ -408,17 +412,8 @@ class ArenaMixin(TableBase):
             return
         self._unlink_arena(aid)
 
-    def _tail_mark(self) -> tuple[int, int]:
-        """``(current arena id, its bump pointer)``: where an atomic session starts
-        appending (``_write``'s rollback gives back what lies beyond)."""
-        cur = self._H[L.H_CUR_ARENA]
-        seg = self._arenas.get(cur) if cur else None
-        if seg is None or seg.closed:
-            return 0, 0
-        return cur, _arena_word(seg, L.A_USED)
-
     def _give_back_tail(self, mark: tuple[int, int]) -> None:
-        """A rolled-back session appended past ``mark`` (see :meth:`_tail_mark`) in the
+        """A rolled-back session appended past ``mark`` (``_undo.UndoLog.open``) in the
         arena that was current, and nothing references those records now: move the bump pointer
         back and give their pages back, unless a reader holds a zero-copy view into the
         arena.  The bytes will be written again, so copying readers retry (reuse epoch)."""
@@ -503,8 +498,12 @@ class ArenaMixin(TableBase):
 
     def _recycle(self, seg: Segment, ref: int, total: int) -> None:
         """Keep the room of the record at ``ref`` (``total`` bytes), which just became
-        garbage, for a later record of the same length (see "Recycling")."""
-        if total < RECYCLE_MIN or self._undo is not None or seg.readonly:
+        garbage, for a later record of the same length (see "Recycling"); in an atomic
+        session, once it commits (``_write``)."""
+        if total < RECYCLE_MIN or seg.readonly:
+            return
+        if self._undo is not None:
+            self._undo_rooms.append((seg, ref, total))
             return
         if not seg.words_writable or seg.words[7] & 1:  # A_NOREUSE: a view pins it
             return
@@ -516,6 +515,11 @@ class ArenaMixin(TableBase):
             r.count += 1
             r.held += total
             r.used = time.monotonic_ns()  # in use: not idle (see _recyclable)
+
+    def _trim_rooms(self) -> None:
+        """Let go of the kept rooms, as of idle ones (compaction's then; see "Recycling")."""
+        if self._recycler is not None:
+            self._recycler.clear()
 
     def _forget_rooms(self) -> None:
         """Keep no rooms: in a forked child, or after an exception (see "Recycling")."""

@@ -231,6 +231,8 @@ class TableBase:
     # the undo log while this handle's atomic writer session runs (see _write, _undo)
     _undo: UndoLog | None = None
     _undo_map: UndoLog | None = None  # the log's mapping, kept between sessions
+    _undo_rooms: list[tuple[Segment, int, int]] = []  # freed in it (_arenas: "Recycling")
+    _atomic_rooms: bool = False  # the rooms kept are an atomic commit's (_write)
     _rooms_at: int = -(1 << 62)  # monotonic ns this handle last freed others' rooms (_space)
     _rooms_seen: int = 0  # the garbage of other handles then (_space)
     _closed: bool = True

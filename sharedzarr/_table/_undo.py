@@ -137,9 +137,14 @@ class UndoLog:
         self._reserved += step
 
     # -- a session ---------------------------------------------------------------------
-    def open(self, tail: tuple[int, int]) -> None:
+    def open(self) -> None:
         """Start the log of the atomic session that just opened (``H_OPSEQ`` odd, lock
-        held); ``tail`` is where it starts appending (``_arenas._tail_mark``)."""
+        held), with where it starts appending: the current arena's id and bump pointer
+        (a rollback gives back what lies beyond: ``_arenas._give_back_tail``)."""
+        t = self.table
+        cur = t._H[L.H_CUR_ARENA]
+        arena = t._arenas.get(cur) if cur else None
+        tail = (0, 0) if arena is None or arena.closed else (cur, int(arena.words[L.A_USED]))
         seg = self._segment(create=True)
         if seg is None:
             raise RuntimeError(

@@ -224,11 +224,12 @@ class _Session:
 
     def __enter__(self) -> Any:
         t = self.table
-        self.outer = outer = t._begin_write(self.timeout)
+        self.outer = outer = t._begin_write(self.timeout, self.atomic)
         try:
             if self.atomic and outer:
                 log = t._undo_log()
-                log.open(t._tail_mark())
+                log.open()
+                t._undo_rooms = []
                 t._undo = log
         except BaseException:  # (an interrupt: see "Interrupts")
             t._end_write(False, outer=outer)
@@ -344,9 +345,10 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                 "readonly=False (and a segment mode that lets this user write) to write"
             )
 
-    def _begin_write(self, timeout: float | None) -> bool:
-        """Open a session (take the lock, repair, open the operation); return True when it
-        is this thread's outermost one, False when it nests in one (see "Interrupts")."""
+    def _begin_write(self, timeout: float | None, atomic: bool = False) -> bool:
+        """Open a session (take the lock, repair, open the operation; ``atomic``: see
+        "Rollback"); return True when it is this thread's outermost one, False when it
+        nests in one (see "Interrupts")."""
         if self._lock.acquire_nested():
             return False
         if self._closed or self._ro or self._asked_ro or self.access != "public":
@@ -374,6 +376,9 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                 _register_owned(self.name, self._hdr)
             s = H[L.H_OPSEQ]
             H[L.H_OPSEQ] = s + 2 if s & 1 else s + 1  # open: odd (and moved past a dead one)
+            if self._atomic_rooms and not atomic:  # a version's worth of rooms an atomic
+                self._atomic_rooms = False  # commit kept, which a session that reuses as
+                self._trim_rooms()  # it goes does not need (see "Recycling" in _arenas)
         except BaseException:
             self._lock.release()
             raise
@@ -386,6 +391,7 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         lock = self._lock
         if not ok:
             self._forget_rooms()  # (see "Interrupts")
+            self._undo_rooms = []
         try:
             if lock.outermost() or (outer and self._unwind()):
                 H = self._H
@@ -404,6 +410,10 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                         if undo is not None:
                             undo.close()  # commit: before reclaim moves or frees a record
                             _crash_point("session.committed")
+                            rooms, self._undo_rooms = self._undo_rooms, []
+                            for room in rooms:  # garbage now: recycled as any other's
+                                self._recycle(*room)  # (see "Recycling" in _arenas)
+                            self._atomic_rooms = bool(rooms)
                         try:  # reclaim once per writer session: a bulk write's old records
                             self._maybe_reclaim()  # are all garbage by now: arenas just go
                             self._settle_rooms()  # (a big chunk's next rewrite reuses a room)
