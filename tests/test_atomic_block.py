@@ -174,3 +174,60 @@ def json_line(text: str) -> list:
     import json
 
     return json.loads(text)
+
+
+def test_an_error_part_way_through_a_session_says_what_stays(cleanup) -> None:
+    """An error out of a session that is not atomic, after it stored something, carries a
+    note that says what stays and how to get all or nothing; none when nothing was stored,
+    and none when the session is undone."""
+    name = f"atom-{uuid.uuid4().hex[:8]}"
+    cleanup.append(name)
+    t = sz.Table.create(name)
+    with pytest.raises(Boom) as got:
+        with t.writer():
+            t.insert(1, b"a")
+            raise Boom
+    assert [n for n in got.value.__notes__ if "stopped part-way" in n and "atomic" in n]
+    assert t.get(1) == b"a"
+    with pytest.raises(Boom) as got:
+        with t.writer():
+            raise Boom
+    assert not getattr(got.value, "__notes__", None)
+    with pytest.raises(Boom) as got:
+        with t.writer(atomic=True):
+            t.insert(2, b"b")
+            raise Boom
+    assert not getattr(got.value, "__notes__", None) and t.get(2) is None
+    t.delete_table()
+
+
+ENOSPC_MIDWAY = r"""
+import sys
+sys.path.insert(0, {root!r})
+import numpy as np
+import sharedzarr as sz
+from sharedzarr.errors import OutOfSpaceError
+a = sz.create((64, 256, 256), chunks=(1, 256, 256), dtype="f8", table_name="big")
+a[:2] = 1.0
+try:  # might fit (so it is tried), and /dev/shm fills part-way
+    a[2:12] = 2.0
+    raise SystemExit("no OutOfSpaceError")
+except OutOfSpaceError as e:
+    notes = getattr(e, "__notes__", [])
+    assert any("stopped part-way" in n for n in notes), notes
+    print("NOTE", notes[0])
+v = np.asarray(a)
+assert (v[:2] == 1.0).all()
+rows = [float(v[i].max()) for i in range(2, 12)]
+assert set(rows) <= {{0.0, 2.0}} and all(v[i].min() == v[i].max() for i in range(2, 12)), rows
+assert 2.0 in rows, rows  # part of it stayed: what the note says
+a.delete()
+print("ENOSPC-OK")
+"""
+
+
+@pytest.mark.skipif(
+    not _small_shm.available(), reason="needs root for a private mount namespace (tmpfs)"
+)
+def test_a_write_that_fills_dev_shm_part_way_says_what_stays(tmp_path) -> None:
+    _small_shm.run_ok(tmp_path, ENOSPC_MIDWAY.format(root=ROOT), "6m")

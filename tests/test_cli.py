@@ -444,13 +444,14 @@ def test_other_user_is_denied_by_mode():
 def test_gc_dry_run_then_gc(run):
     orphan, persistent, live = _name("gcorphan"), _name("gcpersist"), _name("gclive")
     stray = f"sz.{_name('gcstray')}.a3"
+    stray_undo = f"sz.{_name('gcstray')}.undo"  # an undo log whose table is gone
     _killed_owner_table(orphan)
     p = CTX.Process(target=W.create_array_exit, args=(persistent, True, "public"))
     p.start()
     p.join(60)
     t = Table.create(live)
-    fd = os.open(f"/dev/shm/{stray}", os.O_CREAT | os.O_RDWR, 0o600)
-    os.close(fd)
+    for n in (stray, stray_undo):
+        os.close(os.open(f"/dev/shm/{n}", os.O_CREAT | os.O_RDWR, 0o600))
     try:
         r = run("gc", "--dry-run")
         assert r.returncode == 0, r.stderr
@@ -473,8 +474,9 @@ def test_gc_dry_run_then_gc(run):
         assert r.returncode == 0, r.stderr
         out = r.stdout.splitlines()
         assert f"removed {orphan}" in out or not had_orphan
-        assert f"removed {stray}" in out
+        assert f"removed {stray}" in out and f"removed {stray_undo}" in out
         assert _segments(orphan) == [] and not os.path.exists(f"/dev/shm/{stray}")
+        assert not os.path.exists(f"/dev/shm/{stray_undo}")
         assert shm.table_exists(persistent) and t.is_owner and shm.table_exists(live)
 
         r = run("gc", "--json")
@@ -484,8 +486,9 @@ def test_gc_dry_run_then_gc(run):
     finally:
         t.delete_table()
         shm.delete_table(persistent)
-        if os.path.exists(f"/dev/shm/{stray}"):
-            os.unlink(f"/dev/shm/{stray}")
+        for n in (stray, stray_undo):
+            if os.path.exists(f"/dev/shm/{n}"):
+                os.unlink(f"/dev/shm/{n}")
 
 
 def test_gc_takes_names_and_globs(run):

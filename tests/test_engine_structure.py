@@ -33,6 +33,7 @@ ORDER = [
     "_read",
     "_recovery",
     "_fill",
+    "_reserve",
     "_write",
     "_bulk",
     "_table",

@@ -1,6 +1,6 @@
 """Copying outside the writer lock: ``Table.reserve`` and ``write_chunk`` under contention.
 
-See ``Reservation`` in ``sharedzarr._table._write`` for the protocol: the record is
+See ``Reservation`` in ``sharedzarr._table._reserve`` for the protocol: the record is
 allocated under the lock, its arena's file is locked while the value is copied in without
 the writer lock, and the record is published under the lock.  Writers leave a locked
 arena alone; the kernel drops the file lock of a writer that dies.
@@ -23,7 +23,7 @@ from test_faults import audit
 import sharedzarr as sz
 from sharedzarr import _layout as L
 from sharedzarr._table import Table
-from sharedzarr._table._write import Reservation
+from sharedzarr._table._reserve import Reservation
 
 CTX = mp.get_context("spawn")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

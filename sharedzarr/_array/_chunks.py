@@ -4,7 +4,7 @@
 ``write_chunk`` of a big whole chunk, when another writer waits for the lock, reserves its
 record under the lock, copies without it and publishes under it again
 (:meth:`ChunkMixin._write_reserved`; the protocol is explained by
-:class:`sharedzarr._table._write.Reservation`).
+:class:`sharedzarr._table._reserve.Reservation`).
 """
 
 from __future__ import annotations

@@ -482,7 +482,7 @@ class ArenaMixin(TableBase):
 
     def _reserved(self, aid: int) -> bool:
         """A writer copies into a record of arena ``aid`` outside the writer lock (it holds
-        a lock on the file, see ``_write``'s ``Reservation``): do not retire, compact or
+        a lock on the file, see ``_reserve``'s ``Reservation``): do not retire, compact or
         unlink the arena now."""
         return reservation_held(self._seg_path_arena(aid))
 

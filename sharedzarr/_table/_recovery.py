@@ -9,7 +9,7 @@ to the write session, which owns them.  Every published value was complete befor
 was published, so no value needs repair.
 
 Words stored here, and only here: ``H_RECOVERIES``, counted at the start of each
-recovery (a writer that reserved a record before it, ``_write``'s ``Reservation``,
+recovery (a writer that reserved a record before it, ``_reserve``'s ``Reservation``,
 counts that record in its arena again).
 """
 

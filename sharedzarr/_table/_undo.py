@@ -34,9 +34,10 @@ Write-ahead protocol
 
 Entry format (little-endian, 8-byte aligned): ``u32 kind, u32 n, u64 a, u64 b`` then data.
 Kind 1, one key: ``n`` key length, ``a`` hash, ``b`` old reference (0: the key was
-absent), then the key bytes.  Kind 2, keys absent before a bulk insert: ``n`` keys,
-``a`` total key bytes, then ``n`` hashes (u64), ``n`` key lengths (u32) and the key
-bytes.
+absent), then the key bytes.  Kind 2, keys absent before a bulk insert: ``a`` keys, then
+one ``(hash, new reference)`` pair of u64 per key (one copy of the bulk insert's own
+rows; the rollback reads each key from its new record, which the session wrote before
+it logged the entry and does not free before it ends).
 
 Space: the segment is sparse (:data:`LOG_SPAN` of address space); it is allocated
 (``posix_fallocate``) ahead of the entries in steps of :data:`LOG_STEP`, so a full
@@ -51,7 +52,6 @@ Words stored here, and only here
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -174,26 +174,20 @@ class UndoLog:
         self._used = end
         self.table._H[L.H_UNDO] = end  # after the bytes: the entry counts from now on
 
-    def new_keys(self, kbs: Sequence[bytes], hashes: np.ndarray) -> None:
-        """Log keys ``kbs`` (uint64 ``hashes``), absent before, about to be published."""
+    def new_keys(self, rows: np.ndarray) -> None:
+        """Log keys absent before, about to be published: ``rows`` of ``(hash, new
+        reference)`` (uint64), one per key, their records already written."""
         seg = self._seg
         assert seg is not None and seg.buf is not None
-        n = len(kbs)
-        lens = np.fromiter(map(len, kbs), dtype=np.uint32, count=n)
-        blob = b"".join(kbs)
+        data = np.ascontiguousarray(rows, dtype=np.uint64).reshape(-1, 2)
         at = self._used
-        body = 8 * n + _pad(4 * n) + _pad(len(blob))
-        end = at + _UNDO_ENTRY.size + body
+        end = at + _UNDO_ENTRY.size + data.nbytes
         if end > self._reserved:
             self._ensure(seg, end)
         buf = seg.buf
-        _UNDO_ENTRY.pack_into(buf, at, _MANY, n, len(blob), 0)
+        _UNDO_ENTRY.pack_into(buf, at, _MANY, 0, len(data), 0)
         p = at + _UNDO_ENTRY.size
-        buf[p : p + 8 * n] = np.ascontiguousarray(hashes, dtype=np.uint64).tobytes()
-        p += 8 * n
-        buf[p : p + 4 * n] = lens.tobytes()
-        p += _pad(4 * n)
-        buf[p : p + len(blob)] = blob
+        np.frombuffer(buf, dtype=np.uint64, count=data.size, offset=p)[:] = data.ravel()
         self._used = end
         self.table._H[L.H_UNDO] = end
 
@@ -216,9 +210,9 @@ class UndoLog:
 
     # -- reading it back ---------------------------------------------------------------
     def entries(self) -> list[tuple[Any, Any, int]] | None:
-        """The logged changes, oldest first: ``(key bytes, hash, old ref)``, or ``(list of
-        key bytes, uint64 hashes, NEW_KEYS)``; None when the log is not the open
-        operation's (see the module docstring: then it is not trusted)."""
+        """The logged changes, oldest first: ``(key bytes, hash, old ref)``, or ``(None,
+        (n, 2) uint64 array of (hash, new ref), NEW_KEYS)``; None when the log is not the
+        open operation's (see the module docstring: then it is not trusted)."""
         end = self.table._H[L.H_UNDO]
         seg = self._segment(create=False)
         if seg is None or seg.buf is None or not _START <= end <= seg.size:
@@ -241,20 +235,11 @@ class UndoLog:
                     return None
                 out.append((bytes(buf[p : p + n]), a, b))
             elif kind == _MANY:
-                nxt = p + 8 * n + _pad(4 * n) + _pad(a)
+                nxt = p + 16 * a
                 if nxt > end:
                     return None
-                hashes = np.frombuffer(buf, dtype=np.uint64, count=n, offset=p).copy()
-                p += 8 * n
-                lens = np.frombuffer(buf, dtype=np.uint32, count=n, offset=p).tolist()
-                p += _pad(4 * n)
-                if sum(lens) != a:
-                    return None
-                kbs = []
-                for k in lens:
-                    kbs.append(bytes(buf[p : p + k]))
-                    p += k
-                out.append((kbs, hashes, NEW_KEYS))
+                rows = np.frombuffer(buf, dtype=np.uint64, count=2 * a, offset=p)
+                out.append((None, rows.reshape(-1, 2).copy(), NEW_KEYS))
             else:
                 return None
             at = nxt

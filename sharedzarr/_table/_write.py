@@ -102,7 +102,6 @@ from .._faults import CRASHES
 from .._faults import crash_point as _crash_point
 from .._index import encode_key, key_hash
 from .._lock import ReservationHold
-from .._segment import fd_unlinked
 from .._segment import unlink as _unlink
 from .._threads import signals_deferred
 from ..errors import AccessDeniedError, NotFoundError
@@ -119,10 +118,11 @@ from ._header import (
 from ._ownership import _OWNED, _register_owned
 from ._read import ReadMixin
 from ._recovery import RecoveryMixin
+from ._reserve import Reservation
 from ._space import RECLAIM_RATIO_BUSY
 from ._undo import NEW_KEYS, UndoLog
 
-__all__ = ["READER_PAUSE_NS", "RESERVE_MIN", "Reservation", "WriteMixin"]
+__all__ = ["PART_WAY_NOTE", "READER_PAUSE_NS", "RESERVE_MIN", "Reservation", "WriteMixin"]
 
 #: How long a writer defers its next operation for a reader that asked (see above).
 READER_PAUSE_NS = 100_000_000
@@ -143,84 +143,26 @@ def _let_readers_in(H: memoryview) -> None:
         time.sleep(50e-6)
 
 
-class Reservation:
-    """A record allocated under the writer lock and published later, so that its value can
-    be copied in without the lock (:meth:`WriteMixin.reserve`).
-
-    Copying outside the lock
-        1. Under the lock, the record is appended unfilled: counted live in its arena, not
-           published.  This process takes a shared lock on the arena's file
-           (:class:`sharedzarr._lock.ReservationHold`); writers leave an arena whose file
-           is locked alone: no retirement, compaction or unlink (``_reserved``).  The
-           kernel drops the lock if this process dies (a child forked meanwhile lets go
-           of its copy at once), and the record is then garbage that the next recount or
-           compaction finds.
-        2. Without the lock, the value is copied into :attr:`buffer`.
-        3. Under the lock, :meth:`publish` stores the reference, as any write does.  If a
-           recovery ran meanwhile, it counted the record as garbage, so it is counted live
-           again first; if the table was cleared meanwhile (the file has no name), the value
-           is written anew.  :meth:`abandon` makes the record garbage instead.
-        Either ends the reservation and lets go of the file lock.
-    """
-
-    __slots__ = ("_hold", "_recoveries", "buffer", "h", "kb", "nbytes", "ref", "table", "total")
-
-    def __init__(
-        self,
-        table: WriteMixin,
-        kb: bytes,
-        h: int,
-        nbytes: int,
-        ref: int,
-        total: int,
-        buffer: memoryview,
-        hold: ReservationHold,
-    ) -> None:
-        self.table, self.kb, self.h, self.nbytes = table, kb, h, nbytes
-        self.ref, self.total, self.buffer = ref, total, buffer
-        self._hold = hold
-        self._recoveries = table._H[L.H_RECOVERIES]
-
-    def publish(self) -> None:
-        """Publish the record (writer lock held): readers see the new value, whole."""
-        t = self.table
-        try:
-            if fd_unlinked(self._hold.fd):  # cleared meanwhile: the value goes in anew
-                t._grow_if_needed()
-                t._put(self.kb, self.h, [self.buffer], "replace")
-                return
-            if t._H[L.H_RECOVERIES] != self._recoveries:
-                t._count_reserved_live(self.ref, self.total)
-            t._grow_if_needed()
-            t._publish_filled([(self.kb, self.h, self.nbytes, self.ref, self.total)])
-        finally:
-            self._release()
-
-    def abandon(self) -> None:
-        """Give the record up (writer lock held): it becomes garbage, never published."""
-        t = self.table
-        try:
-            if not fd_unlinked(self._hold.fd) and t._H[L.H_RECOVERIES] == self._recoveries:
-                t._abandon(self.ref, self.total)  # (a recovery counted it as garbage already)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        self._hold.release()
-
-    def __del__(self) -> None:
-        self._hold.release()  # never published nor abandoned: the record stays garbage
+#: What an exception out of a session that is not atomic tells about the session's writes,
+#: when it had published some (see :meth:`_Session.__exit__`).
+PART_WAY_NOTE = (
+    "this write stopped part-way: what it had stored before the error stays (each chunk or "
+    "value whole) and the rest keeps its old values. To make a write all or nothing "
+    "(against errors and killed processes alike), run it inside `with array.atomic():` "
+    "(a Table: `with table.writer(atomic=True):`)"
+)
 
 
 class _Session:
     """``with table.writer(...)``: a writer session (a class, not a generator: it is on
     every write's path)."""
 
-    __slots__ = ("atomic", "outer", "table", "timeout")
+    __slots__ = ("atomic", "outer", "table", "timeout", "writes")
 
     def __init__(self, table: SessionMixin, timeout: float | None, atomic: bool) -> None:
         self.table, self.timeout, self.atomic = table, timeout, atomic
         self.outer = False
+        self.writes = 0
 
     def __enter__(self) -> Any:
         t = self.table
@@ -231,6 +173,7 @@ class _Session:
                 log.open()
                 t._undo_rooms = []
                 t._undo = log
+            self.writes = t._H[L.H_WRITES]
         except BaseException:  # (an interrupt: see "Interrupts")
             t._end_write(False, outer=outer)
             raise
@@ -239,8 +182,14 @@ class _Session:
     def __exit__(self, et: object, ev: object, tb: object) -> None:
         # a write refused before it changed anything (``_check_room``, or data an array
         # refused under the lock, marked ``changed_nothing``) leaves the counts right: no
-        # dirty mark, so the next writer does not recount the table
+        # dirty mark, so the next writer does not recount the table.  An error out of an
+        # outermost session that published something and is not undone gets a note saying so
+        # (an interrupt is no such error: an array finishes its write first)
         try:
+            if ev is not None and self.outer and not self.atomic and isinstance(ev, Exception):
+                H = self.table._H
+                if H is not None and H[L.H_WRITES] != self.writes:
+                    ev.add_note(PART_WAY_NOTE)
             self.table._end_write(et is None, getattr(ev, "changed_nothing", False), self.outer)
         except BaseException:
             self.close_interrupted()
@@ -482,8 +431,10 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         olds: dict[bytes, tuple[int, int]] = {}
         for kb, h, old in entries or ():
             if old == NEW_KEYS:  # many new keys (_log_new_keys): delete them
-                for k, hk in zip(kb, h.tolist(), strict=True):
-                    olds.setdefault(k, (hk, 0))
+                for hk, ref in h.tolist():
+                    r = self._record_at(ref)
+                    if r is not None:
+                        olds.setdefault(self._key_at(*r), (hk, 0))
             else:
                 olds.setdefault(kb, (h, old))
         for kb, (h, old) in olds.items():
@@ -507,12 +458,12 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         if undo is not None:
             undo.key(kb, h, ref if slot >= 0 else 0)
 
-    def _log_new_keys(self, kbs: list[bytes], hashes: np.ndarray) -> None:
-        """In an atomic session: keys ``kbs`` (uint64 hashes ``hashes``), absent before,
-        are about to be published (a bulk insert): one entry for all of them."""
+    def _log_new_keys(self, rows: np.ndarray) -> None:
+        """In an atomic session: keys absent before are about to be published (a bulk
+        insert; ``rows``: their uint64 hashes and new references): one entry for all."""
         undo = self._undo
         if undo is not None:
-            undo.new_keys(kbs, hashes)
+            undo.new_keys(rows)
 
 
 class WriteMixin(SessionMixin):

@@ -314,7 +314,7 @@ class Backend(abc.ABC):
     def reserve_chunk(self, idx: ChunkIndex, nbytes: int) -> Any:
         """Under the writer lock, when another writer waits: the room of chunk ``idx``'s new
         value, to be filled without the lock and published under it (see
-        :class:`sharedzarr._table._write.Reservation`); None (the default) to write as usual.
+        :class:`sharedzarr._table._reserve.Reservation`); None (the default) to write as usual.
 
         Parameters
         ----------
