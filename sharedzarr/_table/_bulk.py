@@ -363,7 +363,7 @@ class BulkMixin(WriteMixin):
             _crash_point("append.written")
             built = index.result() if index is not None else None
             if self._undo is not None:  # (before the publish, as _log_undo)
-                self._log_new_keys(rows)
+                self._log_new_keys(rows[:, 1])
             appended = True
             # (an error inside the publish leaves the session dirty: the next writer's
             # recount decides what is live, so nothing is counted garbage here)

@@ -35,9 +35,9 @@ Write-ahead protocol
 Entry format (little-endian, 8-byte aligned): ``u32 kind, u32 n, u64 a, u64 b`` then data.
 Kind 1, one key: ``n`` key length, ``a`` hash, ``b`` old reference (0: the key was
 absent), then the key bytes.  Kind 2, keys absent before a bulk insert: ``a`` keys, then
-one ``(hash, new reference)`` pair of u64 per key (one copy of the bulk insert's own
-rows; the rollback reads each key from its new record, which the session wrote before
-it logged the entry and does not free before it ends).
+the new reference of each (u64; one copy of the bulk insert's own column of them: the
+rollback reads each key from its new record, which the session wrote before it logged
+the entry and does not free before it ends).
 
 Space: the segment is sparse (:data:`LOG_SPAN` of address space); it is allocated
 (``posix_fallocate``) ahead of the entries in steps of :data:`LOG_STEP`, so a full
@@ -174,12 +174,12 @@ class UndoLog:
         self._used = end
         self.table._H[L.H_UNDO] = end  # after the bytes: the entry counts from now on
 
-    def new_keys(self, rows: np.ndarray) -> None:
-        """Log keys absent before, about to be published: ``rows`` of ``(hash, new
-        reference)`` (uint64), one per key, their records already written."""
+    def new_keys(self, refs: np.ndarray) -> None:
+        """Log keys absent before, about to be published: the uint64 references ``refs``
+        of their new records, already written."""
         seg = self._seg
         assert seg is not None and seg.buf is not None
-        data = np.ascontiguousarray(rows, dtype=np.uint64).reshape(-1, 2)
+        data = np.ascontiguousarray(refs, dtype=np.uint64)
         at = self._used
         end = at + _UNDO_ENTRY.size + data.nbytes
         if end > self._reserved:
@@ -187,7 +187,7 @@ class UndoLog:
         buf = seg.buf
         _UNDO_ENTRY.pack_into(buf, at, _MANY, 0, len(data), 0)
         p = at + _UNDO_ENTRY.size
-        np.frombuffer(buf, dtype=np.uint64, count=data.size, offset=p)[:] = data.ravel()
+        np.frombuffer(buf, dtype=np.uint64, count=data.size, offset=p)[:] = data
         self._used = end
         self.table._H[L.H_UNDO] = end
 
@@ -211,8 +211,8 @@ class UndoLog:
     # -- reading it back ---------------------------------------------------------------
     def entries(self) -> list[tuple[Any, Any, int]] | None:
         """The logged changes, oldest first: ``(key bytes, hash, old ref)``, or ``(None,
-        (n, 2) uint64 array of (hash, new ref), NEW_KEYS)``; None when the log is not the
-        open operation's (see the module docstring: then it is not trusted)."""
+        uint64 array of new refs, NEW_KEYS)``; None when the log is not the open
+        operation's (see the module docstring: then it is not trusted)."""
         end = self.table._H[L.H_UNDO]
         seg = self._segment(create=False)
         if seg is None or seg.buf is None or not _START <= end <= seg.size:
@@ -235,11 +235,11 @@ class UndoLog:
                     return None
                 out.append((bytes(buf[p : p + n]), a, b))
             elif kind == _MANY:
-                nxt = p + 16 * a
+                nxt = p + 8 * a
                 if nxt > end:
                     return None
-                rows = np.frombuffer(buf, dtype=np.uint64, count=2 * a, offset=p)
-                out.append((None, rows.reshape(-1, 2).copy(), NEW_KEYS))
+                refs = np.frombuffer(buf, dtype=np.uint64, count=a, offset=p).copy()
+                out.append((None, refs, NEW_KEYS))
             else:
                 return None
             at = nxt

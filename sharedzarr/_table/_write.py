@@ -431,10 +431,11 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         olds: dict[bytes, tuple[int, int]] = {}
         for kb, h, old in entries or ():
             if old == NEW_KEYS:  # many new keys (_log_new_keys): delete them
-                for hk, ref in h.tolist():
+                for ref in h.tolist():
                     r = self._record_at(ref)
                     if r is not None:
-                        olds.setdefault(self._key_at(*r), (hk, 0))
+                        k = self._key_at(*r)
+                        olds.setdefault(k, (key_hash(k), 0))
             else:
                 olds.setdefault(kb, (h, old))
         for kb, (h, old) in olds.items():
@@ -458,12 +459,12 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         if undo is not None:
             undo.key(kb, h, ref if slot >= 0 else 0)
 
-    def _log_new_keys(self, rows: np.ndarray) -> None:
+    def _log_new_keys(self, refs: np.ndarray) -> None:
         """In an atomic session: keys absent before are about to be published (a bulk
-        insert; ``rows``: their uint64 hashes and new references): one entry for all."""
+        insert; ``refs``: their new records' uint64 references): one entry for all."""
         undo = self._undo
         if undo is not None:
-            undo.new_keys(rows)
+            undo.new_keys(refs)
 
 
 class WriteMixin(SessionMixin):
