@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def available() -> bool:
     """True when this process may ``unshare --mount`` (root, and the tool is there)."""
@@ -20,6 +22,14 @@ def available() -> bool:
     except FileNotFoundError:
         return False
     return r.returncode == 0
+
+
+#: Marks a test that needs :func:`available` (skipped otherwise, with the reason).
+needs = pytest.mark.skipif(
+    not available(),
+    reason="needs root and `unshare --mount` to mount a small tmpfs on /dev/shm in a private "
+    "mount namespace",
+)
 
 
 def run(script: Path, size: str) -> subprocess.CompletedProcess[str]:

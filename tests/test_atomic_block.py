@@ -130,9 +130,7 @@ print("ENOSPC-OK")
 """
 
 
-@pytest.mark.skipif(
-    not _small_shm.available(), reason="needs root for a private mount namespace (tmpfs)"
-)
+@_small_shm.needs
 def test_a_block_refused_for_space_is_undone_and_gives_the_space_back(tmp_path) -> None:
     _small_shm.run_ok(tmp_path, ENOSPC.format(root=ROOT), "4m")  # -7 would be SIGBUS
 
@@ -226,8 +224,6 @@ print("ENOSPC-OK")
 """
 
 
-@pytest.mark.skipif(
-    not _small_shm.available(), reason="needs root for a private mount namespace (tmpfs)"
-)
+@_small_shm.needs
 def test_a_write_that_fills_dev_shm_part_way_says_what_stays(tmp_path) -> None:
     _small_shm.run_ok(tmp_path, ENOSPC_MIDWAY.format(root=ROOT), "6m")

@@ -243,9 +243,7 @@ print("ENOSPC-OK")
 """
 
 
-@pytest.mark.skipif(
-    not _small_shm.available(), reason="needs root for a private mount namespace (tmpfs)"
-)
+@_small_shm.needs
 def test_a_bulk_insert_refused_for_space_changes_nothing(tmp_path) -> None:
     _small_shm.run_ok(tmp_path, ENOSPC.format(root=ROOT), "8m")
 

@@ -221,11 +221,7 @@ print("ENOSPC-OK", i)
 """
 
 
-@pytest.mark.skipif(
-    not _small_shm.available(),
-    reason="needs root and `unshare --mount` "
-    "to mount a 1 MiB tmpfs on /dev/shm in a private mount namespace",
-)
+@_small_shm.needs
 def test_full_dev_shm_is_a_typed_error_not_sigbus(tmp_path):
     _small_shm.run_ok(tmp_path, ENOSPC_SCRIPT.format(root=ROOT), "1m")  # -7 would be SIGBUS
 
@@ -269,9 +265,7 @@ print("ENOSPC-OK", msg)
 """
 
 
-@pytest.mark.skipif(
-    not _small_shm.available(), reason="needs root for a private mount namespace (tmpfs)"
-)
+@_small_shm.needs
 def test_a_write_that_cannot_fit_is_refused_before_it_stores_anything(tmp_path):
     """Without it the write would fill /dev/shm (failing every other user of it) and stop
     part-way with half its chunks stored."""

@@ -129,9 +129,6 @@ print("ENOSPC-OK", n)
 """
 
 
-@pytest.mark.skipif(
-    not _small_shm.available(),
-    reason="needs root and `unshare --mount` to mount a small tmpfs on /dev/shm",
-)
+@_small_shm.needs
 def test_an_append_refused_for_space_leaves_the_old_array(tmp_path) -> None:
     _small_shm.run_ok(tmp_path, ENOSPC.format(root=ROOT), "2m")  # -7 would be SIGBUS
