@@ -227,3 +227,24 @@ print("ENOSPC-OK")
 @_small_shm.needs
 def test_a_write_that_fills_dev_shm_part_way_says_what_stays(tmp_path) -> None:
     _small_shm.run_ok(tmp_path, ENOSPC_MIDWAY.format(root=ROOT), "6m")
+
+
+def test_an_undo_log_removed_from_outside_is_made_again(cleanup) -> None:
+    """The undo segment unlinked behind the table's back (``rm``): the next atomic session
+    makes a new one and still rolls back; deleting the table removes it."""
+    name = f"atom-{uuid.uuid4().hex[:8]}"
+    cleanup.append(name)
+    t = sz.Table.create(name)
+    with t.writer(atomic=True):
+        t.insert(1, b"a")
+    path = f"/dev/shm/sz.{name}.undo"
+    assert os.path.exists(path)
+    os.unlink(path)
+    with pytest.raises(Boom):
+        with t.writer(atomic=True):
+            t.insert(1, b"b")
+            t.insert(2, b"c")
+            raise Boom
+    assert t.get(1) == b"a" and t.get(2) is None and os.path.exists(path)
+    t.delete_table()
+    assert not os.path.exists(path)

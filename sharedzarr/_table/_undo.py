@@ -98,11 +98,11 @@ class UndoLog:
 
     # -- the mapping -------------------------------------------------------------------
     def _segment(self, create: bool) -> Segment | None:
-        """The mapped undo segment (mapped again when its name leads to another file now);
-        made when ``create`` and it does not exist yet."""
+        """The mapped undo segment (mapped again once it was unlinked: one ``fstat``); made
+        when ``create`` and it does not exist yet."""
         seg = self._seg
         if seg is not None and not seg.closed:
-            if seg.is_at_name():
+            if not seg.unlinked():
                 return seg
             self.release()
         name = L.undo_segment_name(self.name)
@@ -152,8 +152,7 @@ class UndoLog:
                 "another user or with a mode that lets this one read only); atomic sessions "
                 "need it"
             )
-        self._reserved = 0
-        self._ensure(seg, LOG_STEP)
+        self._reserved = LOG_STEP  # (allocated when the segment was made; never given back)
         assert seg.buf is not None
         _UNDO_HDR.pack_into(seg.buf, 0, _MAGIC, self.table._H[L.H_OPSEQ], tail[0], tail[1])
         self._used = _START

@@ -912,6 +912,7 @@ class WriteMixin(SessionMixin):
             if self._undo is not None:  # a clear cannot be undone: a failure after it is
                 self._undo.close()  # repaired
                 self._undo = None
+                self._undo_rooms = []  # (in arenas the clear unlinks: not kept mapped)
             H = self._H
             name = self._new_empty_index()  # publishes the empty index
             self._set_counts(0, 0, 0)
