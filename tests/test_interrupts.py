@@ -102,14 +102,18 @@ def _stop_at_chunk(monkeypatch, a: sz.Array, at: int, exc: type[BaseException]) 
 
 
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
-@pytest.mark.parametrize("key", ["whole", "advanced"])
-def test_a_write_interrupted_between_two_chunks_is_finished_first(monkeypatch, exc, key):
-    a = sz.zeros((256, 256), dtype="int32", chunks=(16, 256), table_name=_name("mid"))
+@pytest.mark.parametrize("key", ["whole", "advanced", "write_chunks"])
+@pytest.mark.parametrize("rows", [256, 2048], ids=["small", "big"])  # (atomic by itself or not)
+def test_a_write_interrupted_between_two_chunks_is_finished_first(monkeypatch, exc, key, rows):
+    a = sz.zeros((rows, 256), dtype="int32", chunks=(16, 256), table_name=_name("mid"))
     try:
         fired = _stop_at_chunk(monkeypatch, a, 5, exc)
-        where = Ellipsis if key == "whole" else (np.arange(0, 256, 2),)
+        where = Ellipsis if key != "advanced" else (np.arange(0, rows, 2),)
         with pytest.raises(exc):
-            a[where] = 7
+            if key == "write_chunks":
+                a.write_chunks({(i, 0): 7 for i in range(rows // 16)})
+            else:
+                a[where] = 7
         assert fired
         assert (a[where] == 7).all()  # finished: every chunk, not the first five
         assert _session_closed(a)

@@ -497,7 +497,7 @@ class WriteOp:
     Made by :meth:`ArrayBase._write_op`; every array write goes through it.
     """
 
-    __slots__ = ("_array", "_session", "backend", "changed", "data", "seq")
+    __slots__ = ("_array", "_session", "backend", "changed", "data", "finished", "seq", "undoable")
 
     def __init__(
         self, array: ArrayBase, backend: Backend, session: Any, data: np.ndarray | None
@@ -508,6 +508,18 @@ class WriteOp:
         self.data: Any = data
         self.changed = False
         self.seq = 0
+        self.undoable = False  # made atomic by undo_if_small
+        self.finished = False  # the write ran whole after an interrupt (see _write._finish)
+
+    def undo_if_small(self, nbytes: int) -> None:
+        """Make the operation all or nothing, as an ``atomic()`` block, when the write it
+        is about to run stores at most ``nbytes`` and that is small next to the array (the
+        storage decides: the undo keeps what the write replaces until it ends).  Only the
+        operation the write opened itself, before it changed anything; a storage without
+        the means keeps the write as it is."""
+        make = getattr(self._session, "undo_if_small", None)
+        if make is not None and make(nbytes):
+            self.undoable = True
 
     def __enter__(self) -> WriteOp:
         session = self._session
@@ -528,10 +540,12 @@ class WriteOp:
         # (three parameters, not ``*exc``: a tuple made before the first bytecode could start
         # a garbage collection there, a pause a signal handler then raises at)
         session = self._session
+        if self.finished and self.undoable and not isinstance(ev, Exception):
+            et = ev = tb = None  # an interrupt after the write ran whole: keep it, as numpy
         try:
             return session.__exit__(et, ev, tb)
         except BaseException:  # an interrupt before the session could end: end it
             close = getattr(session, "close_interrupted", None)  # (see the table's writer)
             if close is not None:
-                close()
+                close(et is None)
             raise

@@ -18,7 +18,7 @@ import numpy as np
 from .._chunking import chunk_valid_shape, iter_chunk_indices, normalize_chunk_index
 from ..storage.base import Backend
 from ._base import _INNER_CHUNKS_MAX, _byte_view
-from ._write import WriteMixin
+from ._write import _INTERRUPTS, WriteMixin, _finish, _run_pending_handlers
 
 __all__ = ["ChunkMixin"]
 
@@ -293,6 +293,13 @@ class ChunkMixin(WriteMixin):
             As for :meth:`write_chunk`.  Every chunk is checked before the first one is
             written: on error the array is unchanged.
 
+        Notes
+        -----
+        A batch that stores at most 1/16 of the array's data (or at most 1 MiB) is all or
+        nothing, as in :meth:`atomic`: an error part-way (``OutOfSpaceError``) or a SIGKILL
+        leaves every chunk as it was.  A bigger one keeps the chunks it stored, each whole.
+        Ctrl-C finishes the batch before the exception goes on.
+
         Examples
         --------
         >>> a.write_chunks({(0, 0): np.zeros(a.chunks), (0, 1): 1.0})  # doctest: +SKIP
@@ -309,10 +316,16 @@ class ChunkMixin(WriteMixin):
             except (IndexError, ValueError, TypeError) as exc:
                 exc.changed_nothing = True  # type: ignore[union-attr]  # a clean session end
                 raise
-            op.backend.write_chunks(
-                [(idx, buf) for idx, buf, _whole in stored],
-                expected_bytes=sum(memoryview(buf).nbytes for _idx, buf, _whole in stored),
-            )
+            nbytes = sum(memoryview(buf).nbytes for _idx, buf, _whole in stored)
+            if len(stored) > 1:  # all or nothing when small (see "Small writes are atomic")
+                op.undo_if_small(nbytes)
+            backend, items = op.backend, [(idx, buf) for idx, buf, _whole in stored]
+            try:
+                backend.write_chunks(items, expected_bytes=nbytes)
+            except _INTERRUPTS:  # finished first (see "Interrupted writes" in _write)
+                _finish(backend, lambda: backend.write_chunks(items, expected_bytes=0), op)
+                raise
+            _run_pending_handlers()
         self._quiet_after(op.seq)
         return len(stored)
 

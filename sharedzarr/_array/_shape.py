@@ -179,7 +179,7 @@ class ShapeMixin(ChunkMixin):
         # this handle writes within the new shape
         self._set_metadata(meta, with_shape_json(old_raw, old, new_shape))
         try:
-            self._write_locked(sels, arr)
+            self._write_locked(sels, arr, None)  # (an append is atomic as it is)
         except BaseException:
             self._set_metadata(old_meta, old_raw)
             self._drop_appended(old, new_shape, ax)

@@ -13,23 +13,38 @@ A write of more than a few chunks publishes them in several batches; readers see
 operation whole while it runs, but an exception that stops it midway would leave its
 batches published.  The common such exception is asynchronous: ``KeyboardInterrupt``
 (Ctrl-C) or a ``SystemExit`` a SIGTERM handler raises, between any two bytecodes.  Every
-write here stores values already in memory (checked and converted before the lock), so it
-can be run again: when one of those two stops it, :func:`_finish` has the storage repair
-what the interrupt left half done (``Backend.repair_session``: the recount the next writer
-would make), runs the same write again, whole, with the signals held back
+write here (and ``write_chunks``, in :mod:`._chunks`) stores values already in memory
+(checked and converted before the lock), so it can be run again: when one of those two
+stops it, :func:`_finish` has the storage repair what the interrupt left half done
+(``Backend.repair_session``: the recount the next writer would make), runs the same write
+again, whole, with the signals held back
 (:func:`sharedzarr._threads.signals_deferred`), and then lets the exception go on.  As
 with numpy's own assignment, an interrupted write ends complete.  The try costs nothing
 on the path that is not interrupted.  A handler that is still pending when the write
 returns runs in :func:`_run_pending_handlers`, inside the operation, so its exception
 meets the session's end like any other (the end itself is written to survive one: see
-"Interrupts" in :mod:`sharedzarr._table._write`).  Other exceptions (``OutOfSpaceError``
-midway) and SIGKILL keep the batches stored (each chunk whole); ``atomic()`` undoes those
-(after SIGKILL, the next writer does: see "Rollback" there).
+"Interrupts" in :mod:`sharedzarr._table._write`).
+
+Small writes are atomic
+-----------------------
+Other exceptions (``OutOfSpaceError`` midway, ``MemoryError``) and SIGKILL can stop a write
+of several chunks between two batches.  A write that stores little next to the array (at
+most 1/16 of its stored data, or at most 1 MiB: ``UNDO_SMALL_SHARE``, ``UNDO_SMALL_MIN``
+of :mod:`sharedzarr._table._write`) is made all or nothing: under the lock and before its
+first change, it asks its operation to become atomic (:meth:`WriteOp.undo_if_small`, the
+engine's ``undo_if_small``), as if it ran in ``atomic()`` (see "Rollback" there: an
+exception undoes it, and after SIGKILL the next writer does).  Its undo keeps the chunks it
+replaces until it ends, which is why a bigger write does not: a whole rewrite would need
+memory for two copies.  Such a write, stopped midway, keeps the batches it stored (each
+chunk whole) and its exception says so; ``atomic()`` makes it all or nothing too.  A write
+of one chunk is one store: atomic as it is.  An interrupt that the write finished (see
+above) does not undo it: its operation is told (``WriteOp.finished``) and commits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
@@ -62,7 +77,7 @@ from .._indexing import (
 from .._threads import COPY_THREADS as _COPY_THREADS
 from .._threads import copy_pool as _copy_pool
 from .._threads import signals_deferred
-from ._base import _PARALLEL_BYTES, _byte_view
+from ._base import _PARALLEL_BYTES, WriteOp, _byte_view
 from ._read import ReadMixin
 
 __all__ = ["WriteMixin"]
@@ -83,12 +98,13 @@ def _run_pending_handlers() -> None:
     exception, rather than at the first bytecode of that end (see "Interrupted writes")."""
 
 
-def _finish(backend: Any, store: Callable[[], None]) -> None:
+def _finish(backend: Any, store: Callable[[], None], op: WriteOp | None) -> None:
     """Run ``store`` again, whole, with signal handlers held back: the write it stands for
     was interrupted (see "Interrupted writes" above).  The storage first repairs what the
     interrupt left half done (``Backend.repair_session``).  A signal that slips in before
     the handlers are held back (a second Ctrl-C) makes it try again, a few times; one held
-    back meanwhile is raised when the write is whole, and goes on."""
+    back meanwhile is raised when the write is whole, and goes on.  ``op`` (the write's
+    operation) is told, so that a small write made atomic keeps what it finished."""
     for attempt in range(3):
         done = False
         try:
@@ -96,6 +112,8 @@ def _finish(backend: Any, store: Callable[[], None]) -> None:
                 backend.repair_session()
                 store()
                 done = True
+                if op is not None:
+                    op.finished = True
             return
         except _INTERRUPTS:
             if done or attempt == 2:
@@ -164,7 +182,7 @@ class WriteMixin(ReadMixin):
             if sel is None:  # an orthogonal key without arrays: basic indexing
                 sels, _ = normalize_index(key, self._shape)
                 _, result = selection_shape(sels)
-                self._write_locked(sels, self._broadcast(arr, sels, result))
+                self._write_locked(sels, self._broadcast(arr, sels, result), op)
                 return
             try:
                 value = np.broadcast_to(arr, sel.result_shape)
@@ -177,6 +195,9 @@ class WriteMixin(ReadMixin):
                 return
             work, _ = work_view(sel, value)
             plan = plan_chunks(sel, self._chunks)
+            touched = len(plan.runs) * math.prod(len(p) for p in plan.spieces)
+            if touched > 1:  # (one chunk is one store: atomic as it is)
+                op.undo_if_small(touched * self._chunk_nbytes)
             if plan.perm is not None:
                 work = work[plan.perm]  # the sorted order: each chunk's values are one run
 
@@ -203,7 +224,7 @@ class WriteMixin(ReadMixin):
             try:
                 store()
             except _INTERRUPTS:  # finished first (see "Interrupted writes" above)
-                _finish(backend, store)
+                _finish(backend, store, op)
                 raise
             _run_pending_handlers()
 
@@ -223,20 +244,27 @@ class WriteMixin(ReadMixin):
 
         return fill
 
-    def _write_locked(self, sels: Sequence[DimSelection], value: np.ndarray) -> None:
+    def _write_locked(
+        self, sels: Sequence[DimSelection], value: np.ndarray, op: WriteOp | None
+    ) -> None:
         """Write ``value`` (full-form selection shape) into the chunks; writer lock held.
 
+        A write of several chunks that is small next to the array is made all or nothing
+        (``op``: the operation the write opened, None for an append; see "Small writes are
+        atomic" above).
         Interrupted by Ctrl-C, the write is finished before the exception goes on (see
         "Interrupted writes" above).
         """
         try:
-            self._store_locked(sels, value)
+            self._store_locked(sels, value, op)
         except _INTERRUPTS:
-            _finish(self._live(), lambda: self._store_locked(sels, value))
+            _finish(self._live(), lambda: self._store_locked(sels, value, None), op)
             raise
         _run_pending_handlers()  # (one that arrived while the write's temporaries were freed)
 
-    def _store_locked(self, sels: Sequence[DimSelection], value: np.ndarray) -> None:
+    def _store_locked(
+        self, sels: Sequence[DimSelection], value: np.ndarray, op: WriteOp | None
+    ) -> None:
         """:meth:`_write_locked` once (the write may be run again if it is interrupted)."""
         backend = self._live()
         shape, chunks, cdtype = self._shape, self._chunks, self._chunk_dtype
@@ -252,6 +280,17 @@ class WriteMixin(ReadMixin):
             if one is not None:
                 backend.write_chunk(one, _byte_view(value))
                 return
+        if op is not None:
+            touched = 1
+            for s, c in zip(sels, chunks, strict=True):
+                if s.count < 1:
+                    touched = 0
+                    break
+                if s.count > 1:
+                    last = s.start + s.step * (s.count - 1)
+                    touched *= abs(last // c - s.start // c) + 1
+            if touched > 1:  # (one chunk is one store: atomic as it is)
+                op.undo_if_small(touched * self._chunk_nbytes)
         encode = self._pipeline.encode
         nbytes = self._chunk_nbytes
         # big writes copy on two threads (numpy releases the GIL while it copies), and
@@ -310,10 +349,11 @@ class WriteMixin(ReadMixin):
         shape and the attributes are restored as they were, and what the block's writes
         allocated is given back.  If the process is killed inside the block (SIGKILL, a
         crash), the next writer of the array, in any process, restores them first.  A
-        single write outside a block keeps the chunks it stored when it fails midway (see
-        the README's limitations): it does not keep the old chunks for an undo, so a
-        rewrite can reuse their memory at once.  (Ctrl-C is not such a failure: a write it
-        stops is finished first.)
+        single write outside a block is all or nothing by itself when it stores at most
+        1/16 of the array's data (or at most 1 MiB).  A bigger one keeps the chunks it
+        stored when it fails midway (see the README's limitations): it does not keep the
+        old chunks for an undo, so a rewrite can reuse their memory at once.  (Ctrl-C is
+        not such a failure: a write it stops is finished first.)
 
         The undo keeps the old version of everything the block replaces until it ends: a
         block that rewrites the whole array needs memory for two copies.  The next block
@@ -392,7 +432,7 @@ class WriteMixin(ReadMixin):
             sels = normalize_start_stop(start, stop, self._shape)
             full, _ = selection_shape(sels)
             value = self._broadcast(arr, sels, full)
-            self._write_locked(sels, value)
+            self._write_locked(sels, value, op)
 
     def __setitem__(self, key: Any, data: Any) -> None:
         """Write with numpy indexing (as :meth:`__getitem__`); scalars and arrays that
@@ -451,7 +491,7 @@ class WriteMixin(ReadMixin):
             ):  # a box of step-1 slices, data of its shape: no normalising, no broadcast
                 starts, stops = box
                 box_sels = [DimSelection(b, 1, e - b) for b, e in zip(starts, stops, strict=True)]
-                self._write_locked(box_sels, arr)
+                self._write_locked(box_sels, arr, op)
                 return
             try:
                 sels, _ = normalize_index(key, self._shape)
@@ -470,7 +510,7 @@ class WriteMixin(ReadMixin):
                 sels, _ = normalize_index(key, self._shape)
             _, result = selection_shape(sels)
             value = self._broadcast(arr, sels, result)
-            self._write_locked(sels, value)
+            self._write_locked(sels, value, op)
 
 
 class _OIndex:

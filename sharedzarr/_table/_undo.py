@@ -42,7 +42,8 @@ the entry and does not free before it ends).
 Space: the segment is sparse (:data:`LOG_SPAN` of address space); it is allocated
 (``posix_fallocate``) ahead of the entries in steps of :data:`LOG_STEP`, so a full
 ``/dev/shm`` is an ``OutOfSpaceError`` before the change it would log, and the pages
-beyond the first step are given back when a session ends.
+beyond the first :data:`LOG_FIRST` bytes (enough for a small write's entries: every
+table an array writes a few chunks of has a log) are given back when a session ends.
 
 Words stored here, and only here
 --------------------------------
@@ -60,12 +61,15 @@ from .. import _layout as L
 from .._segment import Segment, map_os_errors
 from .._segment import exists as _seg_exists
 
-__all__ = ["LOG_SPAN", "LOG_STEP", "NEW_KEYS", "UndoLog"]
+__all__ = ["LOG_FIRST", "LOG_SPAN", "LOG_STEP", "NEW_KEYS", "UndoLog"]
 
 #: The undo segment's size: address space only, allocated as entries need it.
 LOG_SPAN = 1 << 30
-#: Allocation step ahead of the entries; the first step stays allocated between sessions.
+#: Allocation step ahead of the entries.
 LOG_STEP = 64 << 10
+#: Bytes allocated when the segment is made, and kept between sessions (about 250 entries
+#: of short keys: a small write's, see ``undo_if_small`` in ``_write``).
+LOG_FIRST = 8 << 10
 #: The old reference of an entry that stands for many keys absent before (a bulk insert).
 NEW_KEYS = -1
 
@@ -110,7 +114,7 @@ class UndoLog:
             if _seg_exists(name):
                 seg = Segment.attach(name, uid=self.uid, keep_fd=True)
             elif create:
-                seg = Segment.create(name, LOG_SPAN, self.mode, reserve=LOG_STEP, keep_fd=True)
+                seg = Segment.create(name, LOG_SPAN, self.mode, reserve=LOG_FIRST, keep_fd=True)
             else:
                 return None
         if seg.size < LOG_SPAN or seg.readonly:
@@ -152,7 +156,7 @@ class UndoLog:
                 "another user or with a mode that lets this one read only); atomic sessions "
                 "need it"
             )
-        self._reserved = LOG_STEP  # (allocated when the segment was made; never given back)
+        self._reserved = LOG_FIRST  # (allocated when the segment was made; never given back)
         assert seg.buf is not None
         _UNDO_HDR.pack_into(seg.buf, 0, _MAGIC, self.table._H[L.H_OPSEQ], tail[0], tail[1])
         self._used = _START
@@ -203,8 +207,8 @@ class UndoLog:
         pages past the first step."""
         self.table._H[L.H_UNDO] = 0
         seg = self._seg
-        if seg is not None and not seg.closed and self._reserved > LOG_STEP:
-            seg.discard(LOG_STEP, self._reserved - LOG_STEP)
+        if seg is not None and not seg.closed and self._reserved > LOG_FIRST:
+            seg.discard(LOG_FIRST, self._reserved - LOG_FIRST)
         self._used = self._reserved = 0
 
     # -- reading it back ---------------------------------------------------------------

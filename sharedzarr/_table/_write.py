@@ -46,7 +46,9 @@ A writer killed (SIGKILL) midway leaves its log open: the next writer finds it w
 dirty mark and runs the same rollback from it (:meth:`SessionMixin._begin_write`), before
 it recounts anything.  A session that is not atomic keeps no log; a writer killed in it
 leaves the values it had published, each whole.  (``append`` and ``resize`` order their
-stores so that even that is atomic.)
+stores so that even that is atomic.)  A session may also become atomic after it opened,
+before its first change: :meth:`_Session.undo_if_small`, which an array's write of a few
+chunks calls (see "Small writes are atomic" in :mod:`sharedzarr._array._write`).
 
 Interrupts
 ----------
@@ -157,11 +159,12 @@ class _Session:
     """``with table.writer(...)``: a writer session (a class, not a generator: it is on
     every write's path)."""
 
-    __slots__ = ("atomic", "outer", "table", "timeout", "writes")
+    __slots__ = ("atomic", "auto", "outer", "table", "timeout", "writes")
 
     def __init__(self, table: SessionMixin, timeout: float | None, atomic: bool) -> None:
         self.table, self.timeout, self.atomic = table, timeout, atomic
         self.outer = False
+        self.auto = False  # made atomic by undo_if_small
         self.writes = 0
 
     def __enter__(self) -> Any:
@@ -169,10 +172,7 @@ class _Session:
         self.outer = outer = t._begin_write(self.timeout, self.atomic)
         try:
             if self.atomic and outer:
-                log = t._undo_log()
-                log.open()
-                t._undo_rooms = []
-                t._undo = log
+                t._start_undo()
             self.writes = t._H[L.H_WRITES]
         except BaseException:  # (an interrupt: see "Interrupts")
             t._end_write(False, outer=outer)
@@ -192,13 +192,38 @@ class _Session:
                     ev.add_note(PART_WAY_NOTE)
             self.table._end_write(et is None, getattr(ev, "changed_nothing", False), self.outer)
         except BaseException:
-            self.close_interrupted()
+            self.close_interrupted(et is None)
             raise
 
-    def close_interrupted(self) -> None:
+    def close_interrupted(self, done: bool = False) -> None:
         """After an exception out of :meth:`__exit__`: end the session if an interrupt
-        stopped it before it let the lock go (see "Interrupts")."""
-        self.table._end_interrupted(self.outer)
+        stopped it before it let the lock go (see "Interrupts").  ``done``: the session's
+        body had finished; a session :meth:`undo_if_small` made atomic then commits (its
+        write is whole), any other is ended as after an error."""
+        self.table._end_interrupted(self.outer, done and self.auto)
+
+    def undo_if_small(self, nbytes: int) -> bool:
+        """Make this session atomic (see "Rollback") for a write about to store at most
+        ``nbytes``, if that is small: at most ``UNDO_SMALL_SHARE`` of the live data or
+        ``UNDO_SMALL_MIN`` bytes, which is the memory the undo keeps on top of the data
+        until the session ends.  Only this thread's outermost session, and only before it
+        changed anything.  An array's write of a few chunks asks for it (see
+        :mod:`sharedzarr._array._write`).  Returns whether it made the session atomic
+        (False for one opened atomic: its opener decides what an interrupt undoes; False
+        when the undo log cannot be opened).
+        """
+        t = self.table
+        H = t._H
+        if self.atomic or not self.outer or H is None or H[L.H_WRITES] != self.writes:
+            return False
+        if nbytes > max(int(H[L.H_LIVE_RECORD] * UNDO_SMALL_SHARE), UNDO_SMALL_MIN):
+            return False
+        try:
+            t._start_undo()
+        except Exception:  # no log (a full /dev/shm, a segment this user cannot write):
+            return False  # the write goes on as it would have (it may need no new space)
+        self.atomic = self.auto = True
+        return True
 
 
 _REC_HEAD1 = L.REC_HEAD1  # assigned, not imported: see _header, "Hot paths"
@@ -210,6 +235,11 @@ _REC_HEAD1 = L.REC_HEAD1  # assigned, not imported: see _header, "Hot paths"
 PUBLISH_BATCH = 32
 PUBLISH_SHARE = 1 / 256
 PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
+#: A write may be made atomic by default (:meth:`_Session.undo_if_small`) when it stores at
+#: most this share of the live data, or at most ``UNDO_SMALL_MIN`` bytes: its undo keeps
+#: the records it replaces until it ends (a whole rewrite would need twice the memory).
+UNDO_SMALL_SHARE = 1 / 16
+UNDO_SMALL_MIN = 1 << 20
 
 
 def _prepared(objects: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, ...]]:
@@ -362,7 +392,11 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                             rooms, self._undo_rooms = self._undo_rooms, []
                             for room in rooms:  # garbage now: recycled as any other's
                                 self._recycle(*room)  # (see "Recycling" in _arenas)
-                            self._atomic_rooms = bool(rooms)
+                            if rooms and not self._atomic_rooms:  # (a small write's few
+                                held = sum(r[2] for r in rooms)  # rooms are reused as it goes)
+                                self._atomic_rooms = held > max(
+                                    int(H[L.H_LIVE_RECORD] * UNDO_SMALL_SHARE), UNDO_SMALL_MIN
+                                )
                         try:  # reclaim once per writer session: a bulk write's old records
                             self._maybe_reclaim()  # are all garbage by now: arenas just go
                             self._settle_rooms()  # (a big chunk's next rewrite reuses a room)
@@ -398,13 +432,14 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         if self._undo is None:  # (an atomic session frees nothing until it ends, and a
             self._set_counts(*self._recover())  # recount would unlink what its undo needs)
 
-    def _end_interrupted(self, outer: bool) -> None:
+    def _end_interrupted(self, outer: bool, commit: bool = False) -> None:
         """End this thread's outermost session (``outer``) if it still holds the lock: an
         interrupt raised where its end was called, before the end could run (see
-        "Interrupts").  The signals wait meanwhile."""
+        "Interrupts").  The signals wait meanwhile.  ``commit``: an atomic session whose
+        writes are whole commits, if its end had not begun to (its log still open)."""
         if outer and self._lock.depth:
             with signals_deferred():
-                self._end_write(False, outer=True)
+                self._end_write(commit and self._undo is not None, outer=True)
 
     def _unwind(self) -> bool:
         """At the end of an outermost session that holds the lock more than once: drop the
@@ -413,6 +448,14 @@ class SessionMixin(ReadMixin, RecoveryMixin):
         while lock.depth > 1:
             lock.release()
         return lock.outermost()
+
+    def _start_undo(self) -> None:
+        """Make this thread's outermost session atomic (lock held, nothing changed yet):
+        open the undo log (see "Rollback")."""
+        log = self._undo_log()
+        log.open()
+        self._undo_rooms = []
+        self._undo = log
 
     def _undo_log(self) -> UndoLog:
         """This handle's view of the table's undo log (see :mod:`._undo`)."""
