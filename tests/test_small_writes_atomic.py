@@ -75,6 +75,19 @@ def test_a_small_write_that_fails_part_way_is_undone(monkeypatch, cleanup, how: 
     assert a.table.info()["memory"] <= used + (1 << 20)
 
 
+def test_a_small_field_write_that_fails_part_way_is_undone(monkeypatch, cleanup) -> None:
+    name = _name()
+    cleanup.append(name)
+    dt = np.dtype([("x", "f8"), ("y", "i4")])
+    a = sz.create((128, 128), chunks=(32, 32), dtype=dt, table_name=name)
+    a["y"] = 1
+    before = np.asarray(a).copy()
+    _fail_at_batch(monkeypatch, a, 3)
+    with pytest.raises(Boom):
+        a["x"] = 7.0  # 16 chunks, read-modify-written
+    assert (np.asarray(a) == before).all()
+
+
 def test_a_big_write_that_fails_part_way_keeps_whole_chunks_and_says_so(
     monkeypatch, cleanup
 ) -> None:

@@ -460,8 +460,9 @@ class WriteMixin(ReadMixin):
         )
         if fields is not None:  # a["x"] = v: the records change under the lock, field by field
             rest, names = fields
-            with self._write_op():
+            with self._write_op() as op:
                 records = np.array(self[rest])
+                op.undo_if_small(records.nbytes)  # (the write below nests in this operation)
                 try:
                     records[names] = data
                 except (ValueError, TypeError) as exc:
