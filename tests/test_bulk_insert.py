@@ -17,6 +17,7 @@ import sys
 import _small_shm
 import numpy as np
 import pytest
+from _crash import run_crashing
 from test_recycle import _recounted_space
 
 from sharedzarr import _layout as L
@@ -253,20 +254,13 @@ if __name__ == "__main__":
 
 
 def _bulk_in_child(name: str, after: int | None) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        SHAREDZARR_CRASH_AT="*",
-        SHAREDZARR_CRASH_AFTER=str(10**9 if after is None else after),
-    )
     code = (
         "import sharedzarr._table as T\n"
         f"t = T.Table.attach({name!r})\n"
         "t.insert_many((('new', i), bytes([i % 251]) * 40) for i in range(3000))\n"
         "print(T._crash_count)\n"
     )
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return run_crashing(code, after)
 
 
 def test_a_writer_killed_anywhere_in_a_bulk_insert_leaves_all_of_it_or_none(table):

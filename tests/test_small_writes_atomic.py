@@ -18,6 +18,7 @@ import _atomic_workers as AW
 import _small_shm
 import numpy as np
 import pytest
+from _crash import run_crashing
 
 import sharedzarr as sz
 from sharedzarr._table._write import PART_WAY_NOTE
@@ -114,11 +115,6 @@ def test_a_big_write_that_fails_part_way_keeps_whole_chunks_and_says_so(
 
 
 def _write_in_child(name: str, after: int | None) -> subprocess.CompletedProcess[str]:
-    env = dict(
-        os.environ,
-        SHAREDZARR_CRASH_AT="*",
-        SHAREDZARR_CRASH_AFTER=str(10**9 if after is None else after),
-    )
     code = (
         "import sharedzarr as sz, sharedzarr._table as T\n"
         f"a = sz.open({name!r})\n"
@@ -126,9 +122,7 @@ def _write_in_child(name: str, after: int | None) -> subprocess.CompletedProcess
         "a[:, :192] = 2.0\n"  # 48 chunks, in many batches
         "print(T._crash_count - base)\n"
     )
-    return subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    return run_crashing(code, after)
 
 
 def test_a_small_write_killed_anywhere_is_undone_by_the_next_writer(cleanup) -> None:
