@@ -35,7 +35,7 @@ first change, it asks its operation to become atomic (:meth:`WriteOp.undo_if_sma
 engine's ``undo_if_small``), as if it ran in ``atomic()`` (see "Rollback" there: an
 exception undoes it, and after SIGKILL the next writer does).  Its undo keeps the chunks it
 replaces until it ends, which is why a bigger write does not: a whole rewrite would need
-memory for two copies.  Such a write, stopped midway, keeps the batches it stored (each
+memory for two copies.  A bigger write stopped midway keeps the batches it stored (each
 chunk whole) and its exception says so; ``atomic()`` makes it all or nothing too.  A write
 of one chunk is one store: atomic as it is.  An interrupt that the write finished (see
 above) does not undo it: its operation is told (``WriteOp.finished``) and commits.
