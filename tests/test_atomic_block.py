@@ -8,16 +8,15 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import _atomic_workers as AW
 import _small_shm
 import numpy as np
 import pytest
+from _crash import kill_while_running
 
 import sharedzarr as sz
 
@@ -148,14 +147,7 @@ def test_a_block_killed_at_any_moment_is_undone_by_the_next_writer(cleanup) -> N
     rng = random.Random(11)
     mixes_seen, kept = 0, set()
     for _ in range(12):
-        ready = ctx.Event()
-        p = ctx.Process(target=AW.atomic_rewrites, args=(name, ready))
-        p.start()
-        assert ready.wait(60)
-        time.sleep(rng.uniform(0.01, 0.25))
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(30)
-        assert p.exitcode == -signal.SIGKILL
+        kill_while_running(ctx, AW.atomic_rewrites, lambda ready: (name, ready), rng)
         with a.atomic():  # the next writer: rolls the dead block back
             pass
         v = np.asarray(a)

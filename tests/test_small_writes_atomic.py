@@ -11,14 +11,13 @@ import random
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import _atomic_workers as AW
 import _small_shm
 import numpy as np
 import pytest
-from _crash import run_crashing
+from _crash import kill_while_running, run_crashing
 
 import sharedzarr as sz
 from sharedzarr._table._write import PART_WAY_NOTE
@@ -163,14 +162,9 @@ def test_small_writes_killed_at_random_moments_are_seen_whole(cleanup) -> None:
     rng = random.Random(5)
     values = set()
     for _ in range(8):
-        ready, out = ctx.Event(), ctx.Queue()
-        p = ctx.Process(target=AW.rewrite_uniform, args=(name, 60.0, ready, out))
-        p.start()
-        assert ready.wait(60)
-        time.sleep(rng.uniform(0.01, 0.2))
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(30)
-        assert p.exitcode == -signal.SIGKILL
+        kill_while_running(
+            ctx, AW.rewrite_uniform, lambda ready: (name, 60.0, ready, ctx.Queue()), rng, 0.2
+        )
         a.attrs["after"] = 1  # the next writer: rolls the dead write back
         v = np.asarray(a)
         assert v.min() == v.max(), np.unique(v)

@@ -497,7 +497,7 @@ class WriteOp:
     Made by :meth:`ArrayBase._write_op`; every array write goes through it.
     """
 
-    __slots__ = ("_array", "_session", "backend", "changed", "data", "finished", "seq", "undoable")
+    __slots__ = ("_array", "_session", "backend", "changed", "data", "finished", "seq")
 
     def __init__(
         self, array: ArrayBase, backend: Backend, session: Any, data: np.ndarray | None
@@ -508,7 +508,6 @@ class WriteOp:
         self.data: Any = data
         self.changed = False
         self.seq = 0
-        self.undoable = False  # made atomic by undo_if_small
         self.finished = False  # the write ran whole after an interrupt (see _write._finish)
 
     def undo_if_small(self, nbytes: int) -> None:
@@ -518,8 +517,8 @@ class WriteOp:
         operation the write opened itself, before it changed anything; a storage without
         the means keeps the write as it is."""
         make = getattr(self._session, "undo_if_small", None)
-        if make is not None and make(nbytes):
-            self.undoable = True
+        if make is not None:
+            make(nbytes)
 
     def __enter__(self) -> WriteOp:
         session = self._session
@@ -540,7 +539,7 @@ class WriteOp:
         # (three parameters, not ``*exc``: a tuple made before the first bytecode could start
         # a garbage collection there, a pause a signal handler then raises at)
         session = self._session
-        if self.finished and self.undoable and not isinstance(ev, Exception):
+        if self.finished and not isinstance(ev, Exception) and getattr(session, "auto", False):
             et = ev = tb = None  # an interrupt after the write ran whole: keep it, as numpy
         try:
             return session.__exit__(et, ev, tb)

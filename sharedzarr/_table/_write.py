@@ -216,7 +216,7 @@ class _Session:
         H = t._H
         if self.atomic or not self.outer or H is None or H[L.H_WRITES] != self.writes:
             return False
-        if nbytes > max(int(H[L.H_LIVE_RECORD] * UNDO_SMALL_SHARE), UNDO_SMALL_MIN):
+        if nbytes > _undo_small(H):
             return False
         try:
             t._start_undo()
@@ -240,6 +240,11 @@ PUBLISH_MIN = 16 << 10  # (a batch of small records in a small table)
 #: the records it replaces until it ends (a whole rewrite would need twice the memory).
 UNDO_SMALL_SHARE = 1 / 16
 UNDO_SMALL_MIN = 1 << 20
+
+
+def _undo_small(H: Any) -> int:
+    """The most bytes a write may replace and still count as small (see above)."""
+    return max(int(H[L.H_LIVE_RECORD] * UNDO_SMALL_SHARE), UNDO_SMALL_MIN)
 
 
 def _prepared(objects: Iterable[tuple[Any, Any]]) -> Iterator[tuple[Any, ...]]:
@@ -394,9 +399,7 @@ class SessionMixin(ReadMixin, RecoveryMixin):
                                 self._recycle(*room)  # (see "Recycling" in _arenas)
                             if rooms and not self._atomic_rooms:  # (a small write's few
                                 held = sum(r[2] for r in rooms)  # rooms are reused as it goes)
-                                self._atomic_rooms = held > max(
-                                    int(H[L.H_LIVE_RECORD] * UNDO_SMALL_SHARE), UNDO_SMALL_MIN
-                                )
+                                self._atomic_rooms = held > _undo_small(H)
                         try:  # reclaim once per writer session: a bulk write's old records
                             self._maybe_reclaim()  # are all garbage by now: arenas just go
                             self._settle_rooms()  # (a big chunk's next rewrite reuses a room)
