@@ -579,17 +579,22 @@ class ReservationHold:
     ----------
     path : str
         The segment's file.
+    tag : int
+        What the caller holds it for (the table's arena id), kept as :attr:`tag`.
 
     Attributes
     ----------
     fd : int
         The descriptor holding the lock; -1 when released, or when the kernel has no
         open-file-description locks (then nothing is held).
+    tag : int
+        As given.
     """
 
-    __slots__ = ("__weakref__", "fd")
+    __slots__ = ("__weakref__", "fd", "tag")
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, tag: int = 0) -> None:
+        self.tag = tag
         self.fd = hold_lifetime(path)
         if self.fd >= 0:
             _HOLDS.add(self)

@@ -548,3 +548,17 @@ def big_chunk_writer_until(name: str, parity: int, stop, out) -> None:
             n += 1
     out.put(n)
     a.close()
+
+
+def lease_and_stop(name: str) -> None:
+    """Write a big chunk as if another writer waited (so a lease is taken), fill the
+    lease partly, then stop (SIGSTOP): the parent kills this process holding it."""
+    from sharedzarr import _lock
+
+    _lock.WriterLock.contended = lambda self: True  # type: ignore[method-assign]
+    a = sz.open(name)
+    a.write_chunk((0, 0), np.full(a.chunks, 5.0))
+    lease = a.backend.table._lease
+    assert lease is not None and lease.usable
+    lease.buffer[:8] = b"partial!"
+    os.kill(os.getpid(), signal.SIGSTOP)

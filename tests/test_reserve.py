@@ -271,3 +271,268 @@ def test_a_child_forked_during_a_copy_does_not_keep_the_arena_reserved(table):
     finally:
         os.close(w)
         os.waitpid(pid, 0)
+
+
+# --------------------------------------------------------------------------- leases
+
+
+def _published_record_bytes(t: Table) -> int:
+    """Bytes of the records the index references (what H_LIVE_RECORD counts when no record
+    is reserved)."""
+    t._load_index()
+    arr = np.frombuffer(t._idx, dtype=np.uint64).reshape(-1, 2)
+    refs = arr[arr[:, 1] > 1, 1].tolist()
+    del arr
+    total = 0
+    for ref in refs:
+        seg, off = t._record_at(ref)
+        total += t._record_info(seg, off)[0]
+    return total
+
+
+def test_a_lease_is_published_under_the_next_key_and_renewed(table):
+    """publish(pk, renew=True) reserves the record of a next value of the same length in
+    the same locked section; that record is then published under another key of the same
+    layout, its head written anew, and a key of another layout is refused."""
+    t = table
+    with t.writer():
+        room = t.reserve(t.prepare_key("k1"), BIG)
+    room.buffer[:] = b"1" * BIG
+    with t.writer():
+        lease = room.publish(renew=True)
+    assert lease is not None and lease.usable and t._lease is lease
+    assert not room.usable  # published: its hold went on to the lease
+    assert t._reserved(lease.ref >> L.OFFSET_BITS)
+    assert not lease.fits(b"x" * 200)  # a longer key needs a longer head
+    with t.writer(), pytest.raises(ValueError, match="fits"):
+        lease.publish((b"x" * 200, 1))
+    pk2 = t.prepare_key("k2")
+    assert lease.fits(pk2[0])
+    lease.buffer[:] = b"2" * BIG  # without the lock
+    assert "k2" not in t
+    with t.writer():
+        assert lease.publish(pk2) is None
+    assert t["k1"] == b"1" * BIG and t["k2"] == b"2" * BIG
+    assert t._H[L.H_LIVE_RECORD] == _published_record_bytes(t)
+    audit(t, _size(t))
+
+
+def _contended(monkeypatch) -> None:
+    """Make every writer session see another writer waiting (as two writer processes
+    taking turns do), so this process reserves and leases."""
+    from sharedzarr import _lock
+
+    monkeypatch.setattr(_lock.WriterLock, "contended", lambda self: True)
+
+
+def _big_array(cleanup, tag: str) -> sz.Array:
+    name = f"lease-{tag}-{os.getpid()}"
+    cleanup.append(name)
+    a = sz.create(shape=(1024, 1024), chunks=(256, 256), dtype="f8", table_name=name)
+    a[...] = -1.0
+    return a
+
+
+def _accounted(a: sz.Array) -> None:
+    """Every chunk whole, and the table counts no record that is not published."""
+    for c in np.ndindex(*a.cdata_shape):
+        chunk = a.read_chunk(c)
+        assert np.all(chunk == chunk.flat[0]), c
+    t = Table.attach(a.backend.table.name)
+    try:
+        assert t._H[L.H_LIVE_RECORD] == _published_record_bytes(t)
+        assert t.info()["live_bytes"] == a.nbytes + len(a.backend.read_metadata())
+    finally:
+        t.close()
+
+
+def test_write_chunk_under_contention_takes_the_lock_once_per_chunk(cleanup, monkeypatch):
+    """While another writer waits, each big chunk's publish leases the room of the next:
+    that one is filled before the lock is taken, so a write is one locked section."""
+    a = _big_array(cleanup, "once")
+    _contended(monkeypatch)
+    backend = a.backend
+    sections = [0]
+    orig = type(backend.table)._begin_write
+
+    def counting(self, *args, **kwargs):
+        outer = orig(self, *args, **kwargs)
+        sections[0] += outer
+        return outer
+
+    monkeypatch.setattr(type(backend.table), "_begin_write", counting)
+    a.write_chunk((0, 0), np.full(a.chunks, 1.0))  # reserve, copy, publish + lease
+    assert backend.table._lease is not None
+    sections[0] = 0
+    for n, c in enumerate(np.ndindex(*a.cdata_shape)):
+        a.write_chunk(c, np.full(a.chunks, float(n + 2)))
+    assert sections[0] == a.nchunks  # one locked section per chunk
+    for n, c in enumerate(np.ndindex(*a.cdata_shape)):
+        assert np.all(a.read_chunk(c) == n + 2)
+    lease = backend.table._lease
+    assert lease is not None and lease.usable
+    assert backend.table.take_lease(1) is None  # another length: given back
+    assert not lease.usable and backend.table._lease is None
+    a.write_chunk((1, 1), np.full(a.chunks, 0.5))  # copied under the lock, and a lease taken
+    lease = backend.table._lease
+    assert lease is not None and lease.usable
+    a.close()  # gives the lease back
+    assert not lease.usable
+    a = sz.open(backend.table.name)
+    _accounted(a)
+    a.close()
+
+
+def test_a_leased_chunk_whose_index_left_the_array_is_refused(cleanup, monkeypatch):
+    """Another handle shrinks the array between two writes: the chunk filled into the
+    lease is checked under the lock, refused with IndexError, and the room given back."""
+    a = _big_array(cleanup, "shrink")
+    _contended(monkeypatch)
+    a.write_chunk((3, 3), np.full(a.chunks, 1.0))
+    assert a.backend.table._lease is not None
+    other = sz.open(a.backend.table.name)
+    other.resize((512, 1024))
+    other.close()
+    with pytest.raises(IndexError):
+        a.write_chunk((3, 3), np.full(a.chunks, 2.0))
+    assert a.shape == (512, 1024)
+    assert all(i < 2 for i, _j in a.backend.list_chunks())
+    a.write_chunk((1, 3), np.full(a.chunks, 3.0))
+    assert np.all(a.read_chunk((1, 3)) == 3.0)
+    name = a.backend.table.name
+    a.close()
+    a = sz.open(name)
+    _accounted(a)
+    a.close()
+
+
+def test_a_forked_child_does_not_use_its_parents_lease(cleanup, monkeypatch):
+    """A child forked while this handle holds a lease writes without it (it is the
+    parent's room); the parent's lease still serves the parent's next chunk."""
+    a = _big_array(cleanup, "fork")
+    _contended(monkeypatch)
+    a.write_chunk((0, 0), np.full(a.chunks, 1.0))
+    lease = a.backend.table._lease
+    assert lease is not None
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            assert not lease.usable
+            a.write_chunk((1, 1), np.full(a.chunks, 7.0))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert np.all(a.read_chunk((1, 1)) == 7.0)
+    assert lease.usable
+    a.write_chunk((2, 2), np.full(a.chunks, 8.0))
+    assert a.backend.table._lease is not lease  # used, and renewed
+    assert np.all(a.read_chunk((2, 2)) == 8.0)
+    name = a.backend.table.name
+    a.close()
+    a = sz.open(name)
+    _accounted(a)
+    a.close()
+
+
+def test_a_writer_killed_holding_a_lease_leaves_nothing_behind(cleanup):
+    """A writer process holding a lease is killed (SIGKILL): the lease is garbage, the
+    arena is not reserved any more, and the next writer's counts are right."""
+    a = _big_array(cleanup, "kill")
+    name = a.backend.table.name
+    code = (
+        f"import sys; sys.path.insert(0, 'tests'); import _workers as W; W.lease_and_stop({name!r})"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait until it stopped itself, a lease held
+            with open(f"/proc/{child.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "T":
+                    break
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(60)
+    assert np.all(a.read_chunk((0, 0)) == 5.0)
+    for c in np.ndindex(*a.cdata_shape):
+        a.write_chunk(c, np.full(a.chunks, 9.0))
+    a.backend.table.reclaim()
+    assert not any(a.backend.table._reserved(aid) for aid in a.backend.table._arena_ids())
+    assert np.all(a[...] == 9.0)
+    a.close()
+    a = sz.open(name)
+    t = a.backend.table
+    with t.writer():
+        t._set_counts(*t._recover())  # what the next writer after a crash does
+    _accounted(a)
+    a.close()
+
+
+def test_a_lease_that_cannot_be_reserved_does_not_fail_the_write(cleanup, monkeypatch):
+    """The lease is an optimisation: when its record cannot be had (no room left), the
+    chunk that asked for it is stored all the same, and no lease is held."""
+    from sharedzarr._table import _reserve
+    from sharedzarr.errors import OutOfSpaceError
+
+    a = _big_array(cleanup, "nolease")
+    _contended(monkeypatch)
+    a.write_chunk((0, 0), np.full(a.chunks, 1.0))  # a lease
+    orig = _reserve.reserve_record
+
+    def full(t, kb, h, nbytes, hold=None):
+        if hold is not None:
+            hold.release()
+        raise OutOfSpaceError("no room for the lease (test)")
+
+    monkeypatch.setattr(_reserve, "reserve_record", full)
+    a.write_chunk((0, 1), np.full(a.chunks, 2.0))  # uses the lease, cannot renew it
+    assert a.backend.table._lease is None
+    a.write_chunk((0, 2), np.full(a.chunks, 3.0))  # under the lock, cannot lease
+    assert a.backend.table._lease is None
+    monkeypatch.setattr(_reserve, "reserve_record", orig)
+    assert [a.read_chunk((0, j))[0, 0] for j in range(3)] == [1.0, 2.0, 3.0]
+    name = a.backend.table.name
+    a.close()
+    a = sz.open(name)
+    _accounted(a)
+    a.close()
+
+
+def test_a_leased_write_that_times_out_keeps_its_room_for_the_next(cleanup, monkeypatch):
+    """The writer lock cannot be had in time (another process holds it): the chunk
+    filled into the lease is not stored, the room stays this handle's lease, and the
+    next write uses it, after the holder died and its session was repaired."""
+    from sharedzarr.errors import LockTimeoutError
+
+    a = _big_array(cleanup, "timeout")
+    name = a.backend.table.name
+    _contended(monkeypatch)
+    a.write_chunk((0, 0), np.full(a.chunks, 1.0))
+    lease = a.backend.table._lease
+    assert lease is not None
+    ready = CTX.Event()
+    holder = CTX.Process(target=W.hold_lock_forever, args=(name, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(LockTimeoutError):
+            a.write_chunk((0, 1), np.full(a.chunks, 2.0), timeout=0.2)
+        assert a.backend.table._lease is lease and lease.usable
+        assert np.all(a.read_chunk((0, 1)) == -1.0)
+    finally:
+        holder.kill()
+        holder.join(60)
+    a.write_chunk((0, 1), np.full(a.chunks, 3.0))  # (the dead holder's session repaired)
+    assert a.backend.table._lease is not lease  # used, and renewed
+    assert np.all(a.read_chunk((0, 1)) == 3.0)
+    t = Table.attach(name)
+    t.delete("held")  # (the holder's own key)
+    t.close()
+    a.close()
+    a = sz.open(name)
+    _accounted(a)
+    a.close()

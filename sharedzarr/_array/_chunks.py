@@ -150,14 +150,37 @@ class ChunkMixin(WriteMixin):
         ):
             inner = self._inner_chunks.get(idx)
             backend = self._backend
-            # (a big chunk may be copied outside the lock instead: see _write_reserved)
-            if inner is not None and backend is not None and data.nbytes < backend.reserve_min:
+            if inner is None and backend is not None and backend.has_lease:
+                try:  # (a chunk this handle has not written yet)
+                    inner = self._inner_index(idx)[1]
+                except IndexError:
+                    pass  # (the general path raises it, after a look at the metadata)
+            if inner is not None and backend is not None:
+                # a big chunk goes into the room reserved for it ahead (a lease), filled
+                # before the lock is taken (see _write_reserved)
+                room = None
+                if data.nbytes >= backend.reserve_min:
+                    room = backend.leased_room(data.nbytes)
+                    if room is not None:
+                        self._fill_room(backend, room, data)
                 wait = self._write_timeout if timeout is None else timeout
-                since = backend.write_chunk_if_unchanged(
-                    inner, _byte_view(data), self._quiet, wait, self._metadata_unchanged
-                )
-                if since is not None:  # stored: nothing had changed since this handle's write
+                try:
+                    since = backend.write_chunk_if_unchanged(
+                        inner,
+                        _byte_view(data) if room is None else room,
+                        self._quiet,
+                        wait,
+                        self._metadata_unchanged,
+                    )
+                except BaseException:
+                    if room is not None:  # (a lock timeout, say: kept for the next write)
+                        backend.keep_room(room)
+                    raise
+                if since is not None:  # stored: nothing changed since this handle's write
                     self._quiet = since
+                    return
+                if room is not None:
+                    self._publish_room(backend, room, inner, data, timeout)
                     return
         op = self._write_op(timeout, data)
         with op:
@@ -190,19 +213,43 @@ class ChunkMixin(WriteMixin):
         """Fill a reserved chunk record without the writer lock and publish it under it
         (see ``Backend.reserve_chunk``); if the array's metadata changed meanwhile, the
         record is given up and the chunk written again under the lock, checked anew."""
+        self._fill_room(backend, room, arr)
+        self._publish_room(backend, room, idx, arr, timeout)
+
+    @staticmethod
+    def _fill_room(backend: Backend, room: Any, arr: np.ndarray) -> None:
+        """Copy ``arr`` into a reserved room without the writer lock; on failure the room
+        is given up."""
         try:
             room.buffer[:] = _byte_view(arr)
         except BaseException:
             with backend.writer(None):
                 room.abandon()
             raise
-        with self._write_op(timeout) as op:  # (arr was checked before the copy)
-            if op.changed:
-                room.abandon()
-                self._check_data(arr)
-                self._write_chunk_locked(backend, idx, arr, reserve=False)
-            else:
-                room.publish()
+
+    def _publish_room(
+        self, backend: Backend, room: Any, idx: Any, arr: np.ndarray, timeout: float | None
+    ) -> None:
+        """Publish a filled room as chunk ``idx`` in a write operation.  If the array's
+        metadata changed (a leased room was filled before this handle looked: its index
+        is checked again, as a whole chunk inside the array), or the room does not fit that
+        chunk, it is given up and the chunk written under the lock, checked anew."""
+        entered = False
+        try:
+            with self._write_op(timeout) as op:  # (arr was checked before the copy)
+                entered = True
+                # (the chunks known to be inside the array are forgotten when it changes)
+                inner = (
+                    None if op.changed or type(idx) is not tuple else self._inner_chunks.get(idx)
+                )
+                if inner is None or not backend.publish_reserved(room, inner):
+                    room.abandon()
+                    self._check_data(arr)
+                    self._write_chunk_locked(backend, idx, arr, reserve=False)
+        except BaseException:
+            if not entered:  # (a lock timeout, say: the room is kept for the next write)
+                backend.keep_room(room)
+            raise
 
     def _write_chunk_locked(
         self, backend: Backend, idx: Any, arr: np.ndarray, reserve: bool = True
@@ -218,23 +265,28 @@ class ChunkMixin(WriteMixin):
         backend.write_chunk(idx, buf)
         return None
 
+    def _inner_index(self, idx: Any) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """``(normalised index, the same if the chunk lies whole inside the array else
+        None)``; IndexError for an index outside the grid.  The chunks known to lie whole
+        inside are kept (forgotten when the metadata changes): their index needs no checks."""
+        inner = self._inner_chunks.get(idx) if type(idx) is tuple else None
+        if inner is not None:
+            return inner, inner
+        idx = normalize_chunk_index(idx, self._grid)
+        ends = zip(idx, self._chunks, self._shape, strict=True)
+        if all((i + 1) * c <= n for i, c, n in ends):
+            if len(self._inner_chunks) < _INNER_CHUNKS_MAX:
+                self._inner_chunks[idx] = idx
+            return idx, idx
+        return idx, None
+
     def _stored_chunk(self, idx: Any, arr: np.ndarray) -> tuple[tuple[int, ...], Any, bool]:
         """What :meth:`write_chunk` stores for ``arr`` at ``idx`` (writer lock held, metadata
         checked): ``(normalised index, the bytes to store, whether they are arr's own)``.
 
         Raises IndexError for an index outside the grid and ValueError for data that does
         not fit the chunk, before anything is written."""
-        # chunks known to lie whole inside the array: their index needs no checks
-        inner = self._inner_chunks.get(idx) if type(idx) is tuple else None
-        if inner is None:
-            idx = normalize_chunk_index(idx, self._grid)
-            ends = zip(idx, self._chunks, self._shape, strict=True)
-            if all((i + 1) * c <= n for i, c, n in ends):
-                if len(self._inner_chunks) < _INNER_CHUNKS_MAX:
-                    self._inner_chunks[idx] = idx
-                inner = idx
-        else:
-            idx = inner
+        idx, inner = self._inner_index(idx)
         if (
             inner is not None
             and self._raw

@@ -71,7 +71,8 @@ it in this list)::
     _read       the lock-free read protocol (invariants at its top), cached readers
     _recovery   repair after a dead writer: recounts, asks each owner to store
     _fill       a bulk write's fills shared with a helper thread; stores nothing
-    _reserve    a big record reserved under the lock and filled without it; stores nothing
+    _reserve    a big record reserved under the lock and filled without it, and the
+                lease of the next one; stores no shared word
     _write      writer session, put/remove, filled inserts, clear;
                 stores H_HOLDER, H_DIRTY, H_KEYS, H_OBJECTS, H_LIVE_VALUE
     _bulk       insert_many in vectorised passes (runs of records, one publish);

@@ -46,6 +46,7 @@ from ._ownership import (
 from ._ownership import (
     set_owner as _store_owner,
 )
+from ._reserve import Reservation, drop_lease, keep_lease, lease_for
 
 __all__ = ["Table", "collect_garbage"]
 
@@ -302,10 +303,23 @@ class Table(BulkMixin):
             return False
         return _reap_if_orphaned(self.name, self._hdr, self.persistent)
 
+    def take_lease(self, nbytes: int) -> Reservation | None:
+        """The record this handle reserved ahead for its next value of ``nbytes``, to be
+        filled without the writer lock and published by :meth:`insert_if_unchanged` or
+        ``Reservation.publish``; None if there is none (see "Leases" in
+        :class:`._reserve.Reservation`)."""
+        return lease_for(self, nbytes)
+
+    def keep_lease(self, room: Reservation) -> None:
+        """A write that took :meth:`take_lease`'s room failed before publishing it: keep it
+        for the next write (or give it back if this handle holds another)."""
+        keep_lease(self, room)
+
     def close(self) -> None:
         """Release this process's mappings; the table itself is untouched. Idempotent."""
         if self._closed:
             return
+        drop_lease(self)  # (while the lock can still be taken)
         self._closed = True
         self._drop_maps()
         # drop every reference to a mapping now: a handle can live on in a reference cycle

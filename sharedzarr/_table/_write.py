@@ -103,7 +103,6 @@ from .. import _proc
 from .._faults import CRASHES
 from .._faults import crash_point as _crash_point
 from .._index import encode_key, key_hash
-from .._lock import ReservationHold
 from .._segment import unlink as _unlink
 from .._threads import signals_deferred
 from ..errors import AccessDeniedError, NotFoundError
@@ -120,7 +119,7 @@ from ._header import (
 from ._ownership import _OWNED, _register_owned
 from ._read import ReadMixin
 from ._recovery import RecoveryMixin
-from ._reserve import Reservation
+from ._reserve import Reservation, renew_lease, reserve_record
 from ._space import RECLAIM_RATIO_BUSY
 from ._undo import NEW_KEYS, UndoLog
 
@@ -646,13 +645,7 @@ class WriteMixin(SessionMixin):
             raise RuntimeError("reserve needs the writer lock: call it inside table.writer()")
         if self._undo is not None:
             raise RuntimeError("reserve cannot be used inside an atomic writer session")
-        kb, h = pk
-        new_ref, total, buf, _ = self._append_unfilled(kb, nbytes)
-        hold = ReservationHold(self._seg_path_arena(new_ref >> L.OFFSET_BITS))
-        if hold.fd < 0:
-            self._abandon(new_ref, total)
-            return None
-        return Reservation(self, kb, h, nbytes, new_ref, total, buf, hold)
+        return reserve_record(self, pk[0], pk[1], nbytes)
 
     def insert_prepared(self, pk: tuple[bytes, int], value: Any) -> None:
         """:meth:`insert` with a prepared key (see :meth:`prepare_key`); set types only."""
@@ -677,10 +670,11 @@ class WriteMixin(SessionMixin):
     def insert_if_unchanged(
         self,
         pk: tuple[bytes, int],
-        value: memoryview,
+        value: memoryview | Reservation,
         since: tuple[int, int],
         timeout: float | None = DEFAULT_TIMEOUT,
         recheck: Callable[[], bool] | None = None,
+        lease: bool = False,
     ) -> tuple[int, int] | None:
         """Insert ``value`` under prepared key ``pk`` in a writer session of its own, if no
         write ran since ``since`` or ``recheck`` allows it; set types only.
@@ -693,7 +687,10 @@ class WriteMixin(SessionMixin):
         lets the write go on.  Without it, or when it returns False, nothing is written and
         None is returned: the caller then writes the general way.  Inside a session of
         this thread the value is written in that session (the pair then holds its
-        sequence, which the session's later writes keep).
+        sequence, which the session's later writes keep).  ``value`` may be a filled
+        :class:`Reservation`, published under ``pk``.  ``lease``: while another writer
+        waits, also reserve the record of this handle's next value of the same length
+        (see "Leases" in :class:`Reservation`; taken with :func:`._reserve.lease_for`).
 
         Returns
         -------
@@ -712,7 +709,13 @@ class WriteMixin(SessionMixin):
             if (s != since[0] or H[L.H_WRITES] != since[1]) and (recheck is None or not recheck()):
                 ok = True  # nothing written: the session ends clean
                 return None
-            self._put(pk[0], pk[1], [value], "replace")
+            lease = lease and self._lease is None and self._lock.contended()
+            if type(value) is Reservation:
+                value.publish(pk, lease)
+            else:
+                self._put(pk[0], pk[1], [value], "replace")
+                if lease:
+                    renew_lease(self, pk[0], pk[1], value.nbytes)
             ok = True
             # (a session of its own closes at s + 1, so the next one opens at s + 2)
             return (s if nested else s + 2), H[L.H_WRITES]

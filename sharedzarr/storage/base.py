@@ -328,6 +328,34 @@ class Backend(abc.ABC):
         """
         return None
 
+    @property
+    def has_lease(self) -> bool:
+        """Whether :meth:`leased_room` may have a room (storages without leases: never)."""
+        return False
+
+    def leased_room(self, nbytes: int) -> Any:
+        """A room reserved ahead for this handle's next whole chunk of ``nbytes``, to be
+        filled before the writer lock is taken and given to :meth:`publish_reserved`; None
+        (the default) when there is none."""
+        return None
+
+    def keep_room(self, room: Any) -> None:
+        """A write failed before it published ``room`` (from :meth:`leased_room` or
+        :meth:`reserve_chunk`): keep it for a later write, or give it back.  The default
+        gives it back if the writer lock can be had at once."""
+        try:
+            with self.writer(0.05):
+                room.abandon()
+        except Exception:
+            pass
+
+    def publish_reserved(self, room: Any, idx: ChunkIndex) -> bool:
+        """Publish a filled room (from :meth:`reserve_chunk` or :meth:`leased_room`) as
+        chunk ``idx``, writer lock held.  Returns False, with nothing done, when the room
+        cannot hold that chunk (the caller gives it up and writes the chunk)."""
+        room.publish()
+        return True
+
     def write_chunk_filled(self, idx: ChunkIndex, nbytes: int, fill: Any) -> None:
         """Store chunk ``idx`` of ``nbytes`` bytes written by ``fill(writable_buffer)``.
 
