@@ -1,11 +1,12 @@
-"""The process's helper thread for big copies, rebuilt in a forked child.
+"""The process's helper threads (big copies, periodic checks), rebuilt in a forked child.
 
 numpy releases the GIL while it copies, so a big read or write runs part of its copies on
-a second thread.  The thread belongs to one process: a forked child has none of its
-parent's threads, so the fork hook here drops the inherited pool and the child starts its
-own on first use.  :func:`signals_deferred` holds back the Python handlers of SIGINT and
-SIGTERM for a block.  One of the modules that touch the OS (threads, the CPU count, fork,
-signal handlers).
+a second thread.  :func:`poll` runs small periodic checks on a third one, only while some
+are registered (a writer's lease given back once idle).  The threads belong to one
+process: a forked child has none of its parent's threads, so the fork hook here drops the
+inherited ones and the child starts its own on first use.  :func:`signals_deferred` holds
+back the Python handlers of SIGINT and SIGTERM for a block.  One of the modules that touch
+the OS (threads, the CPU count, fork, signal handlers).
 """
 
 from __future__ import annotations
@@ -15,11 +16,19 @@ import contextlib
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["COPY_THREADS", "DEFERRED_SIGNALS", "copy_pool", "signals_deferred"]
+__all__ = [
+    "COPY_THREADS",
+    "DEFERRED_SIGNALS",
+    "POLL_PERIOD",
+    "copy_pool",
+    "poll",
+    "signals_deferred",
+]
 
 #: Threads that copy at once, this one included (two at most: more do not help a copy).
 COPY_THREADS = min(2, os.cpu_count() or 1)
@@ -38,9 +47,52 @@ def copy_pool() -> concurrent.futures.ThreadPoolExecutor:
     return _pool
 
 
+#: Seconds between two rounds of :func:`poll`'s checks.
+POLL_PERIOD = 0.02
+
+_polls: dict[object, Callable[[], bool]] = {}
+_poll_cv = threading.Condition()
+_poller: threading.Thread | None = None
+
+
+def poll(key: object, check: Callable[[], bool]) -> None:
+    """Call ``check()`` on the process's poll thread every :data:`POLL_PERIOD` seconds
+    until it returns False or raises (registered again under the same ``key``, the new
+    check replaces the old).  The thread runs only while some check is registered."""
+    global _poller
+    with _poll_cv:
+        _polls[key] = check
+        if _poller is None:
+            _poller = threading.Thread(target=_poll_loop, name="sharedzarr-poll", daemon=True)
+            _poller.start()
+        _poll_cv.notify()
+
+
+def _poll_loop() -> None:
+    while True:
+        with _poll_cv:
+            while not _polls:
+                _poll_cv.wait()
+        time.sleep(POLL_PERIOD)
+        with _poll_cv:
+            checks = list(_polls.items())
+        for key, check in checks:
+            try:
+                keep = check()
+            except BaseException:
+                keep = False
+            if not keep:
+                with _poll_cv:
+                    if _polls.get(key) is check:
+                        del _polls[key]
+
+
 def _reset_after_fork() -> None:
-    global _pool
+    global _pool, _poller, _poll_cv
     _pool = None
+    _poller = None
+    _poll_cv = threading.Condition()
+    _polls.clear()
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

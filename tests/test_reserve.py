@@ -317,12 +317,16 @@ def test_a_lease_is_published_under_the_next_key_and_renewed(table):
     audit(t, _size(t))
 
 
-def _contended(monkeypatch) -> None:
+def _contended(monkeypatch, reap: bool = False) -> None:
     """Make every writer session see another writer waiting (as two writer processes
-    taking turns do), so this process reserves and leases."""
+    taking turns do), so this process reserves and leases; unless ``reap``, leases are
+    not given back for being idle (a slow machine could make one look idle)."""
     from sharedzarr import _lock
+    from sharedzarr._table import _reserve
 
     monkeypatch.setattr(_lock.WriterLock, "contended", lambda self: True)
+    if not reap:
+        monkeypatch.setattr(_reserve, "LEASE_IDLE_NS", 10**15)
 
 
 def _big_array(cleanup, tag: str) -> sz.Array:
@@ -532,6 +536,33 @@ def test_a_leased_write_that_times_out_keeps_its_room_for_the_next(cleanup, monk
     t = Table.attach(name)
     t.delete("held")  # (the holder's own key)
     t.close()
+    a.close()
+    a = sz.open(name)
+    _accounted(a)
+    a.close()
+
+
+def test_an_idle_lease_is_given_back(cleanup, monkeypatch):
+    """A writer that stops writing does not keep its lease: the process's poll thread
+    gives it back once it was unused for LEASE_IDLE_NS, so the record is garbage again
+    and the arena can be compacted; the next write goes on without one."""
+    from sharedzarr._table import _reserve
+
+    a = _big_array(cleanup, "idle")
+    _contended(monkeypatch, reap=True)
+    a.write_chunk((0, 0), np.full(a.chunks, 1.0))
+    t = a.backend.table
+    lease = t._lease
+    assert lease is not None and t._reserved(lease.ref >> L.OFFSET_BITS)
+    deadline = time.monotonic() + 30
+    while t._lease is not None or lease.usable:
+        assert time.monotonic() < deadline, "the idle lease was not given back"
+        time.sleep(_reserve.LEASE_IDLE_NS / 1e9)
+    assert not t._reserved(lease.ref >> L.OFFSET_BITS)
+    assert t._H[L.H_LIVE_RECORD] == _published_record_bytes(t)
+    a.write_chunk((0, 1), np.full(a.chunks, 2.0))  # leases again
+    assert t._lease is not None and t._lease is not lease
+    name = t.name
     a.close()
     a = sz.open(name)
     _accounted(a)

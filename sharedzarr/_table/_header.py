@@ -229,6 +229,7 @@ class TableBase:
     _wseg: Segment | None = None
     _dedicated: Segment | None = None  # a big record's own segment, while it is written
     _lease: Any = None  # a record reserved ahead for this handle's next value (_reserve)
+    _lease_polled = False  # the poll thread looks at _lease (_reserve)
     # the undo log while this handle's atomic writer session runs (see _write, _undo)
     _undo: UndoLog | None = None
     _undo_map: UndoLog | None = None  # the log's mapping, kept between sessions

@@ -9,17 +9,22 @@ nothing references yet, just before it is published under that key.
 
 from __future__ import annotations
 
+import threading
+import time
+import weakref
 from typing import TYPE_CHECKING
 
 from .. import _layout as L
 from .. import _proc
 from .._lock import ReservationHold
 from .._segment import fd_unlinked
+from .._threads import poll
 
 if TYPE_CHECKING:
     from ._write import WriteMixin
 
 __all__ = [
+    "LEASE_IDLE_NS",
     "Reservation",
     "drop_lease",
     "keep_lease",
@@ -57,6 +62,14 @@ def reserve_record(
     return Reservation(t, kb, h, nbytes, new_ref, total, buf, hold, head)
 
 
+#: A lease unused this long is given back (by the poll thread: see "Leases").
+LEASE_IDLE_NS = 20_000_000
+
+#: Guards every handle's lease slot (``_lease``, ``_lease_polled``) against the poll thread.
+#: Never held while waiting for the writer lock.
+_SLOT = threading.Lock()
+
+
 def renew_lease(
     t: WriteMixin, kb: bytes, h: int, nbytes: int, hold: ReservationHold | None = None
 ) -> Reservation | None:
@@ -64,18 +77,62 @@ def renew_lease(
     (writer lock held; see "Leases"): :func:`reserve_record`, except that a failure (no
     room left, say) leaves no lease instead of failing the write that asked for it."""
     try:
-        t._lease = lease = reserve_record(t, kb, h, nbytes, hold)
+        lease = reserve_record(t, kb, h, nbytes, hold)
     except Exception:
         return None
+    if lease is not None and not _put_lease(t, lease):
+        _give_back(t, lease)  # (another thread of this process put one there meanwhile)
+        return None
     return lease
+
+
+def _put_lease(t: WriteMixin, lease: Reservation) -> bool:
+    """Make ``lease`` handle ``t``'s lease, if its slot is free and the handle open, and
+    have the poll thread look at it; whether it was put."""
+    with _SLOT:
+        if t._lease is not None or t._closed:
+            return False
+        t._lease = lease
+        start = not t._lease_polled
+        t._lease_polled = True
+    if start:  # (once per burst of leases: the check goes on while the handle has one)
+        ref = weakref.ref(t)
+        poll(ref, lambda: _reap_idle(ref))
+    return True
+
+
+def _reap_idle(ref: weakref.ref[WriteMixin]) -> bool:
+    """The poll thread's check of a handle's lease: give it back once unused for
+    :data:`LEASE_IDLE_NS`, if the writer lock can be had at once (else next time).  Returns
+    whether to look again."""
+    t = ref()
+    if t is None or t._closed:
+        return False
+    with _SLOT:
+        lease: Reservation | None = t._lease
+        if lease is None:
+            t._lease_polled = False
+            return False
+        if time.monotonic_ns() - lease.born < LEASE_IDLE_NS:
+            return True
+        t._lease = None  # out of the slot: no write takes it from here on
+    try:
+        with t.writer(0):
+            lease.abandon()
+        return True
+    except Exception:
+        pass
+    keep_lease(t, lease)  # (busy: another try next time)
+    return True
 
 
 def lease_for(t: WriteMixin, nbytes: int) -> Reservation | None:
     """Take table handle ``t``'s lease (see "Leases" in :class:`Reservation`) for a value
     of ``nbytes``, or None; a lease of another length, or one this process may not use (a
     forked child's copy), is given back."""
-    lease: Reservation | None = t._lease
-    t._lease = None
+    with _SLOT:
+        lease: Reservation | None = t._lease
+        t._lease = None
     if lease is None:
         return None
     if lease.nbytes == nbytes and lease.usable:
@@ -87,15 +144,14 @@ def lease_for(t: WriteMixin, nbytes: int) -> Reservation | None:
 def keep_lease(t: WriteMixin, room: Reservation) -> None:
     """A write that took ``room`` (its lease, filled or not) failed before it published
     it: keep it as table handle ``t``'s lease for the next write, or give it back."""
-    if room.usable and t._lease is None and room.table is t:
-        t._lease = room
-    else:
+    if not (room.usable and room.table is t and _put_lease(t, room)):
         _give_back(t, room)
 
 
 def drop_lease(t: WriteMixin) -> None:
     """Give table handle ``t``'s lease back (when it closes)."""
-    lease, t._lease = t._lease, None
+    with _SLOT:
+        lease, t._lease = t._lease, None
     if lease is not None:
         _give_back(t, lease)
 
@@ -142,7 +198,12 @@ class Reservation:
         the lock, and no reader looks at it before the reference is stored).  So each
         value takes the lock once.  An unused lease is a reservation like any other: live
         until abandoned, garbage if its process dies.  When the next record lands in the
-        same arena, the file lock is handed on instead of taken again.
+        same arena, the file lock is handed on instead of taken again.  A lease holds a
+        record and keeps writers from compacting its arena, so one left unused for
+        :data:`LEASE_IDLE_NS` (its writer stopped) is given back by the process's poll
+        thread (``_threads.poll``); so is a handle's lease when it closes.  The slot is
+        taken and put back under :data:`_SLOT`, so the poll thread and a write never both
+        hold a lease.
     """
 
     __slots__ = (
@@ -151,6 +212,7 @@ class Reservation:
         "_pid",
         "_reclaims",
         "_recoveries",
+        "born",
         "buffer",
         "h",
         "kb",
@@ -179,6 +241,7 @@ class Reservation:
         self._recoveries = table._H[L.H_RECOVERIES]
         self._reclaims = table._H[L.H_RECLAIM]  # (an unlink by a writer moves it first)
         self._pid = _proc.pid()
+        self.born = time.monotonic_ns()
 
     @property
     def usable(self) -> bool:
