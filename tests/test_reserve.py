@@ -337,6 +337,18 @@ def _big_array(cleanup, tag: str) -> sz.Array:
     return a
 
 
+def _close_and_check(a: sz.Array) -> None:
+    """Close ``a`` (which gives its lease back), open the array again and check it
+    (:func:`_accounted`)."""
+    name = a.backend.table.name
+    a.close()
+    a = sz.open(name)
+    try:
+        _accounted(a)
+    finally:
+        a.close()
+
+
 def _accounted(a: sz.Array) -> None:
     """Every chunk whole, and the table counts no record that is not published."""
     for c in np.ndindex(*a.cdata_shape):
@@ -403,11 +415,7 @@ def test_a_leased_chunk_whose_index_left_the_array_is_refused(cleanup, monkeypat
     assert all(i < 2 for i, _j in a.backend.list_chunks())
     a.write_chunk((1, 3), np.full(a.chunks, 3.0))
     assert np.all(a.read_chunk((1, 3)) == 3.0)
-    name = a.backend.table.name
-    a.close()
-    a = sz.open(name)
-    _accounted(a)
-    a.close()
+    _close_and_check(a)
 
 
 def test_a_forked_child_does_not_use_its_parents_lease(cleanup, monkeypatch):
@@ -434,11 +442,7 @@ def test_a_forked_child_does_not_use_its_parents_lease(cleanup, monkeypatch):
     a.write_chunk((2, 2), np.full(a.chunks, 8.0))
     assert a.backend.table._lease is not lease  # used, and renewed
     assert np.all(a.read_chunk((2, 2)) == 8.0)
-    name = a.backend.table.name
-    a.close()
-    a = sz.open(name)
-    _accounted(a)
-    a.close()
+    _close_and_check(a)
 
 
 def test_a_writer_killed_holding_a_lease_leaves_nothing_behind(cleanup):
@@ -499,11 +503,7 @@ def test_a_lease_that_cannot_be_reserved_does_not_fail_the_write(cleanup, monkey
     assert a.backend.table._lease is None
     monkeypatch.setattr(_reserve, "reserve_record", orig)
     assert [a.read_chunk((0, j))[0, 0] for j in range(3)] == [1.0, 2.0, 3.0]
-    name = a.backend.table.name
-    a.close()
-    a = sz.open(name)
-    _accounted(a)
-    a.close()
+    _close_and_check(a)
 
 
 def test_a_leased_write_that_times_out_keeps_its_room_for_the_next(cleanup, monkeypatch):
@@ -536,10 +536,7 @@ def test_a_leased_write_that_times_out_keeps_its_room_for_the_next(cleanup, monk
     t = Table.attach(name)
     t.delete("held")  # (the holder's own key)
     t.close()
-    a.close()
-    a = sz.open(name)
-    _accounted(a)
-    a.close()
+    _close_and_check(a)
 
 
 def test_an_idle_lease_is_given_back(cleanup, monkeypatch):
@@ -562,8 +559,4 @@ def test_an_idle_lease_is_given_back(cleanup, monkeypatch):
     assert t._H[L.H_LIVE_RECORD] == _published_record_bytes(t)
     a.write_chunk((0, 1), np.full(a.chunks, 2.0))  # leases again
     assert t._lease is not None and t._lease is not lease
-    name = t.name
-    a.close()
-    a = sz.open(name)
-    _accounted(a)
-    a.close()
+    _close_and_check(a)
