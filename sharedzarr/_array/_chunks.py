@@ -150,8 +150,8 @@ class ChunkMixin(WriteMixin):
         ):
             inner = self._inner_chunks.get(idx)
             backend = self._backend
-            if inner is None and backend is not None and backend.has_lease:
-                try:  # (a chunk this handle has not written yet)
+            if inner is None and backend is not None and data.nbytes >= backend.reserve_min:
+                try:  # (a big chunk this handle has not written yet: it may take a lease)
                     inner = self._inner_index(idx)[1]
                 except IndexError:
                     pass  # (the general path raises it, after a look at the metadata)

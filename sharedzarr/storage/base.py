@@ -328,11 +328,6 @@ class Backend(abc.ABC):
         """
         return None
 
-    @property
-    def has_lease(self) -> bool:
-        """Whether :meth:`leased_room` may have a room (storages without leases: never)."""
-        return False
-
     def leased_room(self, nbytes: int) -> Any:
         """A room reserved ahead for this handle's next whole chunk of ``nbytes``, to be
         filled before the writer lock is taken and given to :meth:`publish_reserved`; None

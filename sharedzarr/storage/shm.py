@@ -240,11 +240,6 @@ class SharedMemoryBackend(Backend):
             return None
         return table.reserve(self._key(idx), nbytes)
 
-    @property
-    def has_lease(self) -> bool:
-        """Whether this handle holds a room reserved ahead (see :meth:`leased_room`)."""
-        return self.table._lease is not None
-
     def leased_room(self, nbytes: int) -> Any:
         """The room reserved at this handle's last big write for its next chunk, while
         another writer waited (a lease: see ``Reservation`` in ``sharedzarr._table``), if
