@@ -138,9 +138,10 @@ def read_counting_clock(name: str, reads: int, out) -> None:
 
 def atomic_rewrites(name: str, ready) -> None:
     """Rewrite the whole array in ``with a.atomic():`` blocks, one value per block (also in
-    ``attrs["v"]``, and in a chunk written last), until killed."""
+    ``attrs["v"]``, and in a chunk written last), until killed.  ``ready`` is set once the
+    first block is done: every kill then comes after at least one block, however slow the
+    machine (a start-up slowed by other work would otherwise be killed before its first)."""
     a = sz.open(name)
-    ready.set()
     k = int(a.attrs.get("v", 0))
     while True:
         k += 1
@@ -148,3 +149,5 @@ def atomic_rewrites(name: str, ready) -> None:
             a[...] = k
             a.attrs["v"] = k
             a.write_chunk((0, 0), np.full(a.chunks, k, dtype=a.dtype))
+        if not ready.is_set():
+            ready.set()

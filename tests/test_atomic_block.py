@@ -145,18 +145,22 @@ def test_a_block_killed_at_any_moment_is_undone_by_the_next_writer(cleanup) -> N
     a.attrs["v"] = 0
     ctx = mp.get_context("spawn")
     rng = random.Random(11)
-    mixes_seen, kept = 0, set()
-    for _ in range(12):
+    kept = []
+    for trial in range(12):
         kill_while_running(ctx, AW.atomic_rewrites, lambda ready: (name, ready), rng)
         with a.atomic():  # the next writer: rolls the dead block back
             pass
         v = np.asarray(a)
         k = a.attrs["v"]
-        mixes_seen += int(v.min() != v.max() or v[0, 0] != k)
-        kept.add(k)
-        assert json_line(_in_other_process(name))[1] == float(k) * 256 * 256
-    assert mixes_seen == 0
-    assert len(kept) >= 6  # killed after different numbers of blocks
+        assert v.min() == v.max() == v[0, 0] == k, (
+            f"trial {trial}: after the rollback the array holds {v.min()}..{v.max()} "
+            f"(chunk (0, 0): {v[0, 0]}), attrs['v'] is {k}"
+        )
+        kept.append(k)
+        other = json_line(_in_other_process(name))[1]
+        assert other == float(k) * 256 * 256, f"trial {trial}: another process sums {other}"
+    # each worker finished a block before it could be killed: the value moved every time
+    assert len(set(kept)) == len(kept), kept
     a.delete()
 
 
