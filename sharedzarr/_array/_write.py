@@ -23,14 +23,14 @@ with numpy's own assignment, an interrupted write ends complete.  The try costs 
 on the path that is not interrupted.  A handler that is still pending when the write
 returns runs in :func:`_run_pending_handlers`, inside the operation, so its exception
 meets the session's end like any other (the end itself is written to survive one: see
-"Interrupts" in :mod:`sharedzarr._table._write`).
+"Interrupts" in :mod:`sharedzarr._table._session`).
 
 Small writes are atomic
 -----------------------
 Other exceptions (``OutOfSpaceError`` midway, ``MemoryError``) and SIGKILL can stop a write
 of several chunks between two batches.  A write that stores little next to the array (at
 most 1/16 of its stored data, or at most 1 MiB: ``UNDO_SMALL_SHARE``, ``UNDO_SMALL_MIN``
-of :mod:`sharedzarr._table._write`) is made all or nothing: under the lock and before its
+of :mod:`sharedzarr._table._session`) is made all or nothing: under the lock and before its
 first change, it asks its operation to become atomic (:meth:`WriteOp.undo_if_small`, the
 engine's ``undo_if_small``), as if it ran in ``atomic()`` (see "Rollback" there: an
 exception undoes it, and after SIGKILL the next writer does).  Its undo keeps the chunks it

@@ -73,8 +73,10 @@ it in this list)::
     _fill       a bulk write's fills shared with a helper thread; stores nothing
     _reserve    a big record reserved under the lock and filled without it, and the
                 lease of the next one; stores no shared word
-    _write      writer session, put/remove, filled inserts, clear;
-                stores H_HOLDER, H_DIRTY, H_KEYS, H_OBJECTS, H_LIVE_VALUE
+    _session    the writer session: lock, dirty mark, operations, rollback, interrupts;
+                stores H_HOLDER, H_DIRTY, H_OPSEQ
+    _write      put/remove, filled, reserved and conditional inserts, clear;
+                stores H_KEYS, H_OBJECTS, H_LIVE_VALUE
     _bulk       insert_many in vectorised passes (runs of records, one publish);
                 stores nothing: it calls the owners
     _table      the Table facade: create/attach/close, give_away, info

@@ -14,7 +14,7 @@ Each room has one keeper: a child forked with the handle starts with none
 (:meth:`ArenaMixin._forget_rooms`), else it and its parent would both write
 a record into one room, and the first one's chunk would be lost; a session that raised
 drops its rooms too (an interrupt may have left one on two lists: see "Interrupts" in
-``_write``).
+``_session``).
 Its room takes a new record of exactly the same length (so the arena stays walkable by
 its length words) once three things hold, in this order:
 
@@ -38,7 +38,7 @@ for the next take.
 Bumps are at least ``RECYCLE_GRACE_NS // 2`` apart, so copying readers retry rarely (and
 one whose copy is longer makes its last attempts under the writer lock, see I2).  A
 record freed inside an atomic session is recycled only once the session commits (a
-rollback may restore it until then: ``_write`` hands the rooms over), and a record in a
+rollback may restore it until then: ``_session`` hands the rooms over), and a record in a
 read-only mapping never is.  So a whole rewrite in an atomic session reuses the rooms the
 previous one left: such sessions keep two versions' worth of memory, as copy-on-write
 stores do.  A session that is not atomic needs no more than a batch's worth: the first
@@ -499,7 +499,7 @@ class ArenaMixin(TableBase):
     def _recycle(self, seg: Segment, ref: int, total: int) -> None:
         """Keep the room of the record at ``ref`` (``total`` bytes), which just became
         garbage, for a later record of the same length (see "Recycling"); in an atomic
-        session, once it commits (``_write``)."""
+        session, once it commits (``_session``)."""
         if total < RECYCLE_MIN or seg.readonly:
             return
         if self._undo is not None:

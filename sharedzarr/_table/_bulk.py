@@ -29,7 +29,7 @@ vectorised steps instead of one put per object:
 
 Everything that can refuse the batch (a key, a value, the room) is checked before the
 first record is stored.  The session is the caller's atomic one (see "Rollback" in
-:mod:`._write`): each new key is logged for the undo before it is published.  A failure
+:mod:`._session`): each new key is logged for the undo before it is published.  A failure
 after records were appended and before they were published leaves them garbage: the
 rollback cuts them off, an enclosing non-atomic session counts them garbage here.  This
 module stores no shared word itself: it calls the owners of the words it changes.

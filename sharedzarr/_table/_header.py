@@ -230,11 +230,11 @@ class TableBase:
     _dedicated: Segment | None = None  # a big record's own segment, while it is written
     _lease: Any = None  # a record reserved ahead for this handle's next value (_reserve)
     _lease_polled = False  # the poll thread looks at _lease (_reserve)
-    # the undo log while this handle's atomic writer session runs (see _write, _undo)
+    # the undo log while this handle's atomic writer session runs (see _session, _undo)
     _undo: UndoLog | None = None
     _undo_map: UndoLog | None = None  # the log's mapping, kept between sessions
     _undo_rooms: list[tuple[Segment, int, int]] = []  # freed in it (_arenas: "Recycling")
-    _atomic_rooms: bool = False  # the rooms kept are an atomic commit's (_write)
+    _atomic_rooms: bool = False  # the rooms kept are an atomic commit's (_session)
     _rooms_at: int = -(1 << 62)  # monotonic ns this handle last freed others' rooms (_space)
     _rooms_seen: int = 0  # the garbage of other handles then (_space)
     _closed: bool = True

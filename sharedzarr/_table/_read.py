@@ -26,7 +26,7 @@ I4  Every change of a slot's record is followed by a bump of ``H_WRITES`` (word 
 I5  A new index generation is published by one store of ``H_GEN`` (9); ``H_DELETED``
     (8) is set before a table's segments are unlinked.
 I6  Operations: ``H_OPSEQ`` is odd exactly while a writer session is open (stored by
-    :mod:`._write`, which explains the writer's side).  A reader that needs several
+    :mod:`._session`, which explains the writer's side).  A reader that needs several
     values as of one moment (an array's multi-chunk read) runs
     :meth:`ReadMixin.snapshot`: it waits for an even sequence, reads, and accepts the
     result only if the sequence (and the reuse epoch) did not move; otherwise it reads

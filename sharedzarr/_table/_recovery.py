@@ -1,12 +1,12 @@
 """Repair after a writer died mid-operation.
 
-The next writer that finds the dirty word set (``_write``) calls
+The next writer that finds the dirty word set (``_session``) calls
 :meth:`RecoveryMixin._recover` with the lock held.  Recovery counts what the published
 index references and asks each owner to store its words: the index its used-slot count,
 the allocator its arena words (and unlinks what nothing references), the space
 accounting its totals.  The entry counts (keys, objects, live value bytes) are returned
-to the write session, which owns them.  Every published value was complete before it
-was published, so no value needs repair.
+to the session, which hands them to the write module that owns them.  Every published
+value was complete before it was published, so no value needs repair.
 
 Words stored here, and only here: ``H_RECOVERIES``, counted at the start of each
 recovery (a writer that reserved a record before it, ``_reserve``'s ``Reservation``,

@@ -179,7 +179,7 @@ class SpaceMixin(IndexMixin):
         """Compact the most wasteful arenas until garbage is low (writer lock held).
 
         Not while an atomic session logs its changes: a rollback needs every old record
-        where it was (see ``_write``); the session's end reclaims.
+        where it was (see ``_session``); the session's end reclaims.
         """
         if self._undo is not None:
             return 0

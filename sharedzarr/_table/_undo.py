@@ -3,7 +3,7 @@ midway is rolled back by the next one.
 
 An atomic session (``writer(atomic=True)``, an array's ``atomic()`` block) changes keys
 by publishing new references; the records the old references point to stay where they
-are until the session ends (see "Rollback" in :mod:`._write`).  Undoing the session is
+are until the session ends (see "Rollback" in :mod:`._session`).  Undoing the session is
 therefore storing the old references back.  This module keeps the list of them where
 every process can read it: the segment ``/sz.T.undo``, written only here.
 
@@ -22,7 +22,7 @@ Write-ahead protocol
   freed or moved (reclaim).  A rollback closes it after the old references are back
   and recounted.
 * The next writer that finds the dirty mark and ``H_UNDO`` set reads the entries
-  (:meth:`UndoLog.entries`) and restores them (``_write``'s ``_rollback``), inside the
+  (:meth:`UndoLog.entries`) and restores them (``_session``'s ``_rollback``), inside the
   dead writer's still odd operation, so no snapshot reader accepts a state in between.
   A restore is idempotent (each key gets the reference it had before the session), so a
   writer killed while rolling back is rolled back again by the next.
@@ -68,7 +68,7 @@ LOG_SPAN = 1 << 30
 #: Allocation step ahead of the entries.
 LOG_STEP = 64 << 10
 #: Bytes allocated when the segment is made, and kept between sessions (about 250 entries
-#: of short keys: a small write's, see ``undo_if_small`` in ``_write``).
+#: of short keys: a small write's, see ``undo_if_small`` in ``_session``).
 LOG_FIRST = 8 << 10
 #: The old reference of an entry that stands for many keys absent before (a bulk insert).
 NEW_KEYS = -1

@@ -354,7 +354,7 @@ class SharedMemoryBackend(Backend):
         self, timeout: float | None = DEFAULT_TIMEOUT, *, atomic: bool = False
     ) -> contextlib.AbstractContextManager[Any]:
         """The table's writer lock (reentrant per thread); with ``atomic``, the outermost
-        session is undone if it raises (see "Rollback" in ``sharedzarr._table._write``)."""
+        session is undone if it raises (see "Rollback" in ``sharedzarr._table._session``)."""
         self._check_writable()
         return cast(
             "contextlib.AbstractContextManager[Any]", self.table.writer(timeout, atomic=atomic)
