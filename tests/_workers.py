@@ -481,19 +481,20 @@ def big_chunk_writer(name: str, parity: int, rounds: int, out) -> None:
 
 def big_value_writer(name: str, parity: int, rounds: int, out) -> None:
     """Table.insert this writer's keys (``(parity, k)``), ``rounds`` times, each value 512
-    KiB of one byte (parity * 100 + round); report how many copies ran outside the lock."""
+    KiB of one byte (parity * 100 + round); report how many copies ran outside the lock
+    (into the record leased ahead while the other writer waited)."""
     from sharedzarr._table import _write
 
     t = Table.attach(name)
     reserved = [0]
-    orig = _write.WriteMixin.reserve
+    orig = _write.lease_for
 
-    def counting(self, pk, nbytes):
-        room = orig(self, pk, nbytes)
+    def counting(table, nbytes):
+        room = orig(table, nbytes)
         reserved[0] += room is not None
         return room
 
-    _write.WriteMixin.reserve = counting
+    _write.lease_for = counting
     for r in range(rounds):
         for k in range(8):
             t.insert((parity, k), bytes([parity * 100 + r]) * (512 << 10))

@@ -196,7 +196,7 @@ def test_two_writer_processes_copy_big_chunks_outside_the_lock(cleanup):
 
 def test_two_writer_processes_copy_big_table_values_outside_the_lock(table):
     """Table.insert of a value of 512 KiB or more, while another writer waits, copies it
-    outside the lock too; every value ends whole and the counts match."""
+    outside the lock too (into its lease); every value ends whole and the counts match."""
     t = table
     assert _two_writers(W.big_value_writer, t.name, 15) > 0  # some copies ran outside the lock
     for p in (0, 1):
@@ -560,3 +560,88 @@ def test_an_idle_lease_is_given_back(cleanup, monkeypatch):
     a.write_chunk((0, 1), np.full(a.chunks, 2.0))  # leases again
     assert t._lease is not None and t._lease is not lease
     _close_and_check(a)
+
+
+def _count_sections(monkeypatch, t: Table) -> list[int]:
+    """Count the outermost writer sessions ``t``'s class opens from now on."""
+    sections = [0]
+    orig = type(t)._begin_write
+
+    def counting(self, *args, **kwargs):
+        outer = orig(self, *args, **kwargs)
+        sections[0] += outer
+        return outer
+
+    monkeypatch.setattr(type(t), "_begin_write", counting)
+    return sections
+
+
+def test_table_insert_of_big_values_takes_the_lock_once_each(table, monkeypatch):
+    """While another writer waits, Table.insert of a big value leases the record of the
+    next one, which the next insert fills before it takes the lock: one locked section per
+    value, new keys and replaced ones alike; a key of another layout does not use the
+    lease, and closing the handle gives it back."""
+    from sharedzarr._table._write import RESERVE_MIN
+
+    t = table
+    _contended(monkeypatch)
+    sections = _count_sections(monkeypatch, t)
+    t.insert("k0", b"0" * RESERVE_MIN)  # under the lock, and the next record leased
+    assert t._lease is not None and sections[0] == 1
+    for r in range(3):
+        for k in range(4):
+            t.insert(f"k{k}", bytes([65 + r]) * RESERVE_MIN)
+    assert sections[0] == 13  # one locked section per insert
+    assert [t[f"k{k}"] for k in range(4)] == [b"C" * RESERVE_MIN] * 4
+    lease = t._lease
+    assert lease is not None and lease.usable
+    t.insert(("a much longer key",) * 4, b"x" * RESERVE_MIN)  # another layout: not leased
+    assert sections[0] == 14 and t._lease is lease and lease.usable
+    t.insert("small", b"s" * 100)  # small: the lease stays for the next big value
+    assert t._lease is lease
+    assert t._H[L.H_LIVE_RECORD] == _published_record_bytes(t)  # (a lease: not yet)
+    name = t.name
+    t.close()  # gives the lease back
+    assert not lease.usable
+    t = Table.attach(name)
+    assert t._H[L.H_LIVE_RECORD] == _published_record_bytes(t)
+    assert t["k3"] == b"C" * RESERVE_MIN and len(t) == 6
+    audit(t, _size(t))
+    t.delete_table()
+
+
+def test_a_leased_insert_that_times_out_keeps_its_room_for_the_next(table, monkeypatch):
+    """Table.insert of a big value that cannot get the lock in time stores nothing and
+    keeps its filled lease, which the next insert uses once the holder is gone."""
+    from sharedzarr._table._write import RESERVE_MIN
+    from sharedzarr.errors import LockTimeoutError
+
+    t = table
+    _contended(monkeypatch)
+    t.insert("a", b"1" * RESERVE_MIN)
+    lease = t._lease
+    assert lease is not None
+    ready = CTX.Event()
+    holder = CTX.Process(target=W.hold_lock_forever, args=(t.name, ready))
+    holder.start()
+    try:
+        assert ready.wait(60)
+        monkeypatch.setattr("sharedzarr._table._write.DEFAULT_TIMEOUT", 0.2)
+        with pytest.raises(LockTimeoutError):
+            t.insert("b", b"2" * RESERVE_MIN)
+        assert t._lease is lease and lease.usable and "b" not in t
+    finally:
+        holder.kill()
+        holder.join(60)
+    monkeypatch.undo()
+    _contended(monkeypatch)
+    t.insert("b", b"3" * RESERVE_MIN)  # (the dead holder's session repaired first)
+    assert t._lease is not lease and not lease.usable  # used, and renewed
+    assert t["a"] == b"1" * RESERVE_MIN and t["b"] == b"3" * RESERVE_MIN
+    t.delete("held")
+    name = t.name
+    t.close()
+    t = Table.attach(name)
+    assert t._H[L.H_LIVE_RECORD] == _published_record_bytes(t)
+    audit(t, _size(t))
+    t.delete_table()

@@ -43,17 +43,18 @@ from ._header import (
     count_reclaim,
     count_write,
 )
-from ._reserve import Reservation, renew_lease, reserve_record
+from ._reserve import Reservation, keep_lease, lease_for, renew_lease, reserve_record
 from ._session import PART_WAY_NOTE, READER_PAUSE_NS, SessionMixin
 from ._space import RECLAIM_RATIO_BUSY
 
 __all__ = ["PART_WAY_NOTE", "READER_PAUSE_NS", "RESERVE_MIN", "Reservation", "WriteMixin"]
 
 #: :meth:`WriteMixin.insert` copies a value this big outside the writer lock while another
-#: writer waits (:class:`Reservation`); a smaller one goes in under the lock: the extra lock
-#: round trip costs more than the copy.  Two processes inserting values read from memory,
-#: two together against one alone: 256 KiB 0.93-0.94x with it, 1.00x without; 512 KiB
-#: 1.12-1.16x with it, 1.02x without; 2 MiB 1.47x with it, 0.84x without.
+#: writer waits (into its lease, see "Leases" in :class:`Reservation`); a smaller one goes
+#: in under the lock.  Two processes inserting values read from memory, two together
+#: against one alone, when each value took the lock twice (reserve, then publish): 256 KiB
+#: 0.93-0.94x with it, 1.00x without; 512 KiB 1.12-1.16x with it, 1.02x without; 2 MiB
+#: 1.47x with it, 0.84x without.
 RESERVE_MIN = 512 << 10
 
 
@@ -429,17 +430,18 @@ class WriteMixin(SessionMixin):
         kb = encode_key(key)
         h = key_hash(kb)
         v = _as_buffer(value)
+        big = v.nbytes >= RESERVE_MIN and not self._bag and not self._lock.depth
+        if big and self._insert_leased(kb, h, v):
+            return
         outer = self._begin_write(DEFAULT_TIMEOUT)
         ok = False
-        room = None
         try:
             if not self._bag:
-                # a big value, another writer waiting, and the session this call's own:
-                # copy the value without the lock (see Reservation)
-                if v.nbytes >= RESERVE_MIN and self._lock.depth == 1 and self._lock.contended():
-                    room = self.reserve((kb, h), v.nbytes)
-                if room is None:
-                    self._put(kb, h, [v], "replace")
+                self._put(kb, h, [v], "replace")
+                # a big value while another writer waits, in a session of its own: reserve
+                # the record of the next one, filled without the lock (see "Leases")
+                if big and self._lease is None and self._lock.contended():
+                    renew_lease(self, kb, h, v.nbytes)
             else:
                 old = self._existing(kb, h)
                 if self._dup or not any(o == v for o in old):
@@ -451,20 +453,35 @@ class WriteMixin(SessionMixin):
             except BaseException:  # (see "Interrupts" in _session)
                 self._end_interrupted(outer)
                 raise
-        if room is not None:
-            self._fill_reserved(room, v)
 
-    def _fill_reserved(self, room: Reservation, v: memoryview) -> None:
-        """Copy a big value into its reserved record without the writer lock, while another
-        writer works, then publish it under the lock (see :class:`Reservation`)."""
+    def _insert_leased(self, kb: bytes, h: int, v: memoryview) -> bool:
+        """:meth:`insert` of a big value into this handle's lease (see "Leases" in
+        :class:`Reservation`): copied before the lock is taken, then published, and the
+        next lease reserved while another writer waits, in one locked section.  False,
+        with nothing done, when the handle holds no lease that fits."""
+        lease = lease_for(self, v.nbytes)
+        if lease is None:
+            return False
+        if not lease.fits(kb):
+            keep_lease(self, lease)  # (for a key of its layout; else the poll gives it back)
+            return False
         try:
-            room.buffer[:] = v
-        except BaseException:
-            with self.writer(None):
-                room.abandon()
+            lease.buffer[:] = v
+            outer = self._begin_write(DEFAULT_TIMEOUT)
+        except BaseException:  # (a lock timeout, say: kept for the next write)
+            keep_lease(self, lease)
             raise
-        with self.writer(None):
-            room.publish()
+        ok = False
+        try:
+            lease.publish((kb, h), self._lease is None and self._lock.contended())
+            ok = True
+        finally:
+            try:
+                self._end_write(ok, outer=outer)
+            except BaseException:  # (see "Interrupts" in _session)
+                self._end_interrupted(outer)
+                raise
+        return True
 
     def _existing(self, kb: bytes, h: int) -> list[memoryview]:
         slot, _ref, seg, off = self._find(kb, h)
