@@ -465,22 +465,16 @@ class WriteMixin(SessionMixin):
         if not lease.fits(kb):
             keep_lease(self, lease)  # (for a key of its layout; else the poll gives it back)
             return False
+        entered = False
         try:
             lease.buffer[:] = v
-            outer = self._begin_write(DEFAULT_TIMEOUT)
-        except BaseException:  # (a lock timeout, say: kept for the next write)
-            keep_lease(self, lease)
+            with self.writer():
+                entered = True
+                lease.publish((kb, h), self._lease is None and self._lock.contended())
+        except BaseException:
+            if not entered:  # (a lock timeout, say: kept for the next write)
+                keep_lease(self, lease)
             raise
-        ok = False
-        try:
-            lease.publish((kb, h), self._lease is None and self._lock.contended())
-            ok = True
-        finally:
-            try:
-                self._end_write(ok, outer=outer)
-            except BaseException:  # (see "Interrupts" in _session)
-                self._end_interrupted(outer)
-                raise
         return True
 
     def _existing(self, kb: bytes, h: int) -> list[memoryview]:
